@@ -1,0 +1,51 @@
+"""Shared fixtures: the miniature release, the reference data, and a way to run the scripts."""
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+REFERENCE = Path(os.environ.get("IMAGENET_REFERENCE", REPO.parent / "shared" / "reference"))
+
+for p in (str(TESTS), str(REPO)):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+import minirelease  # noqa: E402
+
+
+def script(name: str) -> Path:
+    """Path of one of the four numbered scripts at the top of the repository."""
+    return REPO / name
+
+
+def load_script(module: str):
+    """Import a numbered Python script as a module (nothing runs at import time)."""
+    return importlib.import_module(module)
+
+
+def run(cmd: list, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    """Run a command; capture text output; never hang a test for long."""
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+@pytest.fixture(scope="session")
+def release(tmp_path_factory) -> minirelease.Release:
+    """The unit-test release (12 classes, uneven counts), built once per test session."""
+    return minirelease.make_release(tmp_path_factory.mktemp("release"))
+
+
+@pytest.fixture
+def reference() -> Path:
+    """../shared/reference with the real devkit metadata; the test is skipped without it."""
+    if not (REFERENCE / "meta.mat").is_file():
+        pytest.skip("real reference metadata not found at %s (only present in the dev workspace)"
+                    % REFERENCE)
+    return REFERENCE

@@ -1,0 +1,522 @@
+#!/usr/bin/env python3
+"""Build a miniature ILSVRC2012 release with the exact archive layout of the real one.
+
+Tests, the demo and the benchmarks all use this module; it also runs as a command:
+
+    python3 tests/minirelease.py OUT [--preset unit|bench|files] [--classes K] ...
+
+OUT receives::
+
+    OUT/ILSVRC2012_img_train.tar            outer tar of WNID.tar members, each holding WNID_N.JPEG
+    OUT/ILSVRC2012_img_val.tar              flat ILSVRC2012_val_%08d.JPEG
+    OUT/ILSVRC2012_img_test_v10102019.tar   test/ILSVRC2012_test_%08d.JPEG
+    OUT/ILSVRC2012_devkit_t12.tar.gz        ILSVRC2012_devkit_t12/data/meta.mat + ground truth
+    OUT/ILSVRC2017_devkit.tar.gz            ILSVRC/devkit/data/meta_clsloc.mat, map_clsloc.txt, ...
+    OUT/labels/                             the val labels in the Kaggle and TF forms
+    OUT/expected.json                       what a correct pipeline must produce, whole trees
+    OUT/checksums.md5                       md5sum-style lines for every archive
+
+Class order: devkit IDs 1..K are given to the classes in a shuffled order, so that the devkit order
+differs from the sorted-WNID order and tests catch code that mixes the two.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import io
+import json
+import random
+import sys
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import scipy.io
+
+TRAIN_TAR = "ILSVRC2012_img_train.tar"
+VAL_TAR = "ILSVRC2012_img_val.tar"
+TEST_TAR = "ILSVRC2012_img_test_v10102019.tar"
+DEVKIT_2012 = "ILSVRC2012_devkit_t12.tar.gz"
+DEVKIT_2017 = "ILSVRC2017_devkit.tar.gz"
+MTIME = 1339632000  # 2012-06-14, fixed so archives are byte-identical for a seed
+
+REAL_TRAIN_TOTAL = 1_281_167
+REAL_MIN_PER_CLASS = 732
+REAL_MAX_PER_CLASS = 1300
+REFERENCE_META = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "meta.mat"
+
+# Presets: (a) seconds-long unit tests, (b) ~2 GB benchmark, (c) 1,281,167 tiny files.
+PRESETS = {
+    "unit": dict(classes=12, images=(2, 7), val_per_class=3, test=10, kib=1.0),
+    "bench": dict(classes=1000, images=(18, 22), val_per_class=2, test=20, kib=110.0),
+    "files": dict(classes=1000, images="real", val_per_class=50, test=100, kib=0.1),
+}
+
+_WORDS = [
+    "kit fox, Vulpes macrotis", "English setter", "Siberian husky", "crane", "maillot",
+    "jack-o'-lantern", 'tench, Tinca tinca', "goldfish, Carassius auratus", "dumbbell",
+    'great white shark, white shark, man-eater', "crane", "maillot, tank suit", "hen",
+    'potter\'s wheel', 'screen, CRT screen', "cock",
+]
+
+
+@dataclass
+class Synset:
+    ilsvrc_id: int
+    wnid: str
+    words: str
+    gloss: str
+    num_train_images: int
+    children: list[int] = field(default_factory=list)
+    wordnet_height: int = 0
+
+
+@dataclass
+class Release:
+    """Paths and expected results of one generated release."""
+
+    out: Path
+    classes: list[Synset]            # the K leaf classes, in devkit ID order (ID 1 first)
+    internal: list[Synset]           # the 2012-style internal synsets (IDs K+1..)
+    train: dict[str, list[str]]      # wnid -> sorted file names
+    val: dict[str, str]              # val file name -> wnid
+    val_ids: list[int]               # devkit ID of val image k at position k-1
+    test: list[str]                  # test file names
+    blacklist: list[int]             # 1-based val image indices
+    special: dict[str, str]          # train file name -> "png" / "cmyk"
+    archives: dict[str, Path]        # split -> archive path
+    md5: dict[str, str]
+    sizes: dict[str, int]
+    labels: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def wnids_sorted(self) -> list[str]:
+        return sorted(c.wnid for c in self.classes)
+
+    def class_index(self, wnid: str) -> int:
+        return self.wnids_sorted.index(wnid)
+
+
+# ----------------------------------------------------------------------------- images
+
+def fake_jpeg(rng: random.Random, size: int, components: int = 3) -> bytes:
+    """Bytes shaped like a baseline JPEG: SOI, APP0 JFIF, SOF0 with `components`, SOS, data, EOI."""
+    app0 = b"\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+    comps = b"".join(bytes([i + 1, 0x11, 0]) for i in range(components))
+    sof = b"\xff\xc0" + (8 + 3 * components).to_bytes(2, "big") + b"\x08\x00\x10\x00\x10" + \
+        bytes([components]) + comps
+    sos = b"\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00"
+    head = b"\xff\xd8" + app0 + sof + sos
+    body_len = max(0, size - len(head) - 2)
+    body = rng.randbytes(body_len).replace(b"\xff", b"\xfe")
+    return head + body + b"\xff\xd9"
+
+
+def fake_png(rng: random.Random, size: int) -> bytes:
+    head = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\x0dIHDR\x00\x00\x00\x10\x00\x00\x00\x10\x08\x02\x00\x00\x00"
+    return head + rng.randbytes(max(0, size - len(head)))
+
+
+def _image_size(rng: random.Random, kib: float) -> int:
+    mean = kib * 1024
+    return max(64, int(rng.uniform(0.5, 1.5) * mean))
+
+
+# ----------------------------------------------------------------------------- tar helpers
+
+def _tarinfo(name: str, size: int, mode: int = 0o644) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mode = mode
+    info.mtime = MTIME
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    tar.addfile(_tarinfo(name, len(data)), io.BytesIO(data))
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _targz(path: Path, members: list[tuple[str, bytes]], dirs: list[str]) -> None:
+    # gzip with mtime 0 so the archive is byte-identical for a seed
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for d in dirs:
+            info = _tarinfo(d + "/", 0, 0o755)
+            info.type = tarfile.DIRTYPE
+            tar.addfile(info)
+        for name, data in members:
+            add_bytes(tar, name, data)
+
+
+# ----------------------------------------------------------------------------- classes
+
+def _real_counts() -> Optional[list[int]]:
+    """Per-class train counts of the real release, from ../shared when it is there."""
+    if not REFERENCE_META.is_file():
+        return None
+    syn = scipy.io.loadmat(str(REFERENCE_META), squeeze_me=True)["synsets"]
+    return [int(s["num_train_images"]) for s in syn if int(s["num_children"]) == 0]
+
+
+def real_like_counts(k: int, rng: random.Random) -> list[int]:
+    """K counts between 732 and 1300 summing to 1,281,167 when K is 1,000 (the real figures)."""
+    real = _real_counts()
+    if real is not None and k == len(real):
+        return real
+    total = round(REAL_TRAIN_TOTAL * k / 1000)
+    counts = [REAL_MAX_PER_CLASS] * k
+    deficit = REAL_MAX_PER_CLASS * k - total
+    i = 0
+    while deficit > 0:
+        j = i % k
+        if j % 9 != 0:  # leave most classes at 1300, as in the real release
+            take = min(deficit, counts[j] - REAL_MIN_PER_CLASS, rng.randint(1, 568))
+            counts[j] -= take
+            deficit -= take
+        i += 1
+    return counts
+
+
+def make_classes(k: int, counts: list[int], rng: random.Random) -> tuple[list[Synset], list[Synset]]:
+    wnids = set()
+    while len(wnids) < k:
+        wnids.add("n%08d" % rng.randrange(1_000_000, 15_000_000))
+    ordered = sorted(wnids)
+    rng.shuffle(ordered)
+    if ordered == sorted(ordered) and k > 1:  # the devkit order must differ from sorted order
+        ordered[0], ordered[1] = ordered[1], ordered[0]
+    classes = []
+    for i, wnid in enumerate(ordered):
+        words = _WORDS[i] if i < len(_WORDS) else "synthetic class %d, thing %d" % (i + 1, i + 1)
+        classes.append(Synset(i + 1, wnid, words, "gloss of %s; generated" % words.split(",")[0],
+                              counts[i]))
+    # 2012-style internal synsets: a root with children, nodes with several and with one child
+    m = max(4, k // 4)
+    internal = []
+    used = wnids
+    for j in range(m):
+        while True:
+            w = "n%08d" % rng.randrange(1_000, 1_000_000)
+            if w not in used:
+                used.add(w)
+                break
+        internal.append(Synset(k + 1 + j, w, "entity" if j == 0 else "group %d" % j,
+                               "internal synset %d" % j, 0))
+    internal[0].children = [s.ilsvrc_id for s in internal[1:-1]]
+    internal[-1].children = [internal[1].ilsvrc_id]            # exactly one child -> int on load
+    for c in classes:
+        internal[1 + rng.randrange(m - 2)].children.append(c.ilsvrc_id)
+    for s in internal[1:-1]:
+        s.wordnet_height = 1
+    internal[0].wordnet_height = 2
+    internal[-1].wordnet_height = 2
+    return classes, internal
+
+
+def _uint(v: int) -> np.ndarray:
+    return np.array([[v]], dtype=np.uint8 if v < 256 else np.uint16)
+
+
+def _uint_row(values: list[int]) -> np.ndarray:
+    dtype = np.uint8 if not values or max(values) < 256 else np.uint16
+    return np.array([values], dtype=dtype).reshape(1, len(values))
+
+
+def meta_mat_bytes(classes: list[Synset], internal: list[Synset]) -> bytes:
+    """A 2012 devkit meta.mat: `synsets`, an (N,1) struct, leaves 1..K first."""
+    fields = ["ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children",
+              "wordnet_height", "num_train_images"]
+    allsyn = classes + internal
+    arr = np.empty((len(allsyn), 1), dtype=[(f, object) for f in fields])
+    for i, s in enumerate(allsyn):
+        arr[i, 0] = (_uint(s.ilsvrc_id), np.array([s.wnid]), np.array([s.words]),
+                     np.array([s.gloss]), _uint(len(s.children)), _uint_row(s.children),
+                     _uint(s.wordnet_height), _uint(s.num_train_images))
+    buf = io.BytesIO()
+    scipy.io.savemat(buf, {"synsets": arr}, format="5")
+    return buf.getvalue()
+
+
+def meta_clsloc_bytes(classes: list[Synset]) -> bytes:
+    """A 2015/2017 devkit meta_clsloc.mat: `synsets`, a (1,K) struct."""
+    fields = ["ILSVRC2015_CLSLOC_ID", "WNID", "name", "description", "num_train_images"]
+    arr = np.empty((1, len(classes)), dtype=[(f, object) for f in fields])
+    for i, s in enumerate(classes):
+        arr[0, i] = (_uint(s.ilsvrc_id), np.array([s.wnid]), np.array([s.words]),
+                     np.array([s.gloss]), _uint(s.num_train_images))
+    buf = io.BytesIO()
+    scipy.io.savemat(buf, {"synsets": arr}, format="5")
+    return buf.getvalue()
+
+
+def short_name(words: str) -> str:
+    """First lemma with spaces as underscores: the map_clsloc.txt / Keras name."""
+    return words.split(",")[0].strip().replace(" ", "_")
+
+
+# ----------------------------------------------------------------------------- the release
+
+def make_release(out: Path, classes: int = 12, images=(2, 7), val_per_class: int = 3,
+                 test: int = 10, kib: float = 1.0, seed: int = 0, specials: bool = True,
+                 test_prefix: str = "test/", progress: bool = False) -> Release:
+    """Write a release to `out` and return what a correct pipeline must produce from it.
+
+    images: (min, max) images per class drawn per class, or "real" for the real per-class counts.
+    specials: make one train image a PNG and two CMYK JPEGs, as in the real release.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    k = classes
+    if images == "real":
+        counts = real_like_counts(k, rng)
+    else:
+        lo, hi = images
+        counts = [rng.randint(lo, hi) for _ in range(k)]
+    syn, internal = make_classes(k, counts, rng)
+
+    # train: an outer tar of WNID.tar members, written in sorted-WNID order like the real one
+    train: dict[str, list[str]] = {}
+    special: dict[str, str] = {}
+    train_path = out / TRAIN_TAR
+    with tarfile.open(train_path, "w", format=tarfile.GNU_FORMAT) as outer:
+        for n, s in enumerate(sorted(syn, key=lambda c: c.wnid)):
+            numbers = sorted(rng.sample(range(1, 3 * s.num_train_images + 50), s.num_train_images))
+            names = ["%s_%d.JPEG" % (s.wnid, x) for x in numbers]
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as inner:
+                for j, name in enumerate(names):
+                    size = _image_size(rng, kib)
+                    if specials and n == 0 and j == 0:
+                        data, special[name] = fake_png(rng, size), "png"
+                    elif specials and n in (1, 2) and j == 0:
+                        data, special[name] = fake_jpeg(rng, size, components=4), "cmyk"
+                    else:
+                        data = fake_jpeg(rng, size)
+                    add_bytes(inner, name, data)
+            add_bytes(outer, s.wnid + ".tar", buf.getvalue())
+            train[s.wnid] = sorted(names)
+            if progress and n % 100 == 99:
+                print("  train: %d/%d classes" % (n + 1, k), file=sys.stderr)
+
+    # val: flat, labels shuffled over the classes
+    val_ids = [s.ilsvrc_id for s in syn for _ in range(val_per_class)]
+    rng.shuffle(val_ids)
+    by_id = {s.ilsvrc_id: s for s in syn}
+    val: dict[str, str] = {}
+    with tarfile.open(out / VAL_TAR, "w", format=tarfile.GNU_FORMAT) as tar:
+        for i, cid in enumerate(val_ids, start=1):
+            name = "ILSVRC2012_val_%08d.JPEG" % i
+            add_bytes(tar, name, fake_jpeg(rng, _image_size(rng, kib)))
+            val[name] = by_id[cid].wnid
+
+    test_names = ["ILSVRC2012_test_%08d.JPEG" % i for i in range(1, test + 1)]
+    with tarfile.open(out / TEST_TAR, "w", format=tarfile.GNU_FORMAT) as tar:
+        if test_prefix:
+            info = _tarinfo(test_prefix, 0, 0o755)
+            info.type = tarfile.DIRTYPE
+            tar.addfile(info)
+        for name in test_names:
+            add_bytes(tar, test_prefix + name, fake_jpeg(rng, _image_size(rng, kib)))
+
+    ground_truth = "".join("%d\n" % i for i in val_ids).encode()
+    blacklist = sorted(rng.sample(range(1, len(val_ids) + 1), max(1, len(val_ids) * 1762 // 50000)))
+    _targz(out / DEVKIT_2012, [
+        ("ILSVRC2012_devkit_t12/COPYING", b"Miniature devkit generated for tests.\n"),
+        ("ILSVRC2012_devkit_t12/readme.txt", b"Generated ILSVRC2012 devkit (miniature).\n"),
+        ("ILSVRC2012_devkit_t12/data/meta.mat", meta_mat_bytes(syn, internal)),
+        ("ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt", ground_truth),
+    ], ["ILSVRC2012_devkit_t12", "ILSVRC2012_devkit_t12/data"])
+    map_clsloc = "".join("%s %d %s\n" % (s.wnid, s.ilsvrc_id, short_name(s.words)) for s in syn)
+    _targz(out / DEVKIT_2017, [
+        ("ILSVRC/devkit/COPYING", b"Miniature devkit generated for tests.\n"),
+        ("ILSVRC/devkit/data/meta_clsloc.mat", meta_clsloc_bytes(syn)),
+        ("ILSVRC/devkit/data/map_clsloc.txt", map_clsloc.encode()),
+        ("ILSVRC/devkit/data/ILSVRC2015_clsloc_validation_ground_truth.txt", ground_truth),
+        ("ILSVRC/devkit/data/ILSVRC2015_clsloc_validation_blacklist.txt",
+         "".join("%d\n" % i for i in blacklist).encode()),
+    ], ["ILSVRC", "ILSVRC/devkit", "ILSVRC/devkit/data"])
+
+    # val labels in the other forms 03 accepts
+    labels_dir = out / "labels"
+    labels_dir.mkdir(exist_ok=True)
+    rows = ["%s,%s %d %d %d %d \n" % (name[:-5], wnid, 1, 2, 30, 40) for name, wnid in val.items()]
+    rng.shuffle(rows)
+    (labels_dir / "LOC_val_solution.csv").write_text("ImageId,PredictionString\n" + "".join(rows))
+    (labels_dir / "imagenet_2012_validation_synset_labels.txt").write_text(
+        "".join(val[n] + "\n" for n in sorted(val)))
+    (labels_dir / "ILSVRC2012_validation_ground_truth.txt").write_bytes(ground_truth)
+
+    archives = {"train": train_path, "val": out / VAL_TAR, "test": out / TEST_TAR,
+                "devkit": out / DEVKIT_2012, "devkit2017": out / DEVKIT_2017}
+    md5 = {split: _md5(p) for split, p in archives.items()}
+    sizes = {split: p.stat().st_size for split, p in archives.items()}
+    rel = Release(out=out, classes=syn, internal=internal, train=train, val=val, val_ids=val_ids,
+                  test=test_names, blacklist=blacklist, special=special, archives=archives,
+                  md5=md5, sizes=sizes,
+                  labels={"devkit": labels_dir / "ILSVRC2012_validation_ground_truth.txt",
+                          "kaggle": labels_dir / "LOC_val_solution.csv",
+                          "tf": labels_dir / "imagenet_2012_validation_synset_labels.txt"})
+    (out / "checksums.md5").write_text(
+        "".join("%s  %s\n" % (md5[s], archives[s].name) for s in archives))
+    write_expected(rel)
+    return rel
+
+
+def write_expected(rel: Release) -> None:
+    doc = {
+        "classes": [{"ilsvrc_id": s.ilsvrc_id, "wnid": s.wnid, "words": s.words,
+                     "description": s.gloss, "num_train_images": s.num_train_images,
+                     "class_index": rel.class_index(s.wnid)} for s in rel.classes],
+        "train": rel.train,
+        "val": rel.val,
+        "test": rel.test,
+        "blacklist": rel.blacklist,
+        "special": rel.special,
+        "archives": {s: {"file": p.name, "md5": rel.md5[s], "size": rel.sizes[s]}
+                     for s, p in rel.archives.items()},
+    }
+    (rel.out / "expected.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+
+
+# ----------------------------------------------------------------------------- hostile variants
+
+HOSTILE_KINDS = ("outer-dotdot", "outer-abs", "outer-symlink", "inner-dotdot", "inner-abs",
+                 "inner-symlink", "inner-device", "inner-badname", "val-dotdot", "val-symlink",
+                 "truncated", "not-a-tar")
+
+
+def make_hostile(out: Path, kind: str, seed: int = 0) -> Path:
+    """Write one hostile or broken archive to `out` and return its path.
+
+    outer-*/inner-*/truncated/not-a-tar give a train archive; val-* a val archive.
+    Each hostile archive also holds one good class (n01000001) so partial success can be seen.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+
+    def inner_tar(wnid: str, extra=None) -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as t:
+            for i in (1, 5, 9):
+                add_bytes(t, "%s_%d.JPEG" % (wnid, i), fake_jpeg(rng, 600))
+            if extra:
+                extra(t)
+        return buf.getvalue()
+
+    def link(name: str, target: str, kind_: bytes = tarfile.SYMTYPE) -> tarfile.TarInfo:
+        info = _tarinfo(name, 0)
+        info.type = kind_
+        info.linkname = target
+        return info
+
+    if kind == "not-a-tar":
+        path = out / TRAIN_TAR
+        path.write_bytes(b"<html><body>Please log in</body></html>\n" * 40)
+        return path
+    if kind.startswith("val-"):
+        path = out / VAL_TAR
+        with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
+            add_bytes(tar, "ILSVRC2012_val_00000001.JPEG", fake_jpeg(rng, 600))
+            if kind == "val-dotdot":
+                add_bytes(tar, "../ILSVRC2012_val_00000002.JPEG", fake_jpeg(rng, 600))
+            else:
+                tar.addfile(link("ILSVRC2012_val_00000002.JPEG", "/etc/passwd"))
+        return path
+
+    path = out / TRAIN_TAR
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as outer:
+        add_bytes(outer, "n01000001.tar", inner_tar("n01000001"))
+        if kind == "outer-dotdot":
+            add_bytes(outer, "../n01000002.tar", inner_tar("n01000002"))
+        elif kind == "outer-abs":
+            add_bytes(outer, "/tmp/n01000002.tar", inner_tar("n01000002"))
+        elif kind == "outer-symlink":
+            outer.addfile(link("n01000002.tar", "/etc/passwd"))
+        elif kind == "inner-dotdot":
+            add_bytes(outer, "n01000002.tar", inner_tar(
+                "n01000002", lambda t: add_bytes(t, "../../escaped.JPEG", fake_jpeg(rng, 600))))
+        elif kind == "inner-abs":
+            add_bytes(outer, "n01000002.tar", inner_tar(
+                "n01000002", lambda t: add_bytes(t, "/tmp/escaped.JPEG", fake_jpeg(rng, 600))))
+        elif kind == "inner-symlink":
+            add_bytes(outer, "n01000002.tar", inner_tar(
+                "n01000002", lambda t: t.addfile(link("n01000002_7.JPEG", "../../../etc/passwd"))))
+        elif kind == "inner-device":
+            def dev(t):
+                info = _tarinfo("n01000002_7.JPEG", 0)
+                info.type = tarfile.CHRTYPE
+                info.devmajor, info.devminor = 1, 3
+                t.addfile(info)
+            add_bytes(outer, "n01000002.tar", inner_tar("n01000002", dev))
+        elif kind == "inner-badname":
+            add_bytes(outer, "n01000002.tar", inner_tar(
+                "n01000002", lambda t: add_bytes(t, "n01000002_7.sh", b"#!/bin/sh\necho hi\n")))
+        elif kind == "truncated":
+            for w in ("n01000002", "n01000003"):
+                add_bytes(outer, w + ".tar", inner_tar(w))
+        else:
+            raise ValueError("unknown hostile kind %r (one of %s)" % (kind, ", ".join(HOSTILE_KINDS)))
+    if kind == "truncated":
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) * 2 // 3])  # cut inside the last inner tar
+    return path
+
+
+# ----------------------------------------------------------------------------- command line
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("out", type=Path, help="folder to write the release into")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="unit",
+                   help="unit: seconds; bench: 1,000 classes, ~110 KiB images, ~2 GB; "
+                        "files: 1,000 classes with the real per-class counts (1,281,167 files)")
+    p.add_argument("--classes", type=int, help="number of classes (overrides the preset)")
+    p.add_argument("--images", help="images per class as MIN-MAX, or 'real' (overrides the preset)")
+    p.add_argument("--val-per-class", type=int, help="val images per class (overrides the preset)")
+    p.add_argument("--test", type=int, help="number of test images (overrides the preset)")
+    p.add_argument("--kib", type=float, help="mean image size in KiB (overrides the preset)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes")
+    p.add_argument("--hostile", choices=HOSTILE_KINDS,
+                   help="write only this hostile/broken archive instead of a release")
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.hostile:
+        print(make_hostile(args.out, args.hostile, args.seed))
+        return 0
+    opts = dict(PRESETS[args.preset])
+    for key in ("classes", "val_per_class", "test", "kib"):
+        if getattr(args, key) is not None:
+            opts[key] = getattr(args, key)
+    if args.images:
+        opts["images"] = "real" if args.images == "real" else tuple(
+            int(x) for x in args.images.split("-", 1))
+    rel = make_release(args.out, seed=args.seed, progress=True, **opts)
+    n_train = sum(len(v) for v in rel.train.values())
+    print("wrote %s: %d classes, %d train, %d val, %d test images" % (
+        rel.out, len(rel.classes), n_train, len(rel.val), len(rel.test)))
+    for split, path in rel.archives.items():
+        print("  %-10s %12d B  md5 %s  %s" % (split, rel.sizes[split], rel.md5[split], path.name))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""The miniature release generator: layout checked with GNU tar and Python tarfile, .mat types
+checked against the real devkit files when ../shared/reference is present."""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import tarfile
+
+import numpy as np
+import pytest
+import scipy.io
+
+import minirelease
+from conftest import TESTS, run
+
+
+def gnu_tar_list(path, *opts):
+    out = subprocess.run(["tar", *opts, "-tf", str(path)], capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def test_train_is_tar_of_class_tars(release, tmp_path):
+    outer = gnu_tar_list(release.archives["train"])
+    assert outer == sorted(w + ".tar" for w in release.train)
+    with tarfile.open(release.archives["train"]) as t:
+        for member in t:
+            assert member.isfile()
+            inner = tarfile.open(fileobj=t.extractfile(member))
+            wnid = member.name[:-4]
+            assert sorted(inner.getnames()) == release.train[wnid]
+    counts = [len(v) for v in release.train.values()]
+    assert len(set(counts)) > 1, "per-class counts must be uneven"
+    # N is neither zero-padded nor consecutive
+    numbers = sorted(int(n.split("_")[1].split(".")[0]) for n in release.train[outer[0][:-4]])
+    assert numbers != list(range(numbers[0], numbers[0] + len(numbers)))
+    # GNU tar can unpack an inner tar streamed from the outer one
+    first = outer[0]
+    stream = subprocess.run(["tar", "-xOf", str(release.archives["train"]), first],
+                            capture_output=True, check=True).stdout
+    (tmp_path / first).write_bytes(stream)
+    assert sorted(gnu_tar_list(tmp_path / first)) == release.train[first[:-4]]
+
+
+def test_val_test_devkit_layout(release):
+    assert gnu_tar_list(release.archives["val"]) == sorted(release.val)
+    assert len(release.val) == 3 * len(release.classes)
+    assert gnu_tar_list(release.archives["test"]) == ["test/"] + ["test/" + n for n in release.test]
+    names = gnu_tar_list(release.archives["devkit"], "-z")
+    assert "ILSVRC2012_devkit_t12/data/meta.mat" in names
+    assert "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt" in names
+    names = gnu_tar_list(release.archives["devkit2017"], "-z")
+    for f in ("meta_clsloc.mat", "map_clsloc.txt", "ILSVRC2015_clsloc_validation_ground_truth.txt",
+              "ILSVRC2015_clsloc_validation_blacklist.txt"):
+        assert "ILSVRC/devkit/data/" + f in names
+
+
+def test_ground_truth_uses_devkit_ids_not_sorted_index(release):
+    with tarfile.open(release.archives["devkit"]) as t:
+        gt = t.extractfile("ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt").read()
+    ids = [int(x) for x in gt.split()]
+    assert ids == release.val_ids
+    by_id = {c.ilsvrc_id: c.wnid for c in release.classes}
+    assert [by_id[i] for i in ids] == [release.val[n] for n in sorted(release.val)]
+    devkit_order = [c.wnid for c in release.classes]
+    assert devkit_order != sorted(devkit_order), "the two class orders must differ"
+    assert ids != sorted(ids), "val labels must be shuffled"
+
+
+def test_label_forms_agree(release):
+    kaggle = release.labels["kaggle"].read_text().splitlines()
+    assert kaggle[0] == "ImageId,PredictionString"
+    rows = {r.split(",")[0] + ".JPEG": r.split(",")[1].split()[0] for r in kaggle[1:]}
+    assert rows == release.val
+    assert [r.split(",")[0] for r in kaggle[1:]] != sorted(r.split(",")[0] for r in kaggle[1:])
+    tf = release.labels["tf"].read_text().split()
+    assert tf == [release.val[n] for n in sorted(release.val)]
+
+
+def test_expected_and_checksums(release):
+    doc = json.loads((release.out / "expected.json").read_text())
+    assert doc["train"] == release.train and doc["val"] == release.val
+    assert [c["ilsvrc_id"] for c in doc["classes"]] == list(range(1, len(release.classes) + 1))
+    assert sorted(c["class_index"] for c in doc["classes"]) == list(range(len(release.classes)))
+    for line in (release.out / "checksums.md5").read_text().splitlines():
+        md5, name = line.split()
+        assert hashlib.md5((release.out / name).read_bytes()).hexdigest() == md5
+    assert set(doc["special"].values()) == {"png", "cmyk"}
+
+
+def test_same_seed_same_bytes(tmp_path):
+    a = minirelease.make_release(tmp_path / "a", classes=4, images=(1, 3), seed=7)
+    b = minirelease.make_release(tmp_path / "b", classes=4, images=(1, 3), seed=7)
+    assert a.md5 == b.md5
+
+
+def test_images_look_like_jpeg(release):
+    with tarfile.open(release.archives["val"]) as t:
+        for m in t:
+            data = t.extractfile(m).read()
+            assert data[:3] == b"\xff\xd8\xff" and data[-2:] == b"\xff\xd9"
+
+
+def _load(data_or_path):
+    return scipy.io.loadmat(data_or_path, squeeze_me=True)["synsets"]
+
+
+def _types(syn):
+    """Set of (field, python type name, dtype if array) over all entries."""
+    seen = set()
+    for s in syn:
+        for f in syn.dtype.names:
+            v = s[f]
+            seen.add((f, type(v).__name__, str(v.dtype) if isinstance(v, np.ndarray) else ""))
+    return seen
+
+
+def _devkit_mat(release, member):
+    import io
+    with tarfile.open(release.archives["devkit" if "t12" in member else "devkit2017"]) as t:
+        return io.BytesIO(t.extractfile(member).read())
+
+
+def test_meta_mat_load_types(release):
+    syn = _load(_devkit_mat(release, "ILSVRC2012_devkit_t12/data/meta.mat"))
+    k = len(release.classes)
+    assert syn.dtype.names == ("ILSVRC2012_ID", "WNID", "words", "gloss", "num_children",
+                               "children", "wordnet_height", "num_train_images")
+    assert [int(s["ILSVRC2012_ID"]) for s in syn] == list(range(1, len(syn) + 1))
+    assert [int(s["num_children"]) == 0 for s in syn] == [True] * k + [False] * (len(syn) - k)
+    kinds = {type(s["children"]).__name__ for s in syn}
+    assert kinds == {"ndarray", "int"}  # empty arrays, several children, and one child as an int
+    assert isinstance(syn[0]["WNID"], str) and isinstance(syn[0]["num_train_images"], int)
+
+
+def test_meta_clsloc_load_types(release):
+    syn = _load(_devkit_mat(release, "ILSVRC/devkit/data/meta_clsloc.mat"))
+    assert syn.dtype.names == ("ILSVRC2015_CLSLOC_ID", "WNID", "name", "description",
+                               "num_train_images")
+    assert [s["WNID"] for s in syn] == [c.wnid for c in release.classes]
+
+
+def test_mat_types_match_real_meta_mat(release, reference):
+    real = _types(_load(str(reference / "meta.mat")))
+    ours = _types(_load(_devkit_mat(release, "ILSVRC2012_devkit_t12/data/meta.mat")))
+    # same fields and Python types; array dtypes a subset (few classes need no uint16 children)
+    assert {(f, t) for f, t, _ in ours} == {(f, t) for f, t, _ in real}
+    assert ours <= real
+    real_raw = scipy.io.loadmat(str(reference / "meta.mat"))["synsets"]
+    ours_raw = scipy.io.loadmat(_devkit_mat(release, "ILSVRC2012_devkit_t12/data/meta.mat"))["synsets"]
+    assert real_raw.shape[1] == ours_raw.shape[1] == 1
+    assert real_raw.dtype.names == ours_raw.dtype.names
+
+
+def test_mat_types_match_real_meta_clsloc(release, reference):
+    real = _types(_load(str(reference / "meta_clsloc.mat")))
+    ours = _types(_load(_devkit_mat(release, "ILSVRC/devkit/data/meta_clsloc.mat")))
+    assert ours == real
+    real_raw = scipy.io.loadmat(str(reference / "meta_clsloc.mat"))["synsets"]
+    ours_raw = scipy.io.loadmat(_devkit_mat(release, "ILSVRC/devkit/data/meta_clsloc.mat"))["synsets"]
+    assert real_raw.shape[0] == ours_raw.shape[0] == 1
+
+
+def test_real_like_counts():
+    import random
+    counts = minirelease.real_like_counts(1000, random.Random(0))
+    assert sum(counts) == 1_281_167 and min(counts) >= 732 and max(counts) == 1300
+
+
+@pytest.mark.parametrize("kind", minirelease.HOSTILE_KINDS)
+def test_hostile_variants(tmp_path, kind):
+    path = minirelease.make_hostile(tmp_path, kind)
+    r = run(["tar", "-tvf", path])
+    if kind in ("truncated", "not-a-tar"):
+        assert r.returncode != 0
+    else:
+        assert r.returncode == 0, r.stderr
+
+
+def test_command_line(tmp_path):
+    r = run(["python3", TESTS / "minirelease.py", tmp_path / "rel", "--classes", "5",
+             "--images", "1-2", "--test", "3"])
+    assert r.returncode == 0, r.stderr
+    assert "5 classes" in r.stdout
+    assert len(gnu_tar_list(tmp_path / "rel" / "ILSVRC2012_img_train.tar")) == 5
+    r = run(["python3", TESTS / "minirelease.py", tmp_path / "h", "--hostile", "outer-dotdot"])
+    assert r.returncode == 0 and "../n01000002.tar" in gnu_tar_list(tmp_path / "h" / minirelease.TRAIN_TAR)
