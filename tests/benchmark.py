@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""Run the benchmarks of 00, 01 and 03 on generated data and print one table of ratios.
+
+    python3 tests/benchmark.py [--quick] [--only download,unzip,val] [--json FILE]
+
+Each benchmark measures its baseline in the same run (download: one connection; extraction: the
+two-pass recipe and one flat tar; val: one `mv` per file) and writes its rows as JSON; this runner
+collects them into one table. Timing never appears in the tests: it lives here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+HERE = Path(__file__).resolve().parent
+BENCHES = {
+    "download": HERE / "bench_download.py",
+    "unzip": HERE / "bench_unzip.py",
+    "val": HERE / "bench_val.py",
+}
+
+
+def fmt(v) -> str:
+    if v is None or v == "":
+        return "-"
+    if isinstance(v, float):
+        return "%.3g" % v if abs(v) < 1000 else "%.0f" % v
+    return str(v)
+
+
+def print_table(rows: list[dict]) -> None:
+    cols = ["benchmark", "measure", "value", "unit", "baseline", "ratio", "goal"]
+    cells = [[fmt(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c)
+              for i, c in enumerate(cols)]
+    print("| " + " | ".join(c.ljust(w) for c, w in zip(cols, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in cells:
+        print("| " + " | ".join(v.ljust(w) for v, w in zip(row, widths)) + " |")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--only", default="download,unzip,val", help="comma-separated benchmarks to run")
+    p.add_argument("--json", type=Path, help="also write all rows to this file")
+    p.add_argument("extra", nargs=argparse.REMAINDER,
+                   help="after --, options passed to every benchmark script")
+    args = p.parse_args(argv)
+    extra = [a for a in args.extra if a != "--"]
+    rows: list[dict] = []
+    failed = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.only.split(","):
+            script = BENCHES[name]
+            out = Path(tmp) / (name + ".json")
+            print("== %s (%s)" % (name, script.name), file=sys.stderr, flush=True)
+            t0 = time.monotonic()
+            r = subprocess.run([sys.executable, str(script), "--json", str(out), *extra])
+            print("== %s finished in %.0f s, exit %d" % (name, time.monotonic() - t0, r.returncode),
+                  file=sys.stderr, flush=True)
+            if r.returncode != 0 or not out.exists():
+                failed.append(name)
+                continue
+            rows.extend(json.loads(out.read_text()))
+    print()
+    print_table(rows)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+    if failed:
+        print("benchmarks that failed: %s" % ", ".join(failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
