@@ -600,19 +600,30 @@ def run_undo(args: argparse.Namespace, root: Path) -> int:
 
 # ----------------------------------------------------------------------------- command line
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults, except None: those options say their default in words."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=SCRIPT, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog=SCRIPT, formatter_class=HelpFormatter,
         description="Sort ROOT/val/ILSVRC2012_val_*.JPEG into ROOT/val/WNID/ folders using the "
                     "validation labels and ROOT/meta/synsets.csv (from 02). Checks the whole plan "
                     "first; safe to kill and rerun; --undo flattens back.",
-        epilog="Example: python3 %s --root /data/imagenet" % SCRIPT)
-    p.add_argument("--root", type=Path, default=None,
+        epilog="Exit codes: 0 ok (a rerun of a finished job says 'already done'), 1 failure "
+               "(nothing changed when the plan has problems), 2 usage. "
+               "Example: python3 %s --root /data/imagenet" % SCRIPT)
+    p.add_argument("--root", type=Path, default=None, metavar="DIR",
                    help="dataset root (default: $IMAGENET_ROOT, else the current directory)")
-    p.add_argument("--labels", type=Path, default=None,
+    p.add_argument("--labels", type=Path, default=None, metavar="FILE",
                    help="validation labels: devkit class IDs, Kaggle LOC_val_solution.csv or one "
                         "WNID per line (default: the devkit ground truth found under ROOT/devkit/)")
-    p.add_argument("--meta", type=Path, default=None,
+    p.add_argument("--meta", type=Path, default=None, metavar="CSV",
                    help="class metadata CSV (default: ROOT/meta/synsets.csv)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--copy", dest="mode", action="store_const", const="copy",

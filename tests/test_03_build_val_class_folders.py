@@ -1,0 +1,551 @@
+"""Tests of 03_build_val_class_folders.py: real files, real processes, the tree on disk checked."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, load_script, run, script
+
+SCRIPT = script("03_build_val_class_folders.py")
+COLUMNS = ["ilsvrc_id", "class_index", "wnid", "words", "description", "num_train_images"]
+VAL = "ILSVRC2012_val_%08d.JPEG"
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def write_synsets(path: Path, rows: list) -> None:
+    """synsets.csv per the contract; rows are (ilsvrc_id, wnid, words, description, n_train)."""
+    order = sorted(r[1] for r in rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(COLUMNS)
+        for ilsvrc_id, wnid, words, gloss, n in sorted(rows):
+            w.writerow([ilsvrc_id, order.index(wnid), wnid, words, gloss, n])
+
+
+def release_synsets(release) -> list:
+    return [(c.ilsvrc_id, c.wnid, c.words, c.gloss, c.num_train_images) for c in release.classes]
+
+
+def make_root(tmp_path: Path, release, devkit: str = "devkit") -> Path:
+    """ROOT with val/ extracted flat from the val archive, the devkit, and meta/synsets.csv."""
+    root = tmp_path / "root"
+    with tarfile.open(release.archives["val"]) as tar:
+        tar.extractall(root / "val")
+    if devkit:
+        with tarfile.open(release.archives[devkit]) as tar:
+            tar.extractall(root / "devkit")
+    write_synsets(root / "meta" / "synsets.csv", release_synsets(release))
+    return root
+
+
+def snapshot(root: Path) -> dict:
+    """relative path -> (kind, inode, content hash or link text) for everything under root."""
+    snap = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            rel = str(p.relative_to(root))
+            st = p.lstat()
+            if p.is_symlink():
+                snap[rel] = ("link", st.st_ino, os.readlink(p))
+            elif p.is_dir():
+                snap[rel] = ("dir",)
+            else:
+                snap[rel] = ("file", st.st_ino, hashlib.md5(p.read_bytes()).hexdigest())
+    return snap
+
+
+def image_tree(root: Path) -> set:
+    """Relative paths of every file under ROOT/val and ROOT/val_blacklisted."""
+    out = set()
+    for tree in ("val", "val_blacklisted"):
+        for dirpath, _, filenames in os.walk(root / tree):
+            out.update(str((Path(dirpath) / f).relative_to(root)) for f in filenames)
+    return out
+
+
+def expected_tree(release, excluded=frozenset()) -> set:
+    return {"%s/%s/%s" % ("val_blacklisted" if n in excluded else "val", w, n)
+            for n, w in release.val.items()}
+
+
+def flat_tree(release) -> set:
+    return {"val/" + n for n in release.val}
+
+
+def run03(*args, **kw) -> subprocess.CompletedProcess:
+    return run([sys.executable, SCRIPT, *args], **kw)
+
+
+def ok(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+    return r
+
+
+# ----------------------------------------------------------------------------- interface
+
+def test_imports_without_running_and_has_help():
+    mod = load_script("03_build_val_class_folders")
+    assert callable(mod.main) and callable(mod.build_parser)
+    r = ok(run03("--help"))
+    for opt in ("--root", "--labels", "--meta", "--copy", "--link", "--symlink", "--dry-run",
+                "--undo", "--exclude-blacklist"):
+        assert opt in r.stdout
+    r = run03("--copy", "--link")
+    assert r.returncode == 2 and "not allowed" in r.stderr
+    r = run03("--bogus")
+    assert r.returncode == 2 and "usage:" in r.stderr
+
+
+# ----------------------------------------------------------------------------- happy paths
+
+def test_devkit_labels_found_automatically(tmp_path, release):
+    root = make_root(tmp_path, release)
+    before = snapshot(root / "val")
+    r = ok(run03("--root", root))
+    assert "devkit ground truth" in r.stderr
+    assert image_tree(root) == expected_tree(release)
+    # every image kept its bytes and its inode (a rename, not a copy)
+    after = snapshot(root / "val")
+    by_name = {Path(k).name: v for k, v in before.items() if v[0] == "file"}
+    moved = {Path(k).name: v for k, v in after.items() if v[0] == "file"}
+    assert moved == by_name
+    # val_labels.csv: every image, its WNID, devkit ID and sorted-WNID index
+    with open(root / "meta" / "val_labels.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["file", "wnid", "ilsvrc_id", "class_index"]
+    ids = {c.wnid: c.ilsvrc_id for c in release.classes}
+    assert rows[1:] == [[n, release.val[n], str(ids[release.val[n]]),
+                         str(release.class_index(release.val[n]))] for n in sorted(release.val)]
+    assert "done: 36 images verified" in r.stdout
+    assert not list((root / "meta").glob(".*"))
+
+
+def test_2015_devkit_ground_truth_found_too(tmp_path, release):
+    root = make_root(tmp_path, release, devkit="devkit2017")
+    r = ok(run03("--root", root))
+    assert "ILSVRC2015_clsloc_validation_ground_truth.txt" in r.stderr
+    assert image_tree(root) == expected_tree(release)
+
+
+@pytest.mark.parametrize("form,says", [("devkit", "devkit ground truth"),
+                                       ("kaggle", "Kaggle LOC_val_solution.csv"),
+                                       ("tf", "WNID list")])
+def test_every_label_form_gives_the_exact_tree(tmp_path, release, form, says):
+    root = make_root(tmp_path, release, devkit="")
+    labels = release.labels[form]
+    if form == "kaggle":  # rows in a different order than the generator's, to be sure
+        lines = labels.read_text().splitlines(keepends=True)
+        body = lines[1:]
+        random.Random(5).shuffle(body)
+        labels = tmp_path / "LOC_val_solution.csv"
+        labels.write_text(lines[0] + "".join(body))
+    r = ok(run03("--root", root, "--labels", labels))
+    assert says in r.stderr
+    assert "%s form labels" % ("wnid" if form == "tf" else form) in r.stderr
+    assert image_tree(root) == expected_tree(release)
+
+
+def test_root_from_environment_and_current_directory(tmp_path, release):
+    root = make_root(tmp_path, release)
+    ok(run03(env={**os.environ, "IMAGENET_ROOT": str(root)}))
+    assert image_tree(root) == expected_tree(release)
+    ok(run03("--undo", cwd=root))
+    assert image_tree(root) == flat_tree(release)
+
+
+def test_rerun_is_a_no_op(tmp_path, release):
+    root = make_root(tmp_path, release)
+    ok(run03("--root", root))
+    before = snapshot(root)
+    mtimes = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
+    r = ok(run03("--root", root))
+    assert "already done" in r.stdout
+    assert snapshot(root) == before
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == mtimes
+
+
+def test_undo_restores_the_flat_set_exactly(tmp_path, release):
+    root = make_root(tmp_path, release)
+    before = snapshot(root / "val")
+    ok(run03("--root", root))
+    r = ok(run03("--root", root, "--undo"))
+    assert "done: 36 images flat" in r.stdout
+    assert snapshot(root / "val") == before  # same names, bytes and inodes; no folders left
+    r = ok(run03("--root", root, "--undo"))
+    assert "already done" in r.stdout
+    assert snapshot(root / "val") == before
+    ok(run03("--root", root))  # and forward again
+    assert image_tree(root) == expected_tree(release)
+
+
+def test_dry_run_changes_nothing(tmp_path, release):
+    root = make_root(tmp_path, release)
+    before = snapshot(root)
+    r = ok(run03("--root", root, "--dry-run"))
+    assert "would move 36 images into 12 class folders" in r.stdout
+    assert snapshot(root) == before
+    ok(run03("--root", root))
+    done = snapshot(root)
+    r = ok(run03("--root", root, "--undo", "--dry-run"))
+    assert "would move 36 images back" in r.stdout
+    assert snapshot(root) == done
+
+
+@pytest.mark.parametrize("mode", ["copy", "link", "symlink"])
+def test_copy_link_symlink_keep_the_flat_files(tmp_path, release, mode):
+    root = make_root(tmp_path, release)
+    flat_before = snapshot(root / "val")
+    ok(run03("--root", root, "--" + mode))
+    assert image_tree(root) == expected_tree(release) | flat_tree(release)
+    for name, wnid in release.val.items():
+        flat, placed = root / "val" / name, root / "val" / wnid / name
+        assert placed.read_bytes() == flat.read_bytes()
+        if mode == "copy":
+            assert not placed.is_symlink() and placed.stat().st_ino != flat.stat().st_ino
+        elif mode == "link":
+            assert placed.stat().st_ino == flat.stat().st_ino
+        else:
+            assert os.readlink(placed) == "../" + name  # relative: the tree can be moved
+    assert {k: v for k, v in snapshot(root / "val").items() if "/" not in k
+            and v[0] != "dir"} == {k: v for k, v in flat_before.items()}
+    r = ok(run03("--root", root, "--" + mode))
+    assert "already done" in r.stdout
+    ok(run03("--root", root, "--undo"))
+    assert snapshot(root / "val") == flat_before
+
+
+def test_copy_then_move_ends_with_one_file_per_image(tmp_path, release):
+    root = make_root(tmp_path, release)
+    data = {n: (root / "val" / n).read_bytes() for n in release.val}
+    ok(run03("--root", root, "--symlink"))
+    ok(run03("--root", root))
+    assert image_tree(root) == expected_tree(release)
+    assert all((root / "val" / w / n).read_bytes() == data[n] and
+               not (root / "val" / w / n).is_symlink() for n, w in release.val.items())
+
+
+def test_leftover_temporary_copy_is_removed(tmp_path, release):
+    root = make_root(tmp_path, release)
+    name = VAL % 1
+    wnid = release.val[name]
+    (root / "val" / wnid).mkdir()
+    (root / "val" / wnid / (".%s.tmp-999" % name)).write_bytes(b"half a cop")
+    ok(run03("--root", root, "--copy"))
+    assert image_tree(root) == expected_tree(release) | flat_tree(release)
+    assert (root / "val" / wnid / name).read_bytes() == (root / "val" / name).read_bytes()
+
+
+def test_blacklist_option_and_its_undo(tmp_path, release):
+    root = make_root(tmp_path, release)
+    flat_before = snapshot(root / "val")
+    bl = tmp_path / "blacklist.txt"
+    bl.write_text("".join("%d\n" % i for i in release.blacklist))
+    excluded = {VAL % i for i in release.blacklist}
+    ok(run03("--root", root, "--exclude-blacklist", bl))
+    assert image_tree(root) == expected_tree(release, excluded)
+    rows = (root / "meta" / "val_labels.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(release.val)  # the labels keep all images
+    r = ok(run03("--root", root, "--exclude-blacklist", bl))
+    assert "already done" in r.stdout
+    # without the option the blacklisted images come back into val/WNID/
+    ok(run03("--root", root))
+    assert image_tree(root) == expected_tree(release)
+    ok(run03("--root", root, "--exclude-blacklist", bl))
+    ok(run03("--root", root, "--undo"))
+    assert snapshot(root / "val") == flat_before
+    assert not (root / "val_blacklisted").exists()
+
+
+def test_blacklist_with_symlinks_points_back_to_val(tmp_path, release):
+    root = make_root(tmp_path, release)
+    bl = tmp_path / "blacklist.txt"
+    bl.write_text("".join("%s\n" % (VAL % i)[:-5] for i in release.blacklist))  # names work too
+    ok(run03("--root", root, "--symlink", "--exclude-blacklist", bl))
+    name = VAL % release.blacklist[0]
+    link = root / "val_blacklisted" / release.val[name] / name
+    assert os.readlink(link) == "../../val/" + name
+    assert link.read_bytes() == (root / "val" / name).read_bytes()
+
+
+# ----------------------------------------------------------------------------- bad inputs
+
+def _lines(release) -> list:
+    return release.labels["devkit"].read_text().splitlines()
+
+
+def _labels(tmp_path, lines) -> Path:
+    p = tmp_path / "labels.txt"
+    p.write_text("".join(x + "\n" for x in lines))
+    return p
+
+
+def _bad_case(kind, tmp_path, root, release):
+    """Set up one bad input; return (extra args, words the error must contain)."""
+    lines = _lines(release)
+    if kind == "short":
+        return ["--labels", _labels(tmp_path, lines[:-1])], ["label count does not match",
+                                                            "35 images", "without a label",
+                                                            VAL % 36]
+    if kind == "long":
+        return ["--labels", _labels(tmp_path, lines + ["1"])], ["label count does not match",
+                                                               "not found", VAL % 37]
+    if kind in ("id0", "id1001"):
+        lines[4] = "0" if kind == "id0" else "1001"
+        return ["--labels", _labels(tmp_path, lines)], ["line 5: " + lines[4], "IDs 1..12"]
+    if kind == "missing":
+        (root / "val" / (VAL % 7)).unlink()
+        return [], ["not found", VAL % 7, "01_unzip.sh"]
+    if kind == "extra":
+        (root / "val" / (VAL % 37)).write_bytes(b"\xff\xd8stray")
+        return [], ["without a label", VAL % 37]
+    if kind == "no-synsets":
+        (root / "meta" / "synsets.csv").unlink()
+        return [], ["run 02_convert_meta_clsloc.py first"]
+    if kind == "other-classes":
+        other = ["n0%07d" % (9000000 + i % 12) for i in range(len(lines))]
+        return ["--labels", _labels(tmp_path, other)], ["does not have", "different class sets"]
+    if kind == "wrong-folder":
+        name = VAL % 3
+        wrong = next(c.wnid for c in release.classes if c.wnid != release.val[name])
+        (root / "val" / wrong).mkdir()
+        os.rename(root / "val" / name, root / "val" / wrong / name)
+        return [], ["wrong class folder", "%s/%s (label: %s)" % (wrong, name, release.val[name])]
+    if kind == "twice":
+        name = VAL % 4
+        for tree in ("val", "val_blacklisted"):
+            (root / tree / release.val[name]).mkdir(parents=True)
+            (root / tree / release.val[name] / name).write_bytes(b"x")
+        (root / "val" / name).unlink()
+        return [], ["more than one class folder", name]
+    if kind == "garbage":
+        return ["--labels", _labels(tmp_path, ["hello world"] + lines)], ["cannot tell the form"]
+    if kind == "blank-line":
+        return ["--labels", _labels(tmp_path, lines[:5] + [""] + lines[5:-1])], [
+            "not in the devkit form", "line 6"]
+    if kind == "bad-synsets":
+        p = root / "meta" / "synsets.csv"
+        p.write_text(p.read_text().replace("class_index", "index", 1))
+        return [], ["does not start with the header", "02_convert_meta_clsloc.py"]
+    if kind == "bad-blacklist":
+        return ["--exclude-blacklist", _labels(tmp_path, ["3", "999"])], ["line 2: 999"]
+    if kind == "no-val":
+        for p in (root / "val").iterdir():
+            p.unlink()
+        (root / "val").rmdir()
+        return [], ["run 01_unzip.sh first"]
+    raise AssertionError(kind)
+
+
+BAD = ["short", "long", "id0", "id1001", "missing", "extra", "no-synsets", "other-classes",
+       "wrong-folder", "twice", "garbage", "blank-line", "bad-synsets", "bad-blacklist", "no-val"]
+
+
+@pytest.mark.parametrize("kind", BAD)
+def test_bad_input_leaves_the_tree_untouched(tmp_path, release, kind):
+    root = make_root(tmp_path, release)
+    args, words = _bad_case(kind, tmp_path, root, release)
+    before = snapshot(tmp_path)
+    r = run03("--root", root, *args)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+    assert "error:" in r.stderr
+    for w in words:
+        assert w in r.stderr, (w, r.stderr)
+    assert snapshot(tmp_path) == before
+    assert not (root / "meta" / "val_labels.csv").exists()
+
+
+def test_no_labels_anywhere_says_where_it_looked(tmp_path, release):
+    root = make_root(tmp_path, release, devkit="")
+    before = snapshot(root)
+    r = run03("--root", root)
+    assert r.returncode == 1
+    assert "no validation labels found under" in r.stderr and "--labels FILE" in r.stderr
+    assert snapshot(root) == before
+
+
+def test_partly_sorted_tree_with_a_problem_is_left_as_it_is(tmp_path, release):
+    """Validation covers images already in folders: a later problem moves nothing back or forth."""
+    root = make_root(tmp_path, release)
+    ok(run03("--root", root))
+    ok(run03("--root", root, "--undo"))
+    name = VAL % 1
+    (root / "val" / release.val[name]).mkdir()
+    os.rename(root / "val" / name, root / "val" / release.val[name] / name)
+    (root / "val" / (VAL % 2)).unlink()
+    before = snapshot(root)
+    r = run03("--root", root)
+    assert r.returncode == 1 and VAL % 2 in r.stderr
+    assert snapshot(root) == before
+
+
+def test_undo_refuses_a_symlink_without_its_original(tmp_path, release):
+    root = make_root(tmp_path, release)
+    ok(run03("--root", root, "--symlink"))
+    (root / "val" / (VAL % 9)).unlink()
+    before = snapshot(root)
+    r = run03("--root", root, "--undo")
+    assert r.returncode == 1 and "flat original is missing" in r.stderr and VAL % 9 in r.stderr
+    assert snapshot(root) == before
+
+
+# ----------------------------------------------------------------------------- kill at random moments
+
+def _big_root(tmp_path: Path, n_classes: int, per_class: int, seed: int):
+    """ROOT with n flat files whose bytes name the file, devkit labels, synsets.csv."""
+    rng = random.Random(seed)
+    wnids = sorted({"n%08d" % rng.randrange(10**6, 10**7) for _ in range(3 * n_classes)})
+    wnids = rng.sample(wnids, n_classes)  # devkit order != sorted order
+    ids = [1 + i % n_classes for i in range(n_classes * per_class)]
+    rng.shuffle(ids)
+    root = tmp_path / "root"
+    (root / "val").mkdir(parents=True)
+    for k in range(1, len(ids) + 1):
+        with open(root / "val" / (VAL % k), "wb") as f:
+            f.write((VAL % k).encode() * 20)
+    labels = tmp_path / "gt.txt"
+    labels.write_text("".join("%d\n" % i for i in ids))
+    write_synsets(root / "meta" / "synsets.csv",
+                  [(i + 1, w, "class %d" % i, "", 0) for i, w in enumerate(wnids)])
+    truth = {VAL % k: wnids[i - 1] for k, i in enumerate(ids, start=1)}
+    return root, labels, truth
+
+
+def _check_invariant(root: Path, truth: dict, copies: bool) -> str:
+    """Every image exactly once (flat or in its folder; copies: flat always and maybe its copy),
+    with its full bytes under every final name; returns 'flat', 'sorted' or 'mixed'."""
+    seen = {}
+    for dirpath, _, files in os.walk(root / "val"):
+        rel = os.path.relpath(dirpath, root / "val")
+        for f in files:
+            if f.startswith(".") and ".tmp-" in f:
+                assert copies and rel != ".", f  # only a copy may leave a temporary behind
+                continue
+            assert f in truth, (rel, f)
+            assert rel in (".", truth[f]), (rel, f, truth[f])
+            assert (Path(dirpath) / f).read_bytes() == f.encode() * 20, (rel, f)
+            seen.setdefault(f, []).append(rel)
+    assert set(seen) == set(truth)
+    for f, places in seen.items():
+        if copies:
+            assert "." in places and len(places) <= 2, (f, places)
+        else:
+            assert len(places) == 1, (f, places)
+    labels_csv = root / "meta" / "val_labels.csv"
+    if labels_csv.exists():
+        assert len(labels_csv.read_text().splitlines()) == len(truth) + 1
+    n_sorted = sum(1 for p in seen.values() if any(x != "." for x in p))
+    return "flat" if n_sorted == 0 else "sorted" if n_sorted == len(truth) else "mixed"
+
+
+def _kill_rounds(root, labels, truth, mode_args, rounds, seed):
+    rng = random.Random(seed)
+    cmds = {"fwd": [sys.executable, str(SCRIPT), "--root", str(root), "--labels", str(labels),
+                    *mode_args],
+            "undo": [sys.executable, str(SCRIPT), "--root", str(root), "--undo"]}
+    took = {}
+    for name, cmd in cmds.items():  # one full run each way, to know how long a run takes
+        t0 = time.monotonic()
+        subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+        took[name] = time.monotonic() - t0
+    states = []
+    for i in range(rounds):
+        name = "fwd" if i % 2 == 0 else "undo"
+        proc = subprocess.Popen(cmds[name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.0, 1.2 * took[name]))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        states.append(_check_invariant(root, truth, copies=bool(mode_args)))
+    return cmds, states
+
+
+@pytest.mark.parametrize("mode_args,rounds", [([], 24), (["--copy"], 20)])
+def test_sigkill_at_random_moments_then_rerun(tmp_path, mode_args, rounds):
+    per_class = 250 if not mode_args else 100
+    root, labels, truth = _big_root(tmp_path, 40, per_class, seed=len(mode_args))
+    cmds, states = _kill_rounds(root, labels, truth, mode_args, rounds, seed=11)
+    print("states after the %d kills: %s" % (rounds, states))
+    r = subprocess.run(cmds["fwd"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    _check_invariant(root, truth, copies=bool(mode_args))
+    want = {"val/%s/%s" % (w, f) for f, w in truth.items()}
+    if mode_args:
+        want |= {"val/" + f for f in truth}
+    assert image_tree(root) == want
+    assert "already done" in subprocess.run(cmds["fwd"], capture_output=True, text=True,
+                                            timeout=120).stdout
+    r = subprocess.run(cmds["undo"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert image_tree(root) == {"val/" + f for f in truth}
+    assert sorted(p.name for p in (root / "val").iterdir()) == sorted(truth)
+
+
+# ----------------------------------------------------------------------------- with 02 and the real data
+
+def test_after_02_convert_meta_clsloc(tmp_path, release):
+    two = script("02_convert_meta_clsloc.py")
+    h = run([sys.executable, two, "--help"])
+    if h.returncode != 0 or "not implemented" in h.stdout + h.stderr:
+        pytest.skip("02_convert_meta_clsloc.py is not implemented yet")
+    root = make_root(tmp_path, release)
+    (root / "meta" / "synsets.csv").unlink()
+    extra = ["--expect-classes", "12"] if "--expect-classes" in h.stdout else []
+    r = run([sys.executable, two, "--root", root, *extra])
+    assert r.returncode == 0, r.stderr
+    ok(run03("--root", root))
+    assert image_tree(root) == expected_tree(release)
+    rows = list(csv.reader((root / "meta" / "val_labels.csv").open(newline="")))
+    assert rows[1:] == [[n, release.val[n], str(next(c.ilsvrc_id for c in release.classes
+                                                     if c.wnid == release.val[n])),
+                         str(release.class_index(release.val[n]))] for n in sorted(release.val)]
+
+
+def _real_synsets(reference: Path) -> list:
+    import scipy.io
+    syn = scipy.io.loadmat(str(reference / "meta.mat"), squeeze_me=True)["synsets"]
+    return [(int(s["ILSVRC2012_ID"]), str(s["WNID"]), str(s["words"]), str(s["gloss"]),
+             int(s["num_train_images"])) for s in syn if int(s["num_children"]) == 0]
+
+
+def test_real_ground_truth_puts_50000_images_where_kaggle_says(tmp_path, reference):
+    root = tmp_path / "root"
+    (root / "val").mkdir(parents=True)
+    rows = _real_synsets(reference)
+    assert len(rows) == 1000
+    write_synsets(root / "meta" / "synsets.csv", rows)
+    for k in range(1, 50_001):
+        open(root / "val" / (VAL % k), "wb").close()
+    devkit = root / "devkit" / "ILSVRC2012_devkit_t12" / "data"
+    devkit.mkdir(parents=True)
+    (devkit / "ILSVRC2012_validation_ground_truth.txt").write_bytes(
+        (reference / "ILSVRC2012_validation_ground_truth.txt").read_bytes())
+    r = ok(run03("--root", root))
+    assert "val/: 1000 folders x 50 images = 50000" in r.stdout
+    with open(reference / "LOC_val_solution.csv", newline="") as f:
+        kaggle = {row[0] + ".JPEG": row[1].split()[0] for row in list(csv.reader(f))[1:]}
+    assert len(kaggle) == 50_000
+    assert image_tree(root) == {"val/%s/%s" % (w, n) for n, w in kaggle.items()}
+    # the Kaggle and TF label files agree: a rerun with either is "already done"
+    for labels in ("LOC_val_solution.csv", "imagenet_2012_validation_synset_labels.txt"):
+        r = ok(run03("--root", root, "--labels", reference / labels))
+        assert "already done" in r.stdout
+    # and the real blacklist moves its 1,762 images aside and back
+    bl = reference / "ILSVRC2015_clsloc_validation_blacklist.txt"
+    r = ok(run03("--root", root, "--exclude-blacklist", bl))
+    assert "val_blacklisted/: " in r.stdout and "= 1762" in r.stdout
+    ok(run03("--root", root, "--undo"))
+    assert image_tree(root) == {"val/" + n for n in kaggle}
