@@ -133,6 +133,9 @@ def _as_int(value: Any, what: str) -> int:
 
 def _as_text(value: Any, what: str) -> str:
     """A MATLAB char row as str ('' for an empty char array)."""
+    if isinstance(value, np.ndarray) and value.dtype.kind == "U" and value.size > 1 \
+            and value.dtype.itemsize == 4:
+        value = "".join(value.reshape(-1))     # loadmat(chars_as_strings=False): one char each
     v = _unwrap(value)
     if v is None:
         return ""
@@ -174,21 +177,35 @@ def detect_format(names: tuple) -> str:
     return fmt
 
 
+def _struct_entries(synsets: Any) -> tuple[tuple, list]:
+    """Field names and entries (as dicts) of a struct array, however scipy loaded it: a record
+    array (the default), or mat_struct objects (struct_as_record=False), squeezed or not."""
+    if isinstance(synsets, np.ndarray) and synsets.dtype.names is not None:
+        names = tuple(synsets.dtype.names)
+        return names, [{k: e[k] for k in names} for e in synsets.reshape(-1, order="F")]
+    items = synsets.reshape(-1, order="F") if isinstance(synsets, np.ndarray) \
+        and synsets.dtype == object else [synsets]
+    if len(items) and all(hasattr(e, "_fieldnames") for e in items):
+        names = tuple(items[0]._fieldnames)
+        return names, [{k: getattr(e, k, None) for k in names} for e in items]
+    raise MetaError("its `synsets` variable is not a MATLAB struct array (got %s)"
+                    % (getattr(synsets, "dtype", type(synsets).__name__),))
+
+
 def synsets_from_struct(synsets: Any) -> tuple[str, list[Synset]]:
-    """The classes of a loaded `synsets` struct (with or without squeeze_me), in devkit ID order.
+    """The classes of a loaded `synsets` struct, in devkit ID order. Works for every way scipy
+    loads it (squeeze_me, mat_dtype, struct_as_record, chars_as_strings).
 
     2012: only the leaves (num_children == 0). 2015/2017: every entry.
     """
-    if not isinstance(synsets, np.ndarray) or synsets.dtype.names is None:
-        raise MetaError("its `synsets` variable is not a MATLAB struct array (got %s)"
-                        % (getattr(synsets, "dtype", type(synsets).__name__),))
-    fmt = detect_format(tuple(synsets.dtype.names))
+    names, entries = _struct_entries(synsets)
+    fmt = detect_format(names)
     f = FIELDS[fmt]
     out = []
-    for n, entry in enumerate(synsets.reshape(-1, order="F"), start=1):
+    for n, entry in enumerate(entries, start=1):
         try:
             if fmt == FORMAT_2012:
-                if "num_children" in synsets.dtype.names:
+                if "num_children" in names:
                     kids = _as_int(entry["num_children"], "num_children")
                 else:
                     kids = _count_children(entry["children"])
@@ -255,6 +272,8 @@ def validate(classes: list[Synset], expect: int) -> None:
 def load_classes(src: Source, expect: int) -> tuple[str, list[Synset]]:
     """Parse and check the .mat bytes; every problem becomes a MetaError naming the file."""
     try:
+        if not src.data:
+            raise MetaError("it is empty (0 bytes) — re-download or re-extract the devkit")
         try:
             mat = scipy.io.loadmat(io.BytesIO(src.data), squeeze_me=True,
                                    variable_names=["synsets"])
@@ -481,23 +500,33 @@ def duplicate_names(classes: list[Synset]) -> dict[str, list[str]]:
 
 # ----------------------------------------------------------------------------- command line
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except None ones: their help text says what happens instead."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None:
+            return action.help or ""
+        return super()._get_help_string(action) or ""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=PROG, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog=PROG, formatter_class=_HelpFormatter,
         description="Convert the ILSVRC devkit's meta.mat (2012) or meta_clsloc.mat (2015/2017) "
                     "into ROOT/meta/synsets.csv, synsets.json, class_index.json, "
                     "LOC_synset_mapping.txt and map_clsloc.txt.",
         epilog="Exit codes: 0 ok (a rerun with unchanged output says 'already done'), 1 failure, "
                "2 usage. Example: %s --root /data/imagenet" % PROG)
     p.add_argument("--root", type=Path, default=Path(os.environ.get("IMAGENET_ROOT", ".")),
-                   help="dataset root (default: $IMAGENET_ROOT, else the current folder)")
+                   metavar="DIR", help="dataset root: $IMAGENET_ROOT if set, else the current folder")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--mat", type=Path, default=None,
+    src.add_argument("--mat", type=Path, default=None, metavar="PATH",
                      help="the meta.mat or meta_clsloc.mat to read "
                           "(default: found under ROOT/devkit/, meta_clsloc.mat preferred)")
     src.add_argument("--devkit", type=Path, default=None, metavar="ARCHIVE",
-                     help="read the .mat straight from a devkit .tar.gz or .tar, extracting nothing")
-    p.add_argument("--out", type=Path, default=None,
+                     help="read the .mat straight from a devkit .tar.gz or .tar, extracting "
+                          "nothing (default: not used)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="output folder (default: ROOT/meta)")
     p.add_argument("--expect-classes", type=int, default=EXPECTED_CLASSES, metavar="N",
                    help="number of classes the file must hold; change it only for "
@@ -506,14 +535,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.expect_classes < 1:
+        parser.error("--expect-classes must be at least 1")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, datefmt="%H:%M:%S",
                         format=PROG + " %(asctime)s %(message)s")
     start = time.monotonic()
     log.info("%s %s", PROG, " ".join(sys.argv[1:] if argv is None else argv))
-    if args.expect_classes < 1:
-        log.error("error: --expect-classes must be at least 1")
-        return 2
     root: Path = args.root
     out: Path = args.out if args.out is not None else root / "meta"
     try:
