@@ -1,0 +1,318 @@
+"""The cluster job scripts (tests/slurm/*.sbatch, shown verbatim in the README) under a real SLURM.
+
+A single-node cluster (munged, slurmctld, slurmd as root; tests/slurmcluster.py) runs the exact
+files on the miniature release, the way a user would: the four scripts, the job script and a
+urls.sh copied into one job directory, `bash imagenet_prep.sbatch` submitted from there. The tests
+assert the trees on disk, the job states and the per-task logs. Without the Debian packages
+slurmctld slurmd slurm-client munge (or without root) the SLURM tests skip with the reason.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, TESTS, run
+from slurmcluster import SlurmCluster, SlurmError
+
+SLURM_DIR = TESTS / "slurm"
+PREP = "imagenet_prep.sbatch"
+PREP_LOCAL = "imagenet_prep_local.sbatch"
+SCRIPTS = ("00_download.sh", "01_unzip.sh", "02_convert_meta_clsloc.py",
+           "03_build_val_class_folders.py")
+URL_SUFFIX = {"train": "train", "val": "val", "test": "test", "devkit": "devkit_t12"}
+SHARDS = 4
+JOB_TIMEOUT = 180  # seconds for a whole chain of jobs to leave the queue
+SYNSETS_HEADER = "ilsvrc_id,class_index,wnid,words,description,num_train_images"
+SUBMITTED = re.compile(r"download job (\d+), train array job (\d+) \((\d+) tasks\), finish job (\d+)")
+
+# The command the node-local tests give imagenet_prep_local.sbatch: copy the prepared local tree
+# to shared storage ($0 = the output folder) so the test can see what the job saw.
+SHOW_LOCAL = ('d="$0/${SLURM_ARRAY_TASK_ID:-single}"; mkdir -p "$d" && '
+              'cp -r "$IMAGENET_ROOT/train" "$IMAGENET_ROOT/val" "$IMAGENET_ROOT/meta" "$d/" && '
+              'printf "%s\\n" "$IMAGENET_ROOT" "$IMAGENET_SHARED_ROOT" >"$d/roots"')
+
+
+# ----------------------------------------------------------------------------- helpers
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A running single-node SLURM for the whole module; stopped and removed even on failure."""
+    reason = SlurmCluster.unavailable()
+    if reason:
+        pytest.skip(reason)
+    c = SlurmCluster()
+    try:
+        c.start()
+    except (SlurmError, OSError) as e:
+        c.stop()
+        c.cleanup()
+        pytest.skip("could not start a single-node SLURM here: %s" % str(e)[-3000:])
+    try:
+        yield c
+    finally:
+        c.stop()
+        c.cleanup()
+
+
+def write_urls(path: Path, release, broken: str = "") -> Path:
+    """urls.sh with file:// links to the release and its checksums; `broken` points nowhere."""
+    lines = ["# written by tests/test_slurm_job.py"]
+    for split, suffix in URL_SUFFIX.items():
+        archive = release.archives[split]
+        if split == broken:
+            archive = archive.with_name("missing-" + archive.name)
+        lines.append('DOWNLOAD_URL_%s="file://%s"' % (suffix, archive))
+        lines.append('MD5_%s="%s"' % (suffix, release.md5[split]))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def job_dir(tmp_path: Path, release, broken: str = "") -> Path:
+    """What a user sets up: the four scripts, the two job scripts and urls.sh in one folder."""
+    job = tmp_path / "job"
+    job.mkdir()
+    for name in SCRIPTS:
+        shutil.copy2(REPO / name, job / name)
+    for name in (PREP, PREP_LOCAL):
+        shutil.copy2(SLURM_DIR / name, job / name)
+    write_urls(job / "urls.sh", release, broken)
+    return job
+
+
+def visible(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def tree(folder: Path) -> dict[str, list[str]]:
+    """{subfolder: sorted file names} of a train/ or val/ folder (hidden bookkeeping left out)."""
+    loose = [n for n in visible(folder) if not (folder / n).is_dir()]
+    assert not loose, "files outside the class folders of %s: %s" % (folder, loose[:5])
+    return {d: visible(folder / d) for d in visible(folder)}
+
+
+def expected_val(release) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, wnid in release.val.items():
+        out.setdefault(wnid, []).append(name)
+    return {w: sorted(v) for w, v in out.items()}
+
+
+def assert_dataset(root: Path, release) -> None:
+    """train/ and val/ hold exactly the release's images per class; meta/synsets.csv is right."""
+    assert tree(root / "train") == release.train
+    assert tree(root / "val") == expected_val(release)
+    with open(root / "meta" / "synsets.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert ",".join(rows[0]) == SYNSETS_HEADER
+    assert [r[2] for r in rows[1:]] == [c.wnid for c in release.classes]
+    leftovers = [str(p) for p in root.rglob("*") if p.name.endswith(".part") or ".tmp" in p.name]
+    assert not leftovers, leftovers
+
+
+def logs(job: Path) -> str:
+    """Every job log in the job folder, for failure messages."""
+    return "\n".join("==== %s\n%s" % (p.name, p.read_text(errors="replace"))
+                     for p in sorted(job.glob("*.out")))
+
+
+def states(cluster: SlurmCluster, ids: set) -> dict[str, str]:
+    """{job id, or 'ARRAYID_TASK' for an array task: final state} of the given jobs (jobcomp log)."""
+    out = {}
+    for j in cluster.jobs():
+        base = j.get("ArrayJobId") or j.get("JobId", "")
+        if base not in ids:
+            continue
+        task = j.get("ArrayTaskId")
+        out[base if task is None else "%s_%s" % (base, task)] = j.get("JobState", "")
+    return out
+
+
+def submit_chain(cluster: SlurmCluster, job: Path, root: Path, classes: int) -> tuple[str, str, str]:
+    """`bash imagenet_prep.sbatch` in the job folder, as the README says; the three job ids."""
+    r = cluster.run(["bash", PREP], cwd=job, env={
+        "IMAGENET_ROOT": str(root), "IMAGENET_EXPECT_CLASSES": str(classes),
+        "IMAGENET_SHARDS": str(SHARDS)})
+    assert r.returncode == 0, r.stderr
+    m = SUBMITTED.search(r.stderr)
+    assert m, r.stderr
+    assert int(m.group(3)) == SHARDS
+    return m.group(1), m.group(2), m.group(4)
+
+
+# ----------------------------------------------------------------------------- under SLURM
+
+@pytest.mark.slurm
+def test_array_job_builds_the_exact_tree_and_a_rerun_is_already_done(cluster, release, tmp_path):
+    job = job_dir(tmp_path, release)
+    root = tmp_path / "shared" / "imagenet"
+    root.mkdir(parents=True)
+
+    download, train, finish = submit_chain(cluster, job, root, len(release.classes))
+    cluster.wait_idle(JOB_TIMEOUT)
+    ids = {download, train, finish}
+    got = states(cluster, ids)
+    want = {download: "COMPLETED", finish: "COMPLETED",
+            **{"%s_%d" % (train, k): "COMPLETED" for k in range(SHARDS)}}
+    assert got == want, logs(job)
+
+    # each of the 4 array tasks ran its own shard and wrote its own log
+    for k in range(SHARDS):
+        out = (job / ("imagenet-prep-train-%s_%d.out" % (train, k))).read_text()
+        assert "array task %d of %d" % (k, SHARDS) in out, out
+        assert "shard %d/%d" % (k, SHARDS) in out, out
+    assert (job / ("imagenet-prep-download-%s.out" % download)).is_file()
+    assert (job / ("imagenet-prep-finish-%s.out" % finish)).is_file()
+
+    # the exact tree: archives downloaded once, train and val by class, the class metadata
+    assert visible(root / "downloads") == sorted(release.archives[s].name
+                                                 for s in ("train", "val", "devkit"))
+    for s in ("train", "val", "devkit"):
+        assert (root / "downloads" / release.archives[s].name).stat().st_size == release.sizes[s]
+    assert_dataset(root, release)
+    assert not (root / "test").exists()  # not asked for
+    assert sorted(visible(root)) == ["devkit", "downloads", "meta", "train", "val"]
+
+    # submitted again on the finished root: every step completes and says "already done"
+    before = {p: p.stat().st_mtime_ns for p in (root / "train").rglob("*.JPEG")}
+    download2, train2, finish2 = submit_chain(cluster, job, root, len(release.classes))
+    cluster.wait_idle(JOB_TIMEOUT)
+    assert set(states(cluster, {download2, train2, finish2}).values()) == {"COMPLETED"}, logs(job)
+    for name in ["imagenet-prep-download-%s.out" % download2,
+                 "imagenet-prep-train-%s_0.out" % train2, "imagenet-prep-finish-%s.out" % finish2]:
+        assert "already done" in (job / name).read_text(), logs(job)
+    assert_dataset(root, release)
+    assert {p: p.stat().st_mtime_ns for p in (root / "train").rglob("*.JPEG")} == before
+
+
+@pytest.mark.slurm
+def test_a_failed_download_cancels_the_waiting_steps(cluster, release, tmp_path):
+    job = job_dir(tmp_path, release, broken="val")
+    root = tmp_path / "imagenet"
+    root.mkdir()
+    download, train, finish = submit_chain(cluster, job, root, len(release.classes))
+    cluster.wait_idle(JOB_TIMEOUT)  # nothing may stay pending on a dependency that never comes
+    got = states(cluster, {download, train, finish})
+    assert got.get(download) == "FAILED", (got, logs(job))
+    assert all(v == "CANCELLED" for k, v in got.items() if k != download), (got, logs(job))
+    out = (job / ("imagenet-prep-download-%s.out" % download)).read_text()
+    assert "missing-" + release.archives["val"].name in out, out
+    assert not (root / "train").exists() and not (root / "val").exists()
+    assert not list(job.glob("imagenet-prep-train-*.out"))
+
+
+@pytest.mark.slurm
+def test_node_local_variant_gives_every_array_task_its_own_full_copy(cluster, release, tmp_path):
+    job = job_dir(tmp_path, release)
+    shared = tmp_path / "shared" / "imagenet"
+    shared.mkdir(parents=True)
+    r = run(["bash", job / "00_download.sh", "--root", shared, "--urls", job / "urls.sh",
+             "train", "val", "devkit"], timeout=60)
+    assert r.returncode == 0, r.stderr
+    node_local = tmp_path / "node-local-tmp"  # stands for /tmp: stock SLURM sets no SLURM_TMPDIR
+    node_local.mkdir()
+    out = tmp_path / "seen-by-job"
+
+    jid = cluster.sbatch(["--array=0-1", PREP_LOCAL, "sh", "-c", SHOW_LOCAL, out], cwd=job, env={
+        "IMAGENET_ROOT": str(shared), "IMAGENET_EXPECT_CLASSES": str(len(release.classes)),
+        "TMPDIR": str(node_local)})
+    cluster.wait_idle(JOB_TIMEOUT)
+    assert states(cluster, {jid}) == {"%s_0" % jid: "COMPLETED", "%s_1" % jid: "COMPLETED"}, \
+        logs(job)
+    for k in (0, 1):
+        seen = out / str(k)
+        assert_dataset(seen, release)
+        assert sorted(visible(seen)) == ["meta", "roots", "train", "val"]
+        local, seen_shared = (seen / "roots").read_text().split()
+        assert Path(local).parent == node_local and Path(seen_shared) == shared
+        assert not Path(local).exists()  # removed at the end of the job
+    assert list(node_local.iterdir()) == []
+    assert visible(shared) == ["downloads"]  # nothing extracted on shared storage
+
+
+# ----------------------------------------------------------------------------- without SLURM
+
+def test_job_scripts_are_shellcheck_clean():
+    if not shutil.which("shellcheck"):
+        pytest.skip("shellcheck not installed (Debian package shellcheck)")
+    r = run(["shellcheck", SLURM_DIR / PREP, SLURM_DIR / PREP_LOCAL])
+    assert r.returncode == 0, r.stdout
+
+
+def prep(job: Path, *args, env=None):
+    """Run a job script outside SLURM, as a user would by mistake or to try it on a workstation."""
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("SLURM_", "IMAGENET_"))}
+    base["SLURM_CONF"] = str(job / "no-such-slurm.conf")  # a stray sbatch could submit nowhere
+    base.update(env or {})
+    return run(["bash", *args], cwd=job, env=base, timeout=60)
+
+
+@pytest.mark.parametrize("case, env, remove, code, message", [
+    ("no root", {}, None, 1, "IMAGENET_ROOT is not set: export IMAGENET_ROOT="),
+    ("script missing", {"IMAGENET_ROOT": "ROOT"}, "01_unzip.sh", 1,
+     "01_unzip.sh not found: copy the four scripts next to this job script"),
+    ("no urls.sh", {"IMAGENET_ROOT": "ROOT"}, "urls.sh", 1,
+     "urls.sh not found: cp urls.sh.example urls.sh and fill in your links"),
+    ("bad shards", {"IMAGENET_ROOT": "ROOT", "IMAGENET_SHARDS": "0"}, None, 1,
+     "IMAGENET_SHARDS must be a positive number, got '0'"),
+])
+def test_submit_refuses_a_bad_setup_before_submitting(release, tmp_path, case, env, remove, code,
+                                                       message):
+    job = job_dir(tmp_path, release)
+    root = tmp_path / "root"
+    root.mkdir()
+    if remove:
+        (job / remove).unlink()
+    env = {k: v.replace("ROOT", str(root)) for k, v in env.items()}
+    r = prep(job, PREP, env=env)
+    assert r.returncode == code, r.stderr
+    assert message in r.stderr
+    assert list(root.iterdir()) == [] and not list(job.glob("*.out"))
+
+
+@pytest.mark.parametrize("args", [["bogus"], ["train", "extra"]])
+def test_unknown_step_is_a_usage_error(release, tmp_path, args):
+    job = job_dir(tmp_path, release)
+    r = prep(job, PREP, *args, env={"IMAGENET_ROOT": str(tmp_path)})
+    assert r.returncode == 2
+    assert "usage: bash imagenet_prep.sbatch" in r.stderr
+
+
+def test_local_variant_needs_a_command_and_the_downloads(release, tmp_path):
+    job = job_dir(tmp_path, release)
+    shared = tmp_path / "imagenet"
+    shared.mkdir()
+    r = prep(job, PREP_LOCAL, env={"IMAGENET_ROOT": str(shared)})
+    assert r.returncode == 2 and "usage: sbatch imagenet_prep_local.sbatch COMMAND" in r.stderr
+    r = prep(job, PREP_LOCAL, "true", env={"IMAGENET_ROOT": str(shared), "TMPDIR": str(tmp_path)})
+    assert r.returncode == 1
+    assert ("%s/downloads/ILSVRC2012_img_train.tar not found: download first" % shared) in r.stderr
+    assert visible(tmp_path) == ["imagenet", "job"]  # no local folder was made
+
+
+def test_local_variant_prefers_slurm_tmpdir_and_passes_on_the_exit_code(release, tmp_path):
+    job = job_dir(tmp_path, release)
+    shared = tmp_path / "imagenet"
+    shared.mkdir()
+    r = run(["bash", job / "00_download.sh", "--root", shared, "--urls", job / "urls.sh",
+             "train", "val", "devkit"], timeout=60)
+    assert r.returncode == 0, r.stderr
+    slurm_tmp, tmp = tmp_path / "slurm_tmpdir", tmp_path / "tmpdir"
+    slurm_tmp.mkdir()
+    tmp.mkdir()
+    seen = tmp_path / "seen"
+    r = prep(job, PREP_LOCAL, "sh", "-c", 'ls "$IMAGENET_ROOT/train" | wc -l >"$0"; '
+             'printf "%s" "$IMAGENET_ROOT" >>"$0"; exit 3', seen,
+             env={"IMAGENET_ROOT": str(shared), "SLURM_TMPDIR": str(slurm_tmp), "TMPDIR": str(tmp),
+                  "IMAGENET_EXPECT_CLASSES": str(len(release.classes))})
+    assert r.returncode == 3, r.stderr
+    count, local = seen.read_text().split()
+    assert int(count) == len(release.classes)
+    assert Path(local).parent == slurm_tmp and not Path(local).exists()
+    assert list(slurm_tmp.iterdir()) == [] and list(tmp.iterdir()) == []
+    assert "command exited with 3" in r.stderr and "removing the local copy" in r.stderr
