@@ -56,6 +56,7 @@ PROG = "02_convert_meta_clsloc.py"
 EXPECTED_CLASSES = 1000
 REAL_TRAIN_TOTAL = 1_281_167           # sum of num_train_images in the real devkits
 META_NAMES = ("meta_clsloc.mat", "meta.mat")   # preference order: newer devkit first
+MAT_MAGIC = b"MATLAB"                   # start of the 128-byte header of a v5 / v7.3 .mat
 MAX_MAT_BYTES = 64 << 20               # the real files are 84 KB and 177 KB
 WNID_RE = re.compile(r"n[0-9]{8}")
 CSV_COLUMNS = ("ilsvrc_id", "class_index", "wnid", "words", "description", "num_train_images")
@@ -274,6 +275,12 @@ def load_classes(src: Source, expect: int) -> tuple[str, list[Synset]]:
     try:
         if not src.data:
             raise MetaError("it is empty (0 bytes) — re-download or re-extract the devkit")
+        if not src.data.startswith(MAT_MAGIC):   # every v5/v7.3 file; v4 files cannot hold structs
+            head = src.data[:40].decode("ascii", "replace").strip()
+            what = " — an HTML page (a login page saved instead of the file?)" \
+                if src.data.lstrip()[:1] == b"<" else ""
+            raise MetaError("it is not a MATLAB .mat file: it starts with %r%s; re-download or "
+                            "re-extract the devkit" % (head, what))
         try:
             mat = scipy.io.loadmat(io.BytesIO(src.data), squeeze_me=True,
                                    variable_names=["synsets"])
@@ -281,11 +288,10 @@ def load_classes(src: Source, expect: int) -> tuple[str, list[Synset]]:
             raise MetaError("it is a MATLAB v7.3 (HDF5) file, which scipy cannot read (%s); the "
                             "devkit's own file is a v5 .mat: use the one from the devkit archive"
                             % e) from None
-        except Exception as e:  # scipy raises ValueError, TypeError, MatReadError, ... on junk
-            head = src.data[:40].decode("ascii", "replace").strip()
-            raise MetaError("it is not a readable MATLAB .mat file (%s: %s; it starts with %r) — "
-                            "re-download or re-extract the devkit"
-                            % (type(e).__name__, e, head)) from None
+        except Exception as e:  # scipy raises ValueError, OSError, MatReadError, ... on junk
+            raise MetaError("it is a damaged or truncated MATLAB .mat file (%d bytes; scipy says "
+                            "%s: %s) — re-download or re-extract the devkit"
+                            % (len(src.data), type(e).__name__, e)) from None
         if "synsets" not in mat:
             raise MetaError("it is a .mat file but holds no `synsets` variable; this is not the "
                             "devkit's meta.mat or meta_clsloc.mat")
@@ -352,8 +358,8 @@ def source_from_root(root: Path) -> Source:
     if not found:
         raise MetaError("no meta_clsloc.mat or meta.mat under %s; %s" % (devkit, _devkit_hint(root)))
     if len(found) > 1:
-        log.info("found %d devkit meta files: %s", len(found), ", ".join(map(str, found)))
-        log.info("using %s (the newer devkit's file is preferred)", found[0])
+        log.info("found %d devkit meta files (%s); using the newer devkit's", len(found),
+                 ", ".join(map(str, found)))
     return _read_file(found[0], root)
 
 
@@ -384,8 +390,9 @@ def source_from_archive(archive: Path, root: Path) -> Source:
             fobj = tar.extractfile(member)
             data = fobj.read() if fobj is not None else b""
     except (tarfile.TarError, EOFError, OSError) as e:
+        why = (str(e).splitlines() or [type(e).__name__])[0].rstrip(":")
         raise MetaError("%s is not a readable .tar.gz or .tar archive (%s) — download the devkit "
-                        "again" % (archive, e)) from None
+                        "again" % (archive, why)) from None
     return Source(label="%s:%s" % (_label(archive, root), member.name),
                   shown="%s (member %s)" % (archive, member.name), data=data)
 

@@ -282,7 +282,7 @@ def test_finds_the_newer_devkit_under_root(release, tmp_path):
     r = convert("--root", root, "--expect-classes", 12)
     assert r.returncode == 0, r.stderr
     assert "found 2 devkit meta files" in r.stderr
-    assert "using %s" % (root / "devkit" / META_2017) in r.stderr
+    assert "reading %s\n" % (root / "devkit" / META_2017) in r.stderr
     doc = json.loads((root / "meta" / "synsets.json").read_text())
     assert doc["source"] == "devkit/" + META_2017
     assert doc["format"] == "ILSVRC2015 meta_clsloc.mat"
@@ -413,9 +413,12 @@ def _bad_mats(release, big):
         return buf.getvalue()
 
     return {
-        "html": (b"<html><body>Please log in</body></html>\n" * 40, "not a readable MATLAB .mat"),
+        "html": (b"<html><body>Please log in</body></html>\n" * 40,
+                 "not a MATLAB .mat file: it starts with '<html><body>Please log in</body></html>'"
+                 " — an HTML page"),
+        "binary": (bytes(range(256)) * 4, "not a MATLAB .mat file"),
         "empty": (b"", "empty (0 bytes)"),
-        "truncated": (real[: len(real) // 2], "not a readable MATLAB .mat"),
+        "truncated": (real[: len(real) // 2], "damaged or truncated MATLAB .mat file"),
         "v7.3": (bytes(v73), "MATLAB v7.3 (HDF5)"),
         "no-synsets": (save({"classes": np.arange(3)}), "no `synsets` variable"),
         "synsets-not-struct": (save({"synsets": np.arange(3)}), "not a MATLAB struct"),
@@ -452,7 +455,7 @@ def _text_id(classes):
     return arr
 
 
-BAD = ["html", "empty", "truncated", "v7.3", "no-synsets", "synsets-not-struct", "wrong-struct",
+BAD = ["html", "binary", "empty", "truncated", "v7.3", "no-synsets", "synsets-not-struct", "wrong-struct",
        "missing-field", "999-2012", "1001-2012", "999-2015", "1001-2015", "id-gap", "id-twice",
        "duplicate-wnid", "malformed-wnid", "text-id"]
 
@@ -471,7 +474,7 @@ def test_bad_mat_is_refused_and_outputs_are_left_alone(tmp_path, bad_mats, good_
     out.mkdir()
     for name, content in good_outputs.items():
         (out / name).write_bytes(content)
-    expect = "12" if kind in ("html", "empty", "truncated", "v7.3", "no-synsets",
+    expect = "12" if kind in ("html", "binary", "empty", "truncated", "v7.3", "no-synsets",
                               "synsets-not-struct", "wrong-struct", "missing-field",
                               "text-id") else "1000"
     r = convert("--mat", mat, "--out", out, "--expect-classes", expect)
