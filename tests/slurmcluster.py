@@ -17,7 +17,7 @@ The node is declared with more CPUs and memory than the machine may have (config
 job scripts can keep the resource requests they would use on a real cluster; nothing is enforced.
 
 Run as a command to poke at it by hand: `python3 tests/slurmcluster.py` starts the cluster, prints
-the `export SLURM_CONF=...` line and waits for Ctrl-C.
+the `export SLURM_CONF=...` line and waits for Ctrl-C (or SIGTERM), then stops it.
 """
 from __future__ import annotations
 
@@ -277,6 +277,7 @@ def main() -> int:
     if reason:
         print(reason, file=sys.stderr)
         return 1
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # kill PID stops it cleanly too
     try:
         cluster.start()
         print("export SLURM_CONF=%s   # Ctrl-C stops the cluster" % cluster.conf, flush=True)
