@@ -1,16 +1,17 @@
 #!/usr/bin/env python3
 """02_convert_meta_clsloc.py — turn the devkit's MATLAB class list into plain CSV/JSON/text.
 
-Reads the 2012 devkit's ``meta.mat`` (1,860 synsets; the 1,000 leaves with num_children == 0 are the
-classes) or the 2015/2017 devkit's ``meta_clsloc.mat`` (the 1,000 classes), checks it, and writes the
-class metadata every later step reads. This is the only step that reads a MATLAB file.
+Reads the 2012 devkit's ``meta.mat`` (1,860 synsets; the 1,000 leaves with num_children == 0 are
+the classes) or the 2015/2017 devkit's ``meta_clsloc.mat`` (the 1,000 classes), checks it, and
+writes the class metadata every later step reads. This is the only step that reads a MATLAB file.
 
 Usage:
     02_convert_meta_clsloc.py [--root DIR] [--mat PATH | --devkit ARCHIVE] [--out DIR]
 
 Example:
     02_convert_meta_clsloc.py --root /data/imagenet
-    02_convert_meta_clsloc.py --root /data/imagenet --devkit /data/imagenet/downloads/ILSVRC2012_devkit_t12.tar.gz
+    02_convert_meta_clsloc.py --root /data/imagenet \
+        --devkit /data/imagenet/downloads/ILSVRC2012_devkit_t12.tar.gz
 
 Before (after 01_unzip.sh; either devkit, or both)::
 
@@ -22,7 +23,7 @@ After::
     ROOT/meta/synsets.csv              ilsvrc_id,class_index,wnid,words,description,num_train_images
                                        one row per class, devkit ID order (ID 1 = n02119789 kit fox)
     ROOT/meta/synsets.json             the same records, plus the source file and its format
-    ROOT/meta/class_index.json         Keras form {"0": ["n01440764", "tench"], ...}, sorted-WNID order
+    ROOT/meta/class_index.json         {"0": ["n01440764", "tench"], ...} sorted-WNID order (Keras)
     ROOT/meta/LOC_synset_mapping.txt   "WNID words" sorted by WNID (Kaggle / Caffe synset_words.txt)
     ROOT/meta/map_clsloc.txt           "WNID ID name" in devkit ID order (as in the 2015 devkit)
 
@@ -164,10 +165,10 @@ def detect_format(names: tuple) -> str:
     elif "ILSVRC2012_ID" in names:
         fmt = FORMAT_2012
     else:
-        raise MetaError("its `synsets` struct has fields %s; expected the ILSVRC2012 meta.mat fields "
-                        "(ILSVRC2012_ID, WNID, words, gloss, num_children, ...) or the ILSVRC2015 "
-                        "meta_clsloc.mat fields (ILSVRC2015_CLSLOC_ID, WNID, name, description, "
-                        "num_train_images)" % ", ".join(names))
+        raise MetaError("its `synsets` struct has fields %s; expected the ILSVRC2012 meta.mat "
+                        "fields (ILSVRC2012_ID, WNID, words, gloss, num_children, ...) or the "
+                        "ILSVRC2015 meta_clsloc.mat fields (ILSVRC2015_CLSLOC_ID, WNID, name, "
+                        "description, num_train_images)" % ", ".join(names))
     needed = list(FIELDS[fmt].values())
     missing = [f for f in needed if f not in names]
     if fmt == FORMAT_2012 and "num_children" not in names and "children" not in names:
@@ -356,7 +357,8 @@ def source_from_root(root: Path) -> Source:
         raise MetaError("no devkit folder at %s; %s" % (devkit, _devkit_hint(root)))
     found = find_in_folder(devkit)
     if not found:
-        raise MetaError("no meta_clsloc.mat or meta.mat under %s; %s" % (devkit, _devkit_hint(root)))
+        raise MetaError("no meta_clsloc.mat or meta.mat under %s; %s"
+                        % (devkit, _devkit_hint(root)))
     if len(found) > 1:
         log.info("found %d devkit meta files (%s); using the newer devkit's", len(found),
                  ", ".join(map(str, found)))
@@ -525,7 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok (a rerun with unchanged output says 'already done'), 1 failure, "
                "2 usage. Example: %s --root /data/imagenet" % PROG)
     p.add_argument("--root", type=Path, default=Path(os.environ.get("IMAGENET_ROOT", ".")),
-                   metavar="DIR", help="dataset root: $IMAGENET_ROOT if set, else the current folder")
+                   metavar="DIR",
+                   help="dataset root: $IMAGENET_ROOT if set, else the current folder")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--mat", type=Path, default=None, metavar="PATH",
                      help="the meta.mat or meta_clsloc.mat to read "
