@@ -1,0 +1,445 @@
+"""01_unzip.sh: exact trees, reruns, SIGKILL at random moments, shards, hostile and broken archives."""
+from __future__ import annotations
+
+import fcntl
+import gzip
+import os
+import random
+import shutil
+import signal
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+import minirelease
+from conftest import run, script
+
+UNZIP = script("01_unzip.sh")
+TRAIN, VAL, TEST, DEVKIT = (minirelease.TRAIN_TAR, minirelease.VAL_TAR, minirelease.TEST_TAR,
+                            minirelease.DEVKIT_2012)
+STATE = ".01_unzip"
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def make_root(tmp_path: Path, rel: minirelease.Release, splits=("train", "val", "test", "devkit")) -> Path:
+    root = tmp_path / "root"
+    (root / "downloads").mkdir(parents=True)
+    for s in splits:
+        shutil.copy(rel.archives[s], root / "downloads" / rel.archives[s].name)
+    return root
+
+
+def unzip(root: Path, *args, env=None, timeout=120) -> subprocess.CompletedProcess:
+    full = dict(os.environ)
+    for k in list(full):
+        if k.startswith("SLURM_"):
+            del full[k]
+    full.pop("IMAGENET_ROOT", None)
+    full.update(env or {})
+    return run(["bash", UNZIP, "--root", root, *args], timeout=timeout, env=full)
+
+
+def files(folder: Path) -> dict:
+    """Every file under folder (hidden ones too) -> bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def all_entries(folder: Path) -> set:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def expected_train(archive: Path) -> dict:
+    out = {}
+    with tarfile.open(archive) as outer:
+        for m in outer:
+            wnid = m.name[:-4]
+            with tarfile.open(fileobj=outer.extractfile(m)) as inner:
+                for im in inner:
+                    out["%s/%s" % (wnid, im.name)] = inner.extractfile(im).read()
+    return out
+
+
+def expected_flat(archive: Path, strip: str = "") -> dict:
+    with tarfile.open(archive) as tar:
+        return {m.name[len(strip):] if m.name.startswith(strip) else m.name: tar.extractfile(m).read()
+                for m in tar if m.isfile()}
+
+
+def expected_devkit(archive: Path) -> dict:
+    with tarfile.open(archive) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}
+
+
+def complete_classes(train: Path, expect: dict) -> set:
+    """Class folders under their final name; assert each holds exactly the archive's files."""
+    done = set()
+    if not train.is_dir():
+        return done
+    for d in train.iterdir():
+        if d.name.startswith("."):
+            continue
+        got = {"%s/%s" % (d.name, p.name): p.read_bytes() for p in d.iterdir()}
+        want = {k: v for k, v in expect.items() if k.startswith(d.name + "/")}
+        assert got == want, "class %s under its final name is not exactly complete" % d.name
+        done.add(d.name)
+    return done
+
+
+@pytest.fixture(scope="module")
+def medium(tmp_path_factory) -> minirelease.Release:
+    """60 classes of 20-40 images of ~4 KiB: long enough (~0.5 s) to be killed mid-way."""
+    return minirelease.make_release(tmp_path_factory.mktemp("medium"), classes=60, images=(20, 40),
+                                    val_per_class=4, test=20, kib=4.0, seed=3)
+
+
+# ----------------------------------------------------------------------------- command line
+
+def test_help_lists_options_and_defaults():
+    r = run(["bash", UNZIP, "--help"])
+    assert r.returncode == 0
+    for text in ("--root DIR", "--archive PATH", "--jobs N", "--shard K/N", "--remove-archive",
+                 "IMAGENET_ROOT", "SLURM_ARRAY_TASK_ID", "train val test devkit all"):
+        assert text in r.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "name at least one SPLIT"),
+    (["trian"], "unknown split 'trian'"),
+    (["--frobnicate", "train"], "unknown option '--frobnicate'"),
+    (["--shard", "3/3", "train"], "0 <= K < N"),
+    (["--shard", "x", "train"], "--shard wants K/N"),
+    (["--jobs", "0", "train"], "--jobs wants a number"),
+    (["--archive", "a.tar", "train", "val"], "exactly one SPLIT"),
+])
+def test_usage_errors_exit_2(tmp_path, args, message):
+    r = unzip(tmp_path, *args)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr
+    assert "Usage:" in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_archive_names_file_and_folder(tmp_path):
+    r = unzip(tmp_path, "val")
+    assert r.returncode == 1
+    assert "ILSVRC2012_img_val.tar in %s" % (tmp_path / "downloads") in r.stderr
+    assert "--archive" in r.stderr
+    r = unzip(tmp_path, "test")
+    assert "ILSVRC2012_img_test_v10102019.tar or ILSVRC2012_img_test.tar" in r.stderr
+    assert not (tmp_path / "val").exists() and not (tmp_path / "test").exists()
+
+
+def test_root_must_exist(tmp_path):
+    r = unzip(tmp_path / "nope", "val")
+    assert r.returncode == 1
+    assert "is not a folder" in r.stderr
+
+
+# ----------------------------------------------------------------------------- exact trees
+
+def test_all_splits_give_exact_trees_and_rerun_is_noop(tmp_path, release):
+    root = make_root(tmp_path, release)
+    r = unzip(root, "all")
+    assert r.returncode == 0, r.stderr
+    assert files(root / "train") == expected_train(release.archives["train"])
+    assert files(root / "val") == expected_flat(release.archives["val"])
+    assert files(root / "test") == expected_flat(release.archives["test"], "test/")
+    assert files(root / "devkit") == expected_devkit(release.archives["devkit"])
+    # nothing else in ROOT but the archives and the bookkeeping folder; no leftovers
+    assert sorted(p.name for p in root.iterdir()) == sorted(
+        [".01_unzip", "devkit", "downloads", "test", "train", "val"])
+    assert not [p for p in root.rglob("*tmp-*")]
+    n_train = sum(len(v) for v in release.train.values())
+    assert "train: verified %d classes, %d images" % (len(release.train), n_train) in r.stderr
+    assert "val: verified %d images" % len(release.val) in r.stderr
+    # the PNG and the CMYK JPEGs are reported by name
+    for name, kind in release.special.items():
+        wnid = name.split("_")[0]
+        assert "%s/%s: %s" % (wnid, name, "PNG" if kind == "png" else "CMYK JPEG") in r.stderr
+    assert "%d files are not plain" % len(release.special) in r.stderr
+
+    before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in root.rglob("*.JPEG")}
+    r2 = unzip(root, "all")
+    assert r2.returncode == 0, r2.stderr
+    for split in ("train", "val", "test", "devkit"):
+        assert "%s: already done" % split in r2.stderr
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in root.rglob("*.JPEG")} == before
+    assert "archive not found" not in r2.stderr
+
+
+def test_val_still_done_after_03_moved_it_into_class_folders(tmp_path, release):
+    root = make_root(tmp_path, release, ["val"])
+    assert unzip(root, "val").returncode == 0
+    for name, wnid in release.val.items():          # what 03_build_val_class_folders.py does
+        (root / "val" / wnid).mkdir(exist_ok=True)
+        os.rename(root / "val" / name, root / "val" / wnid / name)
+    r = unzip(root, "val")
+    assert r.returncode == 0
+    assert "val: already done" in r.stderr
+    assert not list((root / "val").glob("*.JPEG"))
+
+
+def test_test_archive_without_folder_prefix(tmp_path):
+    rel = minirelease.make_release(tmp_path / "rel", classes=3, test=7, test_prefix="")
+    root = make_root(tmp_path, rel, ["test"])
+    r = unzip(root, "test")
+    assert r.returncode == 0, r.stderr
+    assert files(root / "test") == expected_flat(rel.archives["test"])
+    assert len(files(root / "test")) == 7
+
+
+def test_devkit_saved_without_gzip_and_2017_devkit(tmp_path, release):
+    root = tmp_path / "root"
+    (root / "downloads").mkdir(parents=True)
+    plain = root / "downloads" / "ILSVRC2012_devkit_t12.tar"   # a browser un-gzipped it
+    plain.write_bytes(gzip.decompress(release.archives["devkit"].read_bytes()))
+    r = unzip(root, "devkit")
+    assert r.returncode == 0, r.stderr
+    assert "plain tar" in r.stderr
+    assert files(root / "devkit") == expected_devkit(release.archives["devkit"])
+
+    root2 = tmp_path / "root2"
+    root2.mkdir()
+    r = unzip(root2, "--archive", release.archives["devkit2017"], "devkit")
+    assert r.returncode == 0, r.stderr
+    assert files(root2 / "devkit") == expected_devkit(release.archives["devkit2017"])
+    assert (root2 / "devkit" / "ILSVRC" / "devkit" / "data" / "meta_clsloc.mat").is_file()
+
+
+def test_synsets_csv_differences_are_reported(tmp_path, release):
+    root = make_root(tmp_path, release, ["train"])
+    (root / "meta").mkdir()
+    rows = ["ilsvrc_id,class_index,wnid,words,description,num_train_images"]
+    odd = release.classes[4]
+    for s in release.classes:
+        n = s.num_train_images + (1 if s is odd else 0)
+        rows.append('%d,%d,%s,"%s",x,%d' % (s.ilsvrc_id, release.class_index(s.wnid), s.wnid, s.words, n))
+    (root / "meta" / "synsets.csv").write_text("\n".join(rows) + "\n")
+    r = unzip(root, "train")
+    assert r.returncode == 0, r.stderr
+    assert "1 classes differ from meta/synsets.csv: %s: %d images, meta/synsets.csv says %d" % (
+        odd.wnid, odd.num_train_images, odd.num_train_images + 1) in r.stderr
+
+
+# ----------------------------------------------------------------------------- resume and kill
+
+def test_leftovers_are_cleared_and_missing_class_redone(tmp_path, release):
+    root = make_root(tmp_path, release, ["train"])
+    wnid = release.wnids_sorted[3]
+    stale = root / "train" / (".%s.tmp-otherhost.999" % wnid)
+    stale.mkdir(parents=True)
+    (stale / (wnid + "_1.JPEG")).write_bytes(b"half")
+    r = unzip(root, "train")
+    assert r.returncode == 0, r.stderr
+    assert not stale.exists()
+    expect = expected_train(release.archives["train"])
+    assert files(root / "train") == expect
+    shutil.rmtree(root / "train" / wnid)             # a user deletes a class: the rerun notices
+    r = unzip(root, "train")
+    assert r.returncode == 0, r.stderr
+    assert "1 classes recorded as done are missing" in r.stderr
+    assert files(root / "train") == expect
+
+
+def test_sigkill_at_random_moments_then_rerun_gives_exact_tree(tmp_path, medium):
+    root = make_root(tmp_path, medium, ["train", "val"])
+    expect_train = expected_train(medium.archives["train"])
+    expect_val = expected_flat(medium.archives["val"])
+    # how long does one full run take here? kill within that window
+    probe = tmp_path / "probe"
+    shutil.copytree(root / "downloads", probe / "downloads")
+    t0 = time.monotonic()
+    assert unzip(probe, "train", "val").returncode == 0
+    window = time.monotonic() - t0
+    shutil.rmtree(probe)
+    rng = random.Random(7)
+    kills = 0
+    for group in range(4):                        # 4 x 6 kills, each group from an empty ROOT
+        for path in (root / "train", root / "val", root / STATE):
+            shutil.rmtree(path, ignore_errors=True)
+        for i in range(6):
+            proc = subprocess.Popen(["bash", str(UNZIP), "--root", str(root), "train", "val"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    start_new_session=True)
+            time.sleep(rng.uniform(0.02, 0.4) * window)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                kills += 1
+            proc.wait(timeout=60)
+            time.sleep(0.05)                      # let the killed workers disappear
+            complete_classes(root / "train", expect_train)    # 0 partial under a final name
+            if (root / "val").exists():
+                assert files(root / "val") == expect_val
+        r = unzip(root, "train", "val")
+        assert r.returncode == 0, r.stderr
+        assert files(root / "train") == expect_train      # 0 lost, 0 partial, 0 extra
+        assert files(root / "val") == expect_val
+        assert not [p for p in root.rglob("*tmp-*")]
+    assert kills >= 20, "only %d runs were killed mid-way" % kills
+
+
+# ----------------------------------------------------------------------------- shards
+
+def test_shards_run_concurrently_give_exact_tree(tmp_path, medium):
+    root = make_root(tmp_path, medium, ["train"])
+    n = 3
+    procs = [subprocess.Popen(["bash", str(UNZIP), "--root", str(root), "--shard", "%d/%d" % (k, n),
+                               "--jobs", "1", "train"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for k in range(n)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * n, [o[1] for o in outs]
+    assert files(root / "train") == expected_train(medium.archives["train"])
+    logs = "".join(o[1] for o in outs)
+    assert logs.count("train: complete:") == 1       # exactly one shard verified the whole split
+    wnids = medium.wnids_sorted
+    for k in range(n):
+        assert "shard %d/%d: %d classes" % (k, n, len(wnids[k::n])) in outs[k][1]
+    r = unzip(root, "--shard", "1/3", "train")
+    assert r.returncode == 0 and "train: already done" in r.stderr
+
+
+def test_slurm_array_variables_pick_the_shard(tmp_path, release):
+    root = make_root(tmp_path, release, ["train"])
+    wnids = release.wnids_sorted
+    env = {"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_MIN": "4", "SLURM_ARRAY_TASK_COUNT": "2"}
+    r = unzip(root, "train", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "SLURM array task 5: shard 1/2" in r.stderr
+    assert sorted(p.name for p in (root / "train").iterdir()) == wnids[1::2]
+    assert "classes of other shards are not there yet" in r.stderr
+    r = unzip(root, "train", env=dict(env, SLURM_ARRAY_TASK_ID="4"))
+    assert r.returncode == 0, r.stderr
+    assert "train: complete:" in r.stderr
+    assert files(root / "train") == expected_train(release.archives["train"])
+    r = unzip(root, "train", env={"SLURM_ARRAY_TASK_ID": "$(touch x)", "SLURM_ARRAY_TASK_COUNT": "2"})
+    assert r.returncode == 1 and "must be numbers" in r.stderr
+
+
+def test_busy_shard_lock_is_reported(tmp_path, release):
+    root = make_root(tmp_path, release, ["train"])
+    (root / STATE).mkdir()
+    with open(root / STATE / "train.shard-0-of-1.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        r = unzip(root, "train")
+    assert r.returncode == 1
+    assert "another 01_unzip.sh is extracting train shard 0/1" in r.stderr
+    assert not (root / "train").exists() or not any(
+        p for p in (root / "train").iterdir() if not p.name.startswith("."))
+
+
+# ----------------------------------------------------------------------------- bad input
+
+HOSTILE_MESSAGES = {
+    "outer-dotdot": "member ../n01000002.tar refused",
+    "outer-abs": "member /tmp/n01000002.tar refused",
+    "outer-symlink": "member n01000002.tar -> /etc/passwd is a symbolic link; refused",
+    "inner-dotdot": "member ../../escaped.JPEG refused",
+    "inner-abs": "member /tmp/escaped.JPEG refused",
+    "inner-symlink": "member n01000002_7.JPEG -> ../../../etc/passwd is a symbolic link; refused",
+    "inner-device": "member n01000002_7.JPEG is a character device; refused",
+    "inner-badname": "member n01000002_7.sh refused",
+    "val-dotdot": "member ../ILSVRC2012_val_00000002.JPEG refused",
+    "val-symlink": "member ILSVRC2012_val_00000002.JPEG -> /etc/passwd is a symbolic link; refused",
+    "truncated": "truncated inside member n01000003.tar",
+    "not-a-tar": "is an HTML page, not a tar archive",
+}
+
+
+@pytest.mark.parametrize("kind", minirelease.HOSTILE_KINDS)
+def test_hostile_archives_write_nothing_outside_root(tmp_path, kind):
+    src = minirelease.make_hostile(tmp_path / "src", kind)
+    outside = tmp_path / "outside"
+    root = outside / "a" / "b" / "root"                # '..' from ROOT/train/x would land in outside
+    (root / "downloads").mkdir(parents=True)
+    shutil.copy(src, root / "downloads" / src.name)
+    split = "val" if kind.startswith("val-") else "train"
+    before_outside = all_entries(outside)
+    tmp_before = set(os.listdir("/tmp"))
+    r = unzip(root, split)
+    assert r.returncode == 1, r.stderr
+    assert HOSTILE_MESSAGES[kind] in r.stderr, r.stderr
+    new_outside = {e for e in all_entries(outside) - before_outside
+                   if not e.startswith("a/b/root/")}
+    assert new_outside == set()
+    assert not {"escaped.JPEG", "n01000002.tar"} & (set(os.listdir("/tmp")) - tmp_before)
+    assert not [p for p in root.rglob("*") if p.is_symlink() or p.name == "escaped.JPEG"]
+    assert not [p for p in root.rglob("*tmp-*")]
+    assert not (root / STATE / ("%s.done" % split)).exists()
+    if split == "val":
+        assert not (root / "val").exists()
+    elif kind != "not-a-tar":
+        classes = sorted(p.name for p in (root / "train").iterdir())
+        # the good class is extracted completely; the hostile one never appears
+        assert "n01000001" in classes and "n01000002" not in classes or kind == "truncated"
+        assert sorted(p.name for p in (root / "train" / "n01000001").iterdir()) == [
+            "n01000001_1.JPEG", "n01000001_5.JPEG", "n01000001_9.JPEG"]
+    if kind == "truncated":                            # complete classes stay, the broken one is absent
+        assert sorted(p.name for p in (root / "train").iterdir()) == ["n01000001", "n01000002"]
+    if kind == "not-a-tar":
+        assert "download it again" in r.stderr
+        assert not (root / "train").exists()
+
+
+def test_gzipped_train_archive_is_refused(tmp_path, release):
+    root = tmp_path / "root"
+    (root / "downloads").mkdir(parents=True)
+    (root / "downloads" / TRAIN).write_bytes(gzip.compress(release.archives["train"].read_bytes()))
+    r = unzip(root, "train")
+    assert r.returncode == 1
+    assert "is gzip-compressed, but the train archive is a plain tar" in r.stderr
+
+
+def test_truncated_val_names_member_and_leaves_nothing(tmp_path, release):
+    root = tmp_path / "root"
+    (root / "downloads").mkdir(parents=True)
+    data = release.archives["val"].read_bytes()
+    (root / "downloads" / VAL).write_bytes(data[: len(data) // 2 + 100])
+    r = unzip(root, "val")
+    assert r.returncode == 1
+    assert "truncated" in r.stderr and "ILSVRC2012_val_000000" in r.stderr
+    assert "download it again" in r.stderr
+    assert sorted(p.name for p in root.iterdir()) == [".01_unzip", "downloads"]
+
+
+def test_foreign_val_folder_is_left_alone(tmp_path, release):
+    root = make_root(tmp_path, release, ["val"])
+    (root / "val").mkdir()
+    (root / "val" / "mine.txt").write_text("user data")
+    r = unzip(root, "val")
+    assert r.returncode == 1
+    assert "was not completed by 01_unzip.sh" in r.stderr and "move it away" in r.stderr
+    assert (root / "val" / "mine.txt").read_text() == "user data"
+    assert sorted(p.name for p in (root / "val").iterdir()) == ["mine.txt"]
+
+
+# ----------------------------------------------------------------------------- --remove-archive
+
+def test_remove_archive_only_after_complete_split(tmp_path, release):
+    root = make_root(tmp_path, release, ["train", "val"])
+    r = unzip(root, "--remove-archive", "--shard", "0/2", "train")
+    assert r.returncode == 0, r.stderr
+    assert (root / "downloads" / TRAIN).exists()          # the split is not complete yet
+    r = unzip(root, "--remove-archive", "--shard", "1/2", "train", "val")
+    assert r.returncode == 0, r.stderr
+    assert not (root / "downloads" / TRAIN).exists()
+    assert not (root / "downloads" / VAL).exists()
+    assert "removed %s" % (root / "downloads" / VAL) in r.stderr
+    assert files(root / "train") == expected_train(release.archives["train"])
+    assert files(root / "val") == expected_flat(release.archives["val"])
+    r = unzip(root, "train", "val")                         # archives gone: still already done
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("already done") == 2
+
+
+def test_remove_archive_keeps_a_broken_archive(tmp_path):
+    src = minirelease.make_hostile(tmp_path / "src", "truncated")
+    root = tmp_path / "root"
+    (root / "downloads").mkdir(parents=True)
+    shutil.copy(src, root / "downloads" / TRAIN)
+    r = unzip(root, "--remove-archive", "train")
+    assert r.returncode == 1
+    assert (root / "downloads" / TRAIN).exists()
