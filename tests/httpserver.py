@@ -1,0 +1,304 @@
+#!/usr/bin/env python3
+"""A loopback HTTP/1.1 file server with Range support and switchable faults, for 00_download.sh.
+
+Used by tests/test_00_download.py and tests/bench_download.py; also runs on its own:
+
+    python3 tests/httpserver.py DIR [--port 8000] [--rate 20e6] [--cut-after 100000] ...
+
+It serves the files of DIR (flat, by name) on 127.0.0.1 only, answers HEAD and GET with a single
+byte range (``bytes=a-b``, ``bytes=a-``, ``bytes=-n``), 416 past the end, and counts every body byte
+it sends. Faults (all off by default; each can be changed while the server runs):
+
+    rate          cap each connection at this many bytes per second
+    cut_after     close the connection after sending this many body bytes (first cut_times GETs)
+    fail_status   answer the first fail_count GETs with this status (e.g. 500, 503)
+    stall_after   stop sending for stall_seconds after this many bytes (first stall_times GETs)
+    ignore_range  always answer 200 with the whole file, whatever Range asks
+    hide_length   no total size anywhere (HEAD without Content-Length, Content-Range a-b/*)
+    extra_length  claim the file is this many bytes longer than it is, then close early
+    status        answer every request (HEAD and GET) with this status (401, 403, 404)
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Optional
+from urllib.parse import unquote, urlsplit
+
+CHUNK = 64 * 1024
+RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+@dataclass
+class Request:
+    """One request as the server saw it: what was asked and how many body bytes went out."""
+    method: str
+    name: str
+    status: int
+    range_header: Optional[str]
+    start: int = 0
+    sent: int = 0
+
+
+@dataclass
+class Faults:
+    rate: float = 0.0
+    cut_after: int = 0
+    cut_times: int = 10 ** 9
+    fail_status: int = 0
+    fail_count: int = 0
+    stall_after: int = -1
+    stall_seconds: float = 0.0
+    stall_times: int = 10 ** 9
+    ignore_range: bool = False
+    hide_length: bool = False
+    extra_length: int = 0
+    status: int = 0
+
+
+class FaultServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer over a directory with a Faults record and a request log."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, root: Path, port: int = 0, **faults):
+        super().__init__(("127.0.0.1", port), Handler)
+        self.root = Path(root)
+        self.faults = Faults(**faults)
+        self.lock = threading.Lock()
+        self.requests: list[Request] = []
+        self.gets = 0
+        self.stopping = threading.Event()
+        self.thread: Optional[threading.Thread] = None
+
+    # -- helpers for tests ------------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    def url(self, name: str) -> str:
+        return "http://127.0.0.1:%d/%s" % (self.port, name)
+
+    def bytes_sent(self) -> int:
+        with self.lock:
+            return sum(r.sent for r in self.requests)
+
+    def get_requests(self) -> list[Request]:
+        with self.lock:
+            return [r for r in self.requests if r.method == "GET"]
+
+    def reset_log(self) -> None:
+        with self.lock:
+            self.requests.clear()
+
+    def set_faults(self, **faults) -> None:
+        with self.lock:
+            self.faults = Faults(**faults)
+            self.gets = 0
+
+    def start(self) -> "FaultServer":
+        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.shutdown()
+        self.server_close()
+        if self.thread:
+            self.thread.join(timeout=5)
+
+    def __enter__(self) -> "FaultServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: FaultServer
+
+    def log_message(self, fmt, *args) -> None:  # quiet: the request log is in server.requests
+        pass
+
+    def do_HEAD(self) -> None:
+        self.serve(head=True)
+
+    def do_GET(self) -> None:
+        self.serve(head=False)
+
+    # -------------------------------------------------------------------------------------------
+    def _record(self, req: Request) -> Request:
+        with self.server.lock:
+            self.server.requests.append(req)
+        return req
+
+    def _plain(self, req: Request, status: int, text: str, extra: Optional[dict] = None) -> None:
+        body = text.encode()
+        req.status = status
+        self.send_response(status)
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def serve(self, head: bool) -> None:
+        srv = self.server
+        name = unquote(urlsplit(self.path).path).lstrip("/")
+        rng = self.headers.get("Range")
+        req = self._record(Request(self.command, name, 0, rng))
+        with srv.lock:
+            f = srv.faults
+            nth = srv.gets
+            if not head:
+                srv.gets += 1
+        if f.status:
+            self._plain(req, f.status, "fault: status %d\n" % f.status)
+            return
+        if not head and nth < f.fail_count:
+            self._plain(req, f.fail_status or 503, "fault: temporary failure\n",
+                        {"Retry-After": "0"})
+            return
+        path = srv.root / name
+        if "/" in name or not name or not path.is_file():
+            self._plain(req, 404, "not found\n")
+            return
+        real = path.stat().st_size
+        claimed = real + f.extra_length
+        start, end = 0, claimed - 1
+        partial = False
+        if rng and not f.ignore_range:
+            m = RANGE_RE.match(rng.strip())
+            if not m or (not m.group(1) and not m.group(2)):
+                self._plain(req, 400, "bad range\n")
+                return
+            if m.group(1):
+                start = int(m.group(1))
+                end = min(int(m.group(2)), claimed - 1) if m.group(2) else claimed - 1
+            else:
+                start, end = max(0, claimed - int(m.group(2))), claimed - 1
+            if start >= real or start > end:
+                total = "*" if f.hide_length else str(claimed)
+                self._plain(req, 416, "range not satisfiable\n",
+                            {"Content-Range": "bytes */%s" % total})
+                return
+            partial = True
+        req.start = start
+        length = end - start + 1
+        req.status = 206 if partial else 200
+        self.send_response(req.status)
+        self.send_header("Content-Type", "application/octet-stream")
+        if not f.ignore_range:  # a server that ignores Range usually says nothing about it
+            self.send_header("Accept-Ranges", "bytes")
+        if partial:
+            total = "*" if f.hide_length else str(claimed)
+            self.send_header("Content-Range", "bytes %d-%d/%s" % (start, end, total))
+        if not (f.hide_length and head):
+            self.send_header("Content-Length", str(length))
+        self.end_headers()
+        if head:
+            return
+        self._send_body(req, path, start, min(end, real - 1), nth, f)
+        if req.sent < length:  # cut, stall or lie: the client must see a short body
+            self.close_connection = True
+
+    def _send_body(self, req: Request, path: Path, start: int, last: int, nth: int,
+                   f: Faults) -> None:
+        srv = self.server
+        limit = last - start + 1
+        if f.cut_after and nth < f.cut_times:
+            limit = min(limit, f.cut_after)
+        chunk = CHUNK if not f.rate else max(1024, min(CHUNK, int(f.rate / 50)))
+        stalled = not (f.stall_after >= 0 and nth < f.stall_times)
+        t0 = time.monotonic()
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            while req.sent < limit and not srv.stopping.is_set():
+                if not stalled and req.sent >= f.stall_after:
+                    stalled = True
+                    srv.stopping.wait(f.stall_seconds)
+                    t0 = time.monotonic() - (req.sent / f.rate if f.rate else 0)
+                n = min(chunk, limit - req.sent)
+                if not stalled:
+                    n = min(n, max(1, f.stall_after - req.sent))
+                data = fh.read(n)
+                if not data:
+                    break
+                try:
+                    self.wfile.write(data)
+                except OSError:
+                    return
+                with srv.lock:
+                    req.sent += len(data)
+                if f.rate:
+                    ahead = req.sent / f.rate - (time.monotonic() - t0)
+                    if ahead > 0:
+                        srv.stopping.wait(ahead)
+
+    def handle_one_request(self) -> None:
+        try:
+            super().handle_one_request()
+        except (ConnectionError, BrokenPipeError, TimeoutError):
+            self.close_connection = True
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("dir", type=Path, help="folder whose files are served by name")
+    p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (0: any free port)")
+    p.add_argument("--rate", type=float, default=0.0, help="bytes/s cap per connection (0: none)")
+    p.add_argument("--cut-after", type=int, default=0, help="close after N body bytes (0: never)")
+    p.add_argument("--cut-times", type=int, default=10 ** 9, help="cut only the first N GETs")
+    p.add_argument("--fail-status", type=int, default=503, help="status for --fail-count")
+    p.add_argument("--fail-count", type=int, default=0, help="fail the first N GETs")
+    p.add_argument("--stall-after", type=int, default=-1, help="stall after N bytes (-1: never)")
+    p.add_argument("--stall-seconds", type=float, default=0.0, help="how long a stall lasts")
+    p.add_argument("--stall-times", type=int, default=10 ** 9, help="stall only the first N GETs")
+    p.add_argument("--ignore-range", action="store_true", help="answer 200 to every Range")
+    p.add_argument("--hide-length", action="store_true", help="never reveal the total size")
+    p.add_argument("--extra-length", type=int, default=0, help="claim N more bytes than exist")
+    p.add_argument("--status", type=int, default=0, help="answer everything with this status")
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    a = build_parser().parse_args(argv)
+    if not a.dir.is_dir():
+        print("error: %s is not a folder" % a.dir, file=sys.stderr)
+        return 2
+    srv = FaultServer(a.dir, a.port, rate=a.rate, cut_after=a.cut_after, cut_times=a.cut_times,
+                      fail_status=a.fail_status, fail_count=a.fail_count,
+                      stall_after=a.stall_after, stall_seconds=a.stall_seconds,
+                      stall_times=a.stall_times, ignore_range=a.ignore_range,
+                      hide_length=a.hide_length, extra_length=a.extra_length, status=a.status)
+    print("serving %s on http://127.0.0.1:%d/" % (a.dir, srv.port), flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    srv.start()
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        srv.stop()
+        print("served %d requests, %d body bytes" % (len(srv.requests), srv.bytes_sent()),
+              file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,498 @@
+"""Tests for 00_download.sh: real curl against a loopback server (tests/httpserver.py) and file://.
+
+Every fault ends in a bit-identical file or a clear error, never a wrong file under the final name.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run
+from httpserver import FaultServer
+
+SCRIPT = REPO / "00_download.sh"
+VAL = "ILSVRC2012_img_val.tar"
+TRAIN = "ILSVRC2012_img_train.tar"
+TOKEN = "s3cr3t-T0KEN"
+FAST = {  # short pauses and stall detection so faults resolve in seconds
+    "DOWNLOAD_RETRY_DELAY": "0.05", "DOWNLOAD_RETRY_DELAY_MAX": "0.2",
+    "DOWNLOAD_SPEED_TIME": "2", "DOWNLOAD_SPEED_LIMIT": "1000",
+    "DOWNLOAD_CONNECT_TIMEOUT": "3", "DOWNLOAD_PROGRESS_POLL": "0.2", "DOWNLOAD_MIN_SEGMENT": "65536",
+}
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(Path(path).read_bytes()).hexdigest()
+
+
+def clean_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DOWNLOAD_", "MD5_", "SIZE_", "IMAGENET_"))}
+    env.update(FAST)
+    env.update(extra)
+    return env
+
+
+def write_urls(path: Path, **vars_) -> Path:
+    path.write_text("".join('%s="%s"\n' % kv for kv in vars_.items()))
+    return path
+
+
+def dl(root: Path, urls: Path, *args, env=None, timeout=60, script=SCRIPT):
+    cmd = [script, "--root", root, "--urls", urls, *args]
+    r = run(cmd, timeout=timeout, env=env or clean_env())
+    assert TOKEN not in r.stdout + r.stderr, "a full URL (with its token) was printed"
+    return r
+
+
+@pytest.fixture
+def blob(tmp_path) -> Path:
+    """A 3 MB archive stand-in under the val name, random bytes."""
+    src = tmp_path / "src"
+    src.mkdir()
+    p = src / VAL
+    p.write_bytes(random.Random(1).randbytes(3_000_000))
+    return p
+
+
+@pytest.fixture
+def server(blob):
+    srv = FaultServer(blob.parent).start()
+    yield srv
+    srv.stop()
+
+
+def val_urls(tmp_path: Path, srv: FaultServer, blob: Path, **more) -> Path:
+    return write_urls(tmp_path / "urls.sh",
+                      DOWNLOAD_URL_val=srv.url(blob.name) + "?token=" + TOKEN,
+                      MD5_val=md5(blob), **more)
+
+
+def final_ok(root: Path, blob: Path) -> bool:
+    f = root / "downloads" / blob.name
+    return f.is_file() and f.read_bytes() == blob.read_bytes()
+
+
+def no_final(root: Path, name: str = VAL) -> bool:
+    return not (root / "downloads" / name).exists()
+
+
+# --- usage -----------------------------------------------------------------------------------------
+
+def test_help_lists_options_and_defaults():
+    r = run([SCRIPT, "--help"])
+    assert r.returncode == 0
+    for s in ("--root", "--urls", "--connections", "--no-verify", "default: 1", "urls.sh.example",
+              "already done", "DOWNLOAD_URL_devkit_t12"):
+        assert s in r.stdout
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--bogus", "val"], "unknown option: --bogus"),
+    (["valid"], "unknown split: valid"),
+    ([], "no SPLIT given"),
+    (["--connections", "0", "val"], "--connections must be"),
+    (["--connections", "x", "val"], "--connections must be"),
+])
+def test_usage_errors_exit_2(args, msg):
+    r = run([SCRIPT, *args], env=clean_env())
+    assert r.returncode == 2
+    assert msg in r.stderr and "Usage:" in r.stderr
+
+
+def test_missing_urls_file_says_copy_the_example(tmp_path):
+    job = tmp_path / "job"  # the script copied alone into a job folder
+    job.mkdir()
+    shutil.copy(SCRIPT, job / SCRIPT.name)
+    r = run([job / SCRIPT.name, "--root", tmp_path / "data", "val"], cwd=job, env=clean_env())
+    assert r.returncode == 1
+    assert "no urls.sh found" in r.stderr and "cp " in r.stderr and "urls.sh.example" in r.stderr
+    assert not (tmp_path / "data").exists()
+    r = run([job / SCRIPT.name, "--urls", tmp_path / "nope.sh", "val"], cwd=job, env=clean_env())
+    assert r.returncode == 1 and "nope.sh: no such file" in r.stderr
+
+
+@pytest.mark.parametrize("content", ["", 'DOWNLOAD_URL_val=""\n', "# DOWNLOAD_URL_val=x\n"])
+def test_unset_or_empty_variable(tmp_path, content):
+    urls = tmp_path / "urls.sh"
+    urls.write_text('DOWNLOAD_URL_train="file:///x/ILSVRC2012_img_train.tar"\n' + content)
+    r = dl(tmp_path / "root", urls, "train", "val")
+    assert r.returncode == 1
+    assert "DOWNLOAD_URL_val is not set (or empty)" in r.stderr
+    assert not (tmp_path / "root" / "downloads").exists()  # checked before anything is fetched
+
+
+def test_no_checksum_known_needs_no_verify(tmp_path, blob):
+    other = blob.parent / "mirror_copy.tar"
+    shutil.copy(blob, other)
+    urls = write_urls(tmp_path / "urls.sh", DOWNLOAD_URL_val=other.as_uri())
+    root = tmp_path / "root"
+    r = dl(root, urls, "val")
+    assert r.returncode == 1
+    assert "no checksum known for mirror_copy.tar" in r.stderr and "--no-verify" in r.stderr
+    r = dl(root, urls, "--no-verify", "val")
+    assert r.returncode == 0, r.stderr
+    assert (root / "downloads" / "mirror_copy.tar").read_bytes() == blob.read_bytes()
+    assert "MD5 not checked" in r.stderr
+
+
+# --- happy paths -----------------------------------------------------------------------------------
+
+def test_all_splits_over_file_urls_then_rerun_is_already_done(tmp_path, release):
+    a = release.archives
+    urls = write_urls(tmp_path / "urls.sh",
+                      DOWNLOAD_URL_train=a["train"].as_uri(), MD5_train=release.md5["train"],
+                      DOWNLOAD_URL_val=a["val"].as_uri(), MD5_val=release.md5["val"],
+                      DOWNLOAD_URL_test=a["test"].as_uri(), MD5_test=release.md5["test"],
+                      DOWNLOAD_URL_devkit_t12=a["devkit"].as_uri(),
+                      MD5_devkit_t12=release.md5["devkit"])
+    root = tmp_path / "root"
+    r = dl(root, urls, "all", "--connections", "4")  # file:// always uses one connection
+    assert r.returncode == 0, r.stderr
+    for split in ("train", "val", "test", "devkit"):
+        got = root / "downloads" / a[split].name
+        assert got.read_bytes() == a[split].read_bytes()
+        assert (root / "downloads" / (a[split].name + ".md5")).read_text().split()[0] \
+            == release.md5[split]
+    assert sorted(p.name for p in (root / "downloads").iterdir() if "part" in p.name) == []
+    # the rerun never reads the links: point them at nothing
+    bad = write_urls(tmp_path / "gone.sh", **{k: "file:///nonexistent/" + a[s].name
+                                              for k, s in [("DOWNLOAD_URL_train", "train"),
+                                                           ("DOWNLOAD_URL_val", "val"),
+                                                           ("DOWNLOAD_URL_test", "test"),
+                                                           ("DOWNLOAD_URL_devkit_t12", "devkit")]},
+                     MD5_train=release.md5["train"], MD5_val=release.md5["val"],
+                     MD5_test=release.md5["test"], MD5_devkit_t12=release.md5["devkit"])
+    r = dl(root, bad, "all")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("already done") == 4
+
+
+def test_environment_wins_over_urls_file(tmp_path, blob):
+    urls = write_urls(tmp_path / "urls.sh", DOWNLOAD_URL_val="file:///nonexistent/" + VAL,
+                      MD5_val="0" * 32)
+    env = clean_env(DOWNLOAD_URL_val=blob.as_uri(), MD5_val=md5(blob))
+    root = tmp_path / "root"
+    r = dl(root, urls, "val", env=env)
+    assert r.returncode == 0, r.stderr
+    assert final_ok(root, blob)
+
+
+def test_urls_found_beside_the_script_and_via_IMAGENET_URLS(tmp_path, blob):
+    job = tmp_path / "job"
+    job.mkdir()
+    shutil.copy(SCRIPT, job / SCRIPT.name)
+    write_urls(job / "urls.sh", DOWNLOAD_URL_val=blob.as_uri(), MD5_val=md5(blob))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    r = run([job / SCRIPT.name, "val"], cwd=elsewhere, env=clean_env(IMAGENET_ROOT=str(tmp_path / "r")))
+    assert r.returncode == 0, r.stderr
+    assert final_ok(tmp_path / "r", blob)
+    (job / "urls.sh").rename(tmp_path / "mine.sh")
+    r = run([job / SCRIPT.name, "val"], cwd=elsewhere,
+            env=clean_env(IMAGENET_ROOT=str(tmp_path / "r2"), IMAGENET_URLS=str(tmp_path / "mine.sh")))
+    assert r.returncode == 0, r.stderr
+    assert final_ok(tmp_path / "r2", blob)
+
+
+@pytest.mark.parametrize("connections", [1, 4])
+def test_http_download_then_rerun_without_network(tmp_path, blob, server, connections):
+    root = tmp_path / "root"
+    urls = val_urls(tmp_path, server, blob)
+    server.set_faults(rate=2_500_000)
+    r = dl(root, urls, "val", "--connections", str(connections))
+    assert r.returncode == 0, r.stderr
+    assert final_ok(root, blob)
+    assert server.bytes_sent() == blob.stat().st_size  # each byte fetched exactly once
+    assert len(server.get_requests()) == connections
+    assert "127.0.0.1:%d" % server.port in r.stderr
+    assert "% (" in r.stderr  # progress lines
+    assert "\r" not in r.stderr  # no carriage-return flood in a log
+    leftovers = [p.name for p in (root / "downloads").iterdir() if ".part" in p.name]
+    assert leftovers == []
+    server.stop()
+    r = dl(root, urls, "val")
+    assert r.returncode == 0 and "already done" in r.stderr
+
+
+# --- faults that must end in a bit-identical file --------------------------------------------------
+
+def test_cut_connections_resume_without_refetching(tmp_path, blob, server):
+    server.set_faults(cut_after=400_000, cut_times=5)
+    root = tmp_path / "root"
+    r = dl(root, val_urls(tmp_path, server, blob), "val")
+    assert r.returncode == 0, r.stderr
+    assert final_ok(root, blob)
+    gets = server.get_requests()
+    assert [g.start for g in gets] == [i * 400_000 for i in range(6)]
+    assert server.bytes_sent() == blob.stat().st_size
+
+
+def test_cut_connections_segmented(tmp_path, blob, server):
+    server.set_faults(cut_after=150_000, cut_times=8)
+    root = tmp_path / "root"
+    r = dl(root, val_urls(tmp_path, server, blob), "val", "--connections", "3")
+    assert r.returncode == 0, r.stderr
+    assert final_ok(root, blob)
+    assert server.bytes_sent() == blob.stat().st_size
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_server_errors_for_a_while_then_ok(tmp_path, blob, server, status):
+    server.set_faults(fail_status=status, fail_count=3)
+    root = tmp_path / "root"
+    r = dl(root, val_urls(tmp_path, server, blob), "val")
+    assert r.returncode == 0, r.stderr
+    assert final_ok(root, blob)
+
+
+def test_server_errors_for_too_long_give_up_with_message(tmp_path, blob, server):
+    server.set_faults(fail_status=503, fail_count=1000)
+    root = tmp_path / "root"
+    r = dl(root, val_urls(tmp_path, server, blob), "val", "--retries", "3")
+    assert r.returncode == 1
+    assert "giving up" in r.stderr and "HTTP 503" in r.stderr and "Rerun" in r.stderr
+    assert no_final(root)
+
+
+def test_stall_is_detected_and_resumed(tmp_path, blob, server):
+    server.set_faults(stall_after=1_000_000, stall_seconds=30, stall_times=1)
+    root = tmp_path / "root"
+    t0 = time.monotonic()
+    r = dl(root, val_urls(tmp_path, server, blob), "val",
+           env=clean_env(DOWNLOAD_SPEED_TIME="1"))
+    assert r.returncode == 0, r.stderr
+    assert "retrying" in r.stderr and "(28)" in r.stderr
+    assert time.monotonic() - t0 < 25  # not waiting out the 30 s stall
+    assert final_ok(root, blob)
+    assert [g.start for g in server.get_requests()] == [0, 1_000_000]
+    assert server.bytes_sent() == blob.stat().st_size
+
+
+@pytest.mark.parametrize("connections", [1, 3])
+def test_server_ignoring_range_never_duplicates_a_prefix(tmp_path, blob, server, connections):
+    root = tmp_path / "root"
+    (root / "downloads").mkdir(parents=True)
+    part = root / "downloads" / (VAL + ".part")
+    part.write_bytes(blob.read_bytes()[:1_234_567])  # an earlier, interrupted run
+    server.set_faults(ignore_range=True)
+    r = dl(root, val_urls(tmp_path, server, blob), "val", "--connections", str(connections))
+    assert r.returncode == 0, r.stderr
+    assert final_ok(root, blob)
+    assert "starting over" in r.stderr or "from the start" in r.stderr
+
+
+def test_complete_part_and_416_from_a_server_hiding_the_size(tmp_path, blob, server):
+    root = tmp_path / "root"
+    (root / "downloads").mkdir(parents=True)
+    shutil.copy(blob, root / "downloads" / (VAL + ".part"))  # killed just before the rename
+    server.set_faults(hide_length=True)
+    r = dl(root, val_urls(tmp_path, server, blob), "val")
+    assert r.returncode == 0, r.stderr
+    assert final_ok(root, blob)
+    assert server.bytes_sent() == 0
+    assert [g.status for g in server.get_requests()] == [416]
+
+
+def test_complete_part_with_known_size_skips_the_network(tmp_path, blob, server):
+    root = tmp_path / "root"
+    (root / "downloads").mkdir(parents=True)
+    shutil.copy(blob, root / "downloads" / (VAL + ".part"))
+    urls = val_urls(tmp_path, server, blob, SIZE_val=str(blob.stat().st_size))
+    server.stop()
+    r = dl(root, urls, "val")
+    assert r.returncode == 0, r.stderr
+    assert final_ok(root, blob)
+
+
+def test_resume_after_sigkill_refetches_zero_bytes(tmp_path, blob, server):
+    for connections in ("1", "3"):
+        root = tmp_path / ("root" + connections)
+        server.set_faults(rate=1_000_000)
+        server.reset_log()
+        urls = val_urls(tmp_path, server, blob)
+        p = subprocess.Popen([SCRIPT, "--root", root, "--urls", urls, "val",
+                              "--connections", connections],
+                             env=clean_env(), start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while server.bytes_sent() < 800_000 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(timeout=10)
+        time.sleep(0.3)  # let the server notice the closed connections
+        have = sum(f.stat().st_size for f in (root / "downloads").glob(VAL + ".part*"))
+        assert 0 < have < blob.stat().st_size
+        assert no_final(root)
+        server.set_faults()
+        server.reset_log()
+        r = dl(root, urls, "val", "--connections", connections)
+        assert r.returncode == 0, r.stderr
+        assert final_ok(root, blob)
+        assert server.bytes_sent() == blob.stat().st_size - have  # 0 bytes fetched twice
+
+
+def _kill_loop(tmp_path, blob, server, kills: int, rate: float, max_delay: float) -> None:
+    rng = random.Random(kills)
+    root = tmp_path / "root"
+    urls = val_urls(tmp_path, server, blob)
+    server.set_faults(rate=rate)
+    size = blob.stat().st_size
+    done = 0
+    for i in range(kills):
+        conns = rng.choice(["1", "2", "4"])
+        p = subprocess.Popen([SCRIPT, "--root", root, "--urls", urls, "val", "--connections", conns],
+                             env=clean_env(), start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.0, max_delay))
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait(timeout=10)
+        final = root / "downloads" / VAL
+        if final.exists():  # only ever complete and verified under the final name
+            assert final.read_bytes() == blob.read_bytes()
+            done += 1
+    server.set_faults()
+    r = dl(root, urls, "val")
+    assert r.returncode == 0, r.stderr
+    assert final_ok(root, blob)
+    assert not list((root / "downloads").glob("*.part*"))
+    # bytes lost in flight at a kill are the only ones fetched twice
+    assert server.bytes_sent() <= size + kills * 4 * 256 * 1024
+
+
+def test_sigkill_twenty_times_at_random_moments(tmp_path, blob, server):
+    _kill_loop(tmp_path, blob, server, kills=20, rate=400_000, max_delay=0.6)
+
+
+@pytest.mark.slow
+def test_sigkill_sixty_times_at_random_moments(tmp_path, blob, server):
+    _kill_loop(tmp_path, blob, server, kills=60, rate=150_000, max_delay=1.0)
+
+
+# --- faults that must end in a clear error, nothing under the final name ----------------------------
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+def test_http_auth_and_missing_errors(tmp_path, blob, server, status):
+    server.set_faults(status=status)
+    root = tmp_path / "root"
+    r = dl(root, val_urls(tmp_path, server, blob), "val")
+    assert r.returncode == 1
+    assert "HTTP %d" % status in r.stderr and "link may have expired" in r.stderr
+    assert "DOWNLOAD_URL_val" in r.stderr
+    assert no_final(root)
+
+
+def test_unreachable_host(tmp_path, blob):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    urls = write_urls(tmp_path / "urls.sh",
+                      DOWNLOAD_URL_val="http://127.0.0.1:%d/%s?t=%s" % (port, VAL, TOKEN),
+                      MD5_val=md5(blob))
+    root = tmp_path / "root"
+    r = dl(root, urls, "val", "--retries", "2")
+    assert r.returncode == 1
+    assert "giving up" in r.stderr and "unreachable" in r.stderr
+    assert no_final(root)
+
+
+def test_server_lying_about_length(tmp_path, blob, server):
+    server.set_faults(extra_length=1000)
+    root = tmp_path / "root"
+    r = dl(root, val_urls(tmp_path, server, blob), "val")
+    assert r.returncode == 1
+    assert "misreports" in r.stderr
+    assert no_final(root)
+
+
+def test_size_differs_from_the_official_one(tmp_path, release):
+    src = release.archives["train"]  # the official name with other bytes, and no MD5 override
+    srv = FaultServer(src.parent).start()
+    try:
+        urls = write_urls(tmp_path / "urls.sh", DOWNLOAD_URL_train=srv.url(TRAIN))
+        root = tmp_path / "root"
+        r = dl(root, urls, "train")
+        assert r.returncode == 1
+        assert "reports %d bytes" % release.sizes["train"] in r.stderr
+        assert "147897477120" in r.stderr and "official size" in r.stderr
+        assert srv.bytes_sent() == 0 and no_final(root, TRAIN)
+    finally:
+        srv.stop()
+
+
+def test_checksum_mismatch_sets_the_file_aside(tmp_path, blob, server):
+    root = tmp_path / "root"
+    urls = val_urls(tmp_path, server, blob)
+    urls.write_text(urls.read_text().replace(md5(blob), "0123456789abcdef0123456789abcdef"))
+    r = dl(root, urls, "val")
+    assert r.returncode == 1
+    assert "checksum mismatch" in r.stderr and "0123456789abcdef0123456789abcdef" in r.stderr
+    assert md5(blob) in r.stderr and "val" in r.stderr and "Rerun" in r.stderr
+    assert no_final(root)
+    bad = root / "downloads" / (VAL + ".bad")
+    assert bad.read_bytes() == blob.read_bytes()
+    r = dl(root, val_urls(tmp_path, server, blob), "val")  # fixed checksum: downloads again
+    assert r.returncode == 0, r.stderr
+    assert final_ok(root, blob)
+
+
+def test_existing_wrong_final_file_is_left_alone(tmp_path, blob, server):
+    root = tmp_path / "root"
+    (root / "downloads").mkdir(parents=True)
+    final = root / "downloads" / VAL
+    final.write_bytes(b"not the archive")
+    r = dl(root, val_urls(tmp_path, server, blob), "val")
+    assert r.returncode == 1
+    assert "exists but its MD5 is" in r.stderr and "mv " in r.stderr
+    assert final.read_bytes() == b"not the archive"
+    assert server.bytes_sent() == 0
+
+
+def test_not_enough_disk_space_is_refused_before_fetching(tmp_path, blob, server):
+    server.set_faults(extra_length=10 ** 16)  # claims 10 PB
+    root = tmp_path / "root"
+    r = dl(root, val_urls(tmp_path, server, blob), "val")
+    assert r.returncode == 1
+    assert "not enough free space in %s" % (root / "downloads") in r.stderr
+    assert "PiB needed" in r.stderr
+    assert server.bytes_sent() == 0 and no_final(root)
+
+
+def test_disk_full_while_writing(tmp_path, blob, server):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                       capture_output=True)
+    if r.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        server.set_faults(hide_length=True)  # size unknown: the preflight cannot see it coming
+        r = dl(mnt, val_urls(tmp_path, server, blob), "val")
+        assert r.returncode == 1
+        assert "disk full?" in r.stderr and "Free some space and rerun" in r.stderr
+        assert no_final(mnt)
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_lock_stops_a_second_downloader(tmp_path, blob, server):
+    root = tmp_path / "root"
+    (root / "downloads").mkdir(parents=True)
+    with open(root / "downloads" / (VAL + ".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        r = dl(root, val_urls(tmp_path, server, blob), "val")
+    assert r.returncode == 1
+    assert "already downloading" in r.stderr
+    assert server.bytes_sent() == 0 and no_final(root)
