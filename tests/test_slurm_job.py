@@ -192,7 +192,8 @@ def test_array_job_builds_the_exact_tree_and_a_rerun_is_already_done(cluster, re
 
 
 @pytest.mark.slurm
-def test_a_failed_download_cancels_the_waiting_steps(cluster, release, tmp_path):
+def test_a_failed_download_cancels_the_waiting_steps_and_a_resubmit_finishes(cluster, release,
+                                                                             tmp_path):
     job = job_dir(tmp_path, release, broken="val")
     root = tmp_path / "imagenet"
     root.mkdir()
@@ -205,6 +206,13 @@ def test_a_failed_download_cancels_the_waiting_steps(cluster, release, tmp_path)
     assert "missing-" + release.archives["val"].name in out, out
     assert not (root / "train").exists() and not (root / "val").exists()
     assert not list(job.glob("imagenet-prep-train-*.out"))
+
+    # the user fixes the link and submits again: the chain completes from where it stopped
+    write_urls(job / "urls.sh", release)
+    ids = set(submit_chain(cluster, job, root, len(release.classes)))
+    cluster.wait_idle(JOB_TIMEOUT)
+    assert set(states(cluster, ids).values()) == {"COMPLETED"}, logs(job)
+    assert_dataset(root, release)
 
 
 @pytest.mark.slurm
