@@ -325,6 +325,8 @@ def check_archive(path, split):
             return "gz"
         raise Fail("%s is gzip-compressed, but the %s archive is a plain tar; is it the right file?"
                    % (path, split))
+    if head[:BLOCK] == ZERO:
+        raise Fail("%s holds no members (an empty tar, or zeros); is it the right file? %s" % (path, redo))
     if len(head) < BLOCK or not header_ok(head[:BLOCK]):
         raise Fail("%s is not a tar archive (no tar header at its start); %s" % (path, redo))
     return "tar"
@@ -375,7 +377,7 @@ def write_member(f, m, folder, name, label):
             if not buf:
                 raise Fail("%s: truncated inside member %s; download it again" % (label, m.name))
             if first:
-                kind = image_kind(buf[:1 << 16])
+                kind = image_kind(buf)       # stops at the frame header (SOF)
                 first = False
             view = memoryview(buf)
             while view:
@@ -545,14 +547,14 @@ def read_synsets(root):
 
 
 def scan_class(folder):
-    """Count, bytes and non-plain-JPEG files of a class folder that has no record (first 64 KiB each)."""
+    """Count, bytes and non-plain-JPEG files of a class folder that has no record (first 256 KiB each)."""
     count = nbytes = 0
     special = {}
     for e in os.scandir(folder):
         count += 1
         nbytes += e.stat().st_size
         with open(e.path, "rb") as f:
-            kind = image_kind(f.read(1 << 16))
+            kind = image_kind(f.read(1 << 18))
         if kind:
             special[e.name] = kind
     return {"images": count, "bytes": nbytes, "special": special}
@@ -644,6 +646,9 @@ def do_train(cfg):
     t0 = time.time()
     classes, errors = index_outer(archive)
     classes.sort()
+    if not classes and not errors:
+        raise Fail("%s holds no class tars (WNID.tar members); is it the right file? download it again"
+                   % archive)
     log("train: %s holds %d class tars (%s)", archive, len(classes), human(os.path.getsize(archive)))
     share = [c for i, c in enumerate(classes) if i % n == k]
     mine = {c[0] for c in share}

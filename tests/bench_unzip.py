@@ -69,7 +69,7 @@ def timed(cmd: list, cwd: Optional[Path] = None) -> float:
 
 
 def run_ours(archive: Path, out: Path, jobs: int) -> float:
-    return timed(["bash", SCRIPT, "--root", out, "--archive", archive, "--jobs", jobs, "train"])
+    return timed(["bash", out.parent / SCRIPT.name, "--root", out, "--archive", archive, "--jobs", jobs, "train"])
 
 
 def run_two_pass(archive: Path, out: Path, jobs: int) -> float:
@@ -105,7 +105,7 @@ def measure_peak_memory(work: Path, jobs: int) -> float:
     code = ("import resource,subprocess,sys;"
             "subprocess.run(sys.argv[1:],check=True,stdout=subprocess.DEVNULL,stderr=subprocess.DEVNULL);"
             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-    r = subprocess.run([sys.executable, "-c", code, "bash", str(SCRIPT), "--root", str(out),
+    r = subprocess.run([sys.executable, "-c", code, "bash", str(work / SCRIPT.name), "--root", str(out),
                         "--archive", str(rel.archives["train"]), "--jobs", str(jobs), "train"],
                        capture_output=True, text=True, check=True)
     shutil.rmtree(work / "bigclass-rel")
@@ -180,6 +180,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-unzip-", dir="/var/tmp"))
     work.mkdir(parents=True, exist_ok=True)
+    shutil.copy(SCRIPT, work / SCRIPT.name)     # run a copy: editing the checkout cannot disturb it
     generated = []
     rows = []
     try:

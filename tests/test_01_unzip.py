@@ -421,6 +421,33 @@ def test_foreign_val_folder_is_left_alone(tmp_path, release):
     assert sorted(p.name for p in (root / "val").iterdir()) == ["mine.txt"]
 
 
+def test_empty_tar_is_refused(tmp_path):
+    root = tmp_path / "root"
+    (root / "downloads").mkdir(parents=True)
+    with tarfile.open(root / "downloads" / TRAIN, "w"):
+        pass
+    r = unzip(root, "train")
+    assert r.returncode == 1
+    assert "holds no members (an empty tar" in r.stderr
+    assert not (root / STATE / "train.done").exists()
+
+
+def test_disk_preflight_refuses_when_space_is_short(tmp_path, release):
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        r = unzip(small, "--archive", release.archives["train"], "train")
+        assert r.returncode == 1
+        assert "train: not enough free space in %s" % small in r.stderr
+        assert "to write" in r.stderr and "free" in r.stderr
+        assert not [p for p in (small / "train").iterdir()]
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
 # ----------------------------------------------------------------------------- --remove-archive
 
 def test_remove_archive_only_after_complete_split(tmp_path, release):
