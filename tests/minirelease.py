@@ -220,6 +220,9 @@ def make_classes(k: int, counts: list[int], rng: random.Random) -> tuple[list[Sy
     for c in classes:
         internal[1 + rng.randrange(m - 2)].children.append(c.ilsvrc_id)
     for s in internal[1:-1]:
+        if not s.children:  # a childless internal synset would read as a leaf class
+            s.children.append(classes[0].ilsvrc_id)
+    for s in internal[1:-1]:
         s.wordnet_height = 1
     internal[0].wordnet_height = 2
     internal[-1].wordnet_height = 2
