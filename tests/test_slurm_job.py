@@ -132,6 +132,17 @@ def states(cluster: SlurmCluster, ids: set) -> dict[str, str]:
     return out
 
 
+def downloaded(tmp_path: Path, release) -> tuple[Path, Path]:
+    """A job folder and a shared root whose downloads/ 00_download.sh has filled."""
+    job = job_dir(tmp_path, release)
+    shared = tmp_path / "shared" / "imagenet"
+    shared.mkdir(parents=True)
+    r = run(["bash", job / "00_download.sh", "--root", shared, "--urls", job / "urls.sh",
+             "train", "val", "devkit"], timeout=60)
+    assert r.returncode == 0, r.stderr
+    return job, shared
+
+
 def submit_chain(cluster: SlurmCluster, job: Path, root: Path, classes: int) -> tuple[str, str, str]:
     """`bash imagenet_prep.sbatch` in the job folder, as the README says; the three job ids."""
     r = cluster.run(["bash", PREP], cwd=job, env={
@@ -217,12 +228,7 @@ def test_a_failed_download_cancels_the_waiting_steps_and_a_resubmit_finishes(clu
 
 @pytest.mark.slurm
 def test_node_local_variant_gives_every_array_task_its_own_full_copy(cluster, release, tmp_path):
-    job = job_dir(tmp_path, release)
-    shared = tmp_path / "shared" / "imagenet"
-    shared.mkdir(parents=True)
-    r = run(["bash", job / "00_download.sh", "--root", shared, "--urls", job / "urls.sh",
-             "train", "val", "devkit"], timeout=60)
-    assert r.returncode == 0, r.stderr
+    job, shared = downloaded(tmp_path, release)
     node_local = tmp_path / "node-local-tmp"  # stands for /tmp: stock SLURM sets no SLURM_TMPDIR
     node_local.mkdir()
     out = tmp_path / "seen-by-job"
@@ -306,12 +312,7 @@ def test_local_variant_needs_a_command_and_the_downloads(release, tmp_path):
 
 
 def test_local_variant_prefers_slurm_tmpdir_and_passes_on_the_exit_code(release, tmp_path):
-    job = job_dir(tmp_path, release)
-    shared = tmp_path / "imagenet"
-    shared.mkdir()
-    r = run(["bash", job / "00_download.sh", "--root", shared, "--urls", job / "urls.sh",
-             "train", "val", "devkit"], timeout=60)
-    assert r.returncode == 0, r.stderr
+    job, shared = downloaded(tmp_path, release)
     slurm_tmp, tmp = tmp_path / "slurm_tmpdir", tmp_path / "tmpdir"
     slurm_tmp.mkdir()
     tmp.mkdir()
@@ -335,3 +336,21 @@ def test_readme_shows_the_job_script_verbatim(name):
         pytest.skip("README.md has no SLURM section yet (text in /work/notes/readme_slurm.md)")
     text = (SLURM_DIR / name).read_text(encoding="utf-8")
     assert text in readme, "README.md must include tests/slurm/%s verbatim (the file CI runs)" % name
+
+
+def test_local_variant_refuses_a_too_small_local_disk(release, tmp_path):
+    job, shared = downloaded(tmp_path, release)
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    if run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", tiny]).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root and mount rights)")
+    try:
+        r = prep(job, PREP_LOCAL, "true", env={"IMAGENET_ROOT": str(shared), "TMPDIR": str(tiny)})
+        left = list(tiny.iterdir())
+    finally:
+        run(["umount", tiny])
+    assert r.returncode == 1
+    assert re.search(r"error: %s has 64\.0 KiB free, the archives and their extracted copy need "
+                     r"[0-9.]+ MiB: ask for a node with a bigger local disk" % re.escape(str(tiny)),
+                     r.stderr), r.stderr
+    assert left == []  # the empty local folder was removed again
