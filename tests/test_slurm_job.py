@@ -12,6 +12,7 @@ import csv
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -48,7 +49,7 @@ def cluster():
     c = SlurmCluster()
     try:
         c.start()
-    except (SlurmError, OSError) as e:
+    except (SlurmError, OSError, subprocess.SubprocessError) as e:
         c.stop()
         c.cleanup()
         pytest.skip("could not start a single-node SLURM here: %s" % str(e)[-3000:])
@@ -160,8 +161,7 @@ def submit_chain(cluster: SlurmCluster, job: Path, root: Path, classes: int) -> 
 @pytest.mark.slurm
 def test_array_job_builds_the_exact_tree_and_a_rerun_is_already_done(cluster, release, tmp_path):
     job = job_dir(tmp_path, release)
-    root = tmp_path / "shared" / "imagenet"
-    root.mkdir(parents=True)
+    root = tmp_path / "shared" / "imagenet"  # not there yet: the download step creates it
 
     download, train, finish = submit_chain(cluster, job, root, len(release.classes))
     cluster.wait_idle(JOB_TIMEOUT)
@@ -207,7 +207,6 @@ def test_a_failed_download_cancels_the_waiting_steps_and_a_resubmit_finishes(clu
                                                                              tmp_path):
     job = job_dir(tmp_path, release, broken="val")
     root = tmp_path / "imagenet"
-    root.mkdir()
     download, train, finish = submit_chain(cluster, job, root, len(release.classes))
     cluster.wait_idle(JOB_TIMEOUT)  # nothing may stay pending on a dependency that never comes
     got = states(cluster, {download, train, finish})
