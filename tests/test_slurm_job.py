@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -353,3 +354,27 @@ def test_local_variant_refuses_a_too_small_local_disk(release, tmp_path):
                      r"[0-9.]+ MiB: ask for a node with a bigger local disk" % re.escape(str(tiny)),
                      r.stderr), r.stderr
     assert left == []  # the empty local folder was removed again
+
+
+@pytest.mark.slurm
+def test_node_local_copy_is_removed_when_the_job_is_cancelled(cluster, release, tmp_path):
+    job, shared = downloaded(tmp_path, release)
+    node_local = tmp_path / "node-local-tmp"
+    node_local.mkdir()
+    started = tmp_path / "started"
+    jid = cluster.sbatch([PREP_LOCAL, "sh", "-c", 'echo "$IMAGENET_ROOT" >"$0.part" && '
+                          'mv "$0.part" "$0" && exec sleep 300', started], cwd=job, env={
+        "IMAGENET_ROOT": str(shared), "IMAGENET_EXPECT_CLASSES": str(len(release.classes)),
+        "TMPDIR": str(node_local)})
+    end = time.monotonic() + JOB_TIMEOUT
+    while not started.exists():
+        assert time.monotonic() < end and cluster.queue(), logs(job)
+        time.sleep(0.2)
+    local = Path(started.read_text().strip())
+    assert (local / "train").is_dir()
+    assert cluster.run(["scancel", jid]).returncode == 0
+    cluster.wait_idle(JOB_TIMEOUT)
+    assert states(cluster, {jid}) == {jid: "CANCELLED"}
+    assert not local.exists(), logs(job)
+    assert list(node_local.iterdir()) == []
+    assert "removing the local copy" in logs(job)
