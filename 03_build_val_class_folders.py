@@ -40,7 +40,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional, Set, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 SCRIPT = "03_build_val_class_folders.py"
 VAL_DIR = "val"                                  # ROOT/val: flat images, then ROOT/val/WNID/
@@ -60,6 +60,7 @@ IMAGE_SUFFIXES = (".jpeg", ".jpg")
 TMP_MARK = ".tmp-"                               # work in progress: .NAME.tmp-PID beside NAME
 SHOW = 5                                         # offenders listed per problem
 WNID_RE = re.compile(r"n\d{8}\Z")
+NAME_RE = re.compile(r"[\w.-]+\Z")                # image names we accept from a labels file
 MODES = ("move", "copy", "link", "symlink")
 FORM_NAMES = {
     "devkit": "devkit ground truth (one devkit class ID per line, line k = image k)",
@@ -89,18 +90,13 @@ class Labels:
 
 
 @dataclass
-class Entry:
-    tree: str                        # VAL_DIR or BLACKLIST_DIR
-    wnid: str
-    is_link: bool
-
-
-@dataclass
 class Scan:
     """What is on disk: one os.scandir of ROOT/val, ROOT/val_blacklisted and each WNID folder."""
 
     flat: Set[str] = field(default_factory=set)                  # image names directly in ROOT/val
-    placed: Dict[str, List[Entry]] = field(default_factory=dict)  # image name -> class-folder copies
+    placed: Dict[str, Tuple[str, str]] = field(default_factory=dict)  # name -> (tree, wnid) folder
+    extra: Dict[str, List[Tuple[str, str]]] = field(default_factory=dict)  # more folders, if any
+    links: Set[str] = field(default_factory=set)                 # names with a symlink in a folder
     class_dirs: List[Tuple[str, str]] = field(default_factory=list)  # (tree, wnid) folders
     temps: List[str] = field(default_factory=list)               # leftovers of a killed run
     others: List[str] = field(default_factory=list)              # anything else (left alone)
@@ -195,10 +191,10 @@ def read_labels(path: Path, synsets: Dict[str, Synset]) -> Labels:
         form = "kaggle"
         for n, row in enumerate(csv.reader(io.StringIO("\n".join(lines[1:]))), start=2):
             tokens = row[1].split() if len(row) >= 2 else []
-            if not tokens or not row[0].strip():
+            name = row[0].strip()
+            if not tokens or not NAME_RE.match(name):
                 bad.append("line %d: %r" % (n, ",".join(row)))
                 continue
-            name = row[0].strip()
             name = name if name.upper().endswith(".JPEG") else name + ".JPEG"
             if name in wnid_of:
                 repeated.append(name)
@@ -257,7 +253,7 @@ def read_blacklist(path: Path, labels: Labels) -> Set[str]:
             name = VAL_NAME % int(value)
         else:
             name = value if value.upper().endswith(".JPEG") else value + ".JPEG"
-        if name in labels.wnid_of:
+        if name in labels.wnid_of and NAME_RE.match(name):
             names.add(name)
         else:
             bad.append("line %d: %s" % (n, value))
@@ -271,99 +267,124 @@ def read_blacklist(path: Path, labels: Labels) -> Set[str]:
 # ----------------------------------------------------------------------------- the tree on disk
 
 def is_image(name: str) -> bool:
-    return not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES)
+    return name.endswith(".JPEG") or (not name.startswith(".")
+                                      and name.lower().endswith(IMAGE_SUFFIXES))
 
 
 def scan(root: Path) -> Scan:
     """One scandir of ROOT/val and ROOT/val_blacklisted, one of each WNID folder: no per-file stat."""
     s = Scan()
+    flat, placed, links = s.flat, s.placed, s.links
     for tree in (VAL_DIR, BLACKLIST_DIR):
         top = os.path.join(root, tree)
         if not os.path.isdir(top):
             continue
+        subdirs = []
         with os.scandir(top) as it:
-            subdirs = []
             for e in it:
+                name = e.name
                 if e.is_dir():
-                    if WNID_RE.match(e.name):
-                        subdirs.append(e.name)
+                    if WNID_RE.match(name):
+                        subdirs.append(name)
                     else:
                         s.others.append(e.path + "/")
-                elif tree == VAL_DIR and is_image(e.name):
-                    s.flat.add(e.name)
+                elif tree == VAL_DIR and is_image(name):
+                    flat.add(name)
                 else:
                     s.others.append(e.path)
         for wnid in subdirs:
-            s.class_dirs.append((tree, wnid))
+            where = (tree, wnid)
+            s.class_dirs.append(where)
             with os.scandir(os.path.join(top, wnid)) as it:
                 for e in it:
-                    if is_image(e.name) and not e.is_dir(follow_symlinks=False):
-                        s.placed.setdefault(e.name, []).append(Entry(tree, wnid, e.is_symlink()))
-                    elif e.name.startswith(".") and TMP_MARK in e.name:
+                    name = e.name
+                    if is_image(name) and not e.is_dir(follow_symlinks=False):
+                        if name in placed:
+                            s.extra.setdefault(name, []).append(where)
+                        else:
+                            placed[name] = where
+                        if e.is_symlink():
+                            links.add(name)
+                    elif name.startswith(".") and TMP_MARK in name:
                         s.temps.append(e.path)
                     else:
                         s.others.append(e.path)
     return s
 
 
+def _where(s: Scan, name: str) -> str:
+    return ", ".join("%s/%s" % w for w in [s.placed[name]] + s.extra[name])
+
+
 def plan_forward(root: Path, labels: Labels, excluded: Set[str], s: Scan, mode: str) -> Plan:
     """Per image: where it is (flat and/or one class folder) -> what to do, or a problem."""
     p = Plan()
+    actions, dirs = p.actions, p.dirs
+    flat, placed, extra, links = s.flat, s.placed, s.extra, s.links
     val = os.path.join(root, VAL_DIR)
     tops = {VAL_DIR: val, BLACKLIST_DIR: os.path.join(root, BLACKLIST_DIR)}
     # relative symlink text: ROOT/val/W/x -> ../x, ROOT/val_blacklisted/W/x -> ../../val/x
     up = {t: os.path.relpath(val, os.path.join(d, "n00000000")) for t, d in tops.items()}
     missing, wrong, twice, dangling = [], [], [], []
+    done = 0
     for name, wnid in labels.wnid_of.items():
         tree = BLACKLIST_DIR if name in excluded else VAL_DIR
+        e = placed.get(name)
+        if e is None:                                     # the common case: flat, not yet placed
+            if name not in flat:
+                missing.append(name)
+                continue
+            tdir = "%s/%s" % (tops[tree], wnid)
+            dirs.add(tdir)
+            if mode == "symlink":
+                actions.append((mode, "%s/%s" % (up[tree], name), "%s/%s" % (tdir, name)))
+            else:
+                actions.append((mode, "%s/%s" % (val, name), "%s/%s" % (tdir, name)))
+            continue
+        if name in extra:
+            twice.append("%s (in %s)" % (name, _where(s, name)))
+            continue
+        if e[1] != wnid:
+            wrong.append("%s/%s/%s (label: %s)" % (e[0], e[1], name, wnid))
+            continue
+        is_flat = name in flat
+        is_link = name in links
+        if is_link and not is_flat:
+            dangling.append("%s/%s/%s" % (e[0], e[1], name))
+            continue
+        here = e[0] == tree
+        if here and (mode != "move" or not is_flat):
+            done += 1
+            continue
         tdir = "%s/%s" % (tops[tree], wnid)
         dst = "%s/%s" % (tdir, name)
-        flat = name in s.flat
-        src = "%s/%s" % (val, name)
-        entries = s.placed.get(name, ())
-        if len(entries) > 1:
-            twice.append("%s (in %s)" % (name, ", ".join("%s/%s" % (e.tree, e.wnid) for e in entries)))
-            continue
-        e = entries[0] if entries else None
-        if e is not None and e.wnid != wnid:
-            wrong.append("%s/%s/%s (label: %s)" % (e.tree, e.wnid, name, wnid))
-            continue
-        if e is not None and e.is_link and not flat:
-            dangling.append("%s/%s/%s" % (e.tree, e.wnid, name))
-            continue
-        if e is None and not flat:
-            missing.append(name)
-            continue
-        here = e is not None and e.tree == tree
-        old = "%s/%s/%s" % (tops[e.tree], e.wnid, name) if e is not None else ""
-        if here and (mode != "move" or not flat):
-            p.done += 1
-            continue
-        p.dirs.add(tdir)
+        old = "%s/%s/%s" % (tops[e[0]], e[1], name)
+        dirs.add(tdir)
         if mode == "move":
-            if flat:
-                if e is not None and not here:
-                    p.actions.append(("unlink", old, ""))
-                p.actions.append(("move", src, dst))      # replaces a copy/link left at dst
+            if is_flat:
+                if not here:
+                    actions.append(("unlink", old, ""))
+                actions.append(("move", "%s/%s" % (val, name), dst))  # replaces a copy/link at dst
             else:
-                p.actions.append(("move", old, dst))
-        elif e is not None and not e.is_link:
-            p.actions.append(("move", old, dst))          # other tree, same class
+                actions.append(("move", old, dst))
+        elif not is_link:
+            actions.append(("move", old, dst))            # the other tree, same class
         else:
-            if e is not None:
-                p.actions.append(("unlink", old, ""))
-            link_text = "%s/%s" % (up[tree], name)
-            p.actions.append((mode, link_text if mode == "symlink" else src, dst))
-    unlabelled = sorted(n for n in s.flat.union(s.placed) if n not in labels.wnid_of)
-    n_images = len(s.flat.union(s.placed))
-    if missing or unlabelled or len(labels.wnid_of) != n_images:
-        p.problems.append(("labelled images not found in %s (re-extract the val archive with "
-                           "01_unzip.sh)" % val, missing))
-        p.problems.append(("JPEG files in %s without a label (move them out, or pass labels that "
-                           "cover them with --labels)" % val, unlabelled))
-        p.problems = [x for x in p.problems if x[1]]
-        p.problems.insert(0, ("label count does not match: the labels list %d images, %s holds %d"
-                              % (len(labels.wnid_of), val, n_images), []))
+            actions.append(("unlink", old, ""))
+            src = "%s/%s" % (up[tree] if mode == "symlink" else val, name)
+            actions.append((mode, src, dst))
+    p.done = done
+    found = flat.union(placed)
+    unlabelled = sorted(found.difference(labels.wnid_of))
+    if missing or unlabelled or len(labels.wnid_of) != len(found):
+        p.problems.append(("label count does not match: the labels list %d images, %s holds %d"
+                           % (len(labels.wnid_of), val, len(found)), []))
+        if missing:
+            p.problems.append(("labelled images not found in %s (re-extract the val archive with "
+                               "01_unzip.sh)" % val, missing))
+        if unlabelled:
+            p.problems.append(("JPEG files in %s without a label (move them out, or pass labels "
+                               "that cover them with --labels)" % val, unlabelled))
     if wrong:
         p.problems.append(("images in the wrong class folder, left alone (check the labels, or run "
                            "--undo and start again)", wrong))
@@ -379,16 +400,18 @@ def plan_undo(root: Path, s: Scan) -> Plan:
     p = Plan()
     val = os.path.join(root, VAL_DIR)
     twice, dangling = [], []
-    for name, entries in s.placed.items():
-        paths = ["%s/%s/%s/%s" % (root, e.tree, e.wnid, name) for e in entries]
+    for name, (tree, wnid) in s.placed.items():
+        path = "%s/%s/%s/%s" % (root, tree, wnid, name)
         if name in s.flat:
-            p.actions.extend(("unlink", x, "") for x in paths)
-        elif len(entries) > 1:
-            twice.append("%s (in %s)" % (name, ", ".join("%s/%s" % (e.tree, e.wnid) for e in entries)))
-        elif entries[0].is_link:
-            dangling.append("%s/%s/%s" % (entries[0].tree, entries[0].wnid, name))
+            p.actions.append(("unlink", path, ""))
+            p.actions.extend(("unlink", "%s/%s/%s/%s" % (root, t, w, name), "")
+                             for t, w in s.extra.get(name, ()))
+        elif name in s.extra:
+            twice.append("%s (in %s)" % (name, _where(s, name)))
+        elif name in s.links:
+            dangling.append("%s/%s/%s" % (tree, wnid, name))
         else:
-            p.actions.append(("move", paths[0], "%s/%s" % (val, name)))
+            p.actions.append(("move", path, "%s/%s" % (val, name)))
     p.done = len(s.flat)
     if twice:
         p.problems.append(("images found in more than one class folder and not flat (keep one)",
@@ -400,39 +423,41 @@ def plan_undo(root: Path, s: Scan) -> Plan:
 
 # ----------------------------------------------------------------------------- changing the tree
 
-def progress(items: List[Tuple[str, str, str]], what: str) -> Iterator[Tuple[str, str, str]]:
-    """tqdm bar on a terminal; in a non-terminal log, one line every 10 %."""
-    total = len(items)
+def execute(actions: List[Tuple[str, str, str]], what: str) -> None:
+    """Do the actions in chunks of 1 %: a tqdm bar on a terminal, a log line every 10 % otherwise."""
+    total = len(actions)
     tty = sys.stderr.isatty()
-    tenths = 0
     try:
         from tqdm import tqdm
-        it: Iterable = tqdm(items, total=total, desc=what, unit="img", disable=None, leave=False)
+        bar = tqdm(total=total, desc=what, unit="img", disable=None, leave=False)
     except ImportError:
-        it = items
-    for i, item in enumerate(it, start=1):
-        yield item
-        if not tty and i * 10 // total > tenths:
-            tenths = i * 10 // total
-            log.info("%s: %d/%d (%d%%)", what, i, total, 100 * i // total)
-
-
-def execute(actions: List[Tuple[str, str, str]], what: str) -> None:
+        bar = None
     rename, pid = os.rename, os.getpid()
-    for kind, src, dst in progress(actions, what):
-        if kind == "move":
-            rename(src, dst)
-        elif kind == "unlink":
-            os.unlink(src)
-        elif kind == "link":
-            os.link(src, dst)
-        elif kind == "symlink":
-            os.symlink(src, dst)
-        else:  # copy under a temporary name, then rename: never half a file under its final name
-            head, tail = os.path.split(dst)
-            tmp = "%s/.%s%s%d" % (head, tail, TMP_MARK, pid)
-            shutil.copy2(src, tmp)
-            rename(tmp, dst)
+    chunk = max(1, total // 100)
+    tenths = 0
+    for start in range(0, total, chunk):
+        for kind, src, dst in actions[start:start + chunk]:
+            if kind == "move":
+                rename(src, dst)
+            elif kind == "unlink":
+                os.unlink(src)
+            elif kind == "link":
+                os.link(src, dst)
+            elif kind == "symlink":
+                os.symlink(src, dst)
+            else:  # copy under a temporary name, then rename: never half a file under its name
+                head, tail = os.path.split(dst)
+                tmp = "%s/.%s%s%d" % (head, tail, TMP_MARK, pid)
+                shutil.copy2(src, tmp)
+                rename(tmp, dst)
+        n = min(total, start + chunk)
+        if bar is not None:
+            bar.update(n - start)
+        if not tty and n * 10 // total > tenths:
+            tenths = n * 10 // total
+            log.info("%s: %d/%d (%d%%)", what, n, total, 100 * n // total)
+    if bar is not None:
+        bar.close()
 
 
 def write_atomic(path: Path, text: str) -> bool:
@@ -457,20 +482,19 @@ def write_atomic(path: Path, text: str) -> bool:
 
 
 def val_labels_text(labels: Labels, synsets: Dict[str, Synset]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(VAL_LABELS_COLUMNS)
+    """val_labels.csv; no field needs csv quoting (names and WNIDs are [A-Za-z0-9_.])."""
+    rows = [",".join(VAL_LABELS_COLUMNS) + "\n"]
     for name in sorted(labels.wnid_of):
         s = synsets[labels.wnid_of[name]]
-        w.writerow([name, s.wnid, s.ilsvrc_id, s.class_index])
-    return buf.getvalue()
+        rows.append("%s,%s,%d,%d\n" % (name, s.wnid, s.ilsvrc_id, s.class_index))
+    return "".join(rows)
 
 
 def counts_text(s: Scan) -> str:
     """'val: 1000 folders x 50 images' (or min..max) per tree."""
     parts = []
     for tree in (VAL_DIR, BLACKLIST_DIR):
-        per = Counter(e.wnid for entries in s.placed.values() for e in entries if e.tree == tree)
+        per = Counter(w for t, w in s.placed.values() if t == tree)
         if not per:
             continue
         lo, hi = min(per.values()), max(per.values())
@@ -527,7 +551,8 @@ def run_forward(args: argparse.Namespace, root: Path) -> int:
         print("already done: %d images in place, %s%s" % (
             plan.done, counts_text(s), "; wrote %s" % out_csv if wrote else ""))
         return 0
-    for d in sorted(plan.dirs):
+    have = {os.path.join(root, t, w) for t, w in s.class_dirs}
+    for d in sorted(plan.dirs.difference(have)):
         os.makedirs(d, exist_ok=True)
     log.info("%s", summary[0].upper() + summary[1:])
     try:

@@ -475,7 +475,7 @@ def _kill_rounds(root, labels, truth, mode_args, rounds, seed):
 
 @pytest.mark.parametrize("mode_args,rounds", [([], 24), (["--copy"], 20)])
 def test_sigkill_at_random_moments_then_rerun(tmp_path, mode_args, rounds):
-    per_class = 250 if not mode_args else 100
+    per_class = 150 if not mode_args else 60
     root, labels, truth = _big_root(tmp_path, 40, per_class, seed=len(mode_args))
     cmds, states = _kill_rounds(root, labels, truth, mode_args, rounds, seed=11)
     print("states after the %d kills: %s" % (rounds, states))
