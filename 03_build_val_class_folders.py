@@ -61,7 +61,6 @@ TMP_MARK = ".tmp-"                               # work in progress: .NAME.tmp-P
 SHOW = 5                                         # offenders listed per problem
 WNID_RE = re.compile(r"n\d{8}\Z")
 NAME_RE = re.compile(r"[\w.-]+\Z")                # image names we accept from a labels file
-MODES = ("move", "copy", "link", "symlink")
 FORM_NAMES = {
     "devkit": "devkit ground truth (one devkit class ID per line, line k = image k)",
     "kaggle": "Kaggle LOC_val_solution.csv (ImageId,PredictionString)",
@@ -462,12 +461,14 @@ def execute(actions: List[Tuple[str, str, str]], what: str) -> None:
 
 def write_atomic(path: Path, text: str) -> bool:
     """Write text to path via a temporary file in the same folder; False if already identical."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(".%s%s*" % (path.name, TMP_MARK)):  # left by a killed run
+        stale.unlink()
     try:
         if path.read_text(encoding="utf-8") == text:
             return False
     except (OSError, UnicodeDecodeError):
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(".%s%s%d" % (path.name, TMP_MARK, os.getpid()))
     try:
         with open(tmp, "w", encoding="utf-8", newline="") as f:

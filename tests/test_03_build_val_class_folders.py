@@ -244,9 +244,23 @@ def test_leftover_temporary_copy_is_removed(tmp_path, release):
     wnid = release.val[name]
     (root / "val" / wnid).mkdir()
     (root / "val" / wnid / (".%s.tmp-999" % name)).write_bytes(b"half a cop")
+    (root / "meta" / ".val_labels.csv.tmp-999").write_text("file,wnid\n")
     ok(run03("--root", root, "--copy"))
+    assert sorted(p.name for p in (root / "meta").iterdir()) == ["synsets.csv", "val_labels.csv"]
     assert image_tree(root) == expected_tree(release) | flat_tree(release)
     assert (root / "val" / wnid / name).read_bytes() == (root / "val" / name).read_bytes()
+
+
+def test_other_files_are_left_alone_with_a_warning(tmp_path, release):
+    root = make_root(tmp_path, release)
+    (root / "val" / "README.txt").write_text("notes\n")
+    (root / "val" / "lost+found").mkdir()
+    r = ok(run03("--root", root))
+    assert "leaving 2 other entries alone" in r.stderr
+    assert (root / "val" / "README.txt").read_text() == "notes\n"
+    assert image_tree(root) == expected_tree(release) | {"val/README.txt"}
+    ok(run03("--root", root, "--undo"))
+    assert image_tree(root) == flat_tree(release) | {"val/README.txt"}
 
 
 def test_blacklist_option_and_its_undo(tmp_path, release):
@@ -331,6 +345,12 @@ def _bad_case(kind, tmp_path, root, release):
             (root / tree / release.val[name] / name).write_bytes(b"x")
         (root / "val" / name).unlink()
         return [], ["more than one class folder", name]
+    if kind == "kaggle-twice":
+        text = release.labels["kaggle"].read_text()
+        lines = text.splitlines(keepends=True)
+        p = tmp_path / "LOC_val_solution.csv"
+        p.write_text("".join(lines) + lines[3])
+        return ["--labels", p], ["images listed more than once", lines[3].split(",")[0]]
     if kind == "garbage":
         return ["--labels", _labels(tmp_path, ["hello world"] + lines)], ["cannot tell the form"]
     if kind == "blank-line":
@@ -351,7 +371,7 @@ def _bad_case(kind, tmp_path, root, release):
 
 
 BAD = ["short", "long", "id0", "id1001", "missing", "extra", "no-synsets", "other-classes",
-       "wrong-folder", "twice", "garbage", "blank-line", "bad-synsets", "bad-blacklist", "no-val"]
+       "wrong-folder", "twice", "kaggle-twice", "garbage", "blank-line", "bad-synsets", "bad-blacklist", "no-val"]
 
 
 @pytest.mark.parametrize("kind", BAD)
