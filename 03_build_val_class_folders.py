@@ -58,13 +58,14 @@ REAL_CLASSES = 1000
 REAL_VAL_IMAGES = 50_000
 IMAGE_SUFFIXES = (".jpeg", ".jpg")
 TMP_MARK = ".tmp-"                               # work in progress: .NAME.tmp-PID beside NAME
+PROGRESS_MIN = 1000                              # fewer actions: no progress lines in a log
 SHOW = 5                                         # offenders listed per problem
 WNID_RE = re.compile(r"n\d{8}\Z")
 NAME_RE = re.compile(r"[\w.-]+\Z")                # image names we accept from a labels file
 FORM_NAMES = {
-    "devkit": "devkit ground truth (one devkit class ID per line, line k = image k)",
-    "kaggle": "Kaggle LOC_val_solution.csv (ImageId,PredictionString)",
-    "wnid": "WNID list (one WNID per line, line k = image k; tensorflow/models form)",
+    "devkit": "devkit ground truth: one devkit class ID per line, line k = image k",
+    "kaggle": "Kaggle LOC_val_solution.csv: ImageId,PredictionString rows in any order",
+    "wnid": "WNID list: one WNID per line, line k = image k (tensorflow/models form)",
 }
 
 log = logging.getLogger(SCRIPT)
@@ -235,7 +236,7 @@ def read_labels(path: Path, synsets: Dict[str, Synset]) -> Labels:
     if problems:
         hint = ("; the labels and synsets.csv seem to describe different class sets" if unknown
                 and len(unknown) * 10 >= len(lines) else "")
-        raise Failure("the labels %s (%s) are not usable, nothing was changed:\n%s\nfix or replace "
+        raise Failure("the labels %s (read as %s) are not usable, nothing was changed:\n%s\nfix or replace "
                       "the labels file%s" % (path, FORM_NAMES[form], problem_text(problems), hint))
     return Labels(form, path, wnid_of)
 
@@ -375,15 +376,15 @@ def plan_forward(root: Path, labels: Labels, excluded: Set[str], s: Scan, mode: 
     p.done = done
     found = flat.union(placed)
     unlabelled = sorted(found.difference(labels.wnid_of))
-    if missing or unlabelled or len(labels.wnid_of) != len(found):
+    if len(labels.wnid_of) != len(found):
         p.problems.append(("label count does not match: the labels list %d images, %s holds %d"
                            % (len(labels.wnid_of), val, len(found)), []))
-        if missing:
-            p.problems.append(("labelled images not found in %s (re-extract the val archive with "
-                               "01_unzip.sh)" % val, missing))
-        if unlabelled:
-            p.problems.append(("JPEG files in %s without a label (move them out, or pass labels "
-                               "that cover them with --labels)" % val, unlabelled))
+    if missing:
+        p.problems.append(("labelled images not found in %s (re-extract the val archive with "
+                           "01_unzip.sh)" % val, missing))
+    if unlabelled:
+        p.problems.append(("JPEG files in %s without a label (move them out, or pass labels "
+                           "that cover them with --labels)" % val, unlabelled))
     if wrong:
         p.problems.append(("images in the wrong class folder, left alone (check the labels, or run "
                            "--undo and start again)", wrong))
@@ -452,7 +453,7 @@ def execute(actions: List[Tuple[str, str, str]], what: str) -> None:
         n = min(total, start + chunk)
         if bar is not None:
             bar.update(n - start)
-        if not tty and n * 10 // total > tenths:
+        if not tty and total >= PROGRESS_MIN and n * 10 // total > tenths:
             tenths = n * 10 // total
             log.info("%s: %d/%d (%d%%)", what, n, total, 100 * n // total)
     if bar is not None:
@@ -518,7 +519,8 @@ def run_forward(args: argparse.Namespace, root: Path) -> int:
     if not label_path.is_file():
         raise Failure("the labels file %s does not exist" % label_path)
     labels = read_labels(label_path, synsets)
-    log.info("labels: %s, %s: %d images", label_path, FORM_NAMES[labels.form], len(labels.wnid_of))
+    log.info("labels: %s (%d images), read as %s", label_path, len(labels.wnid_of),
+             FORM_NAMES[labels.form])
     if len(synsets) == REAL_CLASSES and len(labels.wnid_of) != REAL_VAL_IMAGES:
         log.warning("warning: the real validation set has %d images; these labels list %d",
                     REAL_VAL_IMAGES, len(labels.wnid_of))
@@ -537,9 +539,9 @@ def run_forward(args: argparse.Namespace, root: Path) -> int:
                     ", ".join(s.others[:SHOW]))
     verb = {"move": "move", "copy": "copy", "link": "hard-link", "symlink": "symlink"}[args.mode]
     n_new = sum(1 for a in plan.actions if a[0] != "unlink")
-    summary = ("%s %d images into %d class folders under %s (%d already in place; %s form labels)"
-               % (verb, n_new, len(set(labels.wnid_of.values())), root / VAL_DIR, plan.done,
-                  labels.form))
+    summary = ("%s %d images into %d class folders under %s%s (%d already in place; %s form labels)"
+               % (verb, n_new, len(set(labels.wnid_of.values())), root / VAL_DIR,
+                  " and %s" % (root / BLACKLIST_DIR) if excluded else "", plan.done, labels.form))
     out_csv = root / VAL_LABELS_CSV
     text = val_labels_text(labels, synsets)
     if args.dry_run:
