@@ -37,7 +37,8 @@ readonly RETRY_DELAY=${DOWNLOAD_RETRY_DELAY:-5}          # first pause between a
 readonly RETRY_DELAY_MAX=${DOWNLOAD_RETRY_DELAY_MAX:-300} # pauses double up to this
 readonly PROGRESS_STEP=${DOWNLOAD_PROGRESS_STEP:-5}      # % between progress lines in a log
 readonly PROGRESS_POLL=${DOWNLOAD_PROGRESS_POLL:-2}      # seconds between progress checks
-readonly MIN_SEGMENT=${DOWNLOAD_MIN_SEGMENT:-1048576}    # never split into ranges smaller than this
+readonly MIN_SEGMENT=${DOWNLOAD_MIN_SEGMENT:-16777216}   # never split into pieces smaller than this
+readonly PIECES_PER_CONNECTION=8                         # pieces per connection: joins overlap the download
 
 root=${IMAGENET_ROOT:-.}  # --root DIR: data folder (default: $IMAGENET_ROOT, else the current dir)
 urls_file=""              # --urls FILE: links (default: $IMAGENET_URLS, ./urls.sh, urls.sh beside me)
@@ -93,7 +94,7 @@ usage_error() {
 
 # --- small helpers ---------------------------------------------------------------------------------
 
-fsize() { if [[ -e $1 ]]; then stat -c %s -- "$1"; else echo 0; fi; }
+fsize() { stat -c %s -- "$1" 2>/dev/null || echo 0; }
 
 human() {  # bytes -> "6.3 GiB"
   awk -v b="$1" 'BEGIN { split("B KiB MiB GiB TiB PiB", u); i = 1
@@ -320,23 +321,28 @@ header_value() {
     END { print v }' "$1"
 }
 
-# fetch_range OUT START END BOUNDED: make OUT hold bytes [START, END) of the file (END "" = to the
-# end), continuing after the bytes already in OUT. BOUNDED=1 asks for exactly that range.
+# fetch_range OUT START END MODE: make OUT hold bytes [START, END) of the file (END "" = to the end),
+# continuing after the bytes already in OUT. MODE single: the whole file, plain resume. MODE head:
+# NAME.part in a ranged download (the joiner may append behind it, so it is never cut back). MODE
+# piece: a NAME.part.START-END file; once the joiner appended and removed it, it is done.
 # Returns 0 done, 1 failed (message printed), 3 the server ignored the Range (nothing was written).
 fetch_range() {
-  local out=$1 start=$2 end=$3 bounded=$4
+  local out=$1 start=$2 end=$3 mode=$4
   local have now off fails=0 what="downloading $NAME"
   local -a args
   while :; do
     have=$(fsize "$out")
+    # a piece is removed only once complete and appended to NAME.part by the joiner
+    [[ $mode == piece && ! -e $out ]] && return 0
     if [[ -n $end ]] && ((start + have >= end)); then
-      ((start + have == end)) || truncate -s "$((end - start))" -- "$out"
+      ((start + have == end)) || [[ $mode == head ]] || truncate -s "$((end - start))" -- "$out"
       return 0
     fi
     off=$((start + have))
     args=("${CURL_BASE[@]}" -C "$off" -o "$out")
-    ((bounded)) && args+=(-H "Range: bytes=$off-$((end - 1))")
+    [[ $mode == single ]] || args+=(-H "Range: bytes=$off-$((end - 1))")
     run_curl "${args[@]}"
+    [[ $mode == piece && ! -e $out ]] && return 0
     now=$(fsize "$out")
     if ((CURL_RC == 0)); then
       [[ -z $end ]] && return 0
@@ -431,20 +437,22 @@ download_single() {
   fi
   ((have > 0)) && log "$SPLIT: resuming $NAME at byte $have ($(human "$have") already here)"
   start_progress single "$END_TOTAL" "$have"
-  fetch_range "$PART" 0 "$END_TOTAL" 0 || rc=$?
+  fetch_range "$PART" 0 "$END_TOTAL" single || rc=$?
   if ((rc == 3)); then
     log "$SPLIT: $SHOW ignored the byte range of a resume (it sent the whole file again): discarding" \
       "the $(human "$(fsize "$PART")") in $NAME.part and starting over, so no byte is duplicated"
     : >"$PART"
     rc=0
-    fetch_range "$PART" 0 "$END_TOTAL" 0 || rc=$?
+    fetch_range "$PART" 0 "$END_TOTAL" single || rc=$?
   fi
   stop_progress
   return "$rc"
 }
 
-# Segment files NAME.part.START-END hold bytes [START, END); NAME.part holds [0, first START).
-# They are created last-first, so an interrupted set-up still tiles [first START, TOTAL).
+# A ranged download: NAME.part holds [0, S1) and piece files NAME.part.START-END hold the rest,
+# fetched by CONNECTIONS workers that take the next piece from a queue. The pieces are created
+# last-first, so an interrupted set-up still tiles [first START, TOTAL). While the workers run, each
+# finished piece is appended to NAME.part in order and removed (peak disk: file + one piece).
 list_segments() {
   local f b
   for f in "$PART".[0-9]*-[0-9]*; do
@@ -455,8 +463,40 @@ list_segments() {
   done | sort -n -k1,1
 }
 
+# join_ready: append every finished piece that is next in line; 1 if an append failed.
+join_ready() {
+  local b e f
+  while read -r b e f; do
+    (($(fsize "$PART") == b && $(fsize "$f") == e - b)) || return 0
+    if ! cat -- "$f" >>"$PART"; then
+      err "$SPLIT: cannot append to $PART (disk full? $(human "$(free_bytes "$DL")") free); rerun to continue"
+      return 1
+    fi
+    rm -f -- "$f"
+  done < <(list_segments)
+  return 0
+}
+
+# queue_worker: take items (ITEM_OUT, ITEM_START, ITEM_END, ITEM_MODE) from the queue until none is left.
+queue_worker() {
+  trap 'if [[ -n ${CURL_PID:-} ]]; then kill "$CURL_PID" 2>/dev/null; fi; exit 143' TERM
+  local k fd rc parent=$1
+  exec {fd}>>"$TMPD/queue.lock"
+  while kill -0 "$parent" 2>/dev/null; do
+    flock "$fd"
+    k=$(<"$TMPD/queue.next")
+    echo $((k + 1)) >"$TMPD/queue.next"
+    flock -u "$fd"
+    ((k < ${#ITEM_OUT[@]})) || return 0
+    rc=0
+    fetch_range "${ITEM_OUT[k]}" "${ITEM_START[k]}" "${ITEM_END[k]}" "${ITEM_MODE[k]}" || rc=$?
+    ((rc == 0)) || return "$rc"
+  done
+  return 143  # the script is gone: stop
+}
+
 download_segmented() {
-  local n=$1 have rem i b e f seg_start seg_end path rc=0 fail=0 ignored=0 maxlen=0 got=0
+  local n=$1 have rem i b e f p rc=0 fail=0 ignored=0 maxlen=0 alive
   local -a starts=() ends=() paths=() pids=()
   while read -r b e f; do
     starts+=("$b") ends+=("$e") paths+=("$f")
@@ -464,30 +504,32 @@ download_segmented() {
   if ((${#starts[@]} == 0)); then
     have=$(fsize "$PART")
     rem=$((END_TOTAL - have))
-    if ((rem < 2 * MIN_SEGMENT)); then
+    p=$((n * PIECES_PER_CONNECTION))
+    ((rem / p < MIN_SEGMENT)) && p=$((rem / MIN_SEGMENT))
+    ((p > n)) && p=$((p / n * n))  # whole rounds: no connection idles at the end
+    if ((p < 2)); then
       download_single
       return
     fi
-    ((rem / n < MIN_SEGMENT)) && n=$((rem / MIN_SEGMENT))
     : >>"$PART"
-    for ((i = n - 1; i >= 1; i--)); do
-      b=$((have + rem * i / n))
-      e=$((have + rem * (i + 1) / n))
+    for ((i = p - 1; i >= 1; i--)); do
+      b=$((have + rem * i / p))
+      e=$((have + rem * (i + 1) / p))
       : >"$PART.$b-$e"
     done
     while read -r b e f; do
       starts+=("$b") ends+=("$e") paths+=("$f")
     done < <(list_segments)
-    log "$SPLIT: fetching $NAME over $n connections"
+    log "$SPLIT: fetching $NAME in $p pieces over $n connections"
   else
-    log "$SPLIT: resuming $NAME over $((${#starts[@]} + 1)) connections (ranges of an earlier run)"
+    log "$SPLIT: resuming $NAME: $((${#starts[@]} + 1)) pieces of an earlier run, over $n connections"
   fi
-  # the ranges must tile [first start, TOTAL) exactly
+  # the pieces must tile [first start, TOTAL) exactly
   for ((i = 0; i < ${#starts[@]}; i++)); do
     e=${ends[i]}
     if ((i + 1 < ${#starts[@]})); then b=${starts[i + 1]}; else b=$END_TOTAL; fi
     if ((e != b || starts[i] >= e)); then
-      err "$SPLIT: the range files $NAME.part.* do not fit a file of $END_TOTAL bytes (did the" \
+      err "$SPLIT: the piece files $NAME.part.* do not fit a file of $END_TOTAL bytes (did the" \
         "file on the server change?). Remove $PART* and rerun to start over."
       return 1
     fi
@@ -495,58 +537,60 @@ download_segmented() {
   # an interrupted join left NAME.part longer than its range: cut it back
   (($(fsize "$PART") > starts[0])) && truncate -s "${starts[0]}" -- "$PART"
   have=$(fsize "$PART")
+  ITEM_OUT=() ITEM_START=() ITEM_END=() ITEM_MODE=()
+  if ((have < starts[0])); then
+    ITEM_OUT+=("$PART") ITEM_START+=(0) ITEM_END+=("${starts[0]}") ITEM_MODE+=(head)
+  fi
   for ((i = 0; i < ${#starts[@]}; i++)); do
-    got=$(fsize "${paths[i]}")
-    have=$((have + got))
+    have=$((have + $(fsize "${paths[i]}")))
     ((ends[i] - starts[i] > maxlen)) && maxlen=$((ends[i] - starts[i]))
+    ITEM_OUT+=("${paths[i]}") ITEM_START+=("${starts[i]}") ITEM_END+=("${ends[i]}") ITEM_MODE+=(piece)
   done
-  preflight "$((END_TOTAL - have + maxlen))" "$(human "$((END_TOTAL - have))") left to fetch + $(human "$maxlen") to join the ranges" || return 1
+  preflight "$((END_TOTAL - have + maxlen))" "$(human "$((END_TOTAL - have))") left to fetch + $(human "$maxlen") to join a piece" || return 1
   ((have > 0)) && log "$SPLIT: $(human "$have") of $NAME already here"
+  echo 0 >"$TMPD/queue.next"
   start_progress segmented "$END_TOTAL" "$have"
-  local t0
-  t0=$(now)
-  fetch_worker "$PART" 0 "${starts[0]}" &
-  pids+=("$!")
-  for ((i = 0; i < ${#starts[@]}; i++)); do
-    fetch_worker "${paths[i]}" "${starts[i]}" "${ends[i]}" &
+  ((n > ${#ITEM_OUT[@]})) && n=${#ITEM_OUT[@]}
+  WORKERS=()
+  for ((i = 0; i < n; i++)); do
+    queue_worker "$BASHPID" &
     pids+=("$!")
+    WORKERS+=("$!")
   done
-  WORKERS=("${pids[@]}")
-  for f in "${pids[@]}"; do
+  while :; do  # join finished pieces while the others arrive
+    join_ready || fail=1
+    alive=0
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    ((alive && !fail)) || break
+    sleep 0.2 &
+    wait "$!" || true
+  done
+  for p in "${pids[@]}"; do
+    ((fail)) && kill "$p" 2>/dev/null
     rc=0
-    wait "$f" || rc=$?
+    wait "$p" || rc=$?
     ((rc == 3)) && ignored=1
     ((rc != 0 && rc != 3)) && fail=1
   done
   WORKERS=()
-  stop_progress
   if ((ignored)); then
-    log "$SPLIT: $SHOW ignored a byte-range request: it cannot serve ranges; discarding the ranges" \
+    stop_progress
+    log "$SPLIT: $SHOW ignored a byte-range request: it cannot serve ranges; discarding the pieces" \
       "and fetching $NAME over one connection from the start"
-    rm -f -- "${paths[@]}"
+    rm -f -- "$PART".[0-9]*-[0-9]*
     : >"$PART"
     RANGES=no
     download_single
     return
   fi
-  ((fail == 0)) || return 1
-  # join: append each range in order, deleting it once appended (peak disk: file + one range)
-  log "$SPLIT: joining ${#paths[@]} ranges into $NAME.part"
-  for ((i = 0; i < ${#paths[@]}; i++)); do
-    seg_start=${starts[i]} seg_end=${ends[i]} path=${paths[i]}
-    if (($(fsize "$PART") != seg_start || $(fsize "$path") != seg_end - seg_start)); then
-      err "$SPLIT: internal: $NAME.part is $(fsize "$PART") bytes before the range at $seg_start; rerun"
-      return 1
-    fi
-    cat -- "$path" >>"$PART" || { err "$SPLIT: cannot append to $PART (disk full?); rerun to continue"; return 1; }
-    rm -f -- "$path"
-  done
+  ((fail == 0)) || { stop_progress; return 1; }
+  join_ready || { stop_progress; return 1; }
+  stop_progress
+  if [[ -n $(list_segments) ]]; then
+    err "$SPLIT: internal: pieces of $NAME left after the download; rerun to continue"
+    return 1
+  fi
   return 0
-}
-
-fetch_worker() {  # a range fetcher in its own process; TERM stops its curl too
-  trap 'if [[ -n ${CURL_PID:-} ]]; then kill "$CURL_PID" 2>/dev/null; fi; exit 143' TERM
-  fetch_range "$1" "$2" "$3" 1
 }
 
 # Size and MD5 of NAME.part, then rename it to NAME and write NAME.md5.
@@ -622,7 +666,7 @@ check_final() {
 download_split() {
   SPLIT=$1
   SUF=${SUFFIX[$SPLIT]}
-  trap 'on_signal' TERM INT
+  trap 'on_signal quiet' TERM INT
   local urlvar="DOWNLOAD_URL_$SUF" md5var="MD5_$SUF" sizevar="SIZE_$SUF" lockfd rc=0 part_size t0 t1
   URL=${!urlvar}
   NAME=$(url_name "$URL")
@@ -643,6 +687,7 @@ download_split() {
   fi
   if [[ -e $FINAL ]]; then
     check_final || return 1
+    rm -f -- "$FINAL.lock"  # safe: whoever takes the lock next finds the final file
     return 0
   fi
   log "$SPLIT: $SHOW -> $FINAL"
@@ -696,10 +741,10 @@ download_split() {
 on_signal() {
   trap - TERM INT
   local p
-  for p in ${CURL_PID:-} ${WATCH_PID:-} "${WORKERS[@]}" ${SPLIT_PID:-}; do
+  for p in ${CURL_PID:-} ${WATCH_PID:-} "${WORKERS[@]}" ${SPLIT_PID:-} $(jobs -p); do
     kill "$p" 2>/dev/null || true
   done
-  log "interrupted; rerun the same command to continue where it stopped"
+  [[ ${1:-} == quiet ]] || log "interrupted; rerun the same command to continue where it stopped"
   exit 130
 }
 
