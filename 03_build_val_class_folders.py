@@ -20,10 +20,10 @@ Usage:
 Example:
     python3 03_build_val_class_folders.py --root /data/imagenet
 
-The whole plan is checked before anything is touched (label count, class IDs, every image present
-exactly once, no unlabelled JPEG); any problem stops the run with nothing moved. Images are moved with
-os.rename, so a run killed at any moment leaves every image either flat or in its right folder, and a
-rerun finishes the job. --undo puts every image back flat (ROOT/val_blacklisted too).
+The whole plan is checked before anything is touched (label count, class IDs, every image
+present exactly once, no unlabelled JPEG); any problem stops the run with nothing moved. Images are
+moved with os.rename, so a run killed at any moment leaves every image either flat or in its right
+folder, and a rerun finishes the job. --undo puts every image back flat (ROOT/val_blacklisted too).
 """
 from __future__ import annotations
 
@@ -125,18 +125,19 @@ def problem_text(problems: List[Tuple[str, List[str]]]) -> str:
 
 
 def read_synsets(path: Path) -> Dict[str, Synset]:
-    """synsets.csv (contract of 02) -> {wnid: Synset}; checks the columns and the class_index order."""
+    """synsets.csv (contract of 02) -> {wnid: Synset}; checks columns and class_index order."""
     if not path.is_file():
-        raise Failure("%s not found: run 02_convert_meta_clsloc.py first (or pass --meta CSV)" % path)
+        raise Failure("%s not found: run 02_convert_meta_clsloc.py first (or pass --meta CSV)"
+                      % path)
     try:
         with open(path, encoding="utf-8", newline="") as f:
             rows = list(csv.reader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise Failure("cannot read %s (%s): rerun 02_convert_meta_clsloc.py" % (path, e)) from None
     if not rows or rows[0] != SYNSETS_COLUMNS:
+        found = ",".join(rows[0]) if rows else "an empty file"
         raise Failure("%s does not start with the header %s (found %s): rerun "
-                      "02_convert_meta_clsloc.py" % (path, ",".join(SYNSETS_COLUMNS),
-                                                     ",".join(rows[0]) if rows else "an empty file"))
+                      "02_convert_meta_clsloc.py" % (path, ",".join(SYNSETS_COLUMNS), found))
     by_wnid: Dict[str, Synset] = {}
     ids: Set[int] = set()
     for n, row in enumerate(rows[1:], start=2):
@@ -155,7 +156,8 @@ def read_synsets(path: Path) -> Dict[str, Synset]:
     for i, wnid in enumerate(sorted(by_wnid)):
         if by_wnid[wnid].class_index != i:
             raise Failure("%s: class_index of %s is %d, but its place in sorted-WNID order is %d; "
-                          "rerun 02_convert_meta_clsloc.py" % (path, wnid, by_wnid[wnid].class_index, i))
+                          "rerun 02_convert_meta_clsloc.py"
+                          % (path, wnid, by_wnid[wnid].class_index, i))
     return by_wnid
 
 
@@ -221,8 +223,8 @@ def read_labels(path: Path, synsets: Dict[str, Synset]) -> Labels:
                 unknown.append("line %d: %s" % (n, value))
             wnid_of[VAL_NAME % n] = value
     else:
-        raise Failure("cannot tell the form of the labels %s from its first line %r: expected devkit "
-                      "class IDs (ILSVRC2012_validation_ground_truth.txt), a Kaggle "
+        raise Failure("cannot tell the form of the labels %s from its first line %r: expected "
+                      "devkit class IDs (ILSVRC2012_validation_ground_truth.txt), a Kaggle "
                       "LOC_val_solution.csv, or one WNID per line" % (path, lines[0][:80]))
     problems = []
     if bad:
@@ -231,13 +233,14 @@ def read_labels(path: Path, synsets: Dict[str, Synset]) -> Labels:
         problems.append(("images listed more than once", repeated))
     if unknown:
         ids = sorted(by_id)
-        problems.append(("labels naming a class that %s does not have (it has %d classes, IDs %d..%d)"
-                         % (SYNSETS_CSV.name, len(ids), ids[0], ids[-1]), unknown))
+        problems.append(("labels naming a class that %s does not have (it has %d classes, "
+                         "IDs %d..%d)" % (SYNSETS_CSV.name, len(ids), ids[0], ids[-1]), unknown))
     if problems:
         hint = ("; the labels and synsets.csv seem to describe different class sets" if unknown
                 and len(unknown) * 10 >= len(lines) else "")
-        raise Failure("the labels %s (read as %s) are not usable, nothing was changed:\n%s\nfix or replace "
-                      "the labels file%s" % (path, FORM_NAMES[form], problem_text(problems), hint))
+        raise Failure("the labels %s (read as %s) are not usable, nothing was changed:\n%s\n"
+                      "fix or replace the labels file%s"
+                      % (path, FORM_NAMES[form], problem_text(problems), hint))
     return Labels(form, path, wnid_of)
 
 
@@ -272,7 +275,7 @@ def is_image(name: str) -> bool:
 
 
 def scan(root: Path) -> Scan:
-    """One scandir of ROOT/val and ROOT/val_blacklisted, one of each WNID folder: no per-file stat."""
+    """One scandir of ROOT/val, ROOT/val_blacklisted and each WNID folder: no per-file stat."""
     s = Scan()
     flat, placed, links = s.flat, s.placed, s.links
     for tree in (VAL_DIR, BLACKLIST_DIR):
@@ -424,7 +427,7 @@ def plan_undo(root: Path, s: Scan) -> Plan:
 # ----------------------------------------------------------------------------- changing the tree
 
 def execute(actions: List[Tuple[str, str, str]], what: str) -> None:
-    """Do the actions in chunks of 1 %: a tqdm bar on a terminal, a log line every 10 % otherwise."""
+    """Do the actions in chunks of 1 %: tqdm bar on a terminal, else a log line every 10 %."""
     total = len(actions)
     tty = sys.stderr.isatty()
     try:
@@ -533,7 +536,8 @@ def run_forward(args: argparse.Namespace, root: Path) -> int:
     s = scan(root)
     plan = plan_forward(root, labels, excluded, s, args.mode)
     if plan.problems:
-        raise Failure("the plan has problems, nothing was changed:\n%s" % problem_text(plan.problems))
+        raise Failure("the plan has problems, nothing was changed:\n%s"
+                      % problem_text(plan.problems))
     if s.others:
         log.warning("warning: leaving %d other entries alone (first: %s)", len(s.others),
                     ", ".join(s.others[:SHOW]))

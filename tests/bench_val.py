@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark 03_build_val_class_folders.py against a valprep-style one-`mv`-per-file script.
+"""Benchmark 03_build_val_class_folders.py against a valprep-style one-`mv`-per-file script
 
     python3 tests/bench_val.py [--files 50000] [--classes 1000] [--quick] [--json FILE]
 
@@ -8,7 +8,8 @@ whatever the size) in the same run. Baseline: the widely copied valprep.sh form,
 `mkdir -p WNID` lines and then one `mv FILE WNID/` line (one process) per image. Contender: this
 project's script as a user runs it (a new python3 process, labels found under ROOT/devkit/), timed
 wall-clock including interpreter start, median of --repeat runs with --undo in between. Peak memory
-is the child's ru_maxrss from os.wait4. Prints a table; --json writes the rows for tests/benchmark.py.
+is the child's ru_maxrss from os.wait4. Prints a table; --json writes the rows for
+tests/benchmark.py.
 """
 from __future__ import annotations
 

@@ -371,7 +371,8 @@ def _bad_case(kind, tmp_path, root, release):
 
 
 BAD = ["short", "long", "id0", "id1001", "missing", "extra", "no-synsets", "other-classes",
-       "wrong-folder", "twice", "kaggle-twice", "garbage", "blank-line", "bad-synsets", "bad-blacklist", "no-val"]
+       "wrong-folder", "twice", "kaggle-twice", "garbage", "blank-line", "bad-synsets",
+       "bad-blacklist", "no-val"]
 
 
 @pytest.mark.parametrize("kind", BAD)
@@ -423,7 +424,7 @@ def test_undo_refuses_a_symlink_without_its_original(tmp_path, release):
     assert snapshot(root) == before
 
 
-# ----------------------------------------------------------------------------- kill at random moments
+# ------------------------------------------------------------------------- kill at random moments
 
 def _big_root(tmp_path: Path, n_classes: int, per_class: int, seed: int):
     """ROOT with n flat files whose bytes name the file, devkit labels, synsets.csv."""
@@ -514,7 +515,7 @@ def test_sigkill_at_random_moments_then_rerun(tmp_path, mode_args, rounds):
     assert sorted(p.name for p in (root / "val").iterdir()) == sorted(truth)
 
 
-# ----------------------------------------------------------------------------- with 02 and the real data
+# --------------------------------------------------------------------- with 02 and the real data
 
 def test_after_02_convert_meta_clsloc(tmp_path, release):
     two = script("02_convert_meta_clsloc.py")
