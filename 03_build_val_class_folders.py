@@ -516,6 +516,32 @@ def resolve_root(arg: Optional[Path]) -> Path:
     return Path(os.environ.get("IMAGENET_ROOT") or ".")
 
 
+def lock_folder(folder: Path) -> Optional[int]:
+    """Hold an exclusive flock on the folder itself, so two runs never work on it at once.
+
+    Returns the descriptor (closing it releases the lock), or None where there is nothing to lock
+    or the filesystem does not support flock.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return None  # no folder yet: the run itself says what is missing
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise Failure("another run of %s is working on %s: let it finish (or stop it), then "
+                      "rerun" % (SCRIPT, folder)) from None
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def run_forward(args: argparse.Namespace, root: Path) -> int:
     synsets = read_synsets(args.meta or root / SYNSETS_CSV)
     label_path = args.labels or find_labels(root)
@@ -683,7 +709,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     start = time.monotonic()
     log.info("%s %s", SCRIPT, " ".join(sys.argv[1:] if argv is None else argv))
     root = resolve_root(args.root)
+    lock = None
     try:
+        lock = lock_folder(root / VAL_DIR)
         rc = run_undo(args, root) if args.undo else run_forward(args, root)
     except Failure as e:
         log.error("error: %s", e)
@@ -695,6 +723,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except OSError as e:
         log.error("error: %s; fix it and rerun the same command", e)
         return 1
+    finally:
+        if lock is not None:
+            os.close(lock)
     log.info("elapsed %.1f s", time.monotonic() - start)
     return rc
 

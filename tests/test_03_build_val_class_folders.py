@@ -390,6 +390,22 @@ def test_bad_input_leaves_the_tree_untouched(tmp_path, release, kind):
     assert not (root / "meta" / "val_labels.csv").exists()
 
 
+def test_a_second_run_at_the_same_time_is_refused(tmp_path, release):
+    import fcntl
+    root = make_root(tmp_path, release)
+    before = snapshot(root)
+    fd = os.open(root / "val", os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what a running copy of 03 holds
+        r = run03("--root", root)
+        assert r.returncode == 1 and "another run of" in r.stderr
+        assert snapshot(root) == before
+    finally:
+        os.close(fd)
+    ok(run03("--root", root))
+    assert image_tree(root) == expected_tree(release)
+
+
 def test_no_labels_anywhere_says_where_it_looked(tmp_path, release):
     root = make_root(tmp_path, release, devkit="")
     before = snapshot(root)
