@@ -6,8 +6,9 @@
 # Example: cp urls.sh.example urls.sh && chmod 600 urls.sh   # then paste your links into urls.sh
 #          00_download.sh --root /data/imagenet --connections 4 val devkit
 #
-# Bytes arrive in ROOT/downloads/NAME.part (plus NAME.part.START-END, one per extra connection);
-# kill it at any moment and a rerun continues from the bytes already on disk. Retries (with backoff)
+# Bytes arrive in ROOT/downloads/NAME.part; with --connections N also in piece files
+# NAME.part.START-END, appended to NAME.part in order as they complete. Kill it at any moment: a
+# rerun continues every piece from the bytes already on disk. Retries (with backoff)
 # happen in a loop around curl, so no received byte is ever thrown away. The file is renamed to NAME
 # only after its size and MD5 check out; then NAME.md5 records the check and a rerun says
 # "already done" without touching the network. Full URLs are never printed (they may carry a token).
@@ -69,8 +70,9 @@ MD5_val, MD5_devkit_t12) override the built-in checksums of the official archive
 Options:
   --root DIR         data folder (default: \$IMAGENET_ROOT, else the current directory)
   --urls FILE        file with the DOWNLOAD_URL_* links (default: see above)
-  --connections N    fetch N byte ranges of a file at once (default: 1); the ranges are joined
-                     on disk at the end, which needs room for one more range
+  --connections N    fetch N byte ranges of a file at once (default: 1), in pieces of at
+                     least 16 MiB (8 per connection) that are appended to NAME.part as they
+                     complete; needs free space for the file plus one piece
   --retries N        attempts in a row without progress before giving up (default: 10)
   --no-verify        do not check MD5 (default: check); needed for a file with no known checksum
   -h, --help         show this help
@@ -80,9 +82,11 @@ that long counts as a stall and is retried; DOWNLOAD_CONNECT_TIMEOUT (30 s); DOW
 (5 s, doubled per failed attempt up to DOWNLOAD_RETRY_DELAY_MAX, 300 s); DOWNLOAD_PROGRESS_STEP
 (5 %: one progress line per step when stderr is not a terminal).
 
-A rerun continues NAME.part where it stopped and says "already done" for a verified file. A file
-that is full size but fails its checksum is moved to NAME.bad and the split fails; a rerun then
-downloads it again. Exit codes: 0 all requested splits present and verified, 1 failure, 2 usage.
+A rerun continues NAME.part where it stopped and says "already done" for a verified file without
+touching the network (NAME.md5 records the check; delete it to check again). A file that is full
+size but fails its checksum is moved to NAME.bad and the split fails; a rerun downloads it again.
+NAME.lock keeps a second $PROG off the same file. Exit codes: 0 all requested splits
+present and verified, 1 failure, 2 usage.
 EOF
 }
 
@@ -216,7 +220,7 @@ classify_failure() {
     22)
       case $CURL_CODE in
         408|425|429|5??) return 0 ;;
-        *) err "$SPLIT: HTTP $CURL_CODE from $SHOW while $what: $(http_hint "$CURL_CODE")"; return 1 ;;
+        *) err "$SPLIT: HTTP $CURL_CODE from $HOST for $NAME: $(http_hint "$CURL_CODE")"; return 1 ;;
       esac ;;
     23)
       err "$SPLIT: cannot write to $DL while $what (disk full? $(human "$(free_bytes "$DL")") free there)." \
@@ -246,7 +250,7 @@ backoff() {
   local count=""
   ((fails > 0)) && count=" ($fails of $retries attempts in a row without progress)"
   log "$SPLIT: $why; retrying in ${delay}s${at:+ from byte $at}$count"
-  sleep "$delay" &
+  sleep "$delay" {LOCKFD}>&- &
   wait "$!" || true
 }
 
@@ -351,7 +355,7 @@ fetch_range() {
       return 3
     elif [[ $CURL_RC == 22 && $CURL_CODE == 416 ]]; then
       if [[ -z $end ]]; then return 0; fi  # size unknown: the server says nothing is left
-      err "$SPLIT: $SHOW answers 416 (range not satisfiable) at byte $off although it reported" \
+      err "$SPLIT: $HOST answers 416 (range not satisfiable) at byte $off of $NAME although it reported" \
         "$END_TOTAL bytes: the server misreports the file's length. Try again later or get a fresh" \
         "link; $(basename -- "$out") is kept (remove it to start over)."
       return 1
@@ -373,6 +377,7 @@ fetch_range() {
 progress_watch() {
   local total=$1 base=$2 parent=$3 step=$PROGRESS_STEP next cur pct t0 rate tty=0
   [[ -t 2 ]] && tty=1
+  exec {LOCKFD}>&-  # a leftover sleep must not hold the download's lock
   t0=$(now)
   next=0
   while kill -0 "$parent" 2>/dev/null; do
@@ -385,6 +390,7 @@ progress_watch() {
       continue
     fi
     pct=$((cur * 100 / total))
+    ((pct > 100)) && pct=100  # a piece being appended counts twice for a moment
     if ((tty)); then
       printf '\r%s: %3d%% %s of %s, %s MiB/s   ' "$NAME" "$pct" "$(human "$cur")" "$(human "$total")" "$rate" >&2
     elif ((pct >= next)); then
@@ -428,7 +434,7 @@ download_single() {
   local have rc=0
   have=$(fsize "$PART")
   if [[ $RANGES == no ]] && ((have > 0)); then
-    log "$SPLIT: $SHOW does not support resuming (no byte ranges): discarding the $(human "$have") in $NAME.part, starting over"
+    log "$SPLIT: $HOST does not support resuming (no byte ranges): discarding the $(human "$have") in $NAME.part, starting over"
     : >"$PART"
     have=0
   fi
@@ -439,7 +445,7 @@ download_single() {
   start_progress single "$END_TOTAL" "$have"
   fetch_range "$PART" 0 "$END_TOTAL" single || rc=$?
   if ((rc == 3)); then
-    log "$SPLIT: $SHOW ignored the byte range of a resume (it sent the whole file again): discarding" \
+    log "$SPLIT: $HOST ignored the byte range of a resume (it sent the whole file again): discarding" \
       "the $(human "$(fsize "$PART")") in $NAME.part and starting over, so no byte is duplicated"
     : >"$PART"
     rc=0
@@ -520,7 +526,7 @@ download_segmented() {
     while read -r b e f; do
       starts+=("$b") ends+=("$e") paths+=("$f")
     done < <(list_segments)
-    log "$SPLIT: fetching $NAME in $p pieces over $n connections"
+    log "$SPLIT: fetching $NAME in $p pieces over $((p < n ? p : n)) connections"
   else
     log "$SPLIT: resuming $NAME: $((${#starts[@]} + 1)) pieces of an earlier run, over $n connections"
   fi
@@ -562,7 +568,7 @@ download_segmented() {
     alive=0
     for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
     ((alive && !fail)) || break
-    sleep 0.2 &
+    sleep 0.2 {LOCKFD}>&- &
     wait "$!" || true
   done
   for p in "${pids[@]}"; do
@@ -575,7 +581,7 @@ download_segmented() {
   WORKERS=()
   if ((ignored)); then
     stop_progress
-    log "$SPLIT: $SHOW ignored a byte-range request: it cannot serve ranges; discarding the pieces" \
+    log "$SPLIT: $HOST ignored a byte-range request: it cannot serve ranges; discarding the pieces" \
       "and fetching $NAME over one connection from the start"
     rm -f -- "$PART".[0-9]*-[0-9]*
     : >"$PART"
@@ -667,10 +673,11 @@ download_split() {
   SPLIT=$1
   SUF=${SUFFIX[$SPLIT]}
   trap 'on_signal quiet' TERM INT
-  local urlvar="DOWNLOAD_URL_$SUF" md5var="MD5_$SUF" sizevar="SIZE_$SUF" lockfd rc=0 part_size t0 t1
+  local urlvar="DOWNLOAD_URL_$SUF" md5var="MD5_$SUF" sizevar="SIZE_$SUF" rc=0 part_size t0 t1
   URL=${!urlvar}
   NAME=$(url_name "$URL")
-  SHOW="$NAME from $(url_host "$URL")"
+  HOST=$(url_host "$URL")
+  SHOW="$NAME from $HOST"
   FINAL=$DL/$NAME PART=$DL/$NAME.part
   if [[ -n ${!md5var:-} ]]; then
     EXP_MD5=${!md5var,,} MD5_FROM="MD5_$SUF in $URLS_FROM"
@@ -679,8 +686,8 @@ download_split() {
     EXP_MD5=${KNOWN_MD5[$NAME]:-} MD5_FROM="the official checksum"
     EXP_SIZE=${!sizevar:-${KNOWN_SIZE[$NAME]:-}}
   fi
-  exec {lockfd}>"$FINAL.lock"
-  if ! flock -n "$lockfd"; then
+  exec {LOCKFD}>"$FINAL.lock"
+  if ! flock -n "$LOCKFD"; then
     err "$SPLIT: another $PROG is already downloading $NAME into $DL (lock $FINAL.lock held)." \
       "Wait for it to finish, or stop it first."
     return 1
@@ -699,7 +706,7 @@ download_split() {
   else
     probe || return 1
     if [[ -n $EXP_SIZE && -n $TOTAL ]] && ((TOTAL != EXP_SIZE)); then
-      err "$SPLIT: $SHOW reports $TOTAL bytes, but $NAME is $EXP_SIZE bytes" \
+      err "$SPLIT: $HOST reports $TOTAL bytes for $NAME, but it should be $EXP_SIZE bytes" \
         "($([[ -n ${!sizevar:-} ]] && echo "SIZE_$SUF" || echo "official size")): the link may point" \
         "to another file, or the server misreports the length. Check DOWNLOAD_URL_$SUF in $URLS_FROM."
       return 1
@@ -718,7 +725,7 @@ download_split() {
       segmented=1
       if [[ $RANGES == "" ]]; then probe 1 || return 1; fi
       if [[ $RANGES == no ]]; then
-        log "$SPLIT: $SHOW does not serve byte ranges: one connection, no resume"
+        log "$SPLIT: $HOST does not serve byte ranges: one connection, no resume"
         rm -f -- "$PART".[0-9]*-[0-9]*
         segmented=0
       fi

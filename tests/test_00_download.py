@@ -420,6 +420,8 @@ def test_http_auth_and_missing_errors(tmp_path, blob, server, status):
     assert "HTTP %d" % status in r.stderr and "link may have expired" in r.stderr
     assert "DOWNLOAD_URL_val" in r.stderr
     assert no_final(root)
+    r = dl(root, val_urls(tmp_path, server, blob), "val")  # at once: no helper holds the lock
+    assert r.returncode == 1 and "HTTP %d" % status in r.stderr
 
 
 def test_unreachable_host(tmp_path, blob):
