@@ -673,7 +673,7 @@ download_split() {
   SPLIT=$1
   SUF=${SUFFIX[$SPLIT]}
   trap 'on_signal quiet' TERM INT
-  local urlvar="DOWNLOAD_URL_$SUF" md5var="MD5_$SUF" sizevar="SIZE_$SUF" rc=0 part_size t0 t1
+  local urlvar="DOWNLOAD_URL_$SUF" md5var="MD5_$SUF" sizevar="SIZE_$SUF"
   URL=${!urlvar}
   NAME=$(url_name "$URL")
   HOST=$(url_host "$URL")
@@ -686,16 +686,36 @@ download_split() {
     EXP_MD5=${KNOWN_MD5[$NAME]:-} MD5_FROM="the official checksum"
     EXP_SIZE=${!sizevar:-${KNOWN_SIZE[$NAME]:-}}
   fi
-  exec {LOCKFD}>"$FINAL.lock"
-  if ! flock -n "$LOCKFD"; then
+  if ! take_lock; then
     err "$SPLIT: another $PROG is already downloading $NAME into $DL (lock $FINAL.lock held)." \
       "Wait for it to finish, or stop it first."
     return 1
   fi
+  local rc=0
+  fetch_split || rc=$?
+  rm -f -- "$FINAL.lock"  # still held; every holder checks it locked the file that is there
+  return "$rc"
+}
+
+# take_lock: flock NAME.lock; make sure it is the file under that name (another process may
+# have removed it in between), so that removing it when done is safe.
+take_lock() {
+  local i ino
+  for i in 1 2 3 4 5; do
+    exec {LOCKFD}>>"$FINAL.lock"
+    flock -n "$LOCKFD" || return 1
+    ino=$(stat -L -c %i "/proc/$BASHPID/fd/$LOCKFD" 2>/dev/null || echo "?")
+    [[ $(stat -c %i -- "$FINAL.lock" 2>/dev/null) == "$ino" ]] && return 0
+    exec {LOCKFD}>&-
+  done
+  return 1
+}
+
+fetch_split() {
+  local urlvar="DOWNLOAD_URL_$SUF" md5var="MD5_$SUF" sizevar="SIZE_$SUF" rc=0 part_size t0 t1
   if [[ -e $FINAL ]]; then
-    check_final || return 1
-    rm -f -- "$FINAL.lock"  # safe: whoever takes the lock next finds the final file
-    return 0
+    check_final
+    return
   fi
   log "$SPLIT: $SHOW -> $FINAL"
   part_size=$(fsize "$PART")
@@ -741,8 +761,7 @@ download_split() {
     t1=$(now)
     log "$SPLIT: fetched $(($(fsize "$PART") - part_size)) bytes in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') s"
   fi
-  finish_file || return 1
-  rm -f -- "$FINAL.lock"
+  finish_file
 }
 
 on_signal() {
