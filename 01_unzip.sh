@@ -151,7 +151,7 @@ main() {
 # Arguments: ROOT JOBS SHARD_K SHARD_N REMOVE_ARCHIVE ARCHIVE SPLIT...
 unzip_py() {
   python3 - "$@" <<'PY'
-import csv, json, multiprocessing, os, re, shutil, socket, sys, tarfile, time, zlib
+import contextlib, csv, json, multiprocessing, os, re, shutil, socket, sys, tarfile, time, zlib
 import fcntl
 
 PROG = "01_unzip.sh"
@@ -361,11 +361,21 @@ def image_kind(data):
     return None
 
 
-def write_member(f, m, folder, name, label):
-    """Copy member m's data from f into folder/name (a new file); return its image_kind."""
-    path = os.path.join(folder, name)
+@contextlib.contextmanager
+def open_dir(path):
+    """A file descriptor of folder `path`, to create files in it without walking the path again."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def write_member(f, m, folder_fd, name, label):
+    """Copy member m's data from f into a new file `name` of the folder; return its image_kind."""
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                     dir_fd=folder_fd)
     except FileExistsError:
         raise Fail("%s: member %s appears twice; refused" % (label, m.name)) from None
     kind = None
@@ -480,13 +490,13 @@ def extract_class(job):
         if os.path.isdir(final):
             return ("skip", wnid, 0, 0, {})
         os.mkdir(tmp, 0o755)
-        with open(archive, "rb", buffering=1 << 20) as f:
+        with open_dir(tmp) as folder, open(archive, "rb", buffering=1 << 20) as f:
             for m in iter_tar(f, off, off + size, label, need_eof=False):
                 refuse_unless_file(m, label, wnid + "_<number>.JPEG")
                 if not pattern.match(m.name):
                     raise Fail("%s: member %s refused: names in this class must look like %s_<number>.JPEG"
                                % (label, m.name, wnid))
-                kind = write_member(f, m, tmp, m.name, label)
+                kind = write_member(f, m, folder, m.name, label)
                 if kind:
                     special[m.name] = kind
                 count += 1
@@ -589,8 +599,9 @@ def verify_train(root, train_dir, records, wnids, archive_size):
             warnings.append("the official archive holds %d classes and %d images, found %d and %d"
                             % (OFFICIAL_CLASSES, OFFICIAL_IMAGES["train"], len(wnids), total_images))
     else:
-        log("train: archive is not the official one (%d B, official %d B); official counts (1,000 "
-            "classes, 1,281,167 images) not checked", archive_size, OFFICIAL_SIZE["train"])
+        log("train: archive is not the official one (%s B, official %s B); official counts (1,000 "
+            "classes, 1,281,167 images) not checked", "{:,}".format(archive_size),
+            "{:,}".format(OFFICIAL_SIZE["train"]))
     synsets = read_synsets(root)
     if synsets is not None:
         diff = ["%s: %d images, meta/synsets.csv says %d" % (w, per_class[w], synsets[w])
@@ -650,6 +661,8 @@ def do_train(cfg):
         raise Fail("%s holds no class tars (WNID.tar members); is it the right file? download it again"
                    % archive)
     log("train: %s holds %d class tars (%s)", archive, len(classes), human(os.path.getsize(archive)))
+    for e in errors:
+        log("error: %s", e)
     share = [c for i, c in enumerate(classes) if i % n == k]
     mine = {c[0] for c in share}
     for e in os.scandir(train_dir):            # leftovers of interrupted runs of this share
@@ -683,9 +696,7 @@ def do_train(cfg):
             images, human(nbytes), dt, nbytes / max(dt, 1e-6) / 1e6)
     lock.release()
     if errors:
-        for e in errors:
-            log("error: %s", e)
-        log("error: train: %d problems (listed above); complete classes are kept, a rerun retries the "
+        log("error: train: %d problem(s), listed above; complete classes are kept, a rerun retries the "
             "rest", len(errors))
         return 1
     # The whole split: is every class of the archive present (other shards included)?
@@ -763,7 +774,7 @@ def do_flat(cfg, split):
         bar = Progress(split, size, "bytes read")
         pattern = RE_FLAT[split]
         try:
-            with open(archive, "rb", buffering=1 << 20) as f:
+            with open_dir(tmp) as folder, open(archive, "rb", buffering=1 << 20) as f:
                 for m in iter_tar(f, 0, size, label, need_eof=True):
                     if split == "test" and m.type == b"5" and m.name.rstrip("/") == "test":
                         continue
@@ -772,7 +783,7 @@ def do_flat(cfg, split):
                     if not match:
                         raise Fail("%s: member %s refused: expected names like %s"
                                    % (label, m.name, PATTERN_TEXT[split]))
-                    write_member(f, m, tmp, match.group(1), label)
+                    write_member(f, m, folder, match.group(1), label)
                     count += 1
                     nbytes += m.size
                     bar.update(m.offset + m.size, count, nbytes)
@@ -785,7 +796,8 @@ def do_flat(cfg, split):
         if split in OFFICIAL_SIZE and size == OFFICIAL_SIZE[split] and count != expect:
             log("%s: warning: the official archive holds %d images, found %d", split, expect, count)
         elif count != expect:
-            log("%s: note: the official release has %d images; this archive has %d", split, expect, count)
+            log("%s: note: the official release has %s images; this archive has %s", split,
+                "{:,}".format(expect), "{:,}".format(count))
         write_json(os.path.join(state, split + ".done"),
                    {"images": count, "bytes": nbytes, "archive": label, "archive_size": size})
         os.rename(tmp, final)
