@@ -375,13 +375,13 @@ fetch_range() {
 # progress_watch TOTAL T0_BYTES: a line every PROGRESS_STEP % (log) or a live line (terminal),
 # from the size of NAME.part and its range files. Ends when the parent shell ends or on TERM.
 progress_watch() {
-  local total=$1 base=$2 parent=$3 step=$PROGRESS_STEP next cur pct t0 rate tty=0
-  [[ -t 2 ]] && tty=1
+  local total=$1 base=$2 parent=$3 step=$PROGRESS_STEP next cur pct t0 rate tty=0 poll=$PROGRESS_POLL
+  [[ -t 2 ]] && tty=1 && poll=${DOWNLOAD_PROGRESS_POLL:-0.5}
   exec {LOCKFD}>&-  # a leftover sleep must not hold the download's lock
   t0=$(now)
   next=0
   while kill -0 "$parent" 2>/dev/null; do
-    sleep "$PROGRESS_POLL"
+    sleep "$poll"
     cur=$(stat -c %s -- "$PART" "$PART".[0-9]*-[0-9]* 2>/dev/null | awk '{ s += $1 } END { print s + 0 }')
     rate=$(awk -v c="$cur" -v b="$base" -v t0="$t0" -v t="$(now)" \
       'BEGIN { d = t - t0; printf "%.1f", (d > 0 ? (c - b) / d / 1048576 : 0) }')
