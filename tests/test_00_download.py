@@ -368,6 +368,31 @@ def test_sigterm_stops_curl_too_and_a_rerun_continues(tmp_path, blob, server):
     assert server.bytes_sent() == blob.stat().st_size - have
 
 
+def test_interrupted_join_is_repaired_without_fetching_again(tmp_path, blob, server):
+    data = blob.read_bytes()
+    dl_dir = tmp_path / "root" / "downloads"
+    dl_dir.mkdir(parents=True)
+    # killed while appending the piece at 1,000,000 to NAME.part; the last piece half fetched
+    (dl_dir / (VAL + ".part")).write_bytes(data[:1_300_000])
+    (dl_dir / (VAL + ".part.1000000-2000000")).write_bytes(data[1_000_000:2_000_000])
+    (dl_dir / (VAL + ".part.2000000-3000000")).write_bytes(data[2_000_000:2_500_000])
+    r = dl(tmp_path / "root", val_urls(tmp_path, server, blob), "val")
+    assert r.returncode == 0, r.stderr
+    assert final_ok(tmp_path / "root", blob)
+    assert [(g.start, g.sent) for g in server.get_requests()] == [(2_500_000, 500_000)]
+
+
+def test_pieces_that_do_not_fit_the_size_are_refused(tmp_path, blob, server):
+    dl_dir = tmp_path / "root" / "downloads"
+    dl_dir.mkdir(parents=True)
+    (dl_dir / (VAL + ".part")).write_bytes(b"")
+    (dl_dir / (VAL + ".part.1000000-4000000")).write_bytes(b"x" * 10)  # file was 4 MB then
+    r = dl(tmp_path / "root", val_urls(tmp_path, server, blob), "val", "--connections", "2")
+    assert r.returncode == 1
+    assert "do not fit a file of 3000000 bytes" in r.stderr and "Remove" in r.stderr
+    assert no_final(tmp_path / "root") and server.bytes_sent() == 0
+
+
 def _kill_loop(tmp_path, blob, server, kills: int, rate: float, max_delay: float) -> None:
     rng = random.Random(kills)
     root = tmp_path / "root"
@@ -398,7 +423,7 @@ def _kill_loop(tmp_path, blob, server, kills: int, rate: float, max_delay: float
 
 
 def test_sigkill_twenty_times_at_random_moments(tmp_path, blob, server):
-    _kill_loop(tmp_path, blob, server, kills=20, rate=400_000, max_delay=0.6)
+    _kill_loop(tmp_path, blob, server, kills=20, rate=250_000, max_delay=0.6)
 
 
 @pytest.mark.slow
