@@ -587,7 +587,12 @@ def verify_train(root, train_dir, records, wnids, archive_size):
     total_images = total_bytes = 0
     special, per_class, warnings = {}, {}, []
     for w in wnids:
-        rec = read_json(os.path.join(records, w + ".json")) or scan_class(os.path.join(train_dir, w))
+        folder = os.path.join(train_dir, w)
+        rec = read_json(os.path.join(records, w + ".json")) or scan_class(folder)
+        found = len(os.listdir(folder))
+        if found != rec["images"]:
+            raise Fail("train: %s holds %d files, but %d were extracted into it; delete that folder and "
+                       "run again to extract the class anew" % (folder, found, rec["images"]))
         per_class[w] = rec["images"]
         total_images += rec["images"]
         total_bytes += rec["bytes"]

@@ -245,6 +245,23 @@ def test_leftovers_are_cleared_and_missing_class_redone(tmp_path, release):
     assert files(root / "train") == expect
 
 
+def test_verification_notices_a_class_changed_before_the_split_was_done(tmp_path, release):
+    root = make_root(tmp_path, release, ["train"])
+    wnids = release.wnids_sorted
+    assert unzip(root, "--shard", "0/2", "train").returncode == 0
+    victim = root / "train" / wnids[0]
+    next(victim.iterdir()).unlink()                  # a file lost between the two shards
+    r = unzip(root, "--shard", "1/2", "train")
+    assert r.returncode == 1
+    assert "%s holds %d files, but %d were extracted" % (victim, len(release.train[wnids[0]]) - 1,
+                                                        len(release.train[wnids[0]])) in r.stderr
+    assert not (root / STATE / "train.done").exists()
+    shutil.rmtree(victim)
+    r = unzip(root, "train")
+    assert r.returncode == 0, r.stderr
+    assert files(root / "train") == expected_train(release.archives["train"])
+
+
 def test_sigkill_at_random_moments_then_rerun_gives_exact_tree(tmp_path, medium):
     root = make_root(tmp_path, medium, ["train", "val"])
     expect_train = expected_train(medium.archives["train"])
