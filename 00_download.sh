@@ -700,10 +700,17 @@ download_split() {
 # take_lock: flock NAME.lock; make sure it is the file under that name (another process may
 # have removed it in between), so that removing it when done is safe.
 take_lock() {
-  local i ino
+  local i ino rc
   for i in 1 2 3 4 5; do
     exec {LOCKFD}>>"$FINAL.lock"
-    flock -n "$LOCKFD" || return 1
+    rc=0
+    flock -n -E 75 "$LOCKFD" 2>/dev/null || rc=$?
+    ((rc != 75)) || return 1
+    if ((rc != 0)); then  # e.g. a network filesystem mounted without lock support
+      log "$SPLIT: warning: cannot lock $FINAL.lock on this filesystem; make sure no other" \
+        "$PROG works on $NAME at the same time"
+      return 0
+    fi
     ino=$(stat -L -c %i "/proc/$BASHPID/fd/$LOCKFD" 2>/dev/null || echo "?")
     [[ $(stat -c %i -- "$FINAL.lock" 2>/dev/null) == "$ino" ]] && return 0
     exec {LOCKFD}>&-
