@@ -368,6 +368,24 @@ def test_sigterm_stops_curl_too_and_a_rerun_continues(tmp_path, blob, server):
     assert server.bytes_sent() == blob.stat().st_size - have
 
 
+def test_the_link_never_appears_on_a_command_line(tmp_path, blob, server):
+    server.set_faults(rate=1_000_000)
+    p = subprocess.Popen([SCRIPT, "--root", tmp_path / "root", "--urls",
+                          val_urls(tmp_path, server, blob), "val", "--connections", "2"],
+                         env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen_curl = 0
+    while p.poll() is None:
+        for proc in Path("/proc").iterdir():
+            try:
+                cmd = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            assert TOKEN.encode() not in cmd, cmd  # what `ps` shows to every user
+            seen_curl += cmd.startswith(b"curl\0")
+        time.sleep(0.05)
+    assert p.returncode == 0 and seen_curl > 0
+
+
 def test_interrupted_join_is_repaired_without_fetching_again(tmp_path, blob, server):
     data = blob.read_bytes()
     dl_dir = tmp_path / "root" / "downloads"
