@@ -177,6 +177,7 @@ SOF = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 PNG_SIG = b"\x89PNG\r\n\x1a\n"
 TAG = "%s.%d" % (socket.gethostname().split(".")[0] or "host", os.getpid())
 TTY = sys.stderr.isatty()
+NO_FLOCK = []                        # set when the filesystem refuses flock
 
 
 class Fail(Exception):
@@ -428,15 +429,30 @@ def read_json(path):
         return None
 
 
+def try_flock(fd):
+    """True if we now hold an exclusive flock on fd, False if another process holds one.
+
+    Where the filesystem has no flock (Lustre mounted without -o flock) we go on without it.
+    """
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError as e:
+        if not NO_FLOCK:
+            NO_FLOCK.append(e)
+            log("warning: this filesystem does not support flock (%s); do not start two runs of the "
+                "same split or shard at once", e)
+    return True
+
+
 class Lock:
     """An flock on ROOT/.01_unzip/NAME.lock; released when the process ends, even by SIGKILL."""
 
     def __init__(self, state, name, wait, what):
         self.path = os.path.join(state, name + ".lock")
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not try_flock(self.fd):
             if not wait:
                 os.close(self.fd)
                 raise Fail("another 01_unzip.sh is extracting %s into this ROOT (it holds %s); let it "
@@ -490,27 +506,31 @@ def extract_class(job):
         if os.path.isdir(final):
             return ("skip", wnid, 0, 0, {})
         os.mkdir(tmp, 0o755)
-        with open_dir(tmp) as folder, open(archive, "rb", buffering=1 << 20) as f:
-            for m in iter_tar(f, off, off + size, label, need_eof=False):
-                refuse_unless_file(m, label, wnid + "_<number>.JPEG")
-                if not pattern.match(m.name):
-                    raise Fail("%s: member %s refused: names in this class must look like %s_<number>.JPEG"
-                               % (label, m.name, wnid))
-                kind = write_member(f, m, folder, m.name, label)
-                if kind:
-                    special[m.name] = kind
-                count += 1
-                nbytes += m.size
-        if count == 0:
-            raise Fail("%s: holds no images; the archive is damaged: download it again" % label)
-        write_json(os.path.join(records, wnid + ".json"),
-                   {"wnid": wnid, "images": count, "bytes": nbytes, "special": special}, sync=False)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not os.path.isdir(final):
-                raise
-            remove_tree(tmp)                 # another process finished this class first
+        # the flock on the folder is held until it has its final name: a rerun never clears it under us
+        with open_dir(tmp) as folder:
+            if not try_flock(folder):
+                raise Fail("%s: another run is clearing %s; run again" % (label, tmp))
+            with open(archive, "rb", buffering=1 << 20) as f:
+                for m in iter_tar(f, off, off + size, label, need_eof=False):
+                    refuse_unless_file(m, label, wnid + "_<number>.JPEG")
+                    if not pattern.match(m.name):
+                        raise Fail("%s: member %s refused: names in this class must look like "
+                                   "%s_<number>.JPEG" % (label, m.name, wnid))
+                    kind = write_member(f, m, folder, m.name, label)
+                    if kind:
+                        special[m.name] = kind
+                    count += 1
+                    nbytes += m.size
+            if count == 0:
+                raise Fail("%s: holds no images; the archive is damaged: download it again" % label)
+            write_json(os.path.join(records, wnid + ".json"),
+                       {"wnid": wnid, "images": count, "bytes": nbytes, "special": special}, sync=False)
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if not os.path.isdir(final):
+                    raise
+                remove_tree(tmp)             # another process finished this class first
         return ("ok", wnid, count, nbytes, special)
     except Fail as e:
         remove_tree(tmp)
@@ -518,6 +538,21 @@ def extract_class(job):
     except OSError as e:
         remove_tree(tmp)
         return ("error", wnid, "%s: %s" % (label, e), 0, {})
+
+
+def clear_leftover(path):
+    """Remove a class's temporary folder unless a live run holds its flock (it is still writing)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        if try_flock(fd):
+            remove_tree(path)
+        else:
+            log("train: %s is being written by another run; leaving it alone", path)
+    finally:
+        os.close(fd)
 
 
 def index_outer(archive):
@@ -672,7 +707,7 @@ def do_train(cfg):
     mine = {c[0] for c in share}
     for e in os.scandir(train_dir):            # leftovers of interrupted runs of this share
         if e.name.startswith(".") and ".tmp-" in e.name and e.name[1:].split(".tmp-")[0] in mine:
-            remove_tree(e.path)
+            clear_leftover(e.path)
     for e in os.scandir(records):
         if ".tmp-" in e.name and e.name.split(".", 1)[0] in mine:
             os.remove(e.path)
@@ -716,6 +751,9 @@ def do_train(cfg):
             log("train: shard %d/%d complete; %d classes of other shards are not there yet (e.g. %s); "
                 "the last shard to finish verifies the whole split", k, n, len(missing), missing[0])
             return 0
+        for e in os.scandir(train_dir):        # leftovers of runs that died after another finished
+            if e.name.startswith(".") and ".tmp-" in e.name:
+                clear_leftover(e.path)
         doc = verify_train(root, train_dir, records, wnids, os.path.getsize(archive))
         doc.update(archive=os.path.basename(archive), archive_size=os.path.getsize(archive))
         write_json(os.path.join(state, "train.done"), doc)

@@ -324,6 +324,41 @@ def test_shards_run_concurrently_give_exact_tree(tmp_path, medium):
     assert r.returncode == 0 and "train: already done" in r.stderr
 
 
+def test_overlapping_runs_never_leave_a_partial_class(tmp_path, medium):
+    """Misuse: runs with different shard counts at once. Errors are allowed, a partial class is not."""
+    root = make_root(tmp_path, medium, ["train"])
+    expect = expected_train(medium.archives["train"])
+    for _ in range(2):
+        procs = [subprocess.Popen(["bash", str(UNZIP), "--root", str(root), "--shard", s, "--jobs", "1",
+                                   "train"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                 for s in ("0/1", "0/2", "1/2", "2/3", "0/1")]
+        for p in procs:
+            p.wait(timeout=120)
+        complete_classes(root / "train", expect)
+        shutil.rmtree(root / "train")
+        shutil.rmtree(root / STATE)
+    r = unzip(root, "train")
+    assert r.returncode == 0, r.stderr
+    assert files(root / "train") == expect
+
+
+def test_a_leftover_held_by_a_live_run_is_left_alone(tmp_path, release):
+    root = make_root(tmp_path, release, ["train"])
+    wnid = release.wnids_sorted[0]
+    live = root / "train" / (".%s.tmp-otherhost.1" % wnid)
+    live.mkdir(parents=True)
+    fd = os.open(live, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        r = unzip(root, "train")
+        assert "is being written by another run; leaving it alone" in r.stderr
+        assert live.is_dir()
+    finally:
+        os.close(fd)
+    assert r.returncode == 0, r.stderr
+    assert files(root / "train") == expected_train(release.archives["train"])
+
+
 def test_slurm_array_variables_pick_the_shard(tmp_path, release):
     root = make_root(tmp_path, release, ["train"])
     wnids = release.wnids_sorted
