@@ -62,7 +62,7 @@ usage_error() {
 
 # Sets shard_k and shard_n from --shard, else from a SLURM array task, else 0 and 1.
 resolve_shard() {
-  local id min step count
+  local id min step count v
   if [[ -n $shard ]]; then
     [[ $shard =~ ^([0-9]+)/([0-9]+)$ ]] || usage_error "--shard wants K/N, e.g. --shard 0/8 (got '$shard')"
     shard_k=$((10#${BASH_REMATCH[1]}))
@@ -151,7 +151,7 @@ main() {
 # Arguments: ROOT JOBS SHARD_K SHARD_N REMOVE_ARCHIVE ARCHIVE SPLIT...
 unzip_py() {
   python3 - "$@" <<'PY'
-import contextlib, csv, json, multiprocessing, os, re, shutil, socket, sys, tarfile, time, zlib
+import contextlib, csv, json, multiprocessing, os, re, shutil, signal, socket, sys, tarfile, time, zlib
 import fcntl
 
 PROG = "01_unzip.sh"
@@ -540,6 +540,16 @@ def extract_class(job):
         return ("error", wnid, "%s: %s" % (label, e), 0, {})
 
 
+def ignore_sigint():
+    """Workers leave Ctrl-C to the main process, which stops them (no traceback per worker)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def on_sigterm(signum, frame):
+    raise KeyboardInterrupt("SIGTERM")
+
+
 def clear_leftover(path):
     """Remove a class's temporary folder unless a live run holds its flock (it is still writing)."""
     try:
@@ -720,7 +730,7 @@ def do_train(cfg):
     jobs = [(archive, train_dir, records, w, off, size) for w, off, size in todo]
     if todo:
         ctx = multiprocessing.get_context("fork")
-        with ctx.Pool(min(cfg["jobs"], len(todo))) as pool:
+        with ctx.Pool(min(cfg["jobs"], len(todo)), initializer=ignore_sigint) as pool:
             for status, wnid, a, b, special in pool.imap_unordered(extract_class, jobs):
                 done += 1
                 if status == "error":
@@ -980,11 +990,12 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, on_sigterm)      # e.g. a SLURM time limit: stop workers, say so
     try:
         sys.exit(main(sys.argv[1:]))
-    except KeyboardInterrupt:
-        log("interrupted; a rerun resumes")
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        log("stopped by %s; complete work is kept and a rerun resumes", e.args[0] if e.args else "Ctrl-C")
+        sys.exit(143 if e.args else 130)
 PY
 }
 

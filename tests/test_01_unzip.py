@@ -304,6 +304,33 @@ def test_sigkill_at_random_moments_then_rerun_gives_exact_tree(tmp_path, medium)
     assert kills >= 20, "only %d of %d runs were killed mid-way" % (kills, attempts)
 
 
+@pytest.mark.parametrize("sig, code, said", [(signal.SIGINT, 130, "stopped by Ctrl-C"),
+                                              (signal.SIGTERM, 143, "stopped by SIGTERM")])
+def test_ctrl_c_and_sigterm_stop_cleanly_and_rerun_finishes(tmp_path, medium, sig, code, said):
+    root = make_root(tmp_path, medium, ["train"])
+    for attempt in range(10):
+        proc = subprocess.Popen(["bash", str(UNZIP), "--root", str(root), "train"], text=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        deadline = time.monotonic() + 30          # signal once extraction is under way
+        while time.monotonic() < deadline and not list((root / "train").glob(".*.tmp-*")) \
+                and proc.poll() is None:
+            time.sleep(0.005)
+        if proc.poll() is None:
+            os.killpg(proc.pid, sig)
+        err = proc.communicate(timeout=60)[1]
+        if proc.returncode != 0:
+            break
+        shutil.rmtree(root / "train")
+        shutil.rmtree(root / STATE)
+    assert said in err, err[-2000:]
+    assert "Traceback" not in err
+    assert proc.returncode in (code, -sig, 128 + sig)
+    complete_classes(root / "train", expected_train(medium.archives["train"]))
+    r = unzip(root, "train")
+    assert r.returncode == 0, r.stderr
+    assert files(root / "train") == expected_train(medium.archives["train"])
+
+
 # ----------------------------------------------------------------------------- shards
 
 def test_shards_run_concurrently_give_exact_tree(tmp_path, medium):
