@@ -238,6 +238,15 @@ def _uint_row(values: list[int]) -> np.ndarray:
     return np.array([values], dtype=dtype).reshape(1, len(values))
 
 
+def _savemat(arr: np.ndarray, created: str) -> bytes:
+    """savemat to bytes with a fixed header text (scipy writes the current time there)."""
+    buf = io.BytesIO()
+    scipy.io.savemat(buf, {"synsets": arr}, format="5")
+    data = buf.getvalue()
+    text = ("MATLAB 5.0 MAT-file, Platform: GLNXA64, Created on: %s" % created).encode()
+    return text.ljust(116) + data[116:]
+
+
 def meta_mat_bytes(classes: list[Synset], internal: list[Synset]) -> bytes:
     """A 2012 devkit meta.mat: `synsets`, an (N,1) struct, leaves 1..K first."""
     fields = ["ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children",
@@ -248,9 +257,7 @@ def meta_mat_bytes(classes: list[Synset], internal: list[Synset]) -> bytes:
         arr[i, 0] = (_uint(s.ilsvrc_id), np.array([s.wnid]), np.array([s.words]),
                      np.array([s.gloss]), _uint(len(s.children)), _uint_row(s.children),
                      _uint(s.wordnet_height), _uint(s.num_train_images))
-    buf = io.BytesIO()
-    scipy.io.savemat(buf, {"synsets": arr}, format="5")
-    return buf.getvalue()
+    return _savemat(arr, "Thu Jun 14 02:27:01 2012")
 
 
 def meta_clsloc_bytes(classes: list[Synset]) -> bytes:
@@ -260,9 +267,7 @@ def meta_clsloc_bytes(classes: list[Synset]) -> bytes:
     for i, s in enumerate(classes):
         arr[0, i] = (_uint(s.ilsvrc_id), np.array([s.wnid]), np.array([s.words]),
                      np.array([s.gloss]), _uint(s.num_train_images))
-    buf = io.BytesIO()
-    scipy.io.savemat(buf, {"synsets": arr}, format="5")
-    return buf.getvalue()
+    return _savemat(arr, "Sun May 24 19:54:11 2015")
 
 
 def short_name(words: str) -> str:
