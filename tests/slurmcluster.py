@@ -4,13 +4,15 @@
     reason = cluster.unavailable()      # None, or why this machine cannot host it (skip the test)
     cluster.start()                     # private munge key and socket, free ports, node idle
     jid = cluster.sbatch(["job.sbatch"], cwd=jobdir, env={...})
-    cluster.wait_idle(timeout=180)      # until no job is queued or running
+    cluster.wait_jobs({jid}, timeout=120)  # until those jobs left the queue (else cancel them)
+    cluster.wait_idle(timeout=120)      # until no job at all is queued or running
     cluster.jobs()                      # finished jobs, from the jobcomp/filetxt log
     cluster.stop()                      # cancels what is left and stops the three daemons
 
 Everything lives in one temporary directory (config, keys, state, spool, logs), the ports are picked
 free, and the daemons run in the foreground as children of the test, so two test runs on one machine
-do not see each other and nothing is left behind. Client commands get SLURM_CONF from `env()`.
+do not see each other and nothing is left behind. The daemons get SIGTERM when the test process dies
+(prctl PR_SET_PDEATHSIG), so even a killed pytest leaves no cluster running. Client commands get SLURM_CONF from `env()`.
 
 The configuration needs no systemd and no cgroups: proctrack/linuxproc, task/none, accounting off.
 The node is declared with more CPUs and memory than the machine may have (config_overrides), so that
@@ -21,6 +23,8 @@ the `export SLURM_CONF=...` line and waits for Ctrl-C (or SIGTERM), then stops i
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import re
 import shutil
@@ -40,6 +44,7 @@ NODE_CPUS = 32          # declared, not real: job scripts ask for realistic --cp
 NODE_MEMORY_MB = 64000  # declared, not real: and for realistic --mem
 START_TIMEOUT = 30.0    # seconds for the node to become idle
 STOP_TIMEOUT = 10.0     # seconds for a daemon to exit after SIGTERM
+PR_SET_PDEATHSIG = 1    # prctl(2)
 
 CONF = """\
 # Single-node test cluster written by tests/slurmcluster.py
@@ -82,6 +87,15 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the test process dies, even by SIGKILL."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: stop() is then the only way the daemons end
 
 
 def _which(name: str) -> Optional[str]:
@@ -133,7 +147,7 @@ class SlurmCluster:
         cmd = [_which(cmd[0]) or cmd[0]] + [str(c) for c in cmd[1:]]
         self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=log,
                                             stdin=subprocess.DEVNULL, env=self.env(),
-                                            start_new_session=True)
+                                            start_new_session=True, preexec_fn=_die_with_parent)
         log.close()
 
     def _check_alive(self) -> None:
@@ -233,6 +247,30 @@ class SlurmCluster:
     def queue(self) -> list:
         """(job id, state, reason) of every job still pending or running."""
         r = self._client(["squeue", "-h", "-o", "%i|%T|%r"])
+        return [tuple(line.split("|")) for line in r.stdout.splitlines() if line]
+
+    def wait_jobs(self, ids, timeout: float) -> None:
+        """Wait until the given jobs (array jobs with all their tasks) have left the queue.
+
+        On timeout they are cancelled, so that one stuck job cannot hold up the next test, and
+        SlurmError says which were still queued and in what state.
+        """
+        ids = {str(i) for i in ids}
+        end = time.monotonic() + timeout
+        while True:
+            mine = [j for j in self._queue_full() if j[0] in ids or j[1] in ids]
+            if not mine:
+                return
+            if time.monotonic() > end:
+                self._client(["scancel", *sorted(ids)], check=False)
+                raise SlurmError("jobs still queued after %.0f s (now cancelled): %s\n%s"
+                                 % (timeout, ["%s %s %s" % j[2:] for j in mine], self.logs()))
+            self._check_alive()
+            time.sleep(0.3)
+
+    def _queue_full(self) -> list:
+        """(job id, array job id, job or task id, state, reason) of every queued job."""
+        r = self._client(["squeue", "-h", "-o", "%A|%F|%i|%T|%r"])
         return [tuple(line.split("|")) for line in r.stdout.splitlines() if line]
 
     def wait_idle(self, timeout: float) -> None:

@@ -28,7 +28,7 @@ SCRIPTS = ("00_download.sh", "01_unzip.sh", "02_convert_meta_clsloc.py",
            "03_build_val_class_folders.py")
 URL_SUFFIX = {"train": "train", "val": "val", "test": "test", "devkit": "devkit_t12"}
 SHARDS = 4
-JOB_TIMEOUT = 180  # seconds for a whole chain of jobs to leave the queue
+JOB_TIMEOUT = 120  # seconds for a chain of jobs to leave the queue (they take ~5 s here)
 SYNSETS_HEADER = "ilsvrc_id,class_index,wnid,words,description,num_train_images"
 SUBMITTED = re.compile(r"download job (\d+), train array job (\d+) \((\d+) tasks\), finish job (\d+)")
 
@@ -145,6 +145,14 @@ def downloaded(tmp_path: Path, release) -> tuple[Path, Path]:
     return job, shared
 
 
+def wait(cluster: SlurmCluster, job: Path, ids: set, timeout: float = JOB_TIMEOUT) -> None:
+    """Wait for these jobs to leave the queue; if they do not, they are cancelled and the test fails."""
+    try:
+        cluster.wait_jobs(ids, timeout)
+    except SlurmError as e:
+        pytest.fail("%s\n%s" % (e, logs(job)))
+
+
 def submit_chain(cluster: SlurmCluster, job: Path, root: Path, classes: int) -> tuple[str, str, str]:
     """`bash imagenet_prep.sbatch` in the job folder, as the README says; the three job ids."""
     r = cluster.run(["bash", PREP], cwd=job, env={
@@ -165,8 +173,8 @@ def test_array_job_builds_the_exact_tree_and_a_rerun_is_already_done(cluster, re
     root = tmp_path / "shared" / "imagenet"  # not there yet: the download step creates it
 
     download, train, finish = submit_chain(cluster, job, root, len(release.classes))
-    cluster.wait_idle(JOB_TIMEOUT)
     ids = {download, train, finish}
+    wait(cluster, job, ids)
     got = states(cluster, ids)
     want = {download: "COMPLETED", finish: "COMPLETED",
             **{"%s_%d" % (train, k): "COMPLETED" for k in range(SHARDS)}}
@@ -194,7 +202,7 @@ def test_array_job_builds_the_exact_tree_and_a_rerun_is_already_done(cluster, re
     # submitted again on the finished root: every step completes and says "already done"
     before = {p: p.stat().st_mtime_ns for p in (root / "train").rglob("*.JPEG")}
     download2, train2, finish2 = submit_chain(cluster, job, root, len(release.classes))
-    cluster.wait_idle(JOB_TIMEOUT)
+    wait(cluster, job, {download2, train2, finish2})
     assert set(states(cluster, {download2, train2, finish2}).values()) == {"COMPLETED"}, logs(job)
     for name in ["imagenet-prep-download-%s.out" % download2,
                  "imagenet-prep-train-%s_0.out" % train2, "imagenet-prep-finish-%s.out" % finish2]:
@@ -209,7 +217,7 @@ def test_a_failed_download_cancels_the_waiting_steps_and_a_resubmit_finishes(clu
     job = job_dir(tmp_path, release, broken="val")
     root = tmp_path / "imagenet"
     download, train, finish = submit_chain(cluster, job, root, len(release.classes))
-    cluster.wait_idle(JOB_TIMEOUT)  # nothing may stay pending on a dependency that never comes
+    wait(cluster, job, {download, train, finish})  # none may wait for a dependency that never comes
     got = states(cluster, {download, train, finish})
     assert got.get(download) == "FAILED", (got, logs(job))
     assert all(v == "CANCELLED" for k, v in got.items() if k != download), (got, logs(job))
@@ -221,7 +229,7 @@ def test_a_failed_download_cancels_the_waiting_steps_and_a_resubmit_finishes(clu
     # the user fixes the link and submits again: the chain completes from where it stopped
     write_urls(job / "urls.sh", release)
     ids = set(submit_chain(cluster, job, root, len(release.classes)))
-    cluster.wait_idle(JOB_TIMEOUT)
+    wait(cluster, job, ids)
     assert set(states(cluster, ids).values()) == {"COMPLETED"}, logs(job)
     assert_dataset(root, release)
 
@@ -236,7 +244,7 @@ def test_node_local_variant_gives_every_array_task_its_own_full_copy(cluster, re
     jid = cluster.sbatch(["--array=0-1", PREP_LOCAL, "sh", "-c", SHOW_LOCAL, out], cwd=job, env={
         "IMAGENET_ROOT": str(shared), "IMAGENET_EXPECT_CLASSES": str(len(release.classes)),
         "TMPDIR": str(node_local)})
-    cluster.wait_idle(JOB_TIMEOUT)
+    wait(cluster, job, {jid})
     assert states(cluster, {jid}) == {"%s_0" % jid: "COMPLETED", "%s_1" % jid: "COMPLETED"}, \
         logs(job)
     for k in (0, 1):
@@ -368,12 +376,14 @@ def test_node_local_copy_is_removed_when_the_job_is_cancelled(cluster, release, 
         "TMPDIR": str(node_local)})
     end = time.monotonic() + JOB_TIMEOUT
     while not started.exists():
-        assert time.monotonic() < end and cluster.queue(), logs(job)
+        if time.monotonic() > end or not cluster.queue():
+            wait(cluster, job, {jid}, timeout=0)
+            pytest.fail("the job's command never started\n" + logs(job))
         time.sleep(0.2)
     local = Path(started.read_text().strip())
     assert (local / "train").is_dir()
     assert cluster.run(["scancel", jid]).returncode == 0
-    cluster.wait_idle(JOB_TIMEOUT)
+    wait(cluster, job, {jid})
     assert states(cluster, {jid}) == {jid: "CANCELLED"}
     assert not local.exists(), logs(job)
     assert list(node_local.iterdir()) == []
