@@ -544,6 +544,7 @@ def ignore_sigint():
     """Workers leave Ctrl-C to the main process, which stops them (no traceback per worker)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 def on_sigterm(signum, frame):
@@ -730,7 +731,15 @@ def do_train(cfg):
     jobs = [(archive, train_dir, records, w, off, size) for w, off, size in todo]
     if todo:
         ctx = multiprocessing.get_context("fork")
-        with ctx.Pool(min(cfg["jobs"], len(todo)), initializer=ignore_sigint) as pool:
+        # Hold SIGINT/SIGTERM back while the workers start: one arriving between a fork and the
+        # worker's own handler setup would be lost there, and terminate() would wait for it forever.
+        # (The pool's helper threads keep this mask; Python runs handlers in the main thread only.)
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            pool = ctx.Pool(min(cfg["jobs"], len(todo)), initializer=ignore_sigint)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        with pool:
             for status, wnid, a, b, special in pool.imap_unordered(extract_class, jobs):
                 done += 1
                 if status == "error":
@@ -740,6 +749,9 @@ def do_train(cfg):
                     images += a
                     nbytes += b
                 bar.update(done, images, nbytes)
+            # Let the idle workers exit on their own; terminate() (the with's exit) is for errors.
+            pool.close()
+            pool.join()
         bar.update(done, images, nbytes, force=True)
         dt = time.time() - t0
         log("train: this run wrote %d images, %s in %.1f s (%.1f MB/s)",
