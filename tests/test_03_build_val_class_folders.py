@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, load_script, run, script
+from conftest import load_script, run, script
 
 SCRIPT = script("03_build_val_class_folders.py")
 COLUMNS = ["ilsvrc_id", "class_index", "wnid", "words", "description", "num_train_images"]
