@@ -151,7 +151,8 @@ main() {
 # Arguments: ROOT JOBS SHARD_K SHARD_N REMOVE_ARCHIVE ARCHIVE SPLIT...
 unzip_py() {
   python3 - "$@" <<'PY'
-import contextlib, csv, json, multiprocessing, os, re, shutil, signal, socket, sys, tarfile, time, zlib
+import contextlib, csv, json, multiprocessing, multiprocessing.connection, os, re, shutil, signal
+import socket, sys, tarfile, time, zlib
 import fcntl
 
 PROG = "01_unzip.sh"
@@ -540,11 +541,57 @@ def extract_class(job):
         return ("error", wnid, "%s: %s" % (label, e), 0, {})
 
 
-def ignore_sigint():
-    """Workers leave Ctrl-C to the main process, which stops them (no traceback per worker)."""
+def _child(func, job, conn):
+    """One worker process: Ctrl-C is left to the main process, which stops the workers."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        conn.send(func(job))
+    finally:
+        conn.close()
+
+
+def run_parallel(func, jobs, n):
+    """Yield func(job) for every job, at most n at a time, each in a forked process of its own.
+
+    Workers share no queue or lock (as multiprocessing.Pool's do), so a worker killed by a signal
+    or by the out-of-memory killer cannot wedge the others: its class is reported as an error, and
+    on any exit of the main process the workers still running are killed and reaped.
+    """
+    ctx = multiprocessing.get_context("fork")
+    running = {}                       # result pipe -> (process, job)
+    todo = iter(jobs)
+    try:
+        while True:
+            while len(running) < n:
+                job = next(todo, None)
+                if job is None:
+                    break
+                reader, writer = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_child, args=(func, job, writer), daemon=True)
+                proc.start()
+                writer.close()
+                running[reader] = (proc, job)
+            if not running:
+                return
+            for reader in multiprocessing.connection.wait(list(running)):
+                proc, job = running.pop(reader)
+                try:
+                    result = reader.recv()
+                except EOFError:       # the worker died before it could answer
+                    result = None
+                reader.close()
+                proc.join()
+                if result is None:
+                    result = ("error", job[3], "%s: the worker extracting it died (exit code %s: "
+                              "killed, or out of memory?); a rerun extracts it again"
+                              % (job[3], proc.exitcode), 0, {})
+                yield result
+    finally:
+        for proc, _ in running.values():
+            proc.kill()
+        for proc, _ in running.values():
+            proc.join()
 
 
 def on_sigterm(signum, frame):
@@ -730,28 +777,15 @@ def do_train(cfg):
     bar = Progress("train", len(todo), "classes")
     jobs = [(archive, train_dir, records, w, off, size) for w, off, size in todo]
     if todo:
-        ctx = multiprocessing.get_context("fork")
-        # Hold SIGINT/SIGTERM back while the workers start: one arriving between a fork and the
-        # worker's own handler setup would be lost there, and terminate() would wait for it forever.
-        # (The pool's helper threads keep this mask; Python runs handlers in the main thread only.)
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-        try:
-            pool = ctx.Pool(min(cfg["jobs"], len(todo)), initializer=ignore_sigint)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        with pool:
-            for status, wnid, a, b, special in pool.imap_unordered(extract_class, jobs):
-                done += 1
-                if status == "error":
-                    errors.append(a)
-                    log("error: %s", a)
-                else:
-                    images += a
-                    nbytes += b
-                bar.update(done, images, nbytes)
-            # Let the idle workers exit on their own; terminate() (the with's exit) is for errors.
-            pool.close()
-            pool.join()
+        for status, wnid, a, b, special in run_parallel(extract_class, jobs, cfg["jobs"]):
+            done += 1
+            if status == "error":
+                errors.append(a)
+                log("error: %s", a)
+            else:
+                images += a
+                nbytes += b
+            bar.update(done, images, nbytes)
         bar.update(done, images, nbytes, force=True)
         dt = time.time() - t0
         log("train: this run wrote %d images, %s in %.1f s (%.1f MB/s)",

@@ -1,6 +1,7 @@
 """01_unzip.sh: exact trees, reruns, SIGKILL at random moments, shards, hostile and broken archives."""
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import gzip
 import os
@@ -340,6 +341,38 @@ def test_ctrl_c_and_sigterm_stop_cleanly_and_rerun_finishes(tmp_path, medium, si
     r = unzip(root, "train")
     assert r.returncode == 0, r.stderr
     assert files(root / "train") == expected_train(medium.archives["train"])
+
+
+def test_a_killed_worker_fails_its_class_only_and_a_rerun_finishes(tmp_path, medium):
+    """The out-of-memory killer (here: SIGKILL) takes one worker: no hang, the class is named,
+    the other classes complete, and a rerun gives the exact tree."""
+    root = make_root(tmp_path, medium, ["train"])
+    for attempt in range(10):
+        proc = subprocess.Popen(["bash", str(UNZIP), "--root", str(root), "--jobs", "2", "train"],
+                                text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        killed = None
+        deadline = time.monotonic() + 30
+        while killed is None and time.monotonic() < deadline and proc.poll() is None:
+            main = run(["pgrep", "-P", proc.pid, "-f", "^python3 - "]).stdout.split()
+            workers = run(["pgrep", "-P", main[0]]).stdout.split() if main else []
+            if workers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(workers[0]), signal.SIGKILL)
+                    killed = workers[0]
+        err = proc.communicate(timeout=60)[1]
+        if killed and proc.returncode != 0:
+            break
+        shutil.rmtree(root / "train", ignore_errors=True)
+        shutil.rmtree(root / STATE, ignore_errors=True)
+    assert proc.returncode == 1, err[-2000:]
+    assert "the worker extracting it died (exit code -9" in err, err[-2000:]
+    assert "Traceback" not in err
+    expect = expected_train(medium.archives["train"])
+    complete_classes(root / "train", expect)
+    r = unzip(root, "train")
+    assert r.returncode == 0, r.stderr
+    assert files(root / "train") == expect
 
 
 # ----------------------------------------------------------------------------- shards
