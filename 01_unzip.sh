@@ -151,7 +151,8 @@ main() {
 # Arguments: ROOT JOBS SHARD_K SHARD_N REMOVE_ARCHIVE ARCHIVE SPLIT...
 unzip_py() {
   python3 - "$@" <<'PY'
-import contextlib, csv, json, multiprocessing, multiprocessing.connection, os, re, shutil, signal
+import contextlib, csv, itertools, json, multiprocessing, multiprocessing.connection, os, re
+import shutil, signal
 import socket, sys, tarfile, time, zlib
 import fcntl
 
@@ -541,56 +542,86 @@ def extract_class(job):
         return ("error", wnid, "%s: %s" % (label, e), 0, {})
 
 
-def _child(func, job, conn):
-    """One worker process: Ctrl-C is left to the main process, which stops the workers."""
+def _worker(func, conn, inherited):
+    """A worker process: runs the jobs it is sent until told to stop (None) or its parent is gone.
+    Ctrl-C is left to the main process, which stops the workers."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    for c in inherited:                # the other workers' pipes: else they never see EOF
+        c.close()
     try:
-        conn.send(func(job))
-    finally:
-        conn.close()
+        while True:
+            job = conn.recv()
+            if job is None:
+                return
+            conn.send(func(job))
+    except (EOFError, OSError):        # the main process is gone
+        return
 
 
 def run_parallel(func, jobs, n):
-    """Yield func(job) for every job, at most n at a time, each in a forked process of its own.
+    """Yield func(job) for every job, in up to n worker processes.
 
-    Workers share no queue or lock (as multiprocessing.Pool's do), so a worker killed by a signal
-    or by the out-of-memory killer cannot wedge the others: its class is reported as an error, and
-    on any exit of the main process the workers still running are killed and reaped.
+    Each worker has a pipe of its own to the main process and they share no queue or lock (as
+    multiprocessing.Pool's do), so a worker killed by a signal or by the out-of-memory killer cannot
+    wedge the others: its job is reported as an error and a new worker takes over. On any exit of
+    the main process the workers still running are killed and reaped.
     """
     ctx = multiprocessing.get_context("fork")
-    running = {}                       # result pipe -> (process, job)
     todo = iter(jobs)
+    busy = {}                          # pipe -> (process, job it is working on)
+
+    def start(job):
+        conn, child = ctx.Pipe()
+        proc = ctx.Process(target=_worker, args=(func, child, list(busy) + [conn]), daemon=True)
+        # A signal arriving between the fork and the worker's own handler setup would be lost
+        # there (Python drops it once the handler is SIG_DFL): hold it back until then.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        child.close()
+        conn.send(job)
+        busy[conn] = (proc, job)
+
     try:
-        while True:
-            while len(running) < n:
-                job = next(todo, None)
-                if job is None:
-                    break
-                reader, writer = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=_child, args=(func, job, writer), daemon=True)
-                proc.start()
-                writer.close()
-                running[reader] = (proc, job)
-            if not running:
-                return
-            for reader in multiprocessing.connection.wait(list(running)):
-                proc, job = running.pop(reader)
+        for job in itertools.islice(todo, n):
+            start(job)
+        while busy:
+            for conn in multiprocessing.connection.wait(list(busy)):
+                proc, job = busy.pop(conn)
                 try:
-                    result = reader.recv()
-                except EOFError:       # the worker died before it could answer
-                    result = None
-                reader.close()
-                proc.join()
-                if result is None:
+                    result = conn.recv()
+                except EOFError:       # the worker died before it could answer: replace it
+                    conn.close()
+                    proc.join()
                     result = ("error", job[3], "%s: the worker extracting it died (exit code %s: "
                               "killed, or out of memory?); a rerun extracts it again"
                               % (job[3], proc.exitcode), 0, {})
+                    job = next(todo, None)
+                    if job is not None:
+                        start(job)
+                else:
+                    job = next(todo, None)
+                    try:
+                        conn.send(job)     # the next job, or None: stop
+                        sent = True
+                    except OSError:        # it died right after answering
+                        sent = False
+                    if sent and job is not None:
+                        busy[conn] = (proc, job)
+                    else:
+                        conn.close()
+                        proc.join()
+                        if job is not None:
+                            start(job)     # a new worker takes the job
                 yield result
     finally:
-        for proc, _ in running.values():
+        for proc, _ in busy.values():
             proc.kill()
-        for proc, _ in running.values():
+        for proc, _ in busy.values():
             proc.join()
 
 
