@@ -594,7 +594,9 @@ def run_parallel(func, jobs, n):
                 proc, job = busy.pop(conn)
                 try:
                     result = conn.recv()
-                except EOFError:       # the worker died before it could answer: replace it
+                except (EOFError, OSError):
+                    # The worker died before it could answer (EOF, or a reset when it left a job
+                    # unread): report its job and replace it.
                     conn.close()
                     proc.join()
                     result = ("error", job[3], "%s: the worker extracting it died (exit code %s: "
