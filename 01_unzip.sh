@@ -572,6 +572,13 @@ def run_parallel(func, jobs, n):
     todo = iter(jobs)
     busy = {}                          # pipe -> (process, job it is working on)
 
+    def send(conn, msg) -> bool:
+        try:
+            conn.send(msg)
+            return True
+        except OSError:                # it died right after answering
+            return False
+
     def start(job):
         conn, child = ctx.Pipe()
         proc = ctx.Process(target=_worker, args=(func, child, list(busy) + [conn]), daemon=True)
@@ -594,31 +601,22 @@ def run_parallel(func, jobs, n):
                 proc, job = busy.pop(conn)
                 try:
                     result = conn.recv()
-                except (EOFError, OSError):
-                    # The worker died before it could answer (EOF, or a reset when it left a job
-                    # unread): report its job and replace it.
+                except (EOFError, OSError):    # died before answering (EOF, or a reset when it
+                    result = None              # left a job unread)
+                nxt = next(todo, None)
+                if result is not None and nxt is not None and send(conn, nxt):
+                    busy[conn] = (proc, nxt)   # same worker, next job
+                else:                          # no more jobs, or the worker is dead
+                    if result is not None:
+                        send(conn, None)       # stop
                     conn.close()
                     proc.join()
+                    if nxt is not None:
+                        start(nxt)             # a new worker takes the job
+                if result is None:
                     result = ("error", job[3], "%s: the worker extracting it died (exit code %s: "
                               "killed, or out of memory?); a rerun extracts it again"
                               % (job[3], proc.exitcode), 0, {})
-                    job = next(todo, None)
-                    if job is not None:
-                        start(job)
-                else:
-                    job = next(todo, None)
-                    try:
-                        conn.send(job)     # the next job, or None: stop
-                        sent = True
-                    except OSError:        # it died right after answering
-                        sent = False
-                    if sent and job is not None:
-                        busy[conn] = (proc, job)
-                    else:
-                        conn.close()
-                        proc.join()
-                        if job is not None:
-                            start(job)     # a new worker takes the job
                 yield result
     finally:
         for proc, _ in busy.values():
