@@ -30,6 +30,7 @@ from typing import Optional
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from benchmark import print_table  # noqa: E402
 from httpserver import FaultServer  # noqa: E402
 
 SCRIPT = HERE.parent / "00_download.sh"
@@ -155,13 +156,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                      "value": again, "unit": "B", "baseline": None, "ratio": None, "goal": "0"})
     print("\n00_download.sh benchmark: %d MB file, loopback server capped at %g MB/s per connection, "
           "%d round(s), %d cores" % (mb, a.rate_mb, a.repeat, os.cpu_count() or 0))
-    print("%-58s %10s %-5s %9s %6s  %s" % ("measure", "value", "unit", "baseline", "ratio", "goal"))
-    for r in rows:
-        print("%-58s %10s %-5s %9s %6s  %s" % (r["measure"], r["value"], r["unit"],
-                                               "" if r["baseline"] is None else r["baseline"],
-                                               "" if r["ratio"] is None else r["ratio"], r["goal"]))
+    rows = [dict(benchmark="download", **r) for r in rows]
+    print_table(rows)
     if a.json:
-        a.json.write_text(json.dumps([dict(benchmark="download", **r) for r in rows], indent=1) + "\n")
+        a.json.write_text(json.dumps(rows, indent=1) + "\n")
     ok = t1 / tn >= goal and all(again == 0 for _, again in resume.values())
     return 0 if ok else 1
 

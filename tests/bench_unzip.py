@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from benchmark import print_table
+
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 SCRIPT = REPO / "01_unzip.sh"
@@ -225,13 +227,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("\n01_unzip.sh benchmark (%s, %d cores, median of %d rounds; every time includes sync)"
               % (note, os.cpu_count() or 0, args.repeat))
         print("rounds: " + "; ".join("%s %s" % (k, " ".join("%.2f" % t for t in v)) for k, v in allt.items()))
-        print("%-52s %10s %-6s %10s %7s  %s" % ("measure", "value", "unit", "baseline", "ratio", "goal"))
-        for r in rows:
-            print("%-52s %10s %-6s %10s %7s  %s" % (r["measure"], r["value"], r["unit"],
-                                                     "" if r["baseline"] is None else r["baseline"],
-                                                     "" if r["ratio"] is None else r["ratio"], r["goal"]))
+        rows = [dict(benchmark="unzip", **r) for r in rows]
+        print_table(rows)
         if args.json:
-            args.json.write_text(json.dumps([dict(benchmark="unzip", **r) for r in rows], indent=1) + "\n")
+            args.json.write_text(json.dumps(rows, indent=1) + "\n")
     finally:
         if not args.keep:
             for g in generated:

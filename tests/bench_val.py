@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+from benchmark import print_table
+
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE.parent / "03_build_val_class_folders.py"
 VAL = "ILSVRC2012_val_%08d.JPEG"
@@ -151,13 +153,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                      "baseline": None, "ratio": None, "goal": ""})
     print("contender runs: %s s; baseline %.2f s" % (", ".join("%.3f" % r for r in runs), t_base),
           file=sys.stderr)
-    cols = ["benchmark", "measure", "value", "unit", "baseline", "ratio", "goal"]
-    cells = [[("-" if r[c] is None or r[c] == "" else str(r[c])) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-    print("| " + " | ".join(c.ljust(w) for c, w in zip(cols, widths)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for row in cells:
-        print("| " + " | ".join(v.ljust(w) for v, w in zip(row, widths)) + " |")
+    print_table(rows)
     met = t_ours < GOAL_SECONDS and t_base / t_ours >= GOAL_RATIO
     print("goal (%s): %s" % (goal, "met" if met else "NOT met"))
     if args.json:
