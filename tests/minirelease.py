@@ -22,6 +22,7 @@ differs from the sorted-WNID order and tests catch code that mixes the two.
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import hashlib
 import io
@@ -96,8 +97,13 @@ class Release:
     def wnids_sorted(self) -> list[str]:
         return sorted(c.wnid for c in self.classes)
 
+    @functools.cached_property
+    def _index_of(self) -> dict[str, int]:
+        return {w: i for i, w in enumerate(self.wnids_sorted)}
+
     def class_index(self, wnid: str) -> int:
-        return self.wnids_sorted.index(wnid)
+        """0-based position in sorted-WNID order (torchvision ImageFolder, Keras, TFDS, timm)."""
+        return self._index_of[wnid]
 
 
 # ----------------------------------------------------------------------------- images
