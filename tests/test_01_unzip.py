@@ -134,14 +134,16 @@ def test_missing_archive_names_file_and_folder(tmp_path):
     assert not (tmp_path / "val").exists() and not (tmp_path / "test").exists()
 
 
-def test_works_when_copied_alone_into_a_job_folder(tmp_path, release):
+def test_copied_alone_says_the_package_is_missing(tmp_path, release):
     job = tmp_path / "job"
     job.mkdir()
     shutil.copy(UNZIP, job / "01_unzip.sh")
     root = make_root(tmp_path, release, ["val"])
     r = run(["bash", "01_unzip.sh", "val"], cwd=job, env=dict(os.environ, IMAGENET_ROOT=str(root)))
-    assert r.returncode == 0, r.stderr
-    assert files(root / "val") == expected_flat(release.archives["val"])
+    assert r.returncode == 1
+    assert "needs the folder imagenet_prep/ beside it" in r.stderr
+    assert "copy or clone the whole repository folder" in r.stderr
+    assert not (root / "val").exists()
     assert sorted(p.name for p in job.iterdir()) == ["01_unzip.sh"]
 
 
@@ -354,7 +356,7 @@ def test_a_killed_worker_fails_its_class_only_and_a_rerun_finishes(tmp_path, med
         killed = None
         deadline = time.monotonic() + 30
         while killed is None and time.monotonic() < deadline and proc.poll() is None:
-            main = run(["pgrep", "-P", proc.pid, "-f", "^python3 - "]).stdout.split()
+            main = run(["pgrep", "-P", proc.pid, "-f", "imagenet_prep.unzip"]).stdout.split()
             workers = run(["pgrep", "-P", main[0]]).stdout.split() if main else []
             if workers:
                 with contextlib.suppress(ProcessLookupError):

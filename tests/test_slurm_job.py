@@ -75,11 +75,13 @@ def write_urls(path: Path, release, broken: str = "") -> Path:
 
 
 def job_dir(tmp_path: Path, release, broken: str = "") -> Path:
-    """What a user sets up: the four scripts, the two job scripts and urls.sh in one folder."""
+    """What a user sets up: the four scripts with their package, the job scripts and urls.sh."""
     job = tmp_path / "job"
     job.mkdir()
     for name in SCRIPTS:
         shutil.copy2(REPO / name, job / name)
+    shutil.copytree(REPO / "imagenet_prep", job / "imagenet_prep",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     for name in (PREP, PREP_LOCAL):
         shutil.copy2(SLURM_DIR / name, job / name)
     write_urls(job / "urls.sh", release, broken)
