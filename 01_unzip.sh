@@ -16,6 +16,8 @@ set -euo pipefail
 
 readonly PROG=01_unzip.sh
 readonly SPLITS=(train val test devkit)
+readonly MAX_SHARDS=10000  # --shard K/N: N at most this (the release has 1,000 classes)
+readonly MAX_JOBS=1024     # --jobs N: at most this
 
 root=${IMAGENET_ROOT:-.}  # --root DIR: data folder (default: $IMAGENET_ROOT, else the current dir)
 archive=""                # --archive PATH: the archive to read (default: ROOT/downloads/<official name>)
@@ -64,21 +66,24 @@ usage_error() {
 resolve_shard() {
   local id min step count v
   if [[ -n $shard ]]; then
-    [[ $shard =~ ^([0-9]+)/([0-9]+)$ ]] || usage_error "--shard wants K/N, e.g. --shard 0/8 (got '$shard')"
+    # at most 5 digits each: the numbers reach bash arithmetic only once checked (no overflow)
+    [[ $shard =~ ^([0-9]{1,5})/([0-9]{1,5})$ ]] ||
+      usage_error "--shard wants K/N with 0 <= K < N <= $MAX_SHARDS, e.g. --shard 0/8 (got '$shard')"
     shard_k=$((10#${BASH_REMATCH[1]}))
     shard_n=$((10#${BASH_REMATCH[2]}))
-    ((shard_n >= 1 && shard_k < shard_n)) || usage_error "--shard K/N needs 0 <= K < N (got '$shard')"
+    ((shard_n >= 1 && shard_n <= MAX_SHARDS && shard_k < shard_n)) ||
+      usage_error "--shard K/N needs 0 <= K < N <= $MAX_SHARDS (got '$shard')"
   elif [[ -n ${SLURM_ARRAY_TASK_ID:-} && -n ${SLURM_ARRAY_TASK_COUNT:-} ]]; then
     id=${SLURM_ARRAY_TASK_ID}
     min=${SLURM_ARRAY_TASK_MIN:-0}
     step=${SLURM_ARRAY_TASK_STEP:-1}
     count=${SLURM_ARRAY_TASK_COUNT}
     for v in "$id" "$min" "$step" "$count"; do
-      [[ $v =~ ^[0-9]+$ ]] || die "SLURM_ARRAY_TASK_* must be numbers (got '$v'); pass --shard K/N instead"
+      [[ $v =~ ^[0-9]{1,7}$ ]] || die "SLURM_ARRAY_TASK_* must be numbers of at most 7 digits (got '$v'); pass --shard K/N instead"
     done
     shard_k=$(((10#$id - 10#$min) / (10#$step > 0 ? 10#$step : 1)))
     shard_n=$((10#$count))
-    ((shard_n >= 1 && shard_k >= 0 && shard_k < shard_n)) ||
+    ((shard_n >= 1 && shard_n <= MAX_SHARDS && shard_k >= 0 && shard_k < shard_n)) ||
       die "cannot derive a shard from SLURM_ARRAY_TASK_ID=$id (MIN=$min STEP=$step COUNT=$count); pass --shard K/N"
     log "SLURM array task $id: shard $shard_k/$shard_n"
   else
@@ -130,8 +135,8 @@ main() {
   if [[ -z $jobs ]]; then
     jobs=$(nproc 2>/dev/null || echo 1)
   fi
-  if ! [[ $jobs =~ ^[0-9]+$ ]] || ((10#$jobs < 1)); then
-    usage_error "--jobs wants a number >= 1 (got '$jobs')"
+  if ! [[ $jobs =~ ^[0-9]{1,4}$ ]] || ((10#$jobs < 1 || 10#$jobs > MAX_JOBS)); then
+    usage_error "--jobs wants a number from 1 to $MAX_JOBS (got '$jobs')"
   fi
   jobs=$((10#$jobs))
   resolve_shard

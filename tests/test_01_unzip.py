@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import gzip
+import io
 import os
 import random
 import shutil
@@ -267,7 +268,7 @@ def test_verification_notices_a_class_changed_before_the_split_was_done(tmp_path
     next(victim.iterdir()).unlink()                  # a file lost between the two shards
     r = unzip(root, "--shard", "1/2", "train")
     assert r.returncode == 1
-    assert "%s holds %d files, but %d were extracted" % (victim, len(release.train[wnids[0]]) - 1,
+    assert "%s holds %d files, but 01_unzip.sh wrote %d into it" % (victim, len(release.train[wnids[0]]) - 1,
                                                         len(release.train[wnids[0]])) in r.stderr
     assert not (root / STATE / "train.done").exists()
     shutil.rmtree(victim)
@@ -464,15 +465,19 @@ def test_busy_shard_lock_is_reported(tmp_path, release):
 # ----------------------------------------------------------------------------- bad input
 
 HOSTILE_MESSAGES = {
-    "outer-dotdot": "member ../n01000002.tar refused",
-    "outer-abs": "member /tmp/n01000002.tar refused",
-    "outer-symlink": "member n01000002.tar -> /etc/passwd is a symbolic link; refused",
+    "outer-dotdot": "1 member(s) refused, only WNID.tar files (e.g. n01440764.tar) belong here: "
+                    "../n01000002.tar",
+    "outer-abs": "1 member(s) refused, only WNID.tar files (e.g. n01440764.tar) belong here: "
+                 "/tmp/n01000002.tar",
+    "outer-symlink": "1 member(s) refused, only WNID.tar files (e.g. n01440764.tar) belong here: "
+                     "n01000002.tar -> /etc/passwd is a symbolic link",
     "inner-dotdot": "member ../../escaped.JPEG refused",
     "inner-abs": "member /tmp/escaped.JPEG refused",
     "inner-symlink": "member n01000002_7.JPEG -> ../../../etc/passwd is a symbolic link; refused",
     "inner-device": "member n01000002_7.JPEG is a character device; refused",
     "inner-badname": "member n01000002_7.sh refused",
-    "val-dotdot": "member ../ILSVRC2012_val_00000002.JPEG refused",
+    "val-dotdot": "1 member(s) refused, expected names like ILSVRC2012_val_<8 digits>.JPEG: "
+                  "../ILSVRC2012_val_00000002.JPEG",
     "val-symlink": "member ILSVRC2012_val_00000002.JPEG -> /etc/passwd is a symbolic link; refused",
     "truncated": "truncated inside member n01000003.tar",
     "not-a-tar": "is an HTML page, not a tar archive",
@@ -600,3 +605,305 @@ def test_remove_archive_keeps_a_broken_archive(tmp_path):
     r = unzip(root, "--remove-archive", "train")
     assert r.returncode == 1
     assert (root / "downloads" / TRAIN).exists()
+
+
+# ----------------------------------------------------------------------------- hostile input (issue 10)
+
+OFFICIAL_TRAIN_SIZE = 147_897_477_120
+OFFICIAL_VAL_SIZE = 6_744_924_160
+
+
+def tar_header(name: str, size: int, typ: bytes = b"0", mode: int = 0o644,
+               raw_size: bytes = b"") -> bytes:
+    """One ustar header, written by hand so that tests can put any value in any field."""
+    h = bytearray(512)
+    h[0:len(name)] = name.encode()
+    h[100:108] = b"%07o\0" % mode
+    h[108:116] = h[116:124] = b"0000000\0"
+    h[124:136] = raw_size.ljust(12, b"\0") if raw_size else b"%011o\0" % size
+    h[136:148] = b"%011o\0" % minirelease.MTIME
+    h[148:156] = b" " * 8
+    h[156:157] = typ
+    h[257:265] = b"ustar\x0000"
+    h[148:156] = b"%06o\0 " % sum(h)
+    return bytes(h)
+
+
+def tar_member(name: str, data: bytes, typ: bytes = b"0", **kw) -> bytes:
+    return tar_header(name, len(data), typ, **kw) + data + bytes(-len(data) % 512)
+
+
+def tar_end(body: bytes) -> bytes:
+    """End-of-archive blocks and padding to a 10 KiB record, as tar writes them."""
+    body += bytes(1024)
+    return body + bytes(-len(body) % 10240)
+
+
+PAX_ZERO_LENGTH = b"0 \n" + b"20 path=whatever.tar\n"
+PAX_BAD_SIZE = b"12 size=abc\n"
+
+
+def pax_then(records: bytes, name: str, data: bytes) -> bytes:
+    return tar_member("PaxHeaders/x", records, b"x") + tar_member(name, data)
+
+
+def class_tar(wnid: str, n: int = 2, extra: bytes = b"") -> bytes:
+    body = b"".join(tar_member("%s_%d.JPEG" % (wnid, i), b"\xff\xd8" + bytes(300)) for i in range(n))
+    return tar_end(body + extra)
+
+
+@pytest.mark.parametrize("split, size", [("train", OFFICIAL_TRAIN_SIZE), ("val", OFFICIAL_VAL_SIZE)])
+def test_official_size_archive_with_a_zero_tail_is_an_unfinished_download(tmp_path, release, split,
+                                                                          size):
+    """A preallocated download of the official size, filled in only at its start: never done,
+    never removed (the official-size file is sparse here, so this costs no disk)."""
+    root = make_root(tmp_path, release, [split])
+    archive = root / "downloads" / release.archives[split].name
+    os.truncate(archive, size)
+    r = unzip(root, "--remove-archive", split, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert "an unfinished download (a preallocated file not filled in yet?)" in r.stderr
+    assert archive.exists() and archive.stat().st_size == size
+    assert not (root / STATE / (split + ".done")).exists()
+    assert "complete:" not in r.stderr and "removed" not in r.stderr
+
+
+def test_zeros_or_data_after_the_end_of_an_archive_are_refused(tmp_path, release):
+    root = make_root(tmp_path, release, ["val"])
+    archive = root / "downloads" / VAL
+    good = archive.read_bytes()
+    archive.write_bytes(good + bytes(5 << 20))
+    r = unzip(root, "val")
+    assert r.returncode == 1 and "but the file goes on for 5.0 MiB more" in r.stderr, r.stderr
+    archive.write_bytes(good + b"more data")
+    r = unzip(root, "val")
+    assert r.returncode == 1 and "data after the end-of-archive marker" in r.stderr, r.stderr
+    assert not (root / "val").exists()
+    archive.write_bytes(good)
+    assert unzip(root, "val").returncode == 0
+
+
+def test_official_counts_are_errors_for_an_archive_of_the_official_size():
+    from imagenet_prep import unzip as unzip_module
+    with pytest.raises(unzip_module.Fail, match="holds 1,281,167 images in 1,000 classes, this one 12"):
+        unzip_module.official_counts("train", OFFICIAL_TRAIN_SIZE, 3, 12)
+    with pytest.raises(unzip_module.Fail, match="holds 50,000 images, this one 49,999"):
+        unzip_module.official_counts("val", OFFICIAL_VAL_SIZE, None, 49_999)
+    unzip_module.official_counts("train", OFFICIAL_TRAIN_SIZE, 1000, 1_281_167)
+    unzip_module.official_counts("train", 12345, 3, 12)          # not the official archive: no check
+
+
+def test_class_folders_not_written_by_01_are_refused(tmp_path, release):
+    """A class folder made by another tool (here: tar) or cut short, and an empty one."""
+    root = make_root(tmp_path, release, ["train"])
+    wnids = release.wnids_sorted
+    foreign, half, empty = (root / "train" / w for w in wnids[:3])
+    for d in (foreign, half, empty):
+        d.mkdir(parents=True)
+    expect = expected_train(release.archives["train"])
+    for name, data in expect.items():
+        w, f = name.split("/")
+        if w == wnids[0] or (w == wnids[1] and not (half / "x").exists()):
+            (root / "train" / name).write_bytes(data)
+            if w == wnids[1]:
+                (half / "x").write_bytes(b"")
+    before = files(root / "train")
+    r = unzip(root, "train")
+    assert r.returncode == 1
+    assert "2 class folder(s) in %s are not as 01_unzip.sh left them" % (root / "train") in r.stderr
+    assert "%s (%d files, not written by 01_unzip.sh)" % (wnids[0], len(release.train[wnids[0]])) \
+        in r.stderr
+    assert "%s (2 files, not written by 01_unzip.sh)" % wnids[1] in r.stderr
+    assert "Move them out of" in r.stderr
+    assert "%s was an empty folder; removed it" % empty in r.stderr
+    assert files(root / "train") == before                    # no file touched
+    assert not (root / STATE / "train.done").exists()
+    shutil.rmtree(foreign)
+    shutil.rmtree(half)
+    r = unzip(root, "train")
+    assert r.returncode == 0, r.stderr
+    assert files(root / "train") == expect
+
+
+def test_a_file_added_to_a_class_is_noticed_before_done(tmp_path, release):
+    root = make_root(tmp_path, release, ["train"])
+    wnids = release.wnids_sorted
+    assert unzip(root, "--shard", "0/2", "train").returncode == 0
+    (root / "train" / wnids[0] / "stray.JPEG").write_bytes(b"x")
+    r = unzip(root, "--shard", "1/2", "train")
+    assert r.returncode == 1
+    assert "but 01_unzip.sh wrote %d into it" % len(release.train[wnids[0]]) in r.stderr
+    assert not (root / STATE / "train.done").exists()
+
+
+@pytest.mark.parametrize("where", ["outer", "class", "val"])
+@pytest.mark.parametrize("records, said", [(PAX_ZERO_LENGTH, "corrupt pax header (record at offset 0"),
+                                           (PAX_BAD_SIZE, "corrupt pax header (size='abc'")])
+def test_corrupt_pax_headers_are_errors_not_hangs(tmp_path, where, records, said):
+    root = tmp_path / "root"
+    (root / "downloads").mkdir(parents=True)
+    if where == "val":
+        body = tar_member("ILSVRC2012_val_00000001.JPEG", b"\xff\xd8" + bytes(100))
+        body += pax_then(records, "ILSVRC2012_val_00000002.JPEG", b"\xff\xd8" + bytes(100))
+        (root / "downloads" / VAL).write_bytes(tar_end(body))
+        label = VAL
+    elif where == "outer":
+        body = tar_member("n01000001.tar", class_tar("n01000001"))
+        body += pax_then(records, "n01000002.tar", class_tar("n01000002"))
+        (root / "downloads" / TRAIN).write_bytes(tar_end(body))
+        label = TRAIN
+    else:
+        inner = pax_then(records, "n01000002_9.JPEG", b"\xff\xd8" + bytes(100))
+        body = tar_member("n01000001.tar", class_tar("n01000001"))
+        body += tar_member("n01000002.tar", class_tar("n01000002", extra=inner))
+        (root / "downloads" / TRAIN).write_bytes(tar_end(body))
+        label = TRAIN + ": n01000002.tar"
+    r = unzip(root, "val" if where == "val" else "train", timeout=30)
+    assert r.returncode == 1, r.stderr
+    assert label in r.stderr and said in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and "worker extracting it died" not in r.stderr
+    assert not (root / STATE / "train.done").exists() and not (root / "val").exists()
+
+
+@pytest.mark.parametrize("raw, said", [(b"1e9", "bad number b'1e9'"), (b"1_0", "bad number b'1_0'"),
+                                       (b"\xff" + bytes(11), "negative base-256 number")])
+def test_bad_numbers_in_a_header_are_errors(tmp_path, raw, said):
+    root = tmp_path / "root"
+    (root / "downloads").mkdir(parents=True)
+    body = tar_header("ILSVRC2012_val_00000001.JPEG", 0, raw_size=raw) + bytes(512)
+    (root / "downloads" / VAL).write_bytes(tar_end(body))
+    r = unzip(root, "val", timeout=30)
+    assert r.returncode == 1 and said in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def _mount_tmpfs(folder: Path, size: str) -> None:
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + size, "tmpfs", str(folder)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+
+
+def _umount(folder: Path) -> None:
+    for _ in range(20):
+        if subprocess.run(["umount", str(folder)], capture_output=True).returncode == 0:
+            return
+        time.sleep(0.2)
+    subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def test_a_full_disk_while_extracting_the_devkit_says_disk_full(tmp_path):
+    """The devkit passes the preflight (it compresses 1000:1 here) and fills the disk."""
+    src = tmp_path / DEVKIT
+    with tarfile.open(src, "w:gz") as tar:
+        for name, data in (("ILSVRC2012_devkit_t12/data/meta.mat", b"m" * 100),
+                           ("ILSVRC2012_devkit_t12/data/zeros.bin", bytes(3 << 20))):
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tar.addfile(ti, io.BytesIO(data))
+    small = tmp_path / "small"
+    _mount_tmpfs(small, "2m")
+    try:
+        (small / "downloads").mkdir()
+        shutil.copy(src, small / "downloads" / DEVKIT)
+        r = unzip(small, "devkit")
+        assert r.returncode == 1
+        assert "not enough free space in %s" % small in r.stderr     # the preflight knows now
+        assert "damaged" not in r.stderr
+        assert sorted(p.name for p in small.iterdir()) == [".01_unzip", "downloads"]
+    finally:
+        _umount(small)
+
+
+def test_a_full_disk_while_extracting_train_is_said_once(tmp_path):
+    """Tiny images pass the preflight but take a 4 KiB page each on tmpfs: the disk fills up.
+    One disk-full message and a count, not one line per remaining class."""
+    rel = minirelease.make_release(tmp_path / "rel", classes=40, images=(20, 30), val_per_class=1,
+                                   test=2, kib=0.1, seed=5)
+    small = tmp_path / "small"
+    _mount_tmpfs(small, "2m")
+    try:
+        r = unzip(small, "--jobs", "2", "--archive", rel.archives["train"], "train")
+        assert r.returncode == 1
+        assert "the disk is full (or the quota is used up): cannot write to %s" % (small / "train") \
+            in r.stderr, r.stderr
+        assert r.stderr.count("the disk is full") == 1, r.stderr
+        assert "the disk filled up:" in r.stderr and "not started" in r.stderr
+        assert len(r.stderr.splitlines()) < 25, r.stderr
+        assert not [p for p in (small / "train").iterdir() if p.name.startswith(".")]
+    finally:
+        _umount(small)
+
+
+def test_val_as_a_link_to_a_folder_on_another_disk(tmp_path, release):
+    root = make_root(tmp_path, release, ["val", "test"])
+    elsewhere = tmp_path / "disk2" / "imagenet_val"
+    elsewhere.mkdir(parents=True)
+    (root / "val").symlink_to(elsewhere)
+    (root / "test").symlink_to(tmp_path / "disk2" / "missing")
+    r = unzip(root, "val", "test")
+    assert r.returncode == 1
+    assert "test: %s is a symbolic link to %s, which is not a folder: create that folder" \
+        % (root / "test", tmp_path / "disk2" / "missing") in r.stderr
+    assert "Errno" not in r.stderr
+    assert (root / "val").is_symlink()
+    assert files(elsewhere) == expected_flat(release.archives["val"])
+    assert sorted(p.name for p in (tmp_path / "disk2").iterdir()) == ["imagenet_val"]
+    r = unzip(root, "val")
+    assert r.returncode == 0 and "val: already done" in r.stderr
+
+
+def test_the_val_archive_given_as_train_is_summarised(tmp_path):
+    rel = minirelease.make_release(tmp_path / "rel", classes=20, images=(2, 3), val_per_class=10,
+                                   test=2, kib=0.1, seed=6)
+    r = unzip(tmp_path, "--archive", rel.archives["val"], "train")
+    assert r.returncode == 1
+    assert "200 member(s) refused, only WNID.tar files (e.g. n01440764.tar) belong here (this looks " \
+        "like the val or test archive, not the train archive): ILSVRC2012_val_00000001.JPEG" in r.stderr
+    assert "... and 195 more" in r.stderr
+    assert len(r.stderr.splitlines()) < 10, r.stderr
+    r = unzip(tmp_path, "--archive", rel.archives["train"], "val")
+    assert r.returncode == 1 and "(this looks like the train archive)" in r.stderr
+    assert len(r.stderr.splitlines()) < 10, r.stderr
+
+
+@pytest.mark.parametrize("shard", ["0/18446744073709551617", "0/100001", "99999/100000"])
+def test_huge_shard_numbers_are_usage_errors(tmp_path, release, shard):
+    root = make_root(tmp_path, release, ["train"])
+    r = unzip(root, "--shard", shard, "train")
+    assert r.returncode == 2 and "0 <= K < N <= 10000" in r.stderr
+    assert not (root / "train").exists()
+
+
+def test_huge_slurm_array_numbers_are_refused(tmp_path, release):
+    root = make_root(tmp_path, release, ["train"])
+    r = unzip(root, "train", env={"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "18446744073709551617"})
+    assert r.returncode == 1 and "at most 7 digits" in r.stderr
+    assert not (root / "train").exists()
+
+
+def test_files_keep_the_archive_times_and_safe_modes(tmp_path, release):
+    root = make_root(tmp_path, release)
+    assert unzip(root, "all").returncode == 0
+    for split in ("train", "val", "test", "devkit"):
+        for p in (root / split).rglob("*"):
+            if p.is_file():
+                assert p.stat().st_mtime == minirelease.MTIME, p
+                assert p.stat().st_mode & 0o7777 == 0o644, p
+    for p in (root / "train").iterdir():
+        assert p.stat().st_mtime == minirelease.MTIME, p
+    # a member with set-user-ID and world-writable bits: none of that reaches the disk
+    src = tmp_path / VAL
+    src.write_bytes(tar_end(tar_member("ILSVRC2012_val_00000001.JPEG", b"\xff\xd8" + bytes(10),
+                                       mode=0o4777)))
+    other = tmp_path / "other"
+    other.mkdir()
+    assert unzip(other, "--archive", src, "val").returncode == 0
+    mode = (other / "val" / "ILSVRC2012_val_00000001.JPEG").stat().st_mode & 0o7777
+    assert mode == 0o777 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
