@@ -18,6 +18,10 @@ OUT receives::
 
 Class order: devkit IDs 1..K are given to the classes in a shuffled order, so that the devkit order
 differs from the sorted-WNID order and tests catch code that mixes the two.
+
+Images: every one decodes (Pillow, torchvision's ImageFolder): a 16x16 baseline JPEG, or for the
+specials a CMYK JPEG and a PNG, as in the real release, brought to a random size around the mean
+(--kib) with random bytes in segments a decoder skips, so that no two files are equal.
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ import json
 import random
 import sys
 import tarfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -42,6 +47,7 @@ VAL_TAR = "ILSVRC2012_img_val.tar"
 TEST_TAR = "ILSVRC2012_img_test_v10102019.tar"
 DEVKIT_2012 = "ILSVRC2012_devkit_t12.tar.gz"
 DEVKIT_2017 = "ILSVRC2017_devkit.tar.gz"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MTIME = 1339632000  # 2012-06-14, fixed so archives are byte-identical for a seed
 
 REAL_TRAIN_TOTAL = 1_281_167
@@ -108,22 +114,87 @@ class Release:
 
 # ----------------------------------------------------------------------------- images
 
+IMAGE_SIDE = 16        # pixels; every generated image is 16x16
+_COM_MAX = 65533       # most bytes one JPEG comment segment holds (its length field is 2 bytes)
+_DISTINCT = 8          # random bytes every image carries at least, so no two are equal
+
+
+def _segment(marker: int, payload: bytes) -> bytes:
+    """A JPEG marker segment: FF, the marker, a 2-byte length that counts itself, the payload."""
+    return bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload
+
+
+def _tiny_jpeg(components: int) -> tuple[bytes, bytes]:
+    """A valid 16x16 baseline JPEG of flat mid-grey, split where padding may go: (SOI + APP, rest).
+
+    1 component: greyscale; 3: JFIF YCbCr; 4: CMYK, marked as such by an Adobe APP14 segment
+    (transform 0). Every 8x8 block is coded as "DC difference 0, end of block", so a DC and an AC
+    Huffman table with a single 1-bit code (0) each suffice, and the scan is 2 zero bits per
+    block, padded with 1-bits to a whole byte.
+    """
+    if components == 4:
+        app = _segment(0xEE, b"Adobe" + (100).to_bytes(2, "big") + bytes(4) + b"\x00")
+    else:
+        app = _segment(0xE0, b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00")
+    dqt = _segment(0xDB, b"\x00" + bytes([1]) * 64)                 # table 0: all steps 1
+    side = IMAGE_SIDE.to_bytes(2, "big")
+    sof = _segment(0xC0, b"\x08" + side + side + bytes([components]) + b"".join(
+        bytes([i, 0x11, 0]) for i in range(1, components + 1)))    # no subsampling, table 0
+    one_code = bytes([1] + [0] * 15) + b"\x00"                      # one 1-bit code, symbol 0
+    dht = _segment(0xC4, b"\x00" + one_code + b"\x10" + one_code)  # DC table 0, AC table 0
+    sos = _segment(0xDA, bytes([components]) + b"".join(
+        bytes([i, 0x00]) for i in range(1, components + 1)) + b"\x00\x3f\x00")
+    bits = 2 * components * (IMAGE_SIDE // 8) ** 2
+    scan = bytes(bits // 8) + (bytes([0xFF >> bits % 8]) if bits % 8 else b"")
+    return b"\xff\xd8" + app, dqt + sof + dht + sos + scan + b"\xff\xd9"
+
+
+_JPEG = {n: _tiny_jpeg(n) for n in (1, 3, 4)}
+
+
 def fake_jpeg(rng: random.Random, size: int, components: int = 3) -> bytes:
-    """Bytes shaped like a baseline JPEG: SOI, APP0 JFIF, SOF0 with `components`, SOS, data, EOI."""
-    app0 = b"\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
-    comps = b"".join(bytes([i + 1, 0x11, 0]) for i in range(components))
-    sof = b"\xff\xc0" + (8 + 3 * components).to_bytes(2, "big") + b"\x08\x00\x10\x00\x10" + \
-        bytes([components]) + comps
-    sos = b"\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00"
-    head = b"\xff\xd8" + app0 + sof + sos
-    body_len = max(0, size - len(head) - 2)
-    body = rng.randbytes(body_len).replace(b"\xff", b"\xfe")
-    return head + body + b"\xff\xd9"
+    """A decodable 16x16 JPEG of `size` bytes, or of its smallest size (179 bytes in colour).
+
+    components: 3 (colour), 1 (greyscale) or 4 (CMYK). The bytes beyond the image are random
+    bytes from `rng` in comment (COM) segments right after the APP segment, so every image
+    differs, as real files do, and a decoder skips them.
+    """
+    head, rest = _JPEG[components]
+    pad = max(size - len(head) - len(rest), 4 + _DISTINCT)
+    n = -(-pad // (4 + _COM_MAX))                     # fewest segments that hold `pad` bytes
+    q, r = divmod(pad - 4 * n, n)
+    data = rng.randbytes(pad - 4 * n)
+    parts, at = [head], 0
+    for i in range(n):
+        length = q + (i < r)
+        parts.append(b"\xff\xfe" + (length + 2).to_bytes(2, "big") + data[at:at + length])
+        at += length
+    parts.append(rest)
+    return b"".join(parts)
+
+
+# zlib stream of the 16 rows of a 16x16 8-bit RGB image, each a filter byte 0 and 16 times the
+# pixel (200, 120, 40); a constant so that the bytes do not depend on the zlib build
+_PNG_ROWS = bytes.fromhex("78da633851a141126218d530aa61f86a000003686810")
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return len(payload).to_bytes(4, "big") + kind + payload + \
+        zlib.crc32(kind + payload).to_bytes(4, "big")
 
 
 def fake_png(rng: random.Random, size: int) -> bytes:
-    head = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\x0dIHDR\x00\x00\x00\x10\x00\x00\x00\x10\x08\x02\x00\x00\x00"
-    return head + rng.randbytes(max(0, size - len(head)))
+    """A decodable 16x16 RGB PNG of `size` bytes, or of its smallest size (99 bytes).
+
+    The bytes beyond the image are random bytes from `rng` in a private ancillary chunk (paDd)
+    after IHDR, with a correct CRC, which decoders skip.
+    """
+    side = IMAGE_SIDE.to_bytes(4, "big")
+    ihdr = _png_chunk(b"IHDR", side + side + b"\x08\x02\x00\x00\x00")  # 8-bit RGB
+    tail = _png_chunk(b"IDAT", _PNG_ROWS) + _png_chunk(b"IEND", b"")
+    head = PNG_SIGNATURE + ihdr
+    pad = max(size - len(head) - len(tail) - 12, _DISTINCT)
+    return head + _png_chunk(b"paDd", rng.randbytes(pad)) + tail
 
 
 def _image_size(rng: random.Random, kib: float) -> int:
@@ -196,7 +267,8 @@ def real_like_counts(k: int, rng: random.Random) -> list[int]:
     return counts
 
 
-def make_classes(k: int, counts: list[int], rng: random.Random) -> tuple[list[Synset], list[Synset]]:
+def make_classes(k: int, counts: list[int],
+                 rng: random.Random) -> tuple[list[Synset], list[Synset]]:
     wnids = set()
     while len(wnids) < k:
         wnids.add("n%08d" % rng.randrange(1_000_000, 15_000_000))
@@ -484,7 +556,8 @@ def make_hostile(out: Path, kind: str, seed: int = 0) -> Path:
             for w in ("n01000002", "n01000003"):
                 add_bytes(outer, w + ".tar", inner_tar(w))
         else:
-            raise ValueError("unknown hostile kind %r (one of %s)" % (kind, ", ".join(HOSTILE_KINDS)))
+            raise ValueError("unknown hostile kind %r (one of %s)"
+                             % (kind, ", ".join(HOSTILE_KINDS)))
     if kind == "truncated":
         data = path.read_bytes()
         path.write_bytes(data[: len(data) * 2 // 3])  # cut inside the last inner tar

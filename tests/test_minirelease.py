@@ -3,21 +3,26 @@ checked against the real devkit files when ../shared/reference is present."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import random
 import subprocess
 import tarfile
 import time
+import zlib
 
 import numpy as np
 import pytest
 import scipy.io
+from PIL import Image
 
 import minirelease
 from conftest import TESTS, run
 
 
 def gnu_tar_list(path, *opts):
-    out = subprocess.run(["tar", *opts, "-tf", str(path)], capture_output=True, text=True, check=True)
+    out = subprocess.run(["tar", *opts, "-tf", str(path)], capture_output=True, text=True,
+                         check=True)
     return out.stdout.split()
 
 
@@ -58,7 +63,8 @@ def test_val_test_devkit_layout(release):
 
 def test_ground_truth_uses_devkit_ids_not_sorted_index(release):
     with tarfile.open(release.archives["devkit"]) as t:
-        gt = t.extractfile("ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt").read()
+        gt = t.extractfile(
+            "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt").read()
     ids = [int(x) for x in gt.split()]
     assert ids == release.val_ids
     by_id = {c.ilsvrc_id: c.wnid for c in release.classes}
@@ -101,6 +107,98 @@ def test_images_look_like_jpeg(release):
         for m in t:
             data = t.extractfile(m).read()
             assert data[:3] == b"\xff\xd8\xff" and data[-2:] == b"\xff\xd9"
+
+
+def all_images(rel):
+    """(split, name, bytes) of every image in a release's train, val and test archives."""
+    with tarfile.open(rel.archives["train"]) as outer:
+        for m in outer:
+            with tarfile.open(fileobj=outer.extractfile(m)) as inner:
+                for f in inner:
+                    yield "train", f.name, inner.extractfile(f).read()
+    for split in ("val", "test"):
+        with tarfile.open(rel.archives[split]) as t:
+            for f in t:
+                if f.isfile():
+                    yield split, f.name, t.extractfile(f).read()
+
+
+def png_chunks(data):
+    """(type, payload, CRC is right) of every chunk of a PNG."""
+    at, out = 8, []
+    while at < len(data):
+        n = int.from_bytes(data[at:at + 4], "big")
+        kind, payload = data[at + 4:at + 8], data[at + 8:at + 8 + n]
+        crc = int.from_bytes(data[at + 8 + n:at + 12 + n], "big")
+        out.append((kind, payload, zlib.crc32(kind + payload) == crc))
+        at += 12 + n
+    return out
+
+
+@pytest.fixture(params=["unit", "tiny", "large"])
+def any_release(request, release, tmp_path):
+    """The unit release; one with the "files" preset's ~0.1 KiB images, smaller than the tiny
+    images themselves; one with 150 KiB images, which need several JPEG comment segments."""
+    if request.param == "unit":
+        return release
+    kib = 0.1 if request.param == "tiny" else 150.0
+    return minirelease.make_release(tmp_path, classes=4, images=(1, 3), val_per_class=1, test=2,
+                                    kib=kib)
+
+
+def test_every_image_decodes(any_release):
+    rel = any_release
+    seen = set()
+    for split, name, data in all_images(rel):
+        kind = rel.special.get(name) if split == "train" else None
+        image = Image.open(io.BytesIO(data))
+        image.load()            # decodes every pixel; raises on a broken stream or a bad CRC
+        assert image.size == (minirelease.IMAGE_SIDE, minirelease.IMAGE_SIDE)
+        if kind == "png":
+            assert (image.format, image.mode) == ("PNG", "RGB"), name
+            assert all(ok for _, _, ok in png_chunks(data)), name
+        elif kind == "cmyk":
+            assert (image.format, image.mode) == ("JPEG", "CMYK"), name
+            assert image.info.get("adobe_transform") == 0, name     # Adobe APP14: plain CMYK
+        else:
+            assert (image.format, image.mode) == ("JPEG", "RGB"), name
+        assert image.convert("RGB").mode == "RGB"
+        seen.add(hashlib.md5(data).hexdigest())
+    n_images = sum(map(len, rel.train.values())) + len(rel.val) + len(rel.test)
+    assert len(seen) == n_images, "every image must have bytes of its own"
+    assert sorted(rel.special.values()) == ["cmyk", "cmyk", "png"]
+
+
+@pytest.mark.parametrize("size", [1, 64, 179, 191, 192, 1024, 65_537, 65_800, 131_074, 300_000])
+@pytest.mark.parametrize("components,mode", [(1, "L"), (3, "RGB"), (4, "CMYK")])
+def test_jpeg_of_any_size_decodes(size, components, mode):
+    rng = random.Random(size)
+    a = minirelease.fake_jpeg(rng, size, components)
+    b = minirelease.fake_jpeg(rng, size, components)
+    smallest = len(minirelease.fake_jpeg(random.Random(0), 1, components))
+    assert smallest < 200                                 # the "files" preset's ~0.1 KiB images
+    assert len(a) == len(b) == max(size, smallest)        # the size asked for, when it fits
+    assert a != b
+    assert a == minirelease.fake_jpeg(random.Random(size), size, components)   # seeded
+    for data in (a, b):
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        assert (image.format, image.mode) == ("JPEG", mode)
+
+
+@pytest.mark.parametrize("size", [1, 100, 1024, 300_000])
+def test_png_of_any_size_decodes(size):
+    rng = random.Random(size)
+    a, b = minirelease.fake_png(rng, size), minirelease.fake_png(rng, size)
+    assert len(a) == len(b) == max(size, len(minirelease.fake_png(random.Random(0), 1)))
+    assert a != b
+    for data in (a, b):
+        assert [(k, ok) for k, _, ok in png_chunks(data)] == [
+            (b"IHDR", True), (b"paDd", True), (b"IDAT", True), (b"IEND", True)]
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        assert (image.format, image.mode) == ("PNG", "RGB")
+        assert image.getpixel((5, 9)) == (200, 120, 40)
 
 
 def _load(data_or_path):
@@ -149,7 +247,8 @@ def test_mat_types_match_real_meta_mat(release, reference):
     assert {(f, t) for f, t, _ in ours} == {(f, t) for f, t, _ in real}
     assert ours <= real
     real_raw = scipy.io.loadmat(str(reference / "meta.mat"))["synsets"]
-    ours_raw = scipy.io.loadmat(_devkit_mat(release, "ILSVRC2012_devkit_t12/data/meta.mat"))["synsets"]
+    ours_raw = scipy.io.loadmat(
+        _devkit_mat(release, "ILSVRC2012_devkit_t12/data/meta.mat"))["synsets"]
     assert real_raw.shape[1] == ours_raw.shape[1] == 1
     assert real_raw.dtype.names == ours_raw.dtype.names
 
@@ -159,7 +258,8 @@ def test_mat_types_match_real_meta_clsloc(release, reference):
     ours = _types(_load(_devkit_mat(release, "ILSVRC/devkit/data/meta_clsloc.mat")))
     assert ours == real
     real_raw = scipy.io.loadmat(str(reference / "meta_clsloc.mat"))["synsets"]
-    ours_raw = scipy.io.loadmat(_devkit_mat(release, "ILSVRC/devkit/data/meta_clsloc.mat"))["synsets"]
+    ours_raw = scipy.io.loadmat(
+        _devkit_mat(release, "ILSVRC/devkit/data/meta_clsloc.mat"))["synsets"]
     assert real_raw.shape[0] == ours_raw.shape[0] == 1
 
 
@@ -186,4 +286,5 @@ def test_command_line(tmp_path):
     assert "5 classes" in r.stdout
     assert len(gnu_tar_list(tmp_path / "rel" / "ILSVRC2012_img_train.tar")) == 5
     r = run(["python3", TESTS / "minirelease.py", tmp_path / "h", "--hostile", "outer-dotdot"])
-    assert r.returncode == 0 and "../n01000002.tar" in gnu_tar_list(tmp_path / "h" / minirelease.TRAIN_TAR)
+    assert r.returncode == 0
+    assert "../n01000002.tar" in gnu_tar_list(tmp_path / "h" / minirelease.TRAIN_TAR)
