@@ -58,6 +58,7 @@ EXPECTED_CLASSES = 1000
 REAL_TRAIN_TOTAL = 1_281_167           # sum of num_train_images in the real devkits
 META_NAMES = ("meta_clsloc.mat", "meta.mat")   # preference order: newer devkit first
 MAT_MAGIC = b"MATLAB"                   # start of the 128-byte header of a v5 / v7.3 .mat
+MAT_HEADER = 128                        # then v5 data elements, each an 8-byte tag and its bytes
 MAX_MAT_BYTES = 64 << 20               # the real files are 84 KB and 177 KB
 WNID_RE = re.compile(r"n[0-9]{8}")
 CSV_COLUMNS = ("ilsvrc_id", "class_index", "wnid", "words", "description", "num_train_images")
@@ -271,11 +272,50 @@ def validate(classes: list[Synset], expect: int) -> None:
                             % (s.ilsvrc_id, s.wnid, s.num_train_images))
 
 
+def truncation(data: bytes) -> Optional[str]:
+    """How a .mat is cut short: shorter than its header, or a v5 file that ends inside a data
+    element. None when it is complete, or its header is not a v5 one (scipy then says what it is).
+
+    After the 128-byte header a v5 file is a sequence of data elements (the real devkit files
+    hold one, compressed); each starts with an 8-byte tag giving its type and byte count, so a
+    file that ends inside one is truncated wherever it was cut.
+    """
+    size = format(len(data), ",")
+    if len(data) < MAT_HEADER:
+        return "%s bytes, cut inside the %d-byte header" % (size, MAT_HEADER)
+    order = {b"IM": "little", b"MI": "big"}.get(data[126:128])
+    if order is None or int.from_bytes(data[124:126], order) != 0x0100:
+        return None                      # not a v5 file: scipy's message says what it is
+    if len(data) == MAT_HEADER:
+        return "%s bytes, cut right after the %d-byte header: no data follows it" \
+            % (size, MAT_HEADER)
+    at = MAT_HEADER
+    while at < len(data):
+        if len(data) - at < 8:
+            return "%s bytes, cut inside the tag of the data element at byte %s" \
+                % (size, format(at, ","))
+        first = int.from_bytes(data[at:at + 4], order)
+        if first >> 16:                  # small element: type, count and data in 8 bytes
+            at += 8
+            continue
+        end = at + 8 + int.from_bytes(data[at + 4:at + 8], order)
+        if end > len(data):
+            return "%s bytes, but the data element at byte %s ends at byte %s" \
+                % (size, format(at, ","), format(end, ","))
+        at = end
+    return None
+
+
 def load_classes(src: Source, expect: int) -> tuple[str, list[Synset]]:
     """Parse and check the .mat bytes; every problem becomes a MetaError naming the file."""
     try:
         if not src.data:
             raise MetaError("it is empty (0 bytes) — re-download or re-extract the devkit")
+        cut = truncation(src.data)
+        truncated = "it is a truncated MATLAB .mat file (%s; an interrupted download or " \
+            "extraction?) — re-download or re-extract the devkit" % cut
+        if MAT_MAGIC.startswith(src.data):
+            raise MetaError(truncated)
         if not src.data.startswith(MAT_MAGIC):   # every v5/v7.3 file; v4 files cannot hold structs
             head = src.data[:40].decode("ascii", "replace").strip()
             what = " — an HTML page (a login page saved instead of the file?)" \
@@ -290,10 +330,14 @@ def load_classes(src: Source, expect: int) -> tuple[str, list[Synset]]:
                             "devkit's own file is a v5 .mat: use the one from the devkit archive"
                             % e) from None
         except Exception as e:  # scipy raises ValueError, OSError, MatReadError, ... on junk
+            if cut:
+                raise MetaError(truncated) from None
             raise MetaError("it is a damaged or truncated MATLAB .mat file (%d bytes; scipy says "
                             "%s: %s) — re-download or re-extract the devkit"
                             % (len(src.data), type(e).__name__, e)) from None
         if "synsets" not in mat:
+            if cut:
+                raise MetaError(truncated)
             raise MetaError("it is a .mat file but holds no `synsets` variable; this is not the "
                             "devkit's meta.mat or meta_clsloc.mat")
         fmt, classes = synsets_from_struct(mat["synsets"])

@@ -420,7 +420,11 @@ def _bad_mats(release, big):
                  " — an HTML page"),
         "binary": (bytes(range(256)) * 4, "not a MATLAB .mat file"),
         "empty": (b"", "empty (0 bytes)"),
-        "truncated": (real[: len(real) // 2], "damaged or truncated MATLAB .mat file"),
+        "truncated": (real[: len(real) // 2],
+                      "it is a truncated MATLAB .mat file (%s bytes, but the data element at byte "
+                      "128 ends at byte %s" % (format(len(real) // 2, ","),
+                                               format(len(real), ","))),
+        "damaged": (real[:300] + bytes(40) + real[340:], "damaged or truncated MATLAB .mat file"),
         "v7.3": (bytes(v73), "MATLAB v7.3 (HDF5)"),
         "no-synsets": (save({"classes": np.arange(3)}), "no `synsets` variable"),
         "synsets-not-struct": (save({"synsets": np.arange(3)}), "not a MATLAB struct"),
@@ -458,8 +462,9 @@ def _text_id(classes):
     return arr
 
 
-SMALL_BAD = ["html", "binary", "empty", "truncated", "v7.3", "no-synsets", "synsets-not-struct",
-             "wrong-struct", "missing-field", "text-id"]      # checked with --expect-classes 12
+SMALL_BAD = ["html", "binary", "empty", "truncated", "damaged", "v7.3", "no-synsets",
+             "synsets-not-struct", "wrong-struct", "missing-field",
+             "text-id"]      # checked with --expect-classes 12
 BAD = SMALL_BAD + ["999-2012", "1001-2012", "999-2015", "1001-2015", "id-gap", "id-twice",
                    "duplicate-wnid", "malformed-wnid"]
 
@@ -485,6 +490,62 @@ def test_bad_mat_is_refused_and_outputs_are_left_alone(tmp_path, bad_mats, good_
     assert "error: %s: " % mat in r.stderr     # names the file
     assert message in r.stderr
     assert snapshot(out) == good_outputs       # nothing replaced, no temp files
+
+
+def _cuts(size: int) -> list[int]:
+    """Where a download or an extraction can stop: right after the 128-byte header, inside it,
+    inside the first data tag, just after it, mid-file, one byte short (every other point:
+    test_a_mat_cut_anywhere_says_truncated)."""
+    return [128, 100, 132, 136, size // 2, size - 1]
+
+
+@pytest.mark.parametrize("member_name", [META_2012, META_2017])
+def test_a_truncated_mat_says_truncated(release, tmp_path, good_outputs, member_name):
+    archive = release.archives["devkit" if member_name == META_2012 else "devkit2017"]
+    data = member(archive, member_name)
+    out = tmp_path / "meta"
+    out.mkdir()
+    for name, content in good_outputs.items():
+        (out / name).write_bytes(content)
+    for cut in _cuts(len(data)):
+        mat = tmp_path / ("cut-%d.mat" % cut)
+        mat.write_bytes(data[:cut])
+        r = convert("--mat", mat, "--out", out, "--expect-classes", n(release))
+        assert r.returncode == 1, (cut, r.stderr)
+        assert "Traceback" not in r.stderr
+        assert "error: %s: it is a truncated MATLAB .mat file (%s bytes, " \
+            % (mat, format(cut, ",")) in r.stderr, (cut, r.stderr)
+        assert "re-download or re-extract the devkit" in r.stderr
+        if cut == 128:
+            assert "cut right after the 128-byte header" in r.stderr
+        if cut >= 136:      # the tag is whole: it gives the size the file should have
+            assert "ends at byte %s" % format(len(data), ",") in r.stderr, (cut, r.stderr)
+        assert "not the devkit's" not in r.stderr
+        assert snapshot(out) == good_outputs       # nothing replaced, no temp files
+
+
+def test_a_mat_cut_anywhere_says_truncated(release):
+    mod = load_script("02_convert_meta_clsloc")
+    for name, step in ((META_2017, 1), (META_2012, 7)):
+        data = member(release.archives["devkit" if name == META_2012 else "devkit2017"], name)
+        for cut in range(1, len(data), step):
+            src = mod.Source(label="x", shown="x", data=data[:cut])
+            with pytest.raises(mod.MetaError, match="^x: it is a truncated MATLAB .mat file "):
+                mod.load_classes(src, len(release.classes))
+        assert mod.truncation(data) is None
+        assert mod.load_classes(mod.Source(label="x", shown="x", data=data),
+                                len(release.classes))[1]
+
+
+def test_a_truncated_real_meta_mat_says_truncated(reference, tmp_path):
+    data = (reference / "meta.mat").read_bytes()
+    for cut in (128, 4096, len(data) // 2, len(data) - 1):
+        mat = tmp_path / "meta.mat"
+        mat.write_bytes(data[:cut])
+        r = convert("--mat", mat, "--out", tmp_path / "meta")
+        assert r.returncode == 1
+        assert "it is a truncated MATLAB .mat file (%s bytes, " % format(cut, ",") in r.stderr
+        assert not (tmp_path / "meta").exists()
 
 
 def test_the_real_count_is_the_default(release, tmp_path):
