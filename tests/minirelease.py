@@ -480,6 +480,34 @@ def write_expected(rel: Release) -> None:
 
 # ----------------------------------------------------------------------------- hostile variants
 
+def raw_header(name: str, size: int, typ: bytes = b"0", mode: int = 0o644,
+               raw_size: bytes = b"") -> bytes:
+    """One ustar header block, made by hand so that a test can put any value in any field
+    (raw_size: the bytes of the size field as they are, e.g. base-256 or junk)."""
+    h = bytearray(512)
+    h[0:len(name)] = name.encode()
+    h[100:108] = b"%07o\0" % mode
+    h[108:116] = h[116:124] = b"0000000\0"
+    h[124:136] = raw_size.ljust(12, b"\0") if raw_size else b"%011o\0" % size
+    h[136:148] = b"%011o\0" % MTIME
+    h[148:156] = b" " * 8
+    h[156:157] = typ
+    h[257:265] = b"ustar\x0000"
+    h[148:156] = b"%06o\0 " % sum(h)
+    return bytes(h)
+
+
+def raw_member(name: str, data: bytes, typ: bytes = b"0", **kw) -> bytes:
+    return raw_header(name, len(data), typ, **kw) + data + bytes(-len(data) % 512)
+
+
+def raw_end(body: bytes) -> bytes:
+    """End-of-archive blocks and padding to a 10 KiB record, as tar writes them."""
+    body += bytes(1024)
+    return body + bytes(-len(body) % 10240)
+
+
+
 HOSTILE_KINDS = ("outer-dotdot", "outer-abs", "outer-symlink", "inner-dotdot", "inner-abs",
                  "inner-symlink", "inner-device", "inner-badname", "val-dotdot", "val-symlink",
                  "truncated", "not-a-tar")

@@ -1,0 +1,174 @@
+"""What every stage says and how it ends: log lines, the one error type, exit codes, sizes, options.
+
+Every script logs to stderr as ``PROG HH:MM:SS message`` and ends with one of the exit codes
+below; a PrepError is a problem the user can fix, printed without a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Callable, Iterable, Optional, Sequence
+
+OK, FAILURE, USAGE, INTERRUPTED, TERMINATED = 0, 1, 2, 130, 143
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+log = logging.getLogger("imagenet_prep")
+
+
+class PrepError(Exception):
+    """A problem with the input, the disk or the tree that the user can fix; the message says what
+    is wrong and what to do."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a SLURM time limit, `kill`): unwinds like Ctrl-C, ends with exit code 143."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def setup_logging(prog: str) -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True, datefmt="%H:%M:%S",
+                        format=prog + " %(asctime)s %(message)s")
+
+
+def run(prog: str, argv: Sequence[str], body: Callable[[], int], interrupted: str) -> int:
+    """Run a stage: log its command line and elapsed time, turn every way it can end into a
+    message and an exit code. `interrupted` says what state Ctrl-C / SIGTERM leave behind."""
+    setup_logging(prog)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    start = time.monotonic()
+    log.info("%s %s", prog, " ".join(argv))
+    try:
+        rc = body()
+    except PrepError as e:
+        log.error("error: %s", e)
+        rc = FAILURE
+    except Terminated:
+        log.error("stopped by SIGTERM; %s", interrupted)
+        return TERMINATED
+    except KeyboardInterrupt:
+        log.error("stopped by Ctrl-C; %s", interrupted)
+        return INTERRUPTED
+    except OSError as e:
+        if e.errno in DISK_FULL:
+            log.error("error: %s", disk_full_text(e.filename or "."))
+        else:
+            log.error("error: %s; fix it and run the same command again", e)
+        rc = FAILURE
+    log.info("finished in %.1f s (exit %d)", time.monotonic() - start, rc)
+    return rc
+
+
+# ----------------------------------------------------------------------------- words and numbers
+
+def human(n: float) -> str:
+    """Bytes in binary units: '512 B', '53.8 KiB', '138.0 GiB'."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return ("%d %s" % (n, unit)) if unit == "B" else ("%.1f %s" % (n, unit))
+        n /= 1024.0
+    raise AssertionError("unreachable")
+
+
+def thousands(n: int) -> str:
+    return "{:,}".format(n)
+
+
+def some(items: Sequence, limit: int = 5) -> str:
+    """'a, b, c, ... and N more': the first few of a list that may be long."""
+    text = ", ".join(str(x) for x in items[:limit])
+    return text + (", ... and %d more" % (len(items) - limit) if len(items) > limit else "")
+
+
+def free_bytes(path: str) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def disk_full_text(path: str, need: Optional[int] = None) -> str:
+    """The message for ENOSPC / EDQUOT while writing at `path`."""
+    folder = str(path)
+    while folder and not os.path.isdir(folder):
+        folder = os.path.dirname(folder)
+    try:
+        free = human(free_bytes(folder or "."))
+    except OSError:
+        free = "?"
+    return ("the disk is full (or the quota is used up): cannot write to %s, %s free%s; free some "
+            "space there, or use --root on a bigger disk, and run again: complete work is kept"
+            % (folder, free, ", about %s needed" % human(need) if need else ""))
+
+
+def preflight(folder: str, need: int, what: str) -> None:
+    """Refuse to start when `need` bytes (plus 5 % for file system overhead) do not fit."""
+    free = free_bytes(folder)
+    need = int(need * 1.05)
+    if need > free:
+        raise PrepError("%s: not enough free space in %s: about %s to write, %s free; free some "
+                        "space or use --root on a bigger disk" % (what, folder, human(need),
+                                                                  human(free)))
+
+
+class ErrorList:
+    """Errors as they come: the first few logged in full, then only counted."""
+
+    SHOWN = 10
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def add(self, text: str) -> None:
+        self.errors.append(text)
+        if len(self.errors) <= self.SHOWN:
+            log.error("error: %s", text)
+        elif len(self.errors) == self.SHOWN + 1:
+            log.error("error: more errors follow; only their number is given at the end")
+
+    def summary(self) -> str:
+        n = len(self.errors)
+        return "%d problem(s)%s" % (n, ", listed above" if n <= self.SHOWN
+                                    else " (the first %d listed above)" % self.SHOWN)
+
+    def __bool__(self) -> bool:
+        return bool(self.errors)
+
+    def __iter__(self) -> Iterable[str]:
+        return iter(self.errors)
+
+
+# ----------------------------------------------------------------------------- options
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows defaults, except None and on/off ones: their help says what happens instead. The
+    description and epilog are printed as written (tables of splits and files)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or isinstance(action.default, bool) \
+                or action.default is argparse.SUPPRESS:
+            return action.help or ""
+        return super()._get_help_string(action) or ""
+
+    def add_usage(self, usage, actions, groups, prefix=None):
+        return super().add_usage(usage, actions, groups, "Usage: " if prefix is None else prefix)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with our help format; a usage error prints the message, then the help, exit 2."""
+
+    def __init__(self, **kw) -> None:
+        kw.setdefault("formatter_class", HelpFormatter)
+        super().__init__(**kw)
+
+    def error(self, message: str):
+        if message.startswith("unrecognized arguments: "):
+            words = message.split(": ", 1)[1].split()
+            message = "unknown option '%s'" % words[0] if words[0].startswith("-") else \
+                "unexpected argument '%s'" % words[0]
+        self.exit(USAGE, "%s: %s\n\n%s" % (self.prog, message, self.format_help()))

@@ -1,0 +1,86 @@
+"""Facts about the ILSVRC2012 release that every stage checks against.
+
+The archives (names, sizes, MD5s, image counts) live in release.tsv beside this file, which
+00_download.sh reads too; this module adds what only the Python stages need.
+"""
+from __future__ import annotations
+
+import csv
+import functools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+TSV = Path(__file__).resolve().parent / "release.tsv"
+SPLITS = ("train", "val", "test", "devkit")
+
+# Facts the archives' table does not hold.
+CLASSES = 1000                           # leaves of the 2012 meta.mat, IDs 1..1000
+SYNSETS_2012 = 1860                      # every synset of the 2012 meta.mat
+MIN_PER_CLASS, MAX_PER_CLASS = 732, 1300  # train images per class
+VAL_PER_CLASS = 50
+CMYK_FILES = 22                          # train JPEGs in CMYK
+PNG_FILE = "n02105855_2933.JPEG"         # the one train "JPEG" that is a PNG
+VAL_NAME = "ILSVRC2012_val_%08d.JPEG"    # line k of the ground truth labels image k
+WNID_RE = re.compile(r"n[0-9]{8}\Z")
+
+
+@dataclass(frozen=True)
+class Archive:
+    split: str
+    suffix: str                          # urls.sh variables: DOWNLOAD_URL_<suffix>, MD5_<suffix>
+    name: str
+    size: Optional[int]
+    md5: Optional[str]
+    images: Optional[int]
+    classes: Optional[int]
+
+
+def _number(text: str) -> Optional[int]:
+    if text == "-":
+        return None
+    if not re.fullmatch(r"[0-9]{1,15}", text):
+        raise ValueError("%s: %r is not a number" % (TSV, text))
+    return int(text)
+
+
+@functools.lru_cache(maxsize=None)
+def archives() -> tuple[Archive, ...]:
+    """Every row of release.tsv, in its order (preferred names first)."""
+    rows = []
+    with open(TSV, encoding="utf-8", newline="") as f:
+        for row in csv.reader(f, delimiter="\t"):
+            if not row or row[0].startswith("#"):
+                continue
+            if len(row) != 7 or row[0] not in SPLITS:
+                raise ValueError("%s: bad row %r" % (TSV, row))
+            split, suffix, name, size, md5, images, classes = row
+            rows.append(Archive(split, suffix, name, _number(size), None if md5 == "-" else md5,
+                                _number(images), _number(classes)))
+    return tuple(rows)
+
+
+def names(split: str) -> list[str]:
+    """Archive names a split may come as, preferred first."""
+    return [a.name for a in archives() if a.split == split]
+
+
+def official(split: str) -> Archive:
+    """The split's current official archive (the first row of the split)."""
+    return next(a for a in archives() if a.split == split)
+
+
+def by_name(name: str) -> Optional[Archive]:
+    return next((a for a in archives() if a.name == name), None)
+
+
+def official_size(split: str) -> Optional[int]:
+    return official(split).size
+
+
+def images(split: str) -> int:
+    """Images in the official release of a split (train, val, test)."""
+    count = official(split).images
+    assert count is not None, split
+    return count

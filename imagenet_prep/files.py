@@ -1,0 +1,202 @@
+"""Writing files and folders so that a reader, or a rerun, never sees half of one.
+
+- Temporary names: ``.NAME.tmp-HOST.PID`` beside NAME (hidden, so loaders skip them); this module
+  makes and recognises them.
+- atomic_write / write_json: temporary file, fsync, rename.
+- Lock: an flock on a file or a folder, released when the process ends, even by SIGKILL.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import json
+import os
+import shutil
+import socket
+from typing import Any, Iterator, Optional
+
+from .console import PrepError, log
+
+TMP_MARK = ".tmp-"
+
+
+@functools.lru_cache(maxsize=None)
+def run_tag() -> str:
+    """HOST.PID of this run (workers forked later keep their parent's)."""
+    return "%s.%d" % (socket.gethostname().split(".")[0] or "host", os.getpid())
+
+
+def temp_name(name: str) -> str:
+    """The hidden temporary name under which NAME is built by this run."""
+    return ".%s%s%s" % (name, TMP_MARK, run_tag())
+
+
+def temp_of(name: str) -> Optional[str]:
+    """NAME if `name` is a temporary name made by temp_name (by any run), else None."""
+    if not name.startswith(".") or TMP_MARK not in name:
+        return None
+    return name[1:].rsplit(TMP_MARK, 1)[0] or None
+
+
+def temp_beside(path: str) -> str:
+    return os.path.join(os.path.dirname(path), temp_name(os.path.basename(path)))
+
+
+def umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def fsync_dir(folder: str) -> None:
+    """Make a rename in `folder` durable (best effort: some file systems refuse)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str, data: bytes, sync: bool = True) -> None:
+    """Write `data` to a temporary file beside `path`, fsync, rename: never half a file."""
+    tmp = temp_beside(str(path))
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            if sync:
+                os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~umask())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_if_changed(path: str, data: bytes) -> bool:
+    """atomic_write unless `path` already holds exactly `data`; True if it wrote."""
+    try:
+        with open(path, "rb") as f:
+            if f.read() == data:
+                return False
+    except OSError:
+        pass
+    atomic_write(path, data)
+    return True
+
+
+def write_json(path: str, doc: Any, sync: bool = True) -> None:
+    text = json.dumps(doc, indent=1, sort_keys=True) + "\n"
+    atomic_write(path, text.encode("utf-8"), sync=sync)
+
+
+def read_json(path: str) -> Any:
+    """The document in `path`, or None if it is missing or not JSON."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def remove_tree(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def clear_temps(folder: str, name: str) -> None:
+    """Remove the temporary files and folders of NAME in `folder` that no live run holds."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for e in entries:
+        if temp_of(e.name) == name:
+            clear_leftover(e.path)
+
+
+def clear_leftover(path: str) -> None:
+    """Remove a temporary file or folder unless a live run holds its flock (it is still writing)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        if try_flock(fd):
+            if os.path.isdir(path):
+                remove_tree(path)
+            else:
+                os.unlink(path)
+        else:
+            log.info("%s is being written by another run; leaving it alone", path)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def open_dir(path: str) -> Iterator[int]:
+    """A descriptor of folder `path`, to create files in it without walking the path again."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+# ----------------------------------------------------------------------------- locks
+
+_NO_FLOCK: list = []     # the file system refused flock once: warned already
+
+
+def try_flock(fd: int) -> bool:
+    """True if we now hold an exclusive flock on fd, False if another process holds one.
+
+    Where the file system has no flock (Lustre mounted without -o flock) we go on without it,
+    with one warning.
+    """
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError as e:
+        if not _NO_FLOCK:
+            _NO_FLOCK.append(e)
+            log.warning("warning: this file system does not support flock (%s); do not start two "
+                        "runs on the same data at once", e)
+    return True
+
+
+class Lock:
+    """An flock on `path` (a lock file, created if needed, or a folder). Held until release() or
+    the end of the process. Busy: raise PrepError(busy) or, with wait, wait for it."""
+
+    def __init__(self, path: str, busy: str, wait: bool = False) -> None:
+        self.path = path
+        if os.path.isdir(path):
+            self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        else:
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        if try_flock(self.fd):
+            return
+        if not wait:
+            os.close(self.fd)
+            raise PrepError(busy)
+        log.info("%s; waiting for it", busy.split(";")[0])
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> "Lock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
