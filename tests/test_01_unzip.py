@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import minirelease
+from minirelease import raw_end, raw_header, raw_member
 from conftest import run, script
 
 UNZIP = script("01_unzip.sh")
@@ -112,6 +113,7 @@ def test_help_lists_options_and_defaults():
     ([], "name at least one SPLIT"),
     (["trian"], "unknown split 'trian'"),
     (["--frobnicate", "train"], "unknown option '--frobnicate'"),
+    (["--jobs", "99999", "train"], "--jobs wants a number from 1 to 1024"),
     (["--shard", "3/3", "train"], "0 <= K < N"),
     (["--shard", "x", "train"], "--shard wants K/N"),
     (["--jobs", "0", "train"], "--jobs wants a number"),
@@ -164,10 +166,18 @@ def test_all_splits_give_exact_trees_and_rerun_is_noop(tmp_path, release):
     assert files(root / "val") == expected_flat(release.archives["val"])
     assert files(root / "test") == expected_flat(release.archives["test"], "test/")
     assert files(root / "devkit") == expected_devkit(release.archives["devkit"])
-    # nothing else in ROOT but the archives and the bookkeeping folder; no leftovers
+    # nothing else in ROOT but the archives, the manifests and the bookkeeping; no leftovers
     assert sorted(p.name for p in root.iterdir()) == sorted(
-        [".01_unzip", "devkit", "downloads", "test", "train", "val"])
+        [".01_unzip", "devkit", "downloads", "meta", "test", "train", "val"])
+    assert sorted(p.name for p in (root / "meta").iterdir()) == [
+        "SHA256SUMS.test", "SHA256SUMS.train", "SHA256SUMS.val"]
     assert not [p for p in root.rglob("*tmp-*")]
+    for split in ("train", "val", "test"):               # the manifests check with sha256sum
+        listed = (root / "meta" / ("SHA256SUMS." + split)).read_text().splitlines()
+        assert len(listed) == len(files(root / split))
+        assert listed == sorted(listed, key=lambda line: line[66:])
+        check = run(["sha256sum", "-c", "--quiet", "meta/SHA256SUMS." + split], cwd=root)
+        assert check.returncode == 0 and check.stdout == "", check.stdout + check.stderr
     n_train = sum(len(v) for v in release.train.values())
     assert "train: verified %d classes, %d images" % (len(release.train), n_train) in r.stderr
     assert "val: verified %d images" % len(release.val) in r.stderr
@@ -323,7 +333,7 @@ def test_sigkill_at_random_moments_then_rerun_gives_exact_tree(tmp_path, medium)
                                               (signal.SIGTERM, 143, "stopped by SIGTERM")])
 def test_ctrl_c_and_sigterm_stop_cleanly_and_rerun_finishes(tmp_path, medium, sig, code, said):
     root = make_root(tmp_path, medium, ["train"])
-    for attempt in range(10):
+    for _ in range(10):
         proc = subprocess.Popen(["bash", str(UNZIP), "--root", str(root), "train"], text=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         deadline = time.monotonic() + 30          # signal once extraction is under way
@@ -350,15 +360,14 @@ def test_a_killed_worker_fails_its_class_only_and_a_rerun_finishes(tmp_path, med
     """The out-of-memory killer (here: SIGKILL) takes one worker: no hang, the class is named,
     the other classes complete, and a rerun gives the exact tree."""
     root = make_root(tmp_path, medium, ["train"])
-    for attempt in range(10):
+    for _ in range(10):
         proc = subprocess.Popen(["bash", str(UNZIP), "--root", str(root), "--jobs", "2", "train"],
                                 text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 start_new_session=True)
         killed = None
         deadline = time.monotonic() + 30
         while killed is None and time.monotonic() < deadline and proc.poll() is None:
-            main = run(["pgrep", "-P", proc.pid, "-f", "imagenet_prep.unzip"]).stdout.split()
-            workers = run(["pgrep", "-P", main[0]]).stdout.split() if main else []
+            workers = run(["pgrep", "-P", proc.pid]).stdout.split()   # 01_unzip.sh execs python
             if workers:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(workers[0]), signal.SIGKILL)
@@ -613,43 +622,17 @@ OFFICIAL_TRAIN_SIZE = 147_897_477_120
 OFFICIAL_VAL_SIZE = 6_744_924_160
 
 
-def tar_header(name: str, size: int, typ: bytes = b"0", mode: int = 0o644,
-               raw_size: bytes = b"") -> bytes:
-    """One ustar header, written by hand so that tests can put any value in any field."""
-    h = bytearray(512)
-    h[0:len(name)] = name.encode()
-    h[100:108] = b"%07o\0" % mode
-    h[108:116] = h[116:124] = b"0000000\0"
-    h[124:136] = raw_size.ljust(12, b"\0") if raw_size else b"%011o\0" % size
-    h[136:148] = b"%011o\0" % minirelease.MTIME
-    h[148:156] = b" " * 8
-    h[156:157] = typ
-    h[257:265] = b"ustar\x0000"
-    h[148:156] = b"%06o\0 " % sum(h)
-    return bytes(h)
-
-
-def tar_member(name: str, data: bytes, typ: bytes = b"0", **kw) -> bytes:
-    return tar_header(name, len(data), typ, **kw) + data + bytes(-len(data) % 512)
-
-
-def tar_end(body: bytes) -> bytes:
-    """End-of-archive blocks and padding to a 10 KiB record, as tar writes them."""
-    body += bytes(1024)
-    return body + bytes(-len(body) % 10240)
-
-
 PAX_ZERO_LENGTH = b"0 \n" + b"20 path=whatever.tar\n"
 PAX_BAD_SIZE = b"12 size=abc\n"
 
 
 def pax_then(records: bytes, name: str, data: bytes) -> bytes:
-    return tar_member("PaxHeaders/x", records, b"x") + tar_member(name, data)
+    return raw_member("PaxHeaders/x", records, b"x") + raw_member(name, data)
 
 
 def class_tar(wnid: str, n: int = 2, extra: bytes = b"") -> bytes:
-    body = b"".join(tar_member("%s_%d.JPEG" % (wnid, i), b"\xff\xd8" + bytes(300)) for i in range(n))
-    return tar_end(body + extra)
+    body = b"".join(raw_member("%s_%d.JPEG" % (wnid, i), b"\xff\xd8" + bytes(300)) for i in range(n))
+    return raw_end(body + extra)
 
 
 @pytest.mark.parametrize("split, size", [("train", OFFICIAL_TRAIN_SIZE), ("val", OFFICIAL_VAL_SIZE)])
@@ -684,13 +667,14 @@ def test_zeros_or_data_after_the_end_of_an_archive_are_refused(tmp_path, release
 
 
 def test_official_counts_are_errors_for_an_archive_of_the_official_size():
-    from imagenet_prep import unzip as unzip_module
-    with pytest.raises(unzip_module.Fail, match="holds 1,281,167 images in 1,000 classes, this one 12"):
-        unzip_module.official_counts("train", OFFICIAL_TRAIN_SIZE, 3, 12)
-    with pytest.raises(unzip_module.Fail, match="holds 50,000 images, this one 49,999"):
-        unzip_module.official_counts("val", OFFICIAL_VAL_SIZE, None, 49_999)
-    unzip_module.official_counts("train", OFFICIAL_TRAIN_SIZE, 1000, 1_281_167)
-    unzip_module.official_counts("train", 12345, 3, 12)          # not the official archive: no check
+    from imagenet_prep.console import PrepError
+    from imagenet_prep.extract import official_counts
+    with pytest.raises(PrepError, match="holds 1,281,167 images in 1,000 classes, this one 12"):
+        official_counts("train", OFFICIAL_TRAIN_SIZE, 3, 12)
+    with pytest.raises(PrepError, match="holds 50,000 images, this one 49,999"):
+        official_counts("val", OFFICIAL_VAL_SIZE, None, 49_999)
+    official_counts("train", OFFICIAL_TRAIN_SIZE, 1000, 1_281_167)
+    official_counts("train", 12345, 3, 12)          # not the official archive: no check
 
 
 def test_class_folders_not_written_by_01_are_refused(tmp_path, release):
@@ -743,20 +727,20 @@ def test_corrupt_pax_headers_are_errors_not_hangs(tmp_path, where, records, said
     root = tmp_path / "root"
     (root / "downloads").mkdir(parents=True)
     if where == "val":
-        body = tar_member("ILSVRC2012_val_00000001.JPEG", b"\xff\xd8" + bytes(100))
+        body = raw_member("ILSVRC2012_val_00000001.JPEG", b"\xff\xd8" + bytes(100))
         body += pax_then(records, "ILSVRC2012_val_00000002.JPEG", b"\xff\xd8" + bytes(100))
-        (root / "downloads" / VAL).write_bytes(tar_end(body))
+        (root / "downloads" / VAL).write_bytes(raw_end(body))
         label = VAL
     elif where == "outer":
-        body = tar_member("n01000001.tar", class_tar("n01000001"))
+        body = raw_member("n01000001.tar", class_tar("n01000001"))
         body += pax_then(records, "n01000002.tar", class_tar("n01000002"))
-        (root / "downloads" / TRAIN).write_bytes(tar_end(body))
+        (root / "downloads" / TRAIN).write_bytes(raw_end(body))
         label = TRAIN
     else:
         inner = pax_then(records, "n01000002_9.JPEG", b"\xff\xd8" + bytes(100))
-        body = tar_member("n01000001.tar", class_tar("n01000001"))
-        body += tar_member("n01000002.tar", class_tar("n01000002", extra=inner))
-        (root / "downloads" / TRAIN).write_bytes(tar_end(body))
+        body = raw_member("n01000001.tar", class_tar("n01000001"))
+        body += raw_member("n01000002.tar", class_tar("n01000002", extra=inner))
+        (root / "downloads" / TRAIN).write_bytes(raw_end(body))
         label = TRAIN + ": n01000002.tar"
     r = unzip(root, "val" if where == "val" else "train", timeout=30)
     assert r.returncode == 1, r.stderr
@@ -770,8 +754,8 @@ def test_corrupt_pax_headers_are_errors_not_hangs(tmp_path, where, records, said
 def test_bad_numbers_in_a_header_are_errors(tmp_path, raw, said):
     root = tmp_path / "root"
     (root / "downloads").mkdir(parents=True)
-    body = tar_header("ILSVRC2012_val_00000001.JPEG", 0, raw_size=raw) + bytes(512)
-    (root / "downloads" / VAL).write_bytes(tar_end(body))
+    body = raw_header("ILSVRC2012_val_00000001.JPEG", 0, raw_size=raw) + bytes(512)
+    (root / "downloads" / VAL).write_bytes(raw_end(body))
     r = unzip(root, "val", timeout=30)
     assert r.returncode == 1 and said in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
@@ -877,7 +861,8 @@ def test_huge_shard_numbers_are_usage_errors(tmp_path, release, shard):
 
 def test_huge_slurm_array_numbers_are_refused(tmp_path, release):
     root = make_root(tmp_path, release, ["train"])
-    r = unzip(root, "train", env={"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "18446744073709551617"})
+    r = unzip(root, "train", env={"SLURM_ARRAY_TASK_ID": "0",
+                                  "SLURM_ARRAY_TASK_COUNT": "18446744073709551617"})
     assert r.returncode == 1 and "at most 7 digits" in r.stderr
     assert not (root / "train").exists()
 
@@ -894,7 +879,7 @@ def test_files_keep_the_archive_times_and_safe_modes(tmp_path, release):
         assert p.stat().st_mtime == minirelease.MTIME, p
     # a member with set-user-ID and world-writable bits: none of that reaches the disk
     src = tmp_path / VAL
-    src.write_bytes(tar_end(tar_member("ILSVRC2012_val_00000001.JPEG", b"\xff\xd8" + bytes(10),
+    src.write_bytes(raw_end(raw_member("ILSVRC2012_val_00000001.JPEG", b"\xff\xd8" + bytes(10),
                                        mode=0o4777)))
     other = tmp_path / "other"
     other.mkdir()

@@ -1,0 +1,154 @@
+"""What every split's extraction shares: where things are, writing one member, the release's counts.
+
+On-disk state of 01_unzip.sh, all under ROOT/.01_unzip/ (the "state" folder):
+    SPLIT.done             JSON marker: the split is complete and verified (and from which archive)
+    train/WNID.json        record of one finished class: the files written, their sizes and hashes
+    *.lock                 flocks that keep two runs off the same work
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+from . import facts
+from .console import PrepError, log, thousands
+from .files import read_json, umask
+from .images import HEAD, image_kind
+from .tarstream import Member, Source, read_data, sniff
+
+STATE = ".01_unzip"
+CHUNK = 4 << 20                      # largest read of one member's data; bounds worker memory
+REDO = "download it again (00_download.sh resumes and checks it)"
+
+
+@dataclass
+class Config:
+    root: str                        # absolute
+    jobs: int = 1                    # worker processes for train
+    k: int = 0                       # this run's shard ...
+    n: int = 1                       # ... of n
+    remove: bool = False             # --remove-archive
+    archive: Optional[str] = None    # --archive PATH (one split)
+    manifest: bool = True            # hash every file for ROOT/meta/SHA256SUMS.SPLIT
+
+    @property
+    def state(self) -> str:
+        return os.path.join(self.root, STATE)
+
+    def marker(self, split: str) -> str:
+        return os.path.join(self.state, split + ".done")
+
+
+def find_archive(cfg: Config, split: str) -> str:
+    if cfg.archive:
+        path = os.path.abspath(cfg.archive)
+        if not os.path.isfile(path):
+            raise PrepError("%s: --archive %s is not a file" % (split, cfg.archive))
+        return path
+    folder = os.path.join(cfg.root, "downloads")
+    for name in facts.names(split):
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            return path
+    raise PrepError("%s: archive not found: expected %s in %s (run 00_download.sh, or name the file "
+                    "with --archive PATH)" % (split, " or ".join(facts.names(split)), folder))
+
+
+def check_archive(path: str, split: str) -> str:
+    """'tar' or 'gz' (devkit only); an empty, HTML or non-tar file is refused up front."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    return sniff(path, os.path.getsize(path), head, split == "devkit", "%s archive" % split)
+
+
+def done_marker(cfg: Config, split: str, final: str) -> Optional[dict]:
+    """The split's done marker, if the split's folder is there too."""
+    doc = read_json(cfg.marker(split))
+    return doc if isinstance(doc, dict) and os.path.isdir(final) else None
+
+
+def official_counts(split: str, archive_size: int, classes: Optional[int], images: int) -> None:
+    """An archive of the official size must hold the official counts: else an error."""
+    size = facts.official_size(split)
+    if size is None:
+        return
+    if archive_size != size:
+        log.info("%s: archive is not the official one (%s B, official %s B); official counts not "
+                 "checked", split, thousands(archive_size), thousands(size))
+        return
+    want_classes = facts.official(split).classes if classes is not None else None
+    if images != facts.images(split) or classes != want_classes:
+        raise PrepError("%s: the official archive holds %s images%s, this one %s%s: it is damaged; "
+                        "download it again (00_download.sh checks its MD5)"
+                        % (split, thousands(facts.images(split)),
+                           " in %s classes" % thousands(want_classes) if classes is not None else "",
+                           thousands(images), " in %d classes" % classes if classes is not None else ""))
+
+
+def maybe_remove(cfg: Config, split: str, archive: Optional[str], doc: Optional[dict] = None) -> None:
+    """--remove-archive: delete the archive of a split that is complete and verified. For a split
+    done earlier (`doc`, its marker), only the very archive it was extracted from."""
+    if not cfg.remove:
+        return
+    if archive is None:
+        try:
+            archive = find_archive(cfg, split)
+        except PrepError:
+            return
+        if doc is None or doc.get("archive_size") != os.path.getsize(archive):
+            log.info("%s: not removing %s: it is not the archive the split was extracted from "
+                     "(%s, %s B)", split, archive, (doc or {}).get("archive"),
+                     (doc or {}).get("archive_size"))
+            return
+    os.remove(archive)
+    log.info("%s: removed %s as asked (--remove-archive); the split is complete and verified",
+             split, archive)
+
+
+# ----------------------------------------------------------------------------- one member
+
+def safe_mode(mode: int) -> int:
+    """The member's permission bits as tar applies them for a user: no set-id or sticky bits, the
+    umask applied, and always readable and writable by the owner."""
+    return (mode & 0o777 | 0o600) & ~umask()
+
+
+def keep_attributes(fd: int, m: Member) -> None:
+    """The member's modification time and (safe) permission bits, as tar and torchvision keep."""
+    os.fchmod(fd, safe_mode(m.mode))
+    os.utime(fd, (m.mtime, m.mtime))
+
+
+def write_member(src: Source, m: Member, folder_fd: int, name: str, label: str,
+                 digest: bool) -> tuple[Optional[str], Optional[str]]:
+    """Copy member m's data from `src` into a new file `name` of the folder.
+
+    Returns (image_kind of its first bytes, SHA-256 of its bytes when `digest`)."""
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644, dir_fd=folder_fd)
+    except FileExistsError:
+        raise PrepError("%s: member %s appears twice; refused" % (label, m.name)) from None
+    kind, sha, head = None, hashlib.sha256() if digest else None, b""
+    try:
+        for buf in read_data(src, m, CHUNK, label):
+            if len(head) < HEAD:
+                head += buf[:HEAD - len(head)]
+            if sha is not None:
+                sha.update(buf)
+            view = memoryview(buf)
+            while view:
+                view = view[os.write(fd, view):]
+        kind = image_kind(head)
+        keep_attributes(fd, m)
+    finally:
+        os.close(fd)
+    return kind, sha.hexdigest() if sha is not None else None
+
+
+def refuse_unless_file(m: Member, label: str, pattern_text: str) -> None:
+    if not m.is_file():
+        raise PrepError("%s: member %s; refused (only %s files belong here)"
+                        % (label, m.describe(), pattern_text))

@@ -1,0 +1,432 @@
+"""The train split: the outer tar's class tars (WNID.tar) written to ROOT/train/WNID/, class by class.
+
+The outer tar's headers are read once (index_outer); each class is then a byte range that a worker
+extracts on its own, without ever writing the inner tar. A class is built in the hidden folder
+train/.WNID.tmp-HOST.PID, its record (what was written, with sizes and SHA-256) is saved in
+ROOT/.01_unzip/train/WNID.json, and the folder is renamed into place: a class folder under its
+final name is always complete, and one without a matching record was not made here.
+"""
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Optional
+
+from . import facts, manifest
+from .console import DISK_FULL, ErrorList, PrepError, disk_full_text, human, log, preflight, some
+from .extract import (Config, check_archive, find_archive, maybe_remove, official_counts,
+                      refuse_unless_file, write_member)
+from .files import (Lock, clear_leftover, open_dir, read_json, remove_tree, temp_name, temp_of,
+                    try_flock, write_json)
+from .parallel import run_parallel
+from .progress import Progress
+from .tarstream import Source, iter_tar
+
+RE_OUTER = re.compile(r"n\d{8}\.tar\Z")
+FLAT_NAME = re.compile(r"ILSVRC2012_(val|test)_\d{8}\.JPEG\Z")
+
+
+@dataclass(frozen=True)
+class ClassTar:
+    """One member of the outer tar: a class's tar, as a byte range of the archive."""
+    wnid: str
+    offset: int
+    size: int
+    mtime: float
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a worker needs to extract one class (sent through a pipe)."""
+    archive: str
+    train_dir: str
+    records: str
+    tar: ClassTar
+    digest: bool
+
+
+# ----------------------------------------------------------------------------- records
+
+def read_record(records: str, wnid: str) -> Optional[dict]:
+    """What 01_unzip.sh wrote into train/WNID, from its record; None if there is no usable one.
+
+    files: [[name, size, sha256 or null], ...] sorted by name (records of older versions have no
+    files and are trusted by their count)."""
+    doc = read_json(os.path.join(records, wnid + ".json"))
+    if not (isinstance(doc, dict) and isinstance(doc.get("images"), int)
+            and isinstance(doc.get("bytes"), int) and isinstance(doc.get("special"), dict)):
+        return None
+    files = doc.get("files")
+    if files is not None and not (isinstance(files, list) and len(files) == doc["images"]
+                                  and all(isinstance(f, list) and len(f) == 3 for f in files)):
+        return None
+    return doc
+
+
+def foreign_reason(folder: str, rec: Optional[dict]) -> Optional[str]:
+    """None if `folder` holds exactly the files 01_unzip.sh recorded writing into it, else why not."""
+    names = os.listdir(folder)
+    if rec is None:
+        return "%d files, not written by 01_unzip.sh" % len(names)
+    if rec.get("files") is None:
+        same = len(names) == rec["images"]
+    else:
+        same = sorted(names) == [f[0] for f in rec["files"]]
+    if not same:
+        return "%d files, but 01_unzip.sh wrote %d into it" % (len(names), rec["images"])
+    return None
+
+
+def check_class_folders(train_dir: str, records: str, wnids: Iterable[str]) -> None:
+    """Refuse class folders that 01_unzip.sh did not write (another tool, an interrupted tar recipe,
+    files added or removed since); an empty one is removed, to be extracted again."""
+    foreign = []
+    for w in wnids:
+        folder = os.path.join(train_dir, w)
+        if not os.path.isdir(folder):
+            continue
+        if not os.listdir(folder):
+            os.rmdir(folder)
+            log.info("train: %s was an empty folder; removed it, the class is extracted again", folder)
+            continue
+        why = foreign_reason(folder, read_record(records, w))
+        if why:
+            foreign.append("%s (%s)" % (w, why))
+    if foreign:
+        raise PrepError("train: %d class folder(s) in %s are not as 01_unzip.sh left them: %s. Move "
+                        "them out of %s (or delete them), then run again: the classes are extracted "
+                        "anew" % (len(foreign), train_dir, some(foreign), train_dir))
+
+
+# ----------------------------------------------------------------------------- one class
+
+def write_class(src: Source, tar: ClassTar, train_dir: str, records: str, label: str,
+                digest: bool) -> dict:
+    """Write the images of one class tar from `src` into train/.WNID.tmp-TAG, record them, and
+    rename the folder to train/WNID. Returns the record."""
+    wnid = tar.wnid
+    final, tmp = os.path.join(train_dir, wnid), os.path.join(train_dir, temp_name(wnid))
+    pattern = re.compile(re.escape(wnid) + r"_\d+\.JPEG\Z")
+    files, nbytes, special = [], 0, {}
+    os.mkdir(tmp, 0o755)
+    try:
+        # the flock on the folder is held until it has its final name: a rerun never clears it
+        with open_dir(tmp) as folder:
+            if not try_flock(folder):
+                raise PrepError("%s: another run is clearing %s; run again" % (label, tmp))
+            for m in iter_tar(src, tar.offset, tar.offset + tar.size, label, need_eof=False):
+                refuse_unless_file(m, label, wnid + "_<number>.JPEG")
+                if not pattern.match(m.name):
+                    raise PrepError("%s: member %s refused: names in this class must look like "
+                                    "%s_<number>.JPEG" % (label, m.name, wnid))
+                kind, sha = write_member(src, m, folder, m.name, label, digest)
+                if kind:
+                    special[m.name] = kind
+                files.append([m.name, m.size, sha])
+                nbytes += m.size
+            if not files:
+                raise PrepError("%s: holds no images; the archive is damaged: download it again"
+                                % label)
+            os.utime(folder, (tar.mtime, tar.mtime))
+            rec = {"wnid": wnid, "images": len(files), "bytes": nbytes, "special": special,
+                   "files": sorted(files)}
+            write_json(os.path.join(records, wnid + ".json"), rec, sync=False)
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if not os.path.isdir(final):
+                    raise
+                remove_tree(tmp)             # another process finished this class first
+    except BaseException:
+        remove_tree(tmp)
+        raise
+    return rec
+
+
+def extract_class(job: Job) -> tuple[str, str, object]:
+    """Worker: one class from the archive file. ("ok", wnid, record), ("skip", wnid, None), or
+    ("error" | "full", wnid, message): "full" when the disk is full (start no more classes)."""
+    wnid = job.tar.wnid
+    label = "%s: %s.tar" % (os.path.basename(job.archive), wnid)
+    try:
+        if os.path.isdir(os.path.join(job.train_dir, wnid)):
+            return ("skip", wnid, None)
+        with open(job.archive, "rb", buffering=1 << 20) as f:
+            rec = write_class(Source(f), job.tar, job.train_dir, job.records, label, job.digest)
+        return ("ok", wnid, rec)
+    except PrepError as e:
+        return ("error", wnid, str(e))
+    except OSError as e:
+        if e.errno in DISK_FULL:
+            return ("full", wnid, "%s: %s" % (label, disk_full_text(job.train_dir)))
+        return ("error", wnid, "%s: %s" % (label, e))
+    except Exception as e:                   # a bug must fail this class, not kill the worker
+        return ("error", wnid, "%s: unexpected %s: %s" % (label, type(e).__name__, e))
+
+
+# ----------------------------------------------------------------------------- the outer tar
+
+def index_outer(archive: str) -> tuple[list[ClassTar], list[str], Optional[str]]:
+    """Read the outer tar's headers only: its class tars, the members refused (anything but a
+    WNID.tar file, or one seen twice), and the error that ended the reading, if any."""
+    label = os.path.basename(archive)
+    classes, refused, seen = [], [], set()
+    with open(archive, "rb", buffering=512) as f:
+        try:
+            for m in iter_tar(Source(f), 0, os.path.getsize(archive), label, need_eof=True):
+                if not m.is_file():
+                    refused.append(m.describe())
+                elif not RE_OUTER.match(m.name):
+                    refused.append(m.name)
+                elif m.name in seen:
+                    refused.append("%s (a second time)" % m.name)
+                else:
+                    seen.add(m.name)
+                    classes.append(ClassTar(m.name[:-4], m.offset, m.size, m.mtime))
+        except PrepError as e:
+            return classes, refused, str(e)
+    return classes, refused, None
+
+
+def refused_text(label: str, refused: list[str]) -> str:
+    """One line for all refused members of the outer tar: the first few, then a count."""
+    hint = ""
+    if FLAT_NAME.match(refused[0]):
+        hint = " (this looks like the val or test archive, not the train archive)"
+    return ("%s: %d member(s) refused, only WNID.tar files (e.g. n01440764.tar) belong here%s: %s"
+            % (label, len(refused), hint, some(refused)))
+
+
+# ----------------------------------------------------------------------------- the split
+
+def train_done(cfg: Config) -> Optional[dict]:
+    """The done marker, if every class it lists is still there (else it is removed)."""
+    train_dir = os.path.join(cfg.root, "train")
+    doc = read_json(cfg.marker("train"))
+    if not isinstance(doc, dict):
+        return None
+    missing = [w for w in doc.get("classes", []) if not os.path.isdir(os.path.join(train_dir, w))]
+    if missing:
+        log.info("train: %d classes recorded as done are missing (e.g. %s); extracting them again",
+                 len(missing), missing[0])
+        os.remove(cfg.marker("train"))
+        return None
+    return doc
+
+
+def clear_share_leftovers(train_dir: str, records: str, mine: set) -> None:
+    """Temporary folders and records of interrupted runs of these classes."""
+    for e in os.scandir(train_dir):
+        if temp_of(e.name) in mine:
+            clear_leftover(e.path)
+    for e in os.scandir(records):
+        name = temp_of(e.name) or ""
+        if name.endswith(".json") and name[:-5] in mine:
+            os.remove(e.path)
+
+
+def extract_share(cfg: Config, archive: str, todo: list[ClassTar], errors: ErrorList) -> None:
+    """Extract the classes of `todo` in parallel; stop starting new ones once the disk is full."""
+    train_dir, records = os.path.join(cfg.root, "train"), os.path.join(cfg.state, "train")
+    full: list[str] = []
+
+    def jobs() -> Iterator[Job]:
+        for tar in todo:
+            if full:
+                return
+            yield Job(archive, train_dir, records, tar, cfg.manifest)
+
+    t0, done, images, nbytes = time.monotonic(), 0, 0, 0
+    bar = Progress("train", len(todo), "classes")
+    for job, result, exitcode in run_parallel(extract_class, jobs(), cfg.jobs):
+        done += 1
+        if result is None:
+            errors.add("%s: the worker extracting it died (exit code %s: killed, or out of memory?); "
+                       "a rerun extracts it again" % (job.tar.wnid, exitcode))
+        elif result[0] == "full":
+            if not full:
+                errors.add(result[2])
+            full.append(result[1])
+        elif result[0] == "error":
+            errors.add(result[2])
+        elif result[0] == "ok":
+            images += result[2]["images"]
+            nbytes += result[2]["bytes"]
+        bar.update(done, "%d images, %s, %s" % (images, human(nbytes), bar.rate(nbytes)))
+    bar.close()
+    if full:
+        errors.add("train: the disk filled up: %d class(es) failed, %d not started"
+                   % (len(full), len(todo) - done))
+    dt = time.monotonic() - t0
+    log.info("train: this run wrote %d images, %s in %.1f s (%.1f MiB/s)",
+             images, human(nbytes), dt, nbytes / max(dt, 1e-6) / (1 << 20))
+
+
+def do_train(cfg: Config) -> int:
+    train_dir, records = os.path.join(cfg.root, "train"), os.path.join(cfg.state, "train")
+    doc = train_done(cfg)
+    if doc:
+        log.info("train: already done (%d classes, %d images, %s in %s); nothing to do",
+                 len(doc["classes"]), doc["images"], human(doc["bytes"]), train_dir)
+        maybe_remove(cfg, "train", None, doc)
+        return 0
+    archive = find_archive(cfg, "train")
+    check_archive(archive, "train")
+    label = os.path.basename(archive)
+    with Lock(os.path.join(cfg.state, "train.shard-%d-of-%d.lock" % (cfg.k, cfg.n)),
+              "another 01_unzip.sh is extracting train shard %d/%d into this ROOT; let it finish, or "
+              "stop it, then run again" % (cfg.k, cfg.n)):
+        os.makedirs(records, exist_ok=True)
+        os.makedirs(train_dir, exist_ok=True)
+        classes, refused, broken = index_outer(archive)
+        classes.sort(key=lambda c: c.wnid)
+        if not classes and not refused and not broken:
+            raise PrepError("%s holds no class tars (WNID.tar members); is it the right file? "
+                            "download it again" % archive)
+        log.info("train: %s holds %d class tars (%s)", archive, len(classes),
+                 human(os.path.getsize(archive)))
+        errors = ErrorList()
+        if refused:
+            errors.add(refused_text(label, refused))
+        if broken:
+            errors.add(broken)
+        share = [c for i, c in enumerate(classes) if i % cfg.n == cfg.k]
+        clear_share_leftovers(train_dir, records, {c.wnid for c in share})
+        check_class_folders(train_dir, records, [c.wnid for c in share])
+        todo = [c for c in share if not os.path.isdir(os.path.join(train_dir, c.wnid))]
+        preflight(cfg.root, sum(c.size for c in todo), "train")
+        log.info("train: shard %d/%d: %d classes, %d already complete, %d to extract with %d "
+                 "workers", cfg.k, cfg.n, len(share), len(share) - len(todo), len(todo), cfg.jobs)
+        if todo:
+            extract_share(cfg, archive, todo, errors)
+    if errors:
+        log.error("error: train: %s; complete classes are kept, a rerun retries the rest",
+                  errors.summary())
+        return 1
+    if finish_train(cfg, label, os.path.getsize(archive), [c.wnid for c in classes]):
+        maybe_remove(cfg, "train", archive)
+    return 0
+
+
+# ----------------------------------------------------------------------------- the whole split
+
+def finish_train(cfg: Config, archive_name: str, archive_size: int, wnids: list[str]) -> bool:
+    """Once every class of the archive is there (other shards' too): verify the split, write its
+    manifest and done marker. False while other shards are still at work."""
+    train_dir = os.path.join(cfg.root, "train")
+    with Lock(cfg.marker("train") + ".lock", "another 01_unzip.sh is checking train", wait=True):
+        if train_done(cfg):
+            log.info("train: already verified by another shard")
+            return False
+        missing = [w for w in wnids if not os.path.isdir(os.path.join(train_dir, w))]
+        if missing:
+            log.info("train: shard %d/%d complete; %d classes of other shards are not there yet "
+                     "(e.g. %s); the last shard to finish verifies the whole split",
+                     cfg.k, cfg.n, len(missing), missing[0])
+            return False
+        for e in os.scandir(train_dir):        # leftovers of runs that died after another finished
+            if temp_of(e.name):
+                clear_leftover(e.path)
+        doc, sums = verify_train(cfg, wnids, archive_size)
+        if sums is not None:
+            manifest.write(cfg.root, "train", sums)
+        doc.update(archive=archive_name, archive_size=archive_size, manifest=sums is not None)
+        write_json(cfg.marker("train"), doc)
+        log.info("train: complete: %d classes, %d images, %s in %s%s", len(wnids), doc["images"],
+                 human(doc["bytes"]), train_dir, ", manifest meta/SHA256SUMS.train" if sums else "")
+    return True
+
+
+def verify_train(cfg: Config, wnids: list[str],
+                 archive_size: int) -> tuple[dict, Optional[list[tuple[str, str]]]]:
+    """Every class as recorded, nothing else in train/, the official counts; the manifest's
+    entries (None when some class was written without hashes)."""
+    train_dir, records = os.path.join(cfg.root, "train"), os.path.join(cfg.state, "train")
+    total_images = total_bytes = 0
+    special, per_class = {}, {}
+    sums: Optional[list[tuple[str, str]]] = []
+    for w in wnids:
+        folder = os.path.join(train_dir, w)
+        rec = read_record(records, w)
+        why = foreign_reason(folder, rec)
+        if why:
+            raise PrepError("train: %s holds %s; delete that folder and run again to extract the "
+                            "class anew" % (folder, why))
+        per_class[w] = rec["images"]
+        total_images += rec["images"]
+        total_bytes += rec["bytes"]
+        for name, kind in rec["special"].items():
+            special[w + "/" + name] = kind
+        if sums is not None and rec.get("files") and all(f[2] for f in rec["files"]):
+            sums.extend(("train/%s/%s" % (w, f[0]), f[2]) for f in rec["files"])
+        else:
+            sums = None
+    strays = sorted(e.name for e in os.scandir(train_dir)
+                    if e.is_dir() and not e.name.startswith(".") and e.name not in per_class)
+    if strays:
+        raise PrepError("train: %s holds %d folder(s) that are not classes of the archive (a class "
+                        "loader would take them for classes): %s; move them elsewhere and run again"
+                        % (train_dir, len(strays), some(strays)))
+    log.info("train: verified %d classes, %d images, %s", len(wnids), total_images,
+             human(total_bytes))
+    official_counts("train", archive_size, len(wnids), total_images)
+    warnings = compare_with_synsets(cfg.root, per_class)
+    report_specials(special)
+    return ({"classes": wnids, "images": total_images, "bytes": total_bytes, "special": special,
+             "warnings": warnings}, sums)
+
+
+def compare_with_synsets(root: str, per_class: dict[str, int]) -> list[str]:
+    """Warnings where the classes differ from num_train_images in meta/synsets.csv (from 02)."""
+    synsets = read_synsets(root)
+    if synsets is None:
+        return []
+    wnids = list(per_class)
+    diff = ["%s: %d images, meta/synsets.csv says %d" % (w, per_class[w], synsets[w])
+            for w in wnids if w in synsets and synsets[w] != per_class[w]]
+    missing = sorted(set(synsets) - set(wnids))
+    extra = sorted(set(wnids) - set(synsets))
+    warnings = []
+    if diff:
+        warnings.append("%d classes differ from meta/synsets.csv: %s"
+                        % (len(diff), "; ".join(diff[:10])))
+    if missing:
+        warnings.append("%d classes of meta/synsets.csv are not in the archive: %s"
+                        % (len(missing), " ".join(missing[:10])))
+    if extra:
+        warnings.append("%d classes of the archive are not in meta/synsets.csv: %s"
+                        % (len(extra), " ".join(extra[:10])))
+    if not warnings:
+        log.info("train: every class matches num_train_images in meta/synsets.csv")
+    for w in warnings:
+        log.warning("train: warning: %s", w)
+    return warnings
+
+
+def read_synsets(root: str) -> Optional[dict[str, int]]:
+    """{wnid: num_train_images} from meta/synsets.csv, or None if it is not there (yet)."""
+    import csv
+    path = os.path.join(root, "meta", "synsets.csv")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return {r["wnid"]: int(r["num_train_images"]) for r in csv.DictReader(f)}
+    except (OSError, KeyError, ValueError) as e:
+        log.warning("warning: cannot read %s (%s); not comparing class sizes with it", path, e)
+        return None
+
+
+def report_specials(special: dict[str, str]) -> None:
+    if not special:
+        log.info("train: every image is a plain JPEG (no PNG or CMYK files)")
+        return
+    log.info("train: %d files are not plain RGB/grayscale JPEGs (decoders may need care; the real "
+             "release has %d CMYK JPEGs and 1 PNG, %s):", len(special), facts.CMYK_FILES,
+             facts.PNG_FILE)
+    for name in sorted(special)[:50]:
+        log.info("  %s: %s", name, special[name])
+    if len(special) > 50:
+        log.info("  ... and %d more (all listed in the train done marker)", len(special) - 50)
