@@ -2,6 +2,7 @@
 
 Every expectation is computed here from the generator's classes (release.classes), not from the
 script; the script runs as a subprocess and the files it leaves on disk are checked byte for byte.
+Its logic lives in imagenet_prep/meta.py, which the unit tests here import.
 """
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ import json
 import os
 import random
 import shutil
+import signal
+import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +25,9 @@ import pytest
 import scipy.io
 
 import minirelease
-from conftest import load_script, run, script
+from conftest import REPO, load_script, run, script
+from imagenet_prep import meta
+from imagenet_prep.console import PrepError
 
 SCRIPT = script("02_convert_meta_clsloc.py")
 OUTPUTS = ["synsets.csv", "synsets.json", "class_index.json", "LOC_synset_mapping.txt",
@@ -148,6 +154,32 @@ def test_help_lists_every_option_with_its_default():
     assert "ROOT/meta" in r.stdout and "IMAGENET_ROOT" in r.stdout
 
 
+def test_script_imports_without_running():
+    mod = load_script("02_convert_meta_clsloc")
+    assert callable(mod.main) and callable(mod.build_parser)
+    assert mod.PROG == meta.PROG == "02_convert_meta_clsloc.py"
+
+
+def test_runs_from_any_folder_but_not_without_its_package(release, tmp_path):
+    """Through a symlink from elsewhere it finds imagenet_prep/ beside its real file; copied
+    alone it says what is missing, and nothing else."""
+    elsewhere = tmp_path / "bin"
+    elsewhere.mkdir()
+    (elsewhere / SCRIPT.name).symlink_to(SCRIPT)
+    r = run([sys.executable, elsewhere / SCRIPT.name, "--devkit", release.archives["devkit"],
+             "--out", tmp_path / "meta", "--expect-classes", 12], cwd=elsewhere)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "meta" / "synsets.csv").is_file()
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy2(SCRIPT, alone)
+    r = run([sys.executable, alone / SCRIPT.name, "--help"], cwd=tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert "needs the folder imagenet_prep/ beside it (in %s)" % alone in r.stderr
+    assert "copy or clone the whole repository folder, not the script alone" in r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+
+
 @pytest.mark.parametrize("args", [["--bogus"], ["--mat", "a.mat", "--devkit", "b.tar.gz"],
                                   ["--expect-classes", "x"], ["--expect-classes", "0"]])
 def test_usage_errors_exit_2(tmp_path, args):
@@ -251,13 +283,12 @@ def test_numbers_in_any_storage_type(release, tmp_path, numbers):
 
 def test_loader_quirks_give_the_same_classes(release):
     """The struct reader copes with squeeze_me on/off and MATLAB doubles (mat_dtype)."""
-    mod = load_script("02_convert_meta_clsloc")
     for data in (member(release.archives["devkit"], META_2012),
                  member(release.archives["devkit2017"], META_2017)):
         results = []
         for kw in LOADMAT_VARIANTS:
             loaded = scipy.io.loadmat(io.BytesIO(data), **kw)["synsets"]
-            fmt, classes = mod.synsets_from_struct(loaded)
+            fmt, classes = meta.synsets_from_struct(loaded)
             results.append([(s.ilsvrc_id, s.wnid, s.words, s.description, s.num_train_images)
                             for s in classes])
         assert all(r == results[0] for r in results)
@@ -380,6 +411,17 @@ def test_rerun_is_byte_identical_and_says_already_done(release, tmp_path):
     assert third.returncode == 0, third.stderr
     assert "wrote class_index.json in" in third.stderr
     assert snapshot(root / "meta") == before
+
+
+def test_leftovers_of_a_killed_run_are_removed(release, tmp_path):
+    out = tmp_path / "meta"
+    out.mkdir()
+    for name in (".synsets.csv.tmp-node7.4242", ".class_index.json.tmp-1f3xk9q2"):  # new, old
+        (out / name).write_bytes(b"half a file")
+    (out / "notes.txt").write_text("mine\n")
+    r = convert("--devkit", release.archives["devkit"], "--out", out, "--expect-classes", 12)
+    assert r.returncode == 0, r.stderr
+    assert sorted(snapshot(out)) == sorted(OUTPUTS + ["notes.txt"])
 
 
 def test_other_classes_replace_the_output_with_a_warning(release, tmp_path):
@@ -525,15 +567,14 @@ def test_a_truncated_mat_says_truncated(release, tmp_path, good_outputs, member_
 
 
 def test_a_mat_cut_anywhere_says_truncated(release):
-    mod = load_script("02_convert_meta_clsloc")
     for name, step in ((META_2017, 1), (META_2012, 7)):
         data = member(release.archives["devkit" if name == META_2012 else "devkit2017"], name)
         for cut in range(1, len(data), step):
-            src = mod.Source(label="x", shown="x", data=data[:cut])
-            with pytest.raises(mod.MetaError, match="^x: it is a truncated MATLAB .mat file "):
-                mod.load_classes(src, len(release.classes))
-        assert mod.truncation(data) is None
-        assert mod.load_classes(mod.Source(label="x", shown="x", data=data),
+            src = meta.MatSource(label="x", shown="x", data=data[:cut])
+            with pytest.raises(PrepError, match="^x: it is a truncated MATLAB .mat file "):
+                meta.load_classes(src, len(release.classes))
+        assert meta.truncation(data) is None
+        assert meta.load_classes(meta.MatSource(label="x", shown="x", data=data),
                                 len(release.classes))[1]
 
 
@@ -581,6 +622,16 @@ def test_missing_files(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_huge_file_is_not_read(tmp_path):
+    mat = tmp_path / "meta.mat"
+    with open(mat, "wb") as f:
+        f.truncate(65 << 20)                      # sparse: nothing is really written
+    r = convert("--mat", mat, "--out", tmp_path / "meta")
+    assert r.returncode == 1
+    assert "%s: 65.0 MiB is far too large for a devkit meta file" % mat in r.stderr
+    assert not (tmp_path / "meta").exists()
+
+
 def test_empty_devkit_folder_points_at_the_archive(release, tmp_path):
     (tmp_path / "devkit").mkdir()
     r = convert("--root", tmp_path)
@@ -600,19 +651,44 @@ def test_bad_devkit_archives(release, tmp_path):
     html.write_bytes(b"<html><body>Please log in</body></html>\n" * 40)
     r = convert("--devkit", html, "--out", tmp_path / "meta")
     assert r.returncode == 1
-    assert "%s is not a readable .tar.gz or .tar archive" % html in r.stderr
+    assert "%s is not a readable .tar or .tar.gz archive" % html in r.stderr
 
     cut = tmp_path / "cut.tar.gz"
     cut.write_bytes(release.archives["devkit"].read_bytes()[:300])
     r = convert("--devkit", cut, "--out", tmp_path / "meta")
     assert r.returncode == 1
-    assert "%s is not a readable" % cut in r.stderr
+    assert "%s is damaged" % cut in r.stderr and "download it again" in r.stderr
 
     other = tmp_path / "ILSVRC2012_img_test.tar"
     shutil.copy(release.archives["test"], other)
     r = convert("--devkit", other, "--out", tmp_path / "meta")
     assert r.returncode == 1
     assert "%s holds no meta_clsloc.mat or meta.mat" % other in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "meta").exists()
+
+
+def _plain_devkit(release) -> bytes:
+    return gzip.decompress(release.archives["devkit"].read_bytes())
+
+
+@pytest.mark.parametrize("damage", ["cut-after-meta", "bad-header-after-meta", "gzip-of-cut"])
+def test_a_devkit_archive_that_stops_early_is_refused(release, tmp_path, damage):
+    """tarfile alone would stop quietly at a missing or corrupt header after meta.mat and read
+    the file: the archive is incomplete, so it is refused."""
+    raw = _plain_devkit(release)
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        info = tar.getmember(META_2012)
+    end = info.offset_data + (info.size + 511) // 512 * 512      # the header after meta.mat
+    if damage == "bad-header-after-meta":
+        data = raw[:end] + b"\x01" * 512 + raw[end + 512:]
+    else:
+        data = raw[:end]
+    archive = tmp_path / ("devkit.tar.gz" if damage == "gzip-of-cut" else "devkit.tar")
+    archive.write_bytes(gzip.compress(data) if damage == "gzip-of-cut" else data)
+    r = convert("--devkit", archive, "--out", tmp_path / "meta", "--expect-classes", 12)
+    assert r.returncode == 1, r.stderr
+    assert "error: %s is damaged" % archive in r.stderr and "download it again" in r.stderr
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "meta").exists()
 
@@ -682,12 +758,40 @@ def test_real_meta_from_a_devkit_archive(reference, tmp_path):
 
 
 def test_real_meta_loader_quirks(reference):
-    mod = load_script("02_convert_meta_clsloc")
     results = []
     for kw in LOADMAT_VARIANTS:
         loaded = scipy.io.loadmat(reference / "meta.mat", **kw)["synsets"]
-        fmt, classes = mod.synsets_from_struct(loaded)
+        fmt, classes = meta.synsets_from_struct(loaded)
         assert fmt == "ILSVRC2012 meta.mat"
         results.append(classes)
     assert all(r == results[0] for r in results)
     assert [s.ilsvrc_id for s in results[0]] == list(range(1, 1001))
+
+
+# ----------------------------------------------------------------------------- Ctrl-C and SIGTERM
+
+@pytest.mark.parametrize("sig, code, said", [(signal.SIGINT, 130, "stopped by Ctrl-C"),
+                                              (signal.SIGTERM, 143, "stopped by SIGTERM")],
+                         ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_and_sigterm_exit_130_143_and_leave_outputs_alone(tmp_path, good_outputs, sig,
+                                                                  code, said):
+    """A .mat that is a FIFO nobody writes to: 02 waits in its read, then gets the signal."""
+    out = tmp_path / "meta"
+    out.mkdir()
+    for name, content in good_outputs.items():
+        (out / name).write_bytes(content)
+    fifo = tmp_path / "meta.mat"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--mat", str(fifo), "--out", str(out),
+                             "--expect-classes", "12"], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stderr.readline()                  # the command line: the handlers are set
+    assert SCRIPT.name in first, first
+    time.sleep(0.3)                                 # into the read of the FIFO
+    proc.send_signal(sig)
+    out_text, rest = proc.communicate(timeout=60)
+    err = first + rest
+    assert proc.returncode == code, err
+    assert said in err and "either complete or untouched" in err, err
+    assert "Traceback" not in err and out_text == ""
+    assert snapshot(out) == good_outputs

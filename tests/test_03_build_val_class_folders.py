@@ -1,6 +1,8 @@
-"""Tests of 03_build_val_class_folders.py: real files, real processes, the tree on disk checked."""
+"""Tests of 03_build_val_class_folders.py: real files, real processes, the tree on disk checked;
+and of its label logic in imagenet_prep/valfolders.py, which later stages call directly."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import os
@@ -15,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from conftest import load_script, run, script
+from imagenet_prep import valfolders
+from imagenet_prep.console import PrepError
 
 SCRIPT = script("03_build_val_class_folders.py")
 COLUMNS = ["ilsvrc_id", "class_index", "wnid", "words", "description", "num_train_images"]
@@ -92,6 +96,8 @@ def run03(*args, **kw) -> subprocess.CompletedProcess:
 def ok(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Traceback" not in r.stderr
+    if "--help" not in r.args:
+        assert r.stdout == "", r.stdout             # results are log lines, on stderr
     return r
 
 
@@ -107,7 +113,27 @@ def test_imports_without_running_and_has_help():
     r = run03("--copy", "--link")
     assert r.returncode == 2 and "not allowed" in r.stderr
     r = run03("--bogus")
-    assert r.returncode == 2 and "usage:" in r.stderr
+    assert r.returncode == 2 and "usage:" in r.stderr.lower()
+
+
+def test_runs_from_any_folder_but_not_without_its_package(tmp_path, release):
+    """Through a symlink from elsewhere it finds imagenet_prep/ beside its real file; copied
+    alone it says what is missing, and nothing else."""
+    root = make_root(tmp_path, release)
+    elsewhere = tmp_path / "bin"
+    elsewhere.mkdir()
+    (elsewhere / SCRIPT.name).symlink_to(SCRIPT)
+    ok(run([sys.executable, elsewhere / SCRIPT.name, "--root", root], cwd=elsewhere))
+    assert image_tree(root) == expected_tree(release)
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / SCRIPT.name).write_bytes(SCRIPT.read_bytes())
+    r = run([sys.executable, alone / SCRIPT.name, "--root", root, "--undo"], cwd=tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert "needs the folder imagenet_prep/ beside it (in %s)" % alone in r.stderr
+    assert "copy or clone the whole repository folder, not the script alone" in r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+    assert image_tree(root) == expected_tree(release)
 
 
 # ----------------------------------------------------------------------------- happy paths
@@ -130,7 +156,7 @@ def test_devkit_labels_found_automatically(tmp_path, release):
     ids = {c.wnid: c.ilsvrc_id for c in release.classes}
     assert rows[1:] == [[n, release.val[n], str(ids[release.val[n]]),
                          str(release.class_index(release.val[n]))] for n in sorted(release.val)]
-    assert "done: 36 images verified" in r.stdout
+    assert "done: 36 images verified" in r.stderr
     assert not list((root / "meta").glob(".*"))
 
 
@@ -173,7 +199,7 @@ def test_rerun_is_a_no_op(tmp_path, release):
     before = snapshot(root)
     mtimes = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
     r = ok(run03("--root", root))
-    assert "already done" in r.stdout
+    assert "already done" in r.stderr
     assert snapshot(root) == before
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == mtimes
 
@@ -183,10 +209,10 @@ def test_undo_restores_the_flat_set_exactly(tmp_path, release):
     before = snapshot(root / "val")
     ok(run03("--root", root))
     r = ok(run03("--root", root, "--undo"))
-    assert "done: 36 images flat" in r.stdout
+    assert "done: 36 images flat" in r.stderr
     assert snapshot(root / "val") == before  # same names, bytes and inodes; no folders left
     r = ok(run03("--root", root, "--undo"))
-    assert "already done" in r.stdout
+    assert "already done" in r.stderr
     assert snapshot(root / "val") == before
     ok(run03("--root", root))  # and forward again
     assert image_tree(root) == expected_tree(release)
@@ -196,12 +222,12 @@ def test_dry_run_changes_nothing(tmp_path, release):
     root = make_root(tmp_path, release)
     before = snapshot(root)
     r = ok(run03("--root", root, "--dry-run"))
-    assert "would move 36 images into 12 class folders" in r.stdout
+    assert "would move 36 images into 12 class folders" in r.stderr
     assert snapshot(root) == before
     ok(run03("--root", root))
     done = snapshot(root)
     r = ok(run03("--root", root, "--undo", "--dry-run"))
-    assert "would move 36 images back" in r.stdout
+    assert "would move 36 images back" in r.stderr
     assert snapshot(root) == done
 
 
@@ -223,7 +249,7 @@ def test_copy_link_symlink_keep_the_flat_files(tmp_path, release, mode):
     assert {k: v for k, v in snapshot(root / "val").items() if "/" not in k
             and v[0] != "dir"} == {k: v for k, v in flat_before.items()}
     r = ok(run03("--root", root, "--" + mode))
-    assert "already done" in r.stdout
+    assert "already done" in r.stderr
     ok(run03("--root", root, "--undo"))
     assert snapshot(root / "val") == flat_before
 
@@ -274,7 +300,7 @@ def test_blacklist_option_and_its_undo(tmp_path, release):
     rows = (root / "meta" / "val_labels.csv").read_text().splitlines()
     assert len(rows) == 1 + len(release.val)  # the labels keep all images
     r = ok(run03("--root", root, "--exclude-blacklist", bl))
-    assert "already done" in r.stdout
+    assert "already done" in r.stderr
     # without the option the blacklisted images come back into val/WNID/
     ok(run03("--root", root))
     assert image_tree(root) == expected_tree(release)
@@ -293,6 +319,52 @@ def test_blacklist_with_symlinks_points_back_to_val(tmp_path, release):
     link = root / "val_blacklisted" / release.val[name] / name
     assert os.readlink(link) == "../../val/" + name
     assert link.read_bytes() == (root / "val" / name).read_bytes()
+
+
+# ----------------------------------------------------------------------------- the label API
+
+@pytest.mark.parametrize("form", ["devkit", "kaggle", "tf"])
+def test_val_labels_gives_every_image_its_wnid(tmp_path, release, form):
+    """What 04 and 05 call: {file: WNID}, from ROOT's defaults or from explicit paths."""
+    root = make_root(tmp_path, release)
+    before = snapshot(root)
+    if form == "devkit":
+        assert valfolders.val_labels(root) == release.val
+    synsets = root / "meta" / "synsets.csv"
+    got = valfolders.val_labels(None, synsets_csv=synsets, labels_file=release.labels[form])
+    assert got == release.val
+    if form != "kaggle":
+        assert list(got) == sorted(got)      # in image order
+    assert snapshot(root) == before          # reading changes nothing
+
+
+def test_read_synsets_gives_the_classes_with_their_counts(tmp_path, release):
+    root = make_root(tmp_path, release)
+    classes = valfolders.read_synsets(root / "meta" / "synsets.csv")
+    assert list(classes) == [c.wnid for c in sorted(release.classes, key=lambda c: c.ilsvrc_id)]
+    for c in release.classes:
+        row = classes[c.wnid]
+        assert (row.ilsvrc_id, row.class_index, row.words, row.description,
+                row.num_train_images) == (c.ilsvrc_id, release.class_index(c.wnid), c.words,
+                                          c.gloss, c.num_train_images)
+
+
+def test_the_label_api_raises_prep_errors(tmp_path, release):
+    root = make_root(tmp_path, release)
+    lines = _lines(release)
+    lines[4] = "1001"
+    with pytest.raises(PrepError, match="line 5: 1001"):
+        valfolders.val_labels(root, labels_file=_labels(tmp_path, lines))
+    synsets = root / "meta" / "synsets.csv"
+    with pytest.raises(PrepError, match="no validation labels found under"):
+        valfolders.val_labels(tmp_path, synsets_csv=synsets)      # no devkit there
+    with pytest.raises(PrepError, match="run 02_convert_meta_clsloc.py first"):
+        valfolders.val_labels(tmp_path)                           # no synsets.csv there
+    rows = synsets.read_text().splitlines()
+    rows[3] = rows[3].rsplit(",", 1)[0] + ",many"
+    synsets.write_text("\n".join(rows) + "\n")
+    with pytest.raises(PrepError, match="line 4 is not ilsvrc_id,class_index,wnid"):
+        valfolders.read_synsets(synsets)
 
 
 # ----------------------------------------------------------------------------- bad inputs
@@ -524,11 +596,49 @@ def test_sigkill_at_random_moments_then_rerun(tmp_path, mode_args, rounds):
         want |= {"val/" + f for f in truth}
     assert image_tree(root) == want
     assert "already done" in subprocess.run(cmds["fwd"], capture_output=True, text=True,
-                                            timeout=120).stdout
+                                            timeout=120).stderr
     r = subprocess.run(cmds["undo"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert image_tree(root) == {"val/" + f for f in truth}
     assert sorted(p.name for p in (root / "val").iterdir()) == sorted(truth)
+
+
+def _sorting_started(root: Path, wnids: set) -> bool:
+    for w in wnids:
+        with contextlib.suppress(FileNotFoundError):
+            if os.listdir(root / "val" / w):
+                return True
+    return False
+
+
+@pytest.mark.parametrize("mode_args", [[], ["--copy"]], ids=["move", "copy"])
+@pytest.mark.parametrize("sig, code, said", [(signal.SIGINT, 130, "stopped by Ctrl-C"),
+                                              (signal.SIGTERM, 143, "stopped by SIGTERM")],
+                         ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_and_sigterm_stop_cleanly_and_rerun_finishes(tmp_path, mode_args, sig, code, said):
+    root, labels, truth = _big_root(tmp_path, 40, 150 if not mode_args else 60, seed=3)
+    cmd = [sys.executable, str(SCRIPT), "--root", str(root), "--labels", str(labels), *mode_args]
+    wnids = set(truth.values())
+    for _ in range(10):
+        proc = subprocess.Popen(cmd, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30          # signal once images are being placed
+        while time.monotonic() < deadline and proc.poll() is None \
+                and not _sorting_started(root, wnids):
+            time.sleep(0.002)
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+        if proc.returncode != 0:
+            break
+        ok(run03("--root", root, "--undo"))       # it finished first: start again
+    assert proc.returncode == code, err[-2000:]
+    assert said + "; every image is either flat or in its folder" in err, err[-2000:]
+    assert "Traceback" not in err and out == ""
+    _check_invariant(root, truth, copies=bool(mode_args))
+    assert not [p for p in root.rglob("*") if ".tmp-" in p.name]      # no half copy left
+    ok(run03(*cmd[2:]))
+    want = {"val/%s/%s" % (w, f) for f, w in truth.items()}
+    assert image_tree(root) == (want | {"val/" + f for f in truth} if mode_args else want)
 
 
 # --------------------------------------------------------------------- with 02 and the real data
@@ -571,7 +681,7 @@ def test_real_ground_truth_puts_50000_images_where_kaggle_says(tmp_path, referen
     (devkit / "ILSVRC2012_validation_ground_truth.txt").write_bytes(
         (reference / "ILSVRC2012_validation_ground_truth.txt").read_bytes())
     r = ok(run03("--root", root))
-    assert "val/: 1000 folders x 50 images = 50000" in r.stdout
+    assert "val/: 1000 folders x 50 images = 50000" in r.stderr
     with open(reference / "LOC_val_solution.csv", newline="") as f:
         kaggle = {row[0] + ".JPEG": row[1].split()[0] for row in list(csv.reader(f))[1:]}
     assert len(kaggle) == 50_000
@@ -579,10 +689,10 @@ def test_real_ground_truth_puts_50000_images_where_kaggle_says(tmp_path, referen
     # the Kaggle and TF label files agree: a rerun with either is "already done"
     for labels in ("LOC_val_solution.csv", "imagenet_2012_validation_synset_labels.txt"):
         r = ok(run03("--root", root, "--labels", reference / labels))
-        assert "already done" in r.stdout
+        assert "already done" in r.stderr
     # and the real blacklist moves its 1,762 images aside and back
     bl = reference / "ILSVRC2015_clsloc_validation_blacklist.txt"
     r = ok(run03("--root", root, "--exclude-blacklist", bl))
-    assert "val_blacklisted/: " in r.stdout and "= 1762" in r.stdout
+    assert "val_blacklisted/: " in r.stderr and "= 1762" in r.stderr
     ok(run03("--root", root, "--undo"))
     assert image_tree(root) == {"val/" + n for n in kaggle}
