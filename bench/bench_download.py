@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark of 00_download.sh against the loopback server (tests/httpserver.py); not a test.
 
-    python3 tests/bench_download.py [--size-mb 240] [--rate-mb 20] [--connections 4] [--json FILE]
+    python3 bench/bench_download.py [--size-mb 240] [--rate-mb 20] [--connections 4] [--json FILE]
 
 The server caps every connection (default 20 MB/s), like a remote server that is slow per
 connection. In the same run it measures:
@@ -11,7 +11,10 @@ connection. In the same run it measures:
   the MD5 check, which is the same work for both);
 * a SIGKILL in the middle of a download, then a rerun: bytes fetched twice, counted by the server
   as body bytes sent in the rerun minus the bytes that were missing on disk (goal: 0), for one and
-  for N connections.
+  for N connections. The SIGKILL goes to the script's process group; 00_download.sh runs each split
+  (curl and its helpers) in a process group of its own, which its watchdog stops once the main
+  process is gone. The bytes on disk are counted only when no process of the run is left (what is
+  still running after a few seconds is killed and said), else late writes would count as saved.
 """
 from __future__ import annotations
 
@@ -28,14 +31,14 @@ import time
 from pathlib import Path
 from typing import Optional
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from benchmark import print_table  # noqa: E402
-from httpserver import FaultServer  # noqa: E402
+from benchpaths import REPO
+from benchmark import print_table
+from httpserver import FaultServer
 
-SCRIPT = HERE.parent / "00_download.sh"
+SCRIPT = REPO / "00_download.sh"
 NAME = "ILSVRC2012_img_val.tar"
 FETCHED_RE = re.compile(r"fetched (\d+) bytes in ([\d.]+) s")
+SETTLE_SECONDS = 10  # for the split's watchdog to stop what is left after the kill
 
 
 def make_file(path: Path, size: int) -> str:
@@ -72,6 +75,41 @@ def download(root: Path, urls: Path, connections: int) -> tuple[float, float]:
     return float(m.group(2)), wall
 
 
+def session_processes(sid: int) -> list[int]:
+    """Live (not zombie) processes of session `sid`, from /proc."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                fields = f.read().rsplit(")", 1)[1].split()  # the name, in parentheses, may hold spaces
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[3]) == sid:
+            out.append(int(d))
+    return out
+
+
+def wait_session_gone(sid: int) -> None:
+    """Wait until no process of the session is left; SIGKILL (and say) what outlives SETTLE_SECONDS."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while session_processes(sid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    left = session_processes(sid)
+    if left:
+        print("warning: %d process(es) of the killed run still there after %d s, killing them: %s"
+              % (len(left), SETTLE_SECONDS, left), file=sys.stderr)
+    while left:
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.02)
+        left = session_processes(sid)
+
+
 def killed_then_resumed(root: Path, urls: Path, srv: FaultServer, size: int,
                         connections: int) -> tuple[int, int]:
     """SIGKILL at about 40 %, rerun; returns (bytes on disk at the kill, bytes fetched twice)."""
@@ -85,7 +123,8 @@ def killed_then_resumed(root: Path, urls: Path, srv: FaultServer, size: int,
         time.sleep(0.01)
     os.killpg(p.pid, signal.SIGKILL)
     p.wait()
-    time.sleep(0.3)
+    wait_session_gone(p.pid)  # start_new_session: the session id is the script's pid
+    time.sleep(0.3)  # let the server notice the closed connections
     have = sum(f.stat().st_size for f in (root / "downloads").glob(NAME + ".part*"))
     srv.reset_log()
     r = subprocess.run([str(SCRIPT), "--root", str(root), "--urls", str(urls), "val",

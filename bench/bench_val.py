@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark 03_build_val_class_folders.py against a valprep-style one-`mv`-per-file script
 
-    python3 tests/bench_val.py [--files 50000] [--classes 1000] [--quick] [--json FILE]
+    python3 bench/bench_val.py [--files 50000] [--classes 1000] [--quick] [--json FILE]
 
 Both sides start from the same freshly written flat ROOT/val (small files; a rename costs the same
 whatever the size) in the same run. Baseline: the widely copied valprep.sh form, a bash script of
@@ -9,7 +9,7 @@ whatever the size) in the same run. Baseline: the widely copied valprep.sh form,
 project's script as a user runs it (a new python3 process, labels found under ROOT/devkit/), timed
 wall-clock including interpreter start, median of --repeat runs with --undo in between. Peak memory
 is the child's ru_maxrss from os.wait4. Prints a table; --json writes the rows for
-tests/benchmark.py.
+bench/benchmark.py.
 """
 from __future__ import annotations
 
@@ -27,10 +27,10 @@ import time
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+from benchpaths import REPO
 from benchmark import print_table
 
-HERE = Path(__file__).resolve().parent
-SCRIPT = HERE.parent / "03_build_val_class_folders.py"
+SCRIPT = REPO / "03_build_val_class_folders.py"
 VAL = "ILSVRC2012_val_%08d.JPEG"
 GOAL_RATIO = 30.0
 GOAL_SECONDS = 2.0

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Run the benchmarks of 00, 01 and 03 on generated data and print one table of ratios.
 
-    python3 tests/benchmark.py [--quick] [--only download,unzip,val] [--json FILE]
+    python3 bench/benchmark.py [--quick] [--only download,unzip,val] [--json FILE] [-- BENCH-OPTIONS]
 
-Each benchmark measures its baseline in the same run (download: one connection; extraction: the
-two-pass recipe and one flat tar; val: one `mv` per file) and writes its rows as JSON; this runner
-collects them into one table. Timing never appears in the tests: it lives here.
+Each benchmark (bench/bench_*.py, also runnable alone) measures its baseline in the same run
+(download: one connection; extraction: the two-pass recipe and one flat tar; val: one `mv` per
+file) and writes its rows as JSON; this runner collects them into one table. Timing never appears
+in the tests: it lives here. --quick runs every benchmark with its own --quick (small data, a smoke
+run whose numbers are not the ones to report).
 """
 from __future__ import annotations
 
@@ -48,12 +50,16 @@ def print_table(rows: list[dict]) -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--only", default="download,unzip,val", help="comma-separated benchmarks to run")
+    p.add_argument("--only", default=",".join(BENCHES), help="comma-separated benchmarks to run")
+    p.add_argument("--quick", action="store_true", help="pass --quick to every benchmark (smoke run)")
     p.add_argument("--json", type=Path, help="also write all rows to this file")
     p.add_argument("extra", nargs=argparse.REMAINDER,
                    help="after --, options passed to every benchmark script")
     args = p.parse_args(argv)
-    extra = [a for a in args.extra if a != "--"]
+    extra = [a for a in args.extra if a != "--"] + (["--quick"] if args.quick else [])
+    unknown = [n for n in args.only.split(",") if n not in BENCHES]
+    if unknown:
+        p.error("unknown benchmark %s (choose from %s)" % (", ".join(unknown), ",".join(BENCHES)))
     rows: list[dict] = []
     failed = []
     with tempfile.TemporaryDirectory() as tmp:
