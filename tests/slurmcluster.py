@@ -12,7 +12,8 @@
 Everything lives in one temporary directory (config, keys, state, spool, logs), the ports are picked
 free, and the daemons run in the foreground as children of the test, so two test runs on one machine
 do not see each other and nothing is left behind. The daemons get SIGTERM when the test process dies
-(prctl PR_SET_PDEATHSIG), so even a killed pytest leaves no cluster running. Client commands get SLURM_CONF from `env()`.
+(prctl PR_SET_PDEATHSIG), so even a killed pytest leaves no cluster running. Client commands get
+SLURM_CONF from `env()`.
 
 The configuration needs no systemd and no cgroups: proctrack/linuxproc, task/none, accounting off.
 The node is declared with more CPUs and memory than the machine may have (config_overrides), so that

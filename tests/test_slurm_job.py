@@ -1,10 +1,12 @@
-"""The cluster job scripts (tests/slurm/*.sbatch, shown verbatim in the README) under a real SLURM.
+"""The cluster job scripts (examples/slurm/*.sbatch) under a real SLURM.
 
 A single-node cluster (munged, slurmctld, slurmd as root; tests/slurmcluster.py) runs the exact
-files on the miniature release, the way a user would: the four scripts, the job script and a
-urls.sh copied into one job directory, `bash imagenet_prep.sbatch` submitted from there. The tests
-assert the trees on disk, the job states and the per-task logs. Without the Debian packages
-slurmctld slurmd slurm-client munge (or without root) the SLURM tests skip with the reason.
+files on the miniature release, the way a user would: from a copy of the repository folder as a
+clone has it (the files git knows, plus a urls.sh), `cd` there and
+`bash examples/slurm/imagenet_prep.sbatch`; the node-local variant is also submitted from another
+folder with IMAGENET_PREP_DIR pointing at the copy. The tests assert the trees on disk, the job
+states and the per-task logs. Without the Debian packages slurmctld slurmd slurm-client munge (or
+without root) the SLURM tests skip with the reason.
 """
 from __future__ import annotations
 
@@ -18,14 +20,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TESTS, run
+from conftest import REPO, run
 from slurmcluster import SlurmCluster, SlurmError
 
-SLURM_DIR = TESTS / "slurm"
-PREP = "imagenet_prep.sbatch"
-PREP_LOCAL = "imagenet_prep_local.sbatch"
+# the job scripts as a user names them, from the repository folder
+PREP = "examples/slurm/imagenet_prep.sbatch"
+PREP_LOCAL = "examples/slurm/imagenet_prep_local.sbatch"
 SCRIPTS = ("00_download.sh", "01_unzip.sh", "02_convert_meta_clsloc.py",
            "03_build_val_class_folders.py")
+# outside a git checkout: what the job scripts need of the repository
+FALLBACK_FILES = (*SCRIPTS, "urls.sh.example", "imagenet_prep", "examples")
 URL_SUFFIX = {"train": "train", "val": "val", "test": "test", "devkit": "devkit_t12"}
 SHARDS = 4
 JOB_TIMEOUT = 120  # seconds for a chain of jobs to leave the queue (they take ~5 s here)
@@ -74,18 +78,33 @@ def write_urls(path: Path, release, broken: str = "") -> Path:
     return path
 
 
-def job_dir(tmp_path: Path, release, broken: str = "") -> Path:
-    """What a user sets up: the four scripts with their package, the job scripts and urls.sh."""
-    job = tmp_path / "job"
-    job.mkdir()
-    for name in SCRIPTS:
-        shutil.copy2(REPO / name, job / name)
-    shutil.copytree(REPO / "imagenet_prep", job / "imagenet_prep",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    for name in (PREP, PREP_LOCAL):
-        shutil.copy2(SLURM_DIR / name, job / name)
-    write_urls(job / "urls.sh", release, broken)
-    return job
+def repo_files() -> list[str]:
+    """The repository's files as a clone has them: what git tracks, plus new files not ignored (a
+    module being written counts; urls.sh, data and caches do not). Outside a git checkout: the
+    numbered scripts, the package, the examples and urls.sh.example."""
+    if shutil.which("git"):
+        r = run(["git", "-C", REPO, "ls-files", "-z", "--cached", "--others", "--exclude-standard"])
+        if r.returncode == 0 and r.stdout:
+            return sorted(f for f in r.stdout.split("\0") if f and (REPO / f).is_file())
+    out = []
+    for name in FALLBACK_FILES:
+        path = REPO / name
+        files = [path] if path.is_file() else [f for f in path.rglob("*")
+                                                 if f.is_file() and "__pycache__" not in f.parts]
+        out += [str(f.relative_to(REPO)) for f in files]
+    return sorted(out)
+
+
+def repo_copy(tmp_path: Path, release, broken: str = "") -> Path:
+    """What a user has: the repository folder (a clone), with their urls.sh in it."""
+    clone = tmp_path / "imagenet-prep"
+    for name in repo_files():
+        (clone / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, clone / name)
+    for name in (*SCRIPTS, PREP, PREP_LOCAL):
+        assert (clone / name).is_file(), "%s is missing from the copy of the repository" % name
+    write_urls(clone / "urls.sh", release, broken)
+    return clone
 
 
 def visible(folder: Path) -> list[str]:
@@ -118,10 +137,10 @@ def assert_dataset(root: Path, release) -> None:
     assert not leftovers, leftovers
 
 
-def logs(job: Path) -> str:
-    """Every job log in the job folder, for failure messages."""
+def logs(folder: Path) -> str:
+    """Every job log in the submit folder, for failure messages."""
     return "\n".join("==== %s\n%s" % (p.name, p.read_text(errors="replace"))
-                     for p in sorted(job.glob("*.out")))
+                     for p in sorted(folder.glob("*.out")))
 
 
 def states(cluster: SlurmCluster, ids: set) -> dict[str, str]:
@@ -137,27 +156,27 @@ def states(cluster: SlurmCluster, ids: set) -> dict[str, str]:
 
 
 def downloaded(tmp_path: Path, release) -> tuple[Path, Path]:
-    """A job folder and a shared root whose downloads/ 00_download.sh has filled."""
-    job = job_dir(tmp_path, release)
+    """The repository folder and a shared root whose downloads/ 00_download.sh has filled."""
+    clone = repo_copy(tmp_path, release)
     shared = tmp_path / "shared" / "imagenet"
     shared.mkdir(parents=True)
-    r = run(["bash", job / "00_download.sh", "--root", shared, "--urls", job / "urls.sh",
+    r = run(["bash", clone / "00_download.sh", "--root", shared, "--urls", clone / "urls.sh",
              "train", "val", "devkit"], timeout=60)
     assert r.returncode == 0, r.stderr
-    return job, shared
+    return clone, shared
 
 
-def wait(cluster: SlurmCluster, job: Path, ids: set, timeout: float = JOB_TIMEOUT) -> None:
+def wait(cluster: SlurmCluster, folder: Path, ids: set, timeout: float = JOB_TIMEOUT) -> None:
     """Wait for these jobs to leave the queue; if they do not, they are cancelled and the test fails."""
     try:
         cluster.wait_jobs(ids, timeout)
     except SlurmError as e:
-        pytest.fail("%s\n%s" % (e, logs(job)))
+        pytest.fail("%s\n%s" % (e, logs(folder)))
 
 
-def submit_chain(cluster: SlurmCluster, job: Path, root: Path, classes: int) -> tuple[str, str, str]:
-    """`bash imagenet_prep.sbatch` in the job folder, as the README says; the three job ids."""
-    r = cluster.run(["bash", PREP], cwd=job, env={
+def submit_chain(cluster: SlurmCluster, clone: Path, root: Path, classes: int) -> tuple[str, str, str]:
+    """`bash examples/slurm/imagenet_prep.sbatch` in the repository folder; the three job ids."""
+    r = cluster.run(["bash", PREP], cwd=clone, env={
         "IMAGENET_ROOT": str(root), "IMAGENET_EXPECT_CLASSES": str(classes),
         "IMAGENET_SHARDS": str(SHARDS)})
     assert r.returncode == 0, r.stderr
@@ -171,24 +190,24 @@ def submit_chain(cluster: SlurmCluster, job: Path, root: Path, classes: int) -> 
 
 @pytest.mark.slurm
 def test_array_job_builds_the_exact_tree_and_a_rerun_is_already_done(cluster, release, tmp_path):
-    job = job_dir(tmp_path, release)
+    clone = repo_copy(tmp_path, release)
     root = tmp_path / "shared" / "imagenet"  # not there yet: the download step creates it
 
-    download, train, finish = submit_chain(cluster, job, root, len(release.classes))
+    download, train, finish = submit_chain(cluster, clone, root, len(release.classes))
     ids = {download, train, finish}
-    wait(cluster, job, ids)
+    wait(cluster, clone, ids)
     got = states(cluster, ids)
     want = {download: "COMPLETED", finish: "COMPLETED",
             **{"%s_%d" % (train, k): "COMPLETED" for k in range(SHARDS)}}
-    assert got == want, logs(job)
+    assert got == want, logs(clone)
 
     # each of the 4 array tasks ran its own shard and wrote its own log
     for k in range(SHARDS):
-        out = (job / ("imagenet-prep-train-%s_%d.out" % (train, k))).read_text()
+        out = (clone / ("imagenet-prep-train-%s_%d.out" % (train, k))).read_text()
         assert "array task %d of %d" % (k, SHARDS) in out, out
         assert "shard %d/%d" % (k, SHARDS) in out, out
-    assert (job / ("imagenet-prep-download-%s.out" % download)).is_file()
-    assert (job / ("imagenet-prep-finish-%s.out" % finish)).is_file()
+    assert (clone / ("imagenet-prep-download-%s.out" % download)).is_file()
+    assert (clone / ("imagenet-prep-finish-%s.out" % finish)).is_file()
 
     # the exact tree: archives downloaded once, train and val by class, the class metadata
     archives = sorted(release.archives[s].name for s in ("train", "val", "devkit"))
@@ -203,12 +222,12 @@ def test_array_job_builds_the_exact_tree_and_a_rerun_is_already_done(cluster, re
 
     # submitted again on the finished root: every step completes and says "already done"
     before = {p: p.stat().st_mtime_ns for p in (root / "train").rglob("*.JPEG")}
-    download2, train2, finish2 = submit_chain(cluster, job, root, len(release.classes))
-    wait(cluster, job, {download2, train2, finish2})
-    assert set(states(cluster, {download2, train2, finish2}).values()) == {"COMPLETED"}, logs(job)
+    download2, train2, finish2 = submit_chain(cluster, clone, root, len(release.classes))
+    wait(cluster, clone, {download2, train2, finish2})
+    assert set(states(cluster, {download2, train2, finish2}).values()) == {"COMPLETED"}, logs(clone)
     for name in ["imagenet-prep-download-%s.out" % download2,
                  "imagenet-prep-train-%s_0.out" % train2, "imagenet-prep-finish-%s.out" % finish2]:
-        assert "already done" in (job / name).read_text(), logs(job)
+        assert "already done" in (clone / name).read_text(), logs(clone)
     assert_dataset(root, release)
     assert {p: p.stat().st_mtime_ns for p in (root / "train").rglob("*.JPEG")} == before
 
@@ -216,39 +235,45 @@ def test_array_job_builds_the_exact_tree_and_a_rerun_is_already_done(cluster, re
 @pytest.mark.slurm
 def test_a_failed_download_cancels_the_waiting_steps_and_a_resubmit_finishes(cluster, release,
                                                                              tmp_path):
-    job = job_dir(tmp_path, release, broken="val")
+    clone = repo_copy(tmp_path, release, broken="val")
     root = tmp_path / "imagenet"
-    download, train, finish = submit_chain(cluster, job, root, len(release.classes))
-    wait(cluster, job, {download, train, finish})  # none may wait for a dependency that never comes
+    download, train, finish = submit_chain(cluster, clone, root, len(release.classes))
+    wait(cluster, clone, {download, train, finish})  # none may wait for a dependency that never comes
     got = states(cluster, {download, train, finish})
-    assert got.get(download) == "FAILED", (got, logs(job))
-    assert all(v == "CANCELLED" for k, v in got.items() if k != download), (got, logs(job))
-    out = (job / ("imagenet-prep-download-%s.out" % download)).read_text()
+    assert got.get(download) == "FAILED", (got, logs(clone))
+    assert all(v == "CANCELLED" for k, v in got.items() if k != download), (got, logs(clone))
+    out = (clone / ("imagenet-prep-download-%s.out" % download)).read_text()
     assert "missing-" + release.archives["val"].name in out, out
     assert not (root / "train").exists() and not (root / "val").exists()
-    assert not list(job.glob("imagenet-prep-train-*.out"))
+    assert not list(clone.glob("imagenet-prep-train-*.out"))
 
     # the user fixes the link and submits again: the chain completes from where it stopped
-    write_urls(job / "urls.sh", release)
-    ids = set(submit_chain(cluster, job, root, len(release.classes)))
-    wait(cluster, job, ids)
-    assert set(states(cluster, ids).values()) == {"COMPLETED"}, logs(job)
+    write_urls(clone / "urls.sh", release)
+    ids = set(submit_chain(cluster, clone, root, len(release.classes)))
+    wait(cluster, clone, ids)
+    assert set(states(cluster, ids).values()) == {"COMPLETED"}, logs(clone)
     assert_dataset(root, release)
 
 
 @pytest.mark.slurm
 def test_node_local_variant_gives_every_array_task_its_own_full_copy(cluster, release, tmp_path):
-    job, shared = downloaded(tmp_path, release)
+    clone, shared = downloaded(tmp_path, release)
     node_local = tmp_path / "node-local-tmp"  # stands for /tmp: stock SLURM sets no SLURM_TMPDIR
     node_local.mkdir()
     out = tmp_path / "seen-by-job"
+    project = tmp_path / "project"  # the user's training folder: submitted from there
+    project.mkdir()
 
-    jid = cluster.sbatch(["--array=0-1", PREP_LOCAL, "sh", "-c", SHOW_LOCAL, out], cwd=job, env={
+    jid = cluster.sbatch(["--array=0-1", clone / PREP_LOCAL, "sh", "-c", SHOW_LOCAL, out],
+                         cwd=project, env={
         "IMAGENET_ROOT": str(shared), "IMAGENET_EXPECT_CLASSES": str(len(release.classes)),
-        "TMPDIR": str(node_local)})
-    wait(cluster, job, {jid})
+        "IMAGENET_PREP_DIR": str(clone), "TMPDIR": str(node_local)})
+    wait(cluster, project, {jid})
     assert states(cluster, {jid}) == {"%s_0" % jid: "COMPLETED", "%s_1" % jid: "COMPLETED"}, \
-        logs(job)
+        logs(project)
+    # the two tasks' logs are in the submit folder; nothing was written into the repository
+    assert [p.suffix for p in project.iterdir()] == [".out", ".out"], logs(project)
+    assert not list(clone.glob("*.out"))
     for k in (0, 1):
         seen = out / str(k)
         assert_dataset(seen, release)
@@ -265,23 +290,27 @@ def test_node_local_variant_gives_every_array_task_its_own_full_copy(cluster, re
 def test_job_scripts_are_shellcheck_clean():
     if not shutil.which("shellcheck"):
         pytest.skip("shellcheck not installed (Debian package shellcheck)")
-    r = run(["shellcheck", SLURM_DIR / PREP, SLURM_DIR / PREP_LOCAL])
+    r = run(["shellcheck", "-x", REPO / PREP, REPO / PREP_LOCAL])
     assert r.returncode == 0, r.stdout
 
 
-def prep(job: Path, *args, env=None):
-    """Run a job script outside SLURM, as a user would by mistake or to try it on a workstation."""
+def prep(cwd: Path, *args, env=None):
+    """Run a job script outside SLURM, as a user would by mistake or to try it on a workstation;
+    from cwd (the repository folder, unless a test says otherwise)."""
     base = {k: v for k, v in os.environ.items()
             if not k.startswith(("SLURM_", "IMAGENET_"))}
-    base["SLURM_CONF"] = str(job / "no-such-slurm.conf")  # a stray sbatch could submit nowhere
+    base["SLURM_CONF"] = str(cwd / "no-such-slurm.conf")  # a stray sbatch could submit nowhere
     base.update(env or {})
-    return run(["bash", *args], cwd=job, env=base, timeout=60)
+    return run(["bash", *args], cwd=cwd, env=base, timeout=60)
 
 
 @pytest.mark.parametrize("case, env, remove, code, message", [
     ("no root", {}, None, 1, "IMAGENET_ROOT is not set: export IMAGENET_ROOT="),
     ("script missing", {"IMAGENET_ROOT": "ROOT"}, "01_unzip.sh", 1,
-     "01_unzip.sh not found: copy the four scripts next to this job script"),
+     "is not the imagenet-prep repository folder (no 01_unzip.sh there): submit from your clone "
+     "(cd ~/imagenet-prep && bash examples/slurm/imagenet_prep.sbatch) or set IMAGENET_PREP_DIR"),
+    ("package missing", {"IMAGENET_ROOT": "ROOT"}, "imagenet_prep", 1,
+     "is not the imagenet-prep repository folder (no imagenet_prep/ there)"),
     ("no urls.sh", {"IMAGENET_ROOT": "ROOT"}, "urls.sh", 1,
      "urls.sh not found: cp urls.sh.example urls.sh and fill in your links"),
     ("bad shards", {"IMAGENET_ROOT": "ROOT", "IMAGENET_SHARDS": "0"}, None, 1,
@@ -289,45 +318,91 @@ def prep(job: Path, *args, env=None):
 ])
 def test_submit_refuses_a_bad_setup_before_submitting(release, tmp_path, case, env, remove, code,
                                                        message):
-    job = job_dir(tmp_path, release)
+    clone = repo_copy(tmp_path, release)
     root = tmp_path / "root"
     root.mkdir()
-    if remove:
-        (job / remove).unlink()
+    if remove and (clone / remove).is_dir():
+        shutil.rmtree(clone / remove)
+    elif remove:
+        (clone / remove).unlink()
     env = {k: v.replace("ROOT", str(root)) for k, v in env.items()}
-    r = prep(job, PREP, env=env)
+    r = prep(clone, PREP, env=env)
     assert r.returncode == code, r.stderr
     assert message in r.stderr
-    assert list(root.iterdir()) == [] and not list(job.glob("*.out"))
+    assert list(root.iterdir()) == [] and not list(clone.glob("*.out"))
+
+
+def test_the_repository_is_the_submit_folder_or_imagenet_prep_dir(release, tmp_path):
+    clone = repo_copy(tmp_path, release)
+    elsewhere, root = tmp_path / "elsewhere", tmp_path / "root"
+    elsewhere.mkdir()
+    root.mkdir()
+    # run from another folder: that folder is taken for the repository and refused, saying what to do
+    r = prep(elsewhere, clone / PREP, env={"IMAGENET_ROOT": str(root)})
+    assert r.returncode == 1, r.stderr
+    assert ("%s is not the imagenet-prep repository folder (no 00_download.sh 01_unzip.sh "
+            "02_convert_meta_clsloc.py 03_build_val_class_folders.py imagenet_prep/ there): submit "
+            "from your clone (cd ~/imagenet-prep && bash examples/slurm/imagenet_prep.sbatch) or set "
+            "IMAGENET_PREP_DIR to it" % elsewhere) in r.stderr
+    # IMAGENET_PREP_DIR names it: accepted, and urls.sh is looked for there
+    (clone / "urls.sh").unlink()
+    r = prep(elsewhere, clone / PREP, env={"IMAGENET_ROOT": str(root), "IMAGENET_PREP_DIR": str(clone)})
+    assert r.returncode == 1, r.stderr
+    assert "%s/urls.sh not found: cp urls.sh.example urls.sh" % clone in r.stderr
+    # IMAGENET_PREP_DIR comes before the submit folder
+    r = prep(clone, PREP, env={"IMAGENET_ROOT": str(root), "IMAGENET_PREP_DIR": str(elsewhere)})
+    assert r.returncode == 1, r.stderr
+    assert "%s is not the imagenet-prep repository folder" % elsewhere in r.stderr
+    assert visible(root) == [] and visible(elsewhere) == [] and not list(clone.glob("*.out"))
 
 
 @pytest.mark.parametrize("args", [["bogus"], ["train", "extra"]])
 def test_unknown_step_is_a_usage_error(release, tmp_path, args):
-    job = job_dir(tmp_path, release)
-    r = prep(job, PREP, *args, env={"IMAGENET_ROOT": str(tmp_path)})
+    clone = repo_copy(tmp_path, release)
+    r = prep(clone, PREP, *args, env={"IMAGENET_ROOT": str(tmp_path)})
     assert r.returncode == 2
-    assert "usage: bash imagenet_prep.sbatch" in r.stderr
+    assert "usage: bash examples/slurm/imagenet_prep.sbatch" in r.stderr
 
 
 def test_local_variant_needs_a_command_and_the_downloads(release, tmp_path):
-    job = job_dir(tmp_path, release)
+    clone = repo_copy(tmp_path, release)
     shared = tmp_path / "imagenet"
     shared.mkdir()
-    r = prep(job, PREP_LOCAL, env={"IMAGENET_ROOT": str(shared)})
-    assert r.returncode == 2 and "usage: sbatch imagenet_prep_local.sbatch COMMAND" in r.stderr
-    r = prep(job, PREP_LOCAL, "true", env={"IMAGENET_ROOT": str(shared), "TMPDIR": str(tmp_path)})
+    r = prep(clone, PREP_LOCAL, env={"IMAGENET_ROOT": str(shared)})
+    assert r.returncode == 2 and "usage: sbatch examples/slurm/imagenet_prep_local.sbatch COMMAND" in r.stderr
+    r = prep(clone, PREP_LOCAL, "true", env={"IMAGENET_ROOT": str(shared), "TMPDIR": str(tmp_path)})
     assert r.returncode == 1
     assert ("%s/downloads/ILSVRC2012_img_train.tar not found: download first" % shared) in r.stderr
-    assert visible(tmp_path) == ["imagenet", "job"]  # no local folder was made
+    assert visible(tmp_path) == ["imagenet", "imagenet-prep"]  # no local folder was made
+
+
+def test_local_variant_finds_the_repository_by_imagenet_prep_dir(release, tmp_path):
+    clone = repo_copy(tmp_path, release)
+    shared, project = tmp_path / "imagenet", tmp_path / "project"
+    shared.mkdir()
+    project.mkdir()
+    env = {"IMAGENET_ROOT": str(shared), "TMPDIR": str(tmp_path)}
+    # submitted from a training project's folder without IMAGENET_PREP_DIR: refused, saying what to do
+    r = prep(project, clone / PREP_LOCAL, "true", env=env)
+    assert r.returncode == 1, r.stderr
+    assert ("%s is not the imagenet-prep repository folder (no 01_unzip.sh 02_convert_meta_clsloc.py "
+            "03_build_val_class_folders.py imagenet_prep/ there): set IMAGENET_PREP_DIR to your clone"
+            % project) in r.stderr
+    # with it, the job gets past that check (and stops at the missing downloads)
+    r = prep(project, clone / PREP_LOCAL, "true", env={**env, "IMAGENET_PREP_DIR": str(clone)})
+    assert r.returncode == 1, r.stderr
+    assert "%s/downloads/ILSVRC2012_img_train.tar not found: download first" % shared in r.stderr
+    assert visible(tmp_path) == ["imagenet", "imagenet-prep", "project"]  # no local folder was made
+    assert visible(project) == []
 
 
 def test_local_variant_prefers_slurm_tmpdir_and_passes_on_the_exit_code(release, tmp_path):
-    job, shared = downloaded(tmp_path, release)
+    clone, shared = downloaded(tmp_path, release)
     slurm_tmp, tmp = tmp_path / "slurm_tmpdir", tmp_path / "tmpdir"
     slurm_tmp.mkdir()
     tmp.mkdir()
     seen = tmp_path / "seen"
-    r = prep(job, PREP_LOCAL, "sh", "-c", 'ls "$IMAGENET_ROOT/train" | wc -l >"$0"; '
+    r = prep(clone, PREP_LOCAL, "sh", "-c", 'ls "$IMAGENET_ROOT/train" | wc -l >"$0"; '
              'printf "%s" "$IMAGENET_ROOT" >>"$0"; exit 3', seen,
              env={"IMAGENET_ROOT": str(shared), "SLURM_TMPDIR": str(slurm_tmp), "TMPDIR": str(tmp),
                   "IMAGENET_EXPECT_CLASSES": str(len(release.classes))})
@@ -339,23 +414,14 @@ def test_local_variant_prefers_slurm_tmpdir_and_passes_on_the_exit_code(release,
     assert "command exited with 3" in r.stderr and "removing the local copy" in r.stderr
 
 
-@pytest.mark.parametrize("name", [PREP, PREP_LOCAL])
-def test_readme_shows_the_job_script_verbatim(name):
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    if name not in readme:
-        pytest.skip("README.md has no SLURM section yet (text in /work/notes/readme_slurm.md)")
-    text = (SLURM_DIR / name).read_text(encoding="utf-8")
-    assert text in readme, "README.md must include tests/slurm/%s verbatim (the file CI runs)" % name
-
-
 def test_local_variant_refuses_a_too_small_local_disk(release, tmp_path):
-    job, shared = downloaded(tmp_path, release)
+    clone, shared = downloaded(tmp_path, release)
     tiny = tmp_path / "tiny"
     tiny.mkdir()
     if run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", tiny]).returncode != 0:
         pytest.skip("cannot mount a small tmpfs here (needs root and mount rights)")
     try:
-        r = prep(job, PREP_LOCAL, "true", env={"IMAGENET_ROOT": str(shared), "TMPDIR": str(tiny)})
+        r = prep(clone, PREP_LOCAL, "true", env={"IMAGENET_ROOT": str(shared), "TMPDIR": str(tiny)})
         left = list(tiny.iterdir())
     finally:
         run(["umount", tiny])
@@ -368,25 +434,25 @@ def test_local_variant_refuses_a_too_small_local_disk(release, tmp_path):
 
 @pytest.mark.slurm
 def test_node_local_copy_is_removed_when_the_job_is_cancelled(cluster, release, tmp_path):
-    job, shared = downloaded(tmp_path, release)
+    clone, shared = downloaded(tmp_path, release)
     node_local = tmp_path / "node-local-tmp"
     node_local.mkdir()
     started = tmp_path / "started"
     jid = cluster.sbatch([PREP_LOCAL, "sh", "-c", 'echo "$IMAGENET_ROOT" >"$0.part" && '
-                          'mv "$0.part" "$0" && exec sleep 300', started], cwd=job, env={
+                          'mv "$0.part" "$0" && exec sleep 300', started], cwd=clone, env={
         "IMAGENET_ROOT": str(shared), "IMAGENET_EXPECT_CLASSES": str(len(release.classes)),
         "TMPDIR": str(node_local)})
     end = time.monotonic() + JOB_TIMEOUT
     while not started.exists():
         if time.monotonic() > end or not cluster.queue():
-            wait(cluster, job, {jid}, timeout=0)
-            pytest.fail("the job's command never started\n" + logs(job))
+            wait(cluster, clone, {jid}, timeout=0)
+            pytest.fail("the job's command never started\n" + logs(clone))
         time.sleep(0.2)
     local = Path(started.read_text().strip())
     assert (local / "train").is_dir()
     assert cluster.run(["scancel", jid]).returncode == 0
-    wait(cluster, job, {jid})
+    wait(cluster, clone, {jid})
     assert states(cluster, {jid}) == {jid: "CANCELLED"}
-    assert not local.exists(), logs(job)
+    assert not local.exists(), logs(clone)
     assert list(node_local.iterdir()) == []
-    assert "removing the local copy" in logs(job)
+    assert "removing the local copy" in logs(clone)
