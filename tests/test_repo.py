@@ -1,4 +1,4 @@
-"""Repository-level checks: layout, CI runs the README's test command, shell scripts lint clean."""
+"""Repository-level checks: layout, CI runs the README's test command, shell and Python lint clean."""
 from __future__ import annotations
 
 import re
@@ -8,13 +8,53 @@ import pytest
 
 from conftest import REPO, run
 
-TOP = ["00_download.sh", "01_unzip.sh", "02_convert_meta_clsloc.py", "03_build_val_class_folders.py",
-       "urls.sh.example", "tests", "README.md", "LICENSE", "requirements.txt", ".gitignore", ".ci"]
+SCRIPTS = ["00_download.sh", "01_unzip.sh", "02_convert_meta_clsloc.py", "03_build_val_class_folders.py"]
+# The top level: the numbered scripts over the package they share, the settings example, the project
+# files, and one folder each for tests, benchmarks and the SLURM job scripts (docs/ is to come).
+TOP = [*SCRIPTS, "imagenet_prep/__init__.py", "urls.sh.example", "README.md", "LICENSE",
+       "requirements.txt", "pyproject.toml", ".gitignore", ".ci/run", "tests/conftest.py",
+       "bench/benchmark.py", "examples/slurm/imagenet_prep.sbatch",
+       "examples/slurm/imagenet_prep_local.sbatch"]
+# Moved out of tests/: the benchmarks to bench/, the job scripts to examples/slurm/.
+MOVED = ["tests/benchmark.py", "tests/bench_download.py", "tests/bench_unzip.py", "tests/bench_val.py",
+         "tests/slurm/imagenet_prep.sbatch", "tests/slurm/imagenet_prep_local.sbatch"]
+SHELL_SHEBANG = re.compile(r"#!\s*(/usr/bin/env\s+)?(/usr)?(/bin/)?(ba)?sh\b")
+
+
+def repo_files() -> list[str]:
+    """The files of the repository: tracked by git, or new and not ignored (so that a file being
+    added is checked before its commit); outside a git checkout, every file but .git/ and caches."""
+    if shutil.which("git"):
+        r = run(["git", "-C", REPO, "ls-files", "-z", "--cached", "--others", "--exclude-standard"])
+        if r.returncode == 0 and r.stdout:
+            return sorted(f for f in r.stdout.split("\0") if f and (REPO / f).is_file())
+    skip = {".git", "__pycache__", ".pytest_cache", ".ruff_cache"}
+    return sorted(str(p.relative_to(REPO)) for p in REPO.rglob("*")
+                  if p.is_file() and not skip & set(p.relative_to(REPO).parts))
+
+
+def shell_files() -> list[str]:
+    """Every *.sh and *.sbatch file, and any other file that starts with a sh/bash shebang."""
+    out = []
+    for name in repo_files():
+        if name.endswith((".sh", ".sbatch")):
+            out.append(name)
+            continue
+        try:
+            with open(REPO / name, encoding="utf-8") as f:
+                first = f.readline()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if SHELL_SHEBANG.match(first):
+            out.append(name)
+    return out
 
 
 def test_top_level_layout():
-    for name in TOP:
-        assert (REPO / name).exists(), name
+    missing = [name for name in TOP if not (REPO / name).exists()]
+    assert not missing, "missing from the repository: %s" % missing
+    left = [name for name in MOVED if (REPO / name).exists()]
+    assert not left, "moved to bench/ or examples/slurm/, still in tests/: %s" % left
 
 
 def test_ci_runs_the_readme_test_command():
@@ -32,9 +72,23 @@ def test_gitignore_keeps_urls_and_data_out():
         assert pat in lines
 
 
-@pytest.mark.parametrize("name", ["00_download.sh", "01_unzip.sh"])
+def test_the_shell_files_are_all_found():
+    found = shell_files()
+    for name in ("00_download.sh", "01_unzip.sh", "tests/demo.sh", ".ci/run",
+                 "examples/slurm/imagenet_prep.sbatch", "examples/slurm/imagenet_prep_local.sbatch"):
+        assert name in found, (name, found)
+
+
+@pytest.mark.parametrize("name", shell_files())
 def test_shellcheck_clean(name):
     if not shutil.which("shellcheck"):
         pytest.skip("shellcheck not installed (Debian package shellcheck)")
-    r = run(["shellcheck", "-x", REPO / name])
+    r = run(["shellcheck", "-x", name], cwd=REPO)
     assert r.returncode == 0, r.stdout
+
+
+def test_ruff_clean():
+    if not shutil.which("ruff"):
+        pytest.skip("ruff not installed: pip install ruff")
+    r = run(["ruff", "check", "--no-cache", "."], cwd=REPO)
+    assert r.returncode == 0, r.stdout + r.stderr
