@@ -17,6 +17,14 @@ it sends. Faults (all off by default; each can be changed while the server runs)
     hide_length   no total size anywhere (HEAD without Content-Length, Content-Range a-b/*)
     extra_length  claim the file is this many bytes longer than it is, then close early
     status        answer every request (HEAD and GET) with this status (401, 403, 404)
+    head_status   answer every HEAD with this status (e.g. 405: a link that allows only GET)
+    head_length   answer HEAD with this Content-Length (e.g. 0), whatever the file's size
+    content_length  send this text as the file's Content-Length (HEAD and GET), e.g. a hostile
+                  "1000+0*BASH_VERSINFO[$(touch /tmp/x)]"; the body is the file as usual
+    redirect      answer a request for NAME with 302 to /r/NAME, which serves NAME (faults included)
+    login         a login page instead of the file: "page" (200 text/html), "redirect" (302 to
+                  /login, a 200 text/html page), "disguised" (200 HTML labelled octet-stream)
+    range_no_end  honour the start of a byte range but not its end: send to the end of the file
 """
 from __future__ import annotations
 
@@ -34,6 +42,9 @@ from typing import Optional
 from urllib.parse import unquote, urlsplit
 
 CHUNK = 64 * 1024
+LOGIN_PAGE = (b"<!DOCTYPE html>\n<html><head><title>Log in - ImageNet</title></head>\n<body>"
+              b"<form method=\"post\" action=\"/login\"><input name=\"username\">"
+              b"<input name=\"password\" type=\"password\"></form></body></html>\n" * 8)
 RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -62,6 +73,12 @@ class Faults:
     hide_length: bool = False
     extra_length: int = 0
     status: int = 0
+    head_status: int = 0
+    head_length: int = -1
+    content_length: str = ""
+    redirect: bool = False
+    login: str = ""
+    range_no_end: bool = False
 
 
 class FaultServer(ThreadingHTTPServer):
@@ -156,6 +173,38 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def _redirect(self, req: Request, location: str) -> None:
+        req.status = 302
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _login_page(self, req: Request, ctype: str = "text/html; charset=utf-8") -> None:
+        req.status = 200
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(LOGIN_PAGE)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(LOGIN_PAGE)
+            req.sent = len(LOGIN_PAGE)
+
+    def _web_faults(self, req: Request, f: Faults, name: str) -> bool:
+        """Login pages and redirects; True when the request was answered."""
+        if name == "login":
+            self._login_page(req)
+        elif f.login == "redirect":
+            self._redirect(req, "/login")
+        elif f.login in ("page", "disguised"):
+            self._login_page(req, "application/octet-stream" if f.login == "disguised"
+                             else "text/html; charset=utf-8")
+        elif f.redirect and not name.startswith("r/"):
+            self._redirect(req, "/r/" + name)
+        else:
+            return False
+        return True
+
     def serve(self, head: bool) -> None:
         srv = self.server
         name = unquote(urlsplit(self.path).path).lstrip("/")
@@ -169,6 +218,13 @@ class Handler(BaseHTTPRequestHandler):
         if f.status:
             self._plain(req, f.status, "fault: status %d\n" % f.status)
             return
+        if head and f.head_status:
+            self._plain(req, f.head_status, "fault: HEAD status %d\n" % f.head_status)
+            return
+        if self._web_faults(req, f, name):
+            return
+        if name.startswith("r/"):  # the target of a redirect
+            name = name[2:]
         if not head and nth < f.fail_count:
             self._plain(req, f.fail_status or 503, "fault: temporary failure\n",
                         {"Retry-After": "0"})
@@ -189,6 +245,8 @@ class Handler(BaseHTTPRequestHandler):
             if m.group(1):
                 start = int(m.group(1))
                 end = min(int(m.group(2)), claimed - 1) if m.group(2) else claimed - 1
+                if f.range_no_end:
+                    end = claimed - 1
             else:
                 start, end = max(0, claimed - int(m.group(2))), claimed - 1
             if start >= real or start > end:
@@ -207,7 +265,11 @@ class Handler(BaseHTTPRequestHandler):
         if partial:
             total = "*" if f.hide_length else str(claimed)
             self.send_header("Content-Range", "bytes %d-%d/%s" % (start, end, total))
-        if not (f.hide_length and head):
+        if f.content_length:
+            self.send_header("Content-Length", f.content_length)
+        elif head and f.head_length >= 0:
+            self.send_header("Content-Length", str(f.head_length))
+        elif not (f.hide_length and head):
             self.send_header("Content-Length", str(length))
         self.end_headers()
         if head:
