@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -20,7 +21,9 @@ import pytest
 from conftest import REPO, run
 from httpserver import FaultServer
 
-SCRIPT = REPO / "00_download.sh"
+# TEST_00_SCRIPT=/tmp/old_00_download.sh runs these tests against another version of the script
+# (e.g. to see a new test fail on the code before a fix)
+SCRIPT = Path(os.environ.get("TEST_00_SCRIPT", REPO / "00_download.sh"))
 VAL = "ILSVRC2012_img_val.tar"
 TRAIN = "ILSVRC2012_img_train.tar"
 TOKEN = "s3cr3t-T0KEN"
@@ -85,6 +88,19 @@ def final_ok(root: Path, blob: Path) -> bool:
 
 def no_final(root: Path, name: str = VAL) -> bool:
     return not (root / "downloads" / name).exists()
+
+
+def bytes_on_disk(root: Path) -> int:
+    """Bytes of the file already on disk: NAME.part up to the first piece (a kill during a join
+    can leave a piece both appended and still there), plus the piece files."""
+    dl_dir = root / "downloads"
+    pieces = [(int(f.name.rsplit(".", 1)[1].split("-")[0]), f.stat().st_size)
+              for f in dl_dir.glob(VAL + ".part.*")]
+    part = dl_dir / (VAL + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    if pieces:
+        have = min(have, min(pieces)[0])
+    return have + sum(size for _, size in pieces)
 
 
 # --- usage -----------------------------------------------------------------------------------------
@@ -321,17 +337,23 @@ def test_resume_after_sigkill_refetches_zero_bytes(tmp_path, blob, server):
         server.set_faults(rate=1_000_000)
         server.reset_log()
         urls = val_urls(tmp_path, server, blob)
+        mark = "run-%d" % random.randrange(10 ** 12)
         p = subprocess.Popen([SCRIPT, "--root", root, "--urls", urls, "val",
                               "--connections", connections],
-                             env=clean_env(), start_new_session=True,
+                             env=clean_env(TEST_RUN_MARK=mark), start_new_session=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
         while server.bytes_sent() < 800_000 and time.monotonic() < deadline:
             time.sleep(0.02)
         os.killpg(p.pid, signal.SIGKILL)
         p.wait(timeout=10)
+        # the download runs in a process group of its own: its watchdog stops it at once
+        deadline = time.monotonic() + 5
+        while run_processes(mark) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert run_processes(mark) == []
         time.sleep(0.3)  # let the server notice the closed connections
-        have = sum(f.stat().st_size for f in (root / "downloads").glob(VAL + ".part*"))
+        have = bytes_on_disk(root)
         assert 0 < have < blob.stat().st_size
         assert no_final(root)
         server.set_faults()
@@ -346,20 +368,23 @@ def test_sigterm_stops_curl_too_and_a_rerun_continues(tmp_path, blob, server):
     root = tmp_path / "root"
     urls = val_urls(tmp_path, server, blob)
     server.set_faults(rate=500_000)
+    mark = "run-%d" % random.randrange(10 ** 12)
     p = subprocess.Popen([SCRIPT, "--root", root, "--urls", urls, "val", "--connections", "3"],
-                         env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                         text=True)
+                         env=clean_env(TEST_RUN_MARK=mark), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 20
     while server.bytes_sent() < 500_000 and time.monotonic() < deadline:
         time.sleep(0.02)
     p.send_signal(signal.SIGTERM)  # the script alone, as a batch system would
     _, err = p.communicate(timeout=10)
     assert p.returncode != 0 and "rerun the same command to continue" in err
+    assert not (root / "downloads" / (VAL + ".lock")).exists(), err  # removed, as the README says
+    assert run_processes(mark) == []
     time.sleep(0.5)
     sent = server.bytes_sent()
     time.sleep(0.5)
     assert server.bytes_sent() == sent  # no curl left running
-    have = sum(f.stat().st_size for f in (root / "downloads").glob(VAL + ".part*"))
+    have = bytes_on_disk(root)
     server.set_faults()
     server.reset_log()
     r = dl(root, urls, "val", "--connections", "3")
@@ -418,7 +443,7 @@ def _kill_loop(tmp_path, blob, server, kills: int, rate: float, max_delay: float
     server.set_faults(rate=rate)
     size = blob.stat().st_size
     done = 0
-    for i in range(kills):
+    for _ in range(kills):
         conns = rng.choice(["1", "2", "4"])
         p = subprocess.Popen([SCRIPT, "--root", root, "--urls", urls, "val", "--connections", conns],
                              env=clean_env(), start_new_session=True,
@@ -573,3 +598,387 @@ def test_lock_stops_a_second_downloader(tmp_path, blob, server):
     assert r.returncode == 1
     assert "already downloading" in r.stderr
     assert server.bytes_sent() == 0 and no_final(root)
+
+
+# --- hardening (issue 10): never trust a number, a page or a line from outside -----------------------
+
+# bash runs the $( ) when it evaluates this in (( )) (an array that always exists, so that set -u
+# does not stop it first)
+HOSTILE = "1000+0*BASH_VERSINFO[$(touch %s)]"
+
+
+def run_states(mark: str) -> dict:
+    """{pid: (state, program)} of the live processes (not zombies) of a run started with
+    TEST_RUN_MARK=mark in its environment: the script, its subshells, curl and helpers, even once
+    orphaned."""
+    found = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            environ = (d / "environ").read_bytes()
+            state = (d / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            program = (d / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if ("TEST_RUN_MARK=%s" % mark).encode() in environ.split(b"\0") and state != "Z":
+            found[int(d.name)] = (state, program)
+    return found
+
+
+def run_processes(mark: str) -> list:
+    return sorted(run_states(mark))
+
+
+def kill_run(mark: str) -> None:
+    """Clean-up for a test that fails: stop what is left of a marked run (by pid)."""
+    for pid in run_processes(mark):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.mark.parametrize("faults", [{}, {"redirect": True}, {"head_status": 405}],
+                         ids=["direct", "after-redirect", "ranged-get"])
+def test_hostile_content_length_runs_nothing(tmp_path, blob, server, faults):
+    """Item 1: a Content-Length that bash would evaluate as code is refused, never evaluated."""
+    marker = tmp_path / "pwned"
+    server.set_faults(content_length=HOSTILE % marker, **faults)
+    root = tmp_path / "root"
+    r = dl(root, val_urls(tmp_path, server, blob), "val")
+    assert not marker.exists(), "a header from the server ran a command"
+    assert r.returncode == 1
+    assert "sent a Content-Length header for %s that is not a plain number" % VAL in r.stderr
+    assert "$(" not in r.stderr and "touch" not in r.stderr  # the value is not echoed either
+    assert no_final(root) and not (root / "downloads" / (VAL + ".part")).exists()
+    if faults.get("redirect"):
+        assert any(q.name == "r/" + VAL for q in server.requests)  # curl -L did follow it
+
+
+@pytest.mark.parametrize("var, args", [
+    ("DOWNLOAD_PROGRESS_STEP", []),
+    ("DOWNLOAD_MIN_SEGMENT", ["--connections", "2"]),
+    ("DOWNLOAD_SPEED_LIMIT", []),
+    ("DOWNLOAD_RETRY_DELAY", []),
+])
+def test_hostile_numbers_in_the_environment_run_nothing(tmp_path, blob, server, var, args):
+    """Item 1: tuning knobs are checked before any arithmetic, and named when wrong."""
+    marker = tmp_path / "pwned"
+    root = tmp_path / "root"
+    r = dl(root, val_urls(tmp_path, server, blob), "val", *args,
+           env=clean_env(**{var: HOSTILE % marker}))
+    time.sleep(0.3)  # a background helper of the old code needed a moment
+    assert not marker.exists(), "a value from the environment ran a command"
+    assert r.returncode == 1
+    assert "%s in the environment must be" % var in r.stderr
+    assert server.bytes_sent() == 0 and no_final(root)
+
+
+@pytest.mark.parametrize("value, ok", [
+    ("3,000,000", True), ("3_000_000", True), ("0003000000", True),
+    ("2.9MB", False), ("abc", False), ("3,00,000", False), ("-3000000", False),
+    ("1" * 19, False), (HOSTILE, False),
+])
+def test_size_setting_is_checked(tmp_path, blob, server, value, ok):
+    """Item 3: SIZE_<split> is digits (grouped by , or _ if you like); anything else is named."""
+    marker = tmp_path / "pwned"
+    urls = tmp_path / "urls.sh"
+    urls.write_text("DOWNLOAD_URL_val='%s'\nMD5_val='%s'\nSIZE_val='%s'\n"
+                    % (server.url(VAL) + "?token=" + TOKEN, md5(blob),
+                       value % marker if "%s" in value else value))
+    root = tmp_path / "root"
+    r = dl(root, urls, "val")
+    assert not marker.exists()
+    if ok:
+        assert r.returncode == 0, r.stderr
+        assert final_ok(root, blob)
+    else:
+        assert r.returncode == 1
+        assert "SIZE_val in %s is not a size in bytes" % urls in r.stderr
+        assert server.bytes_sent() == 0 and not (root / "downloads").exists()
+
+
+def test_md5_setting_that_is_not_an_md5_is_named_not_shown(tmp_path, blob, server):
+    """Item 3: a link pasted into MD5_val by mistake is refused without printing it."""
+    urls = write_urls(tmp_path / "urls.sh", DOWNLOAD_URL_val=server.url(VAL),
+                      MD5_val=server.url(VAL) + "?token=" + TOKEN)
+    r = dl(tmp_path / "root", urls, "val")  # dl() checks that the token is not printed
+    assert r.returncode == 1
+    assert "MD5_val in %s is not an MD5 (32 hex digits" % urls in r.stderr
+
+
+@pytest.mark.parametrize("verify", [True, False], ids=["md5", "no-verify"])
+def test_head_saying_zero_bytes_does_not_fool_it(tmp_path, blob, server, verify):
+    """Item 2: "Content-Length: 0" to a HEAD: the size is asked with a GET; the file arrives."""
+    server.set_faults(head_length=0)
+    root = tmp_path / "root"
+    r = dl(root, val_urls(tmp_path, server, blob), "val", *([] if verify else ["--no-verify"]))
+    assert r.returncode == 0, r.stderr
+    assert final_ok(root, blob)
+
+
+@pytest.mark.parametrize("verify", [True, False], ids=["md5", "no-verify"])
+def test_an_empty_file_is_an_error_not_done(tmp_path, blob, server, verify):
+    """Item 2: 0 bytes is never "done", and no .bad is announced for a file that never existed."""
+    (blob.parent / "empty.tar").write_bytes(b"")
+    urls = write_urls(tmp_path / "urls.sh", DOWNLOAD_URL_val=server.url("empty.tar"),
+                      MD5_val=hashlib.md5(b"").hexdigest())
+    root = tmp_path / "root"
+    r = dl(root, urls, "val", *([] if verify else ["--no-verify"]))
+    assert r.returncode == 1
+    assert "sent no bytes for empty.tar" in r.stderr and "done:" not in r.stderr
+    assert ".bad" not in r.stderr
+    assert sorted(p.name for p in (root / "downloads").iterdir()) == []
+
+
+@pytest.mark.parametrize("login", ["page", "redirect", "disguised"])
+@pytest.mark.parametrize("verify", [True, False], ids=["md5", "no-verify"])
+def test_a_login_page_is_not_taken_for_the_archive(tmp_path, blob, server, login, verify):
+    """Item 4: HTML (by its type or its first bytes) is "the link answered with a web page"."""
+    server.set_faults(login=login)
+    root = tmp_path / "root"
+    r = dl(root, val_urls(tmp_path, server, blob), "val", *([] if verify else ["--no-verify"]))
+    assert r.returncode == 1
+    assert "the link answered with a web page (HTML)" in r.stderr
+    assert "expired" in r.stderr and "log in" in r.stderr
+    assert "checksum" not in r.stderr and "MD5_val=" not in r.stderr
+    left = sorted(p.name for p in (root / "downloads").iterdir())
+    assert left in ([], [VAL + ".html"])  # nothing under the archive's name, nor a .part to resume
+    if left:
+        assert b"<html>" in (root / "downloads" / left[0]).read_bytes()
+
+
+def write_01_marker(root: Path, split: str, archive: str) -> None:
+    """ROOT/.01_unzip/<split>.done as 01_unzip.sh writes it (json.dump, indent=1, sort_keys)."""
+    state = root / ".01_unzip"
+    state.mkdir(parents=True, exist_ok=True)
+    doc = {"archive": archive, "archive_size": 3_000_000, "bytes": 2_900_000, "images": 50_000}
+    (state / (split + ".done")).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+
+
+def test_archive_removed_after_01_extracted_it_is_already_done(tmp_path, blob, server):
+    """Item 5: after 01_unzip.sh --remove-archive, a rerun does not fetch 147 GB again."""
+    root = tmp_path / "root"
+    (root / "val").mkdir(parents=True)
+    write_01_marker(root, "val", VAL)
+    urls = val_urls(tmp_path, server, blob)
+    r = dl(root, urls, "val")
+    assert r.returncode == 0, r.stderr
+    assert ("val: already done (extracted into %s by 01_unzip.sh; the archive was removed)"
+            % (root / "val")) in r.stderr
+    assert server.requests == [] and no_final(root)
+    # the marker names another archive, or the folder is gone: it does not count
+    write_01_marker(root, "val", "ILSVRC2012_img_val_other.tar")
+    r = dl(root, urls, "val")
+    assert r.returncode == 0, r.stderr
+    assert final_ok(root, blob) and "extracted into" not in r.stderr
+    other = tmp_path / "other"
+    write_01_marker(other, "val", VAL)
+    r = dl(other, urls, "val")
+    assert r.returncode == 0, r.stderr
+    assert final_ok(other, blob) and "extracted into" not in r.stderr
+
+
+def test_server_ignoring_range_again_and_again_starts_over_each_time(tmp_path, blob, server):
+    """Item 6: every "ignored the range, starting over" is followed, not only the first."""
+    server.set_faults(ignore_range=True, cut_after=1_000_000, cut_times=4)
+    root = tmp_path / "root"
+    r = dl(root, val_urls(tmp_path, server, blob), "val")
+    assert r.returncode == 0, r.stderr
+    assert final_ok(root, blob)
+    assert r.stderr.count("starting over") == 2
+
+
+def test_server_ignoring_range_forever_gives_up_after_retries(tmp_path, blob, server):
+    """Item 6: --retries is honoured there too, and the run ends with an error line."""
+    server.set_faults(ignore_range=True, cut_after=1_000_000)
+    root = tmp_path / "root"
+    r = dl(root, val_urls(tmp_path, server, blob), "val", "--retries", "2")
+    assert r.returncode == 1
+    assert "error: val: 127.0.0.1:%d cannot resume (it ignores byte ranges)" % server.port in r.stderr
+    assert "Giving up" in r.stderr and "--retries" in r.stderr
+    assert len(server.get_requests()) <= 6  # three tries from byte 0, each with one refused resume
+    assert no_final(root)
+
+
+def test_pieces_stop_at_their_end_when_the_server_sends_more(tmp_path, blob, server):
+    """Item 7: a server that honours a range's start but not its end cannot grow a piece."""
+    server.set_faults(range_no_end=True, rate=4_000_000)
+    root = tmp_path / "root"
+    dl_dir = root / "downloads"
+    p = subprocess.Popen([SCRIPT, "--root", root, "--urls", val_urls(tmp_path, server, blob),
+                          "val", "--connections", "3"],
+                         env=clean_env(DOWNLOAD_MIN_SEGMENT="500000"),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    over = 0
+    deadline = time.monotonic() + 60
+    while p.poll() is None and time.monotonic() < deadline:
+        for f in dl_dir.glob(VAL + ".part.*"):
+            b, e = (int(x) for x in f.name.rsplit(".", 1)[1].split("-"))
+            try:
+                over = max(over, f.stat().st_size - (e - b))
+            except FileNotFoundError:
+                pass
+        time.sleep(0.005)
+    _, err = p.communicate(timeout=10)
+    assert p.returncode == 0, err
+    assert over <= 0, "a piece grew %d bytes past its end" % over
+    assert final_ok(root, blob)
+    assert any(q.range_header and not q.range_header.endswith("-") for q in server.get_requests())
+    assert server.bytes_sent() < 2 * blob.stat().st_size  # the extra bytes were not taken
+
+
+def test_pieces_are_used_when_the_link_changes_to_a_local_file(tmp_path, blob):
+    """Item 8: an interrupted --connections run, then a file:// link: its pieces are used, and
+    no piece file survives the success."""
+    data = blob.read_bytes()
+    dl_dir = tmp_path / "root" / "downloads"
+    dl_dir.mkdir(parents=True)
+    (dl_dir / (VAL + ".part")).write_bytes(data[:1_300_000])  # killed while joining
+    (dl_dir / (VAL + ".part.1000000-2000000")).write_bytes(data[1_000_000:2_000_000])
+    (dl_dir / (VAL + ".part.2000000-3000000")).write_bytes(data[2_000_000:2_500_000])
+    # the local copy has zeros where the pieces already are: only a run that uses them succeeds
+    local = tmp_path / "local" / VAL
+    local.parent.mkdir()
+    local.write_bytes(bytes(2_500_000) + data[2_500_000:])
+    urls = write_urls(tmp_path / "urls.sh", DOWNLOAD_URL_val=local.as_uri(), MD5_val=md5(blob))
+    r = dl(tmp_path / "root", urls, "val", "--connections", "4")
+    assert r.returncode == 0, r.stderr
+    assert final_ok(tmp_path / "root", blob)
+    assert sorted(p.name for p in dl_dir.iterdir()) == [VAL, VAL + ".md5"]
+    # a stray piece beside a finished file goes too
+    (dl_dir / (VAL + ".part.2000000-3000000")).write_bytes(b"x")
+    r = dl(tmp_path / "root", urls, "val")
+    assert r.returncode == 0 and "already done" in r.stderr
+    assert sorted(p.name for p in dl_dir.iterdir()) == [VAL, VAL + ".md5"]
+
+
+def test_windows_line_endings_are_read_and_said(tmp_path, blob, server):
+    """Item 9: urls.sh saved with CR LF works, is reported, and no raw CR is printed."""
+    urls = tmp_path / "urls.sh"
+    urls.write_bytes(('# my links\r\nDOWNLOAD_URL_val="%s?token=%s"\r\nMD5_val="%s"\r\n'
+                      % (server.url(VAL), TOKEN, md5(blob))).encode())
+    root = tmp_path / "root"
+    r = dl(root, urls, "val")
+    assert r.returncode == 0, r.stderr
+    assert "Windows line endings" in r.stderr and "\r" not in r.stderr
+    assert final_ok(root, blob)
+
+
+@pytest.mark.parametrize("line, says", [
+    ('DOWNLOAD_URL_val= "{url}"', "line 2: a space after DOWNLOAD_URL_val="),
+    ("DOWNLOAD_URL_val={url}&sig=1", "line 2: DOWNLOAD_URL_val has an & outside quotes: a link "
+                                     "with & in it must be quoted"),
+    ('DOWNLOAD_URL_val = "{url}"', "line 2: spaces around the = after DOWNLOAD_URL_val"),
+    ('"{url}"', "line 2: a link that is not assigned to a variable"),
+    ("{url}", "line 2: a link that is not assigned to a variable"),
+    ('echo "{url}"', "line 2: a link that is not assigned to a variable"),
+    ("source ./more_links.sh", "line 2: not a NAME=\"value\" line"),
+    ('DOWNLOAD_URL_val="{url}', "line 2: the \" after DOWNLOAD_URL_val= is not closed"),
+    ("DOWNLOAD_URL_val='{url}", "line 2: the ' after DOWNLOAD_URL_val= is not closed"),
+    ('DOWNLOAD_URL_val="{url}" x', "line 2: something after the value of DOWNLOAD_URL_val"),
+    ('DOWNLOAD_URL_val="$(echo {url})"', "line 2: DOWNLOAD_URL_val has a $ or ` inside double"),
+    ('DOWNLOAD_URL_val="{url}"\rx', "line 2: a control character"),
+])
+def test_a_mistake_in_urls_sh_never_prints_the_link(tmp_path, blob, server, line, says):
+    """Items 9 and 10: urls.sh is read, not run; a mistake names its line and variable only."""
+    marker = tmp_path / "ran"
+    urls = tmp_path / "urls.sh"
+    link = server.url(VAL) + "?token=" + TOKEN
+    urls.write_text("MD5_val=%s\n%s\ntouch %s\n" % (md5(blob), line.format(url=link), marker))
+    root = tmp_path / "root"
+    r = dl(root, urls, "val")  # dl() checks that the token is not printed
+    assert r.returncode == 1
+    assert "%s, %s" % (urls, says) in r.stderr
+    assert not marker.exists() and server.requests == []
+    assert not (root / "downloads").exists()
+
+
+def test_urls_sh_forms_that_work(tmp_path, blob, server, release):
+    """Item 10: the plain assignment forms a user may write, and the example file's own form."""
+    urls = tmp_path / "urls.sh"
+    urls.write_text("#!/bin/bash\n\n  # comment\nexport DOWNLOAD_URL_val='%s?token=%s'  # mine\n"
+                    "export MD5_val\nMD5_val=%s\nSIZE_test=\"\"\nOTHER=1\n"
+                    % (server.url(VAL), TOKEN, md5(blob)))
+    root = tmp_path / "root"
+    r = dl(root, urls, "val")
+    assert r.returncode == 0, r.stderr
+    assert final_ok(root, blob)
+    assert "line 8: OTHER is not a setting of 00_download.sh (ignored)" in r.stderr
+    example = (REPO / "urls.sh.example").read_text()
+    assert 'DOWNLOAD_URL_val="https://.../ILSVRC2012_img_val.tar"' in example
+    mine = example.replace('# DOWNLOAD_URL_val="https://.../ILSVRC2012_img_val.tar"',
+                           'DOWNLOAD_URL_val="%s?token=%s"' % (server.url(VAL), TOKEN))
+    mine = mine.replace('# MD5_val="29b22e2961454d5413ddabcf34fc5622"', 'MD5_val="%s"' % md5(blob))
+    urls.write_text(mine)
+    root = tmp_path / "root2"
+    r = dl(root, urls, "val")
+    assert r.returncode == 0, r.stderr
+    assert final_ok(root, blob) and "warning" not in r.stderr
+
+
+@pytest.mark.parametrize("connections", ["1", "3"])
+def test_sigkill_of_the_main_process_stops_curl_and_a_rerun_goes_on(tmp_path, blob, server,
+                                                                    connections):
+    """Item 11: kill -9 of the script alone (not its group) leaves no curl running and no lock
+    that blocks an immediate rerun."""
+    root = tmp_path / "root"
+    urls = val_urls(tmp_path, server, blob)
+    server.set_faults(rate=300_000)
+    mark = "run-%d" % random.randrange(10 ** 12)
+    p = subprocess.Popen([SCRIPT, "--root", root, "--urls", urls, "val",
+                          "--connections", connections], env=clean_env(TEST_RUN_MARK=mark),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while server.bytes_sent() < 300_000 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert "curl" in {program for _, program in run_states(mark).values()}
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(timeout=5)
+        server.set_faults()
+        r = dl(root, urls, "val", "--connections", connections)  # at once
+        assert r.returncode == 0, r.stderr
+        assert final_ok(root, blob)
+        assert sorted(f.name for f in (root / "downloads").iterdir()) == [VAL, VAL + ".md5"]
+        deadline = time.monotonic() + 5
+        while run_processes(mark) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert run_processes(mark) == [], "processes of the killed run are still there"
+    finally:
+        kill_run(mark)
+
+
+def test_ctrl_z_pauses_the_whole_download_and_fg_resumes_it(tmp_path, blob, server):
+    """The download's own process group (item 11) keeps job control working: TSTP to the script's
+    group (Ctrl-Z in a terminal) stops every process of the run; CONT (fg) resumes it."""
+    root = tmp_path / "root"
+    server.set_faults(rate=400_000)
+    mark = "run-%d" % random.randrange(10 ** 12)
+    p = subprocess.Popen([SCRIPT, "--root", root, "--urls", val_urls(tmp_path, server, blob),
+                          "val", "--connections", "2"], env=clean_env(TEST_RUN_MARK=mark),
+                         start_new_session=True, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while server.bytes_sent() < 300_000 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.killpg(p.pid, signal.SIGTSTP)  # what the terminal sends to its foreground group
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            states = {state for state, _ in run_states(mark).values()}
+            if states == {"T"}:
+                break
+            time.sleep(0.05)
+        assert states == {"T"}, states  # every process of the run is stopped
+        have = bytes_on_disk(root)
+        time.sleep(0.5)
+        assert bytes_on_disk(root) == have
+        server.set_faults()
+        os.killpg(p.pid, signal.SIGCONT)  # fg
+        _, err = p.communicate(timeout=30)
+        assert p.returncode == 0, err
+        assert final_ok(root, blob)
+    finally:
+        kill_run(mark)
