@@ -45,8 +45,8 @@ class Progress:
             self.next_pct = (pct // self.step + 1) * self.step
 
     def _log(self, note: str) -> None:
-        log.info("%s: %s/%s %s (%d%%)%s", self.what, self._amount(self.done),
-                 self._amount(self.total), "" if self.unit == "B" else self.unit,
+        log.info("%s: %s/%s%s (%d%%)%s", self.what, self._amount(self.done),
+                 self._amount(self.total), "" if self.unit == "B" else " " + self.unit,
                  100 * self.done // self.total, ", " + note if note else "")
         self.logged = self.done
 

@@ -103,9 +103,12 @@ def check_class_folders(train_dir: str, records: str, wnids: Iterable[str]) -> N
 # ----------------------------------------------------------------------------- one class
 
 def write_class(src: Source, tar: ClassTar, train_dir: str, records: str, label: str,
-                digest: bool) -> dict:
+                digest: bool, replace: bool = False) -> dict:
     """Write the images of one class tar from `src` into train/.WNID.tmp-TAG, record them, and
-    rename the folder to train/WNID. Returns the record."""
+    rename the folder to train/WNID. Returns the record.
+
+    replace: train/WNID may exist already (written by an earlier run from bytes read before):
+    if it holds exactly these files it is kept as it is, else it is replaced by the new folder."""
     wnid = tar.wnid
     final, tmp = os.path.join(train_dir, wnid), os.path.join(train_dir, temp_name(wnid))
     pattern = re.compile(re.escape(wnid) + r"_\d+\.JPEG\Z")
@@ -132,6 +135,8 @@ def write_class(src: Source, tar: ClassTar, train_dir: str, records: str, label:
             os.utime(folder, (tar.mtime, tar.mtime))
             rec = {"wnid": wnid, "images": len(files), "bytes": nbytes, "special": special,
                    "files": sorted(files)}
+            if replace and os.path.isdir(final):
+                return replace_class(tmp, final, records, rec)
             write_json(os.path.join(records, wnid + ".json"), rec, sync=False)
             try:
                 os.rename(tmp, final)
@@ -142,6 +147,22 @@ def write_class(src: Source, tar: ClassTar, train_dir: str, records: str, label:
     except BaseException:
         remove_tree(tmp)
         raise
+    return rec
+
+
+def replace_class(tmp: str, final: str, records: str, rec: dict) -> dict:
+    """train/WNID written again from new bytes (in `tmp`): keep the folder there if it holds the
+    same files, else swap the new one in (the old one goes to a temporary name, then away)."""
+    old = read_record(records, rec["wnid"])
+    if old is not None and old.get("files") == rec["files"] and not foreign_reason(final, old):
+        remove_tree(tmp)
+        return old
+    log.info("train: %s differs from the bytes read now: replaced by them", final)
+    aside = os.path.join(os.path.dirname(final), temp_name(rec["wnid"] + ".old"))
+    os.rename(final, aside)
+    write_json(os.path.join(records, rec["wnid"] + ".json"), rec, sync=False)
+    os.rename(tmp, final)
+    remove_tree(aside)
     return rec
 
 

@@ -62,35 +62,52 @@ def prepare_final(cfg: Config, final: str, split: str) -> None:
 
 # ----------------------------------------------------------------------------- val and test
 
+class FlatWriter:
+    """The members of the val or test tar as files of one folder, checked on the way."""
+
+    def __init__(self, split: str, folder_fd: int, label: str, digest: bool) -> None:
+        self.split, self.folder_fd, self.label, self.digest = split, folder_fd, label, digest
+        self.count = self.bytes = 0
+        self.sums: list[tuple[str, str]] = []
+        self.refused: list[str] = []
+
+    def add(self, src: Source, m) -> Optional[str]:
+        """Write member m (unless refused); its file name, or None."""
+        if self.split == "test" and m.type == b"5" and m.name.rstrip("/") == "test":
+            return None
+        refuse_unless_file(m, self.label, PATTERN_TEXT[self.split])
+        match = RE_FLAT[self.split].match(m.name)
+        if not match:
+            self.refused.append(m.name)
+            return None
+        if not self.refused:
+            _, sha = write_member(src, m, self.folder_fd, match.group(1), self.label, self.digest)
+            if sha:
+                self.sums.append((match.group(1), sha))
+        self.count += 1
+        self.bytes += m.size
+        return match.group(1)
+
+    def check(self) -> None:
+        if self.refused:
+            hint = " (this looks like the train archive)" if RE_OUTER.match(self.refused[0]) else ""
+            raise PrepError("%s: %d member(s) refused, expected names like %s%s: %s"
+                            % (self.label, len(self.refused), PATTERN_TEXT[self.split], hint,
+                               some(self.refused)))
+
+
 def write_flat(src: Source, size: int, split: str, tmp: str, label: str,
                digest: bool) -> tuple[int, int, list[tuple[str, str]]]:
     """The members of the val or test tar as files of folder `tmp`: (count, bytes, [(name, sha)])."""
-    count = nbytes = 0
-    sums: list[tuple[str, str]] = []
-    refused: list[str] = []
     bar = Progress(split, size, "B")
     with open_dir(tmp) as folder:
+        out = FlatWriter(split, folder, label, digest)
         for m in iter_tar(src, 0, size, label, need_eof=True):
-            if split == "test" and m.type == b"5" and m.name.rstrip("/") == "test":
-                continue
-            refuse_unless_file(m, label, PATTERN_TEXT[split])
-            match = RE_FLAT[split].match(m.name)
-            if not match:
-                refused.append(m.name)
-                continue
-            if not refused:
-                _, sha = write_member(src, m, folder, match.group(1), label, digest)
-                if sha:
-                    sums.append((match.group(1), sha))
-            count += 1
-            nbytes += m.size
-            bar.update(m.offset + m.size, "%d images" % count)
+            out.add(src, m)
+            bar.update(m.offset + m.size, "%d images" % out.count)
     bar.close()
-    if refused:
-        hint = " (this looks like the train archive)" if RE_OUTER.match(refused[0]) else ""
-        raise PrepError("%s: %d member(s) refused, expected names like %s%s: %s"
-                        % (label, len(refused), PATTERN_TEXT[split], hint, some(refused)))
-    return count, nbytes, sums
+    out.check()
+    return out.count, out.bytes, out.sums
 
 
 def finish_flat(cfg: Config, split: str, tmp: str, final: str, archive: tuple[str, int],
@@ -256,7 +273,37 @@ def build_parser() -> Parser:
                    "split is complete and verified (default: keep)")
     p.add_argument("--no-manifest", dest="manifest", action="store_false", help="do not hash the "
                    "files for ROOT/meta/SHA256SUMS.SPLIT (default: hash them while writing)")
+    s = p.add_argument_group("streaming (no archive on disk)")
+    s.add_argument("--stream", action="store_true", help="read train, val or test straight from "
+                   "the link in urls.sh (as 00_download.sh does) into the tree: no archive is "
+                   "stored; the MD5 of all bytes is checked, across interruptions")
+    s.add_argument("--urls", metavar="FILE", help="with --stream: the file with the DOWNLOAD_URL_* "
+                   "links (default: $IMAGENET_URLS, else ./urls.sh, else urls.sh beside this script)")
+    s.add_argument("--connections", metavar="N", default="1", help="with --stream: fetch ahead over "
+                   "N connections into a spool of 64 MiB windows (at most 2N on disk)")
+    s.add_argument("--no-verify", dest="verify", action="store_false", help="with --stream: do not "
+                   "check the MD5 (the size is always checked)")
     return p
+
+
+def check_stream_options(parser: Parser, args, splits: list[str]) -> int:
+    """The options that go with --stream (or not); the number of connections."""
+    if not args.stream:
+        for given, name in ((args.urls, "--urls"), (args.connections != "1", "--connections"),
+                            (not args.verify, "--no-verify")):
+            if given:
+                parser.error("%s goes with --stream" % name)
+        return 1
+    for given, name in ((args.archive, "--archive"), (args.shard, "--shard"),
+                        (args.remove_archive, "--remove-archive")):
+        if given:
+            parser.error("%s does not go with --stream (no archive is stored)" % name)
+    if "devkit" in splits:
+        parser.error("--stream is for train, val and test; download the devkit (small) with "
+                     "00_download.sh devkit and extract it with 01_unzip.sh devkit")
+    if not re.fullmatch(r"[1-9][0-9]?", args.connections) or int(args.connections) > 32:
+        parser.error("--connections must be a whole number from 1 to 32, not '%s'" % args.connections)
+    return int(args.connections)
 
 
 EPILOG = """\
@@ -325,6 +372,27 @@ def jobs_of(parser: Parser, text: Optional[str]) -> int:
     return int(text)
 
 
+def stream_splits(cfg: Config, splits: list[str], args, connections: int) -> int:
+    """--stream: each split from its link (checked all before the first byte is fetched)."""
+    from .stream import stream_flat, stream_train
+    from .transport import policy_from_env
+    from .urls import load
+    policy = policy_from_env()
+    links = load(splits, args.urls, args.verify)
+    rc = 0
+    for link in links:
+        log.info("%s: streaming %s -> %s", link.split, link.shown, os.path.join(cfg.root, link.split))
+        try:
+            if link.split == "train":
+                rc = max(rc, stream_train(cfg, link, policy, connections, args.verify))
+            else:
+                rc = max(rc, stream_flat(cfg, link.split, link, policy, connections, args.verify))
+        except PrepError as e:
+            log.error("error: %s", e)
+            rc = 1
+    return rc
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
@@ -333,6 +401,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.archive and len(splits) != 1:
         parser.error("--archive names one archive: give exactly one SPLIT with it")
     jobs = jobs_of(parser, args.jobs)
+    connections = check_stream_options(parser, args, splits)
 
     def body() -> int:
         k, n = shard_of(parser, args.shard)
@@ -344,6 +413,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                      args.manifest)
         log.info("ROOT=%s splits=%s jobs=%d shard=%d/%d", cfg.root, " ".join(splits), jobs, k, n)
         os.makedirs(cfg.state, exist_ok=True)
+        if args.stream:
+            return stream_splits(cfg, splits, args, connections)
         rc = 0
         for split in splits:
             try:

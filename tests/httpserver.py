@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A loopback HTTP/1.1 file server with Range support and switchable faults, for 00_download.sh.
 
-Used by tests/test_00_download.py and tests/bench_download.py; also runs on its own:
+Used by tests/test_00_download.py and bench/bench_download.py; also runs on its own:
 
     python3 tests/httpserver.py DIR [--port 8000] [--rate 20e6] [--cut-after 100000] ...
 
@@ -17,6 +17,8 @@ it sends. Faults (all off by default; each can be changed while the server runs)
     hide_length   no total size anywhere (HEAD without Content-Length, Content-Range a-b/*)
     extra_length  claim the file is this many bytes longer than it is, then close early
     status        answer every request (HEAD and GET) with this status (401, 403, 404)
+    no_etag       send no ETag (by default one from the file's mtime and size, and If-Range honoured)
+    flip_at       change the byte at this offset of the file in every body that holds it
     head_status   answer every HEAD with this status (e.g. 405: a link that allows only GET)
     head_length   answer HEAD with this Content-Length (e.g. 0), whatever the file's size
     content_length  send this text as the file's Content-Length (HEAD and GET), e.g. a hostile
@@ -79,6 +81,8 @@ class Faults:
     redirect: bool = False
     login: str = ""
     range_no_end: bool = False
+    no_etag: bool = False
+    flip_at: int = -1
 
 
 class FaultServer(ThreadingHTTPServer):
@@ -233,10 +237,15 @@ class Handler(BaseHTTPRequestHandler):
         if "/" in name or not name or not path.is_file():
             self._plain(req, 404, "not found\n")
             return
-        real = path.stat().st_size
+        st = path.stat()
+        real = st.st_size
         claimed = real + f.extra_length
         start, end = 0, claimed - 1
         partial = False
+        etag = None if f.no_etag else '"%x-%x"' % (st.st_mtime_ns, real)
+        if_range = self.headers.get("If-Range")
+        if rng and if_range and if_range != etag:
+            rng = None                      # the file changed since: the whole file, 200
         if rng and not f.ignore_range:
             m = RANGE_RE.match(rng.strip())
             if not m or (not m.group(1) and not m.group(2)):
@@ -262,6 +271,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/octet-stream")
         if not f.ignore_range:  # a server that ignores Range usually says nothing about it
             self.send_header("Accept-Ranges", "bytes")
+        if etag:
+            self.send_header("ETag", etag)
         if partial:
             total = "*" if f.hide_length else str(claimed)
             self.send_header("Content-Range", "bytes %d-%d/%s" % (start, end, total))
@@ -286,6 +297,9 @@ class Handler(BaseHTTPRequestHandler):
             limit = min(limit, f.cut_after)
         chunk = CHUNK if not f.rate else max(1024, min(4 * CHUNK, int(f.rate / 50)))
         stalled = not (f.stall_after >= 0 and nth < f.stall_times)
+        if start <= f.flip_at <= last:
+            self._send_flipped(req, path, start, limit, f.flip_at)
+            return
         sock = self.connection.fileno()
         t0 = time.monotonic()
         with open(path, "rb") as fh:
@@ -309,6 +323,20 @@ class Handler(BaseHTTPRequestHandler):
                     ahead = req.sent / f.rate - (time.monotonic() - t0)
                     if ahead > 0:
                         time.sleep(min(ahead, 0.5))
+
+    def _send_flipped(self, req: Request, path: Path, start: int, limit: int, at: int) -> None:
+        """The body with the byte at file offset `at` changed (a damaged transfer)."""
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            data = bytearray(fh.read(limit))
+        if at - start < len(data):
+            data[at - start] ^= 0x01
+        try:
+            self.wfile.write(data)
+        except OSError:
+            return
+        with self.server.lock:
+            req.sent += len(data)
 
     def handle_one_request(self) -> None:
         try:

@@ -1,0 +1,502 @@
+"""01_unzip.sh --stream: from the link straight into the tree, with no archive on disk.
+
+The archive's bytes are read once, in order, from the link; the tar reader hands each class (or
+val/test image) to the same writer 01 uses for an archive on disk, and every byte passes through
+a whole-file MD5 whose state can be saved. After each class is complete and synced, a checkpoint
+records where the next class starts, the MD5 state there, the file's size and its ETag
+(ROOT/.01_unzip/stream-SPLIT.json). A rerun asks the server for the rest from there (Range, with
+If-Range); whatever else the server answers is dealt with so that bytes of two different files
+are never joined, and when the stream is read from its start again, every class already on disk
+is checked against the hashes in its record. The split is done only when the size and MD5 of
+all the bytes read equal the official ones (or MD5_<split>/SIZE_<split> in urls.sh).
+
+With --connections N the bytes are fetched ahead over N connections into a bounded spool of
+windows (ROOT/.01_unzip/spool/) that the reader consumes in order and deletes.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+import time
+from typing import BinaryIO, Optional
+from urllib.parse import unquote, urlsplit
+
+from . import md5state
+from .console import PrepError, human, log, preflight, thousands
+from .extract import Config, done_marker
+from .files import Lock, clear_temps, open_dir, read_json, remove_tree, temp_of, try_flock, write_json
+from .progress import Progress
+from .tarstream import BLOCK, Source, iter_tar, sniff
+from .train import (RE_OUTER, ClassTar, check_class_folders, finish_train, refused_text, train_done,
+                    write_class)
+from .transport import FileChanged, Policy, RangeReader
+from .urls import Link
+
+WINDOW = 64 << 20                     # bytes per spool window (--connections)
+CHECKPOINT_BYTES = 256 << 20          # val/test: a checkpoint at the first member boundary after this
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+class Checkpoint:
+    """Where a stream may resume: offset (a member boundary), the MD5 state there, the file's
+    size and ETag. Saved atomically and synced; read back strictly (it is input too)."""
+
+    def __init__(self, path: str, link: Link, verify: bool) -> None:
+        self.path, self.link, self.verify = path, link, verify
+        self.offset, self.total, self.etag = 0, link.size, None
+        self.md5 = md5state.ResumableMD5() if verify else None
+        self.extra: dict = {}
+
+    def load(self) -> bool:
+        doc = read_json(self.path)
+        if doc is None:
+            return False
+        try:
+            if doc.get("archive") != self.link.name or not isinstance(doc.get("offset"), int) \
+                    or doc["offset"] < 0 or doc["offset"] % BLOCK or not isinstance(doc.get("total"), int):
+                raise ValueError("not a checkpoint of %s" % self.link.name)
+            if self.link.size is not None and doc["total"] != self.link.size:
+                raise ValueError("for a file of %d bytes" % doc["total"])
+            md5 = None
+            if self.verify:
+                md5 = md5state.ResumableMD5.from_state(doc.get("md5") or "")
+                if md5.offset != doc["offset"]:
+                    raise ValueError("its MD5 state is not at its offset")
+        except (ValueError, TypeError, AttributeError) as e:
+            log.info("%s: ignoring %s (%s); reading the archive from its start",
+                     self.link.split, self.path, e)
+            return False
+        self.offset, self.total, self.etag, self.md5 = doc["offset"], doc["total"], doc.get("etag"), md5
+        self.extra = doc.get("extra") or {}
+        return True
+
+    def save(self, offset: int) -> None:
+        assert self.md5 is None or self.md5.offset == offset, (self.md5.offset, offset)
+        self.offset = offset
+        write_json(self.path, {"archive": self.link.name, "offset": offset, "total": self.total,
+                               "etag": self.etag, "md5": self.md5.state() if self.md5 else None,
+                               "extra": self.extra})
+
+    def restart(self) -> None:
+        self.offset, self.etag = 0, None
+        self.md5 = md5state.ResumableMD5() if self.verify else None
+
+    def remove(self) -> None:
+        if os.path.exists(self.path):
+            os.remove(self.path)
+
+
+def sync_tree(path: str) -> None:
+    """Make what was written under `path` durable: syncfs on its file system (os.sync elsewhere)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if getattr(libc, "syncfs", None) is None or libc.syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
+# ----------------------------------------------------------------------------- the bytes
+
+def local_path(url: str) -> Optional[str]:
+    if not url.startswith("file://"):
+        return None
+    return unquote(urlsplit(url).path)
+
+
+class Spool:
+    """Bytes [start, total) fetched ahead over `n` connections, in windows of WINDOW bytes written
+    to `folder` and read back in order; at most 2n windows exist at once."""
+
+    def __init__(self, link: Link, start: int, total: int, etag: Optional[str], policy: Policy,
+                 n: int, folder: str) -> None:
+        self.link, self.total, self.etag, self.policy, self.folder = link, total, etag, policy, folder
+        self.next_window, self.pos, self.ahead = start, start, 2 * n
+        self.ready: dict[int, str] = {}            # window start -> its complete file
+        self.error: Optional[BaseException] = None
+        self.cond = threading.Condition()
+        self.current: Optional[BinaryIO] = None
+        self.current_end = start
+        os.makedirs(folder, exist_ok=True)
+        for e in os.scandir(folder):                 # windows of an earlier run: fetched again
+            os.remove(e.path)
+        self.threads = [threading.Thread(target=self._fetcher, daemon=True) for _ in range(n)]
+        self.stopping = False
+        for t in self.threads:
+            t.start()
+
+    def _take_window(self) -> Optional[tuple[int, int]]:
+        with self.cond:
+            while not self.stopping and self.next_window < self.total and \
+                    (self.next_window - self.pos) >= self.ahead * WINDOW:
+                self.cond.wait(0.5)
+            if self.stopping or self.next_window >= self.total:
+                return None
+            a = self.next_window
+            self.next_window = min(a + WINDOW, self.total)
+            return a, self.next_window
+
+    def _fetcher(self) -> None:
+        while True:
+            window = self._take_window()
+            if window is None:
+                return
+            a, b = window
+            path = os.path.join(self.folder, "%d-%d" % (a, b))
+            try:
+                reader = RangeReader(self.link.url, a, b, self.policy, self.link.shown, self.etag,
+                                     self.total)
+                with reader, open(path, "wb") as out:
+                    while True:
+                        buf = reader.read(1 << 20)
+                        if not buf or self.stopping:
+                            break
+                        out.write(buf)
+                if os.path.getsize(path) != b - a and not self.stopping:
+                    raise PrepError("%s: window %d-%d came out short" % (self.link.shown, a, b))
+            except BaseException as e:                 # handed to the reader
+                with self.cond:
+                    self.error = self.error or e
+                    self.cond.notify_all()
+                return
+            with self.cond:
+                self.ready[a] = path
+                self.cond.notify_all()
+
+    def read(self, n: int) -> bytes:
+        while True:
+            if self.current is not None:
+                data = self.current.read(min(n, self.current_end - self.pos))
+                if data:
+                    self.pos += len(data)
+                    return data
+                name = self.current.name
+                self.current.close()
+                os.remove(name)
+                self.current = None
+            if self.pos >= self.total:
+                return b""
+            with self.cond:
+                self.cond.notify_all()
+                while self.pos not in self.ready and self.error is None:
+                    self.cond.wait(0.5)
+                if self.pos not in self.ready:
+                    raise self.error
+                path = self.ready.pop(self.pos)
+            self.current = open(path, "rb")
+            self.current_end = self.pos + os.path.getsize(path)
+
+    def close(self) -> None:
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+        for t in self.threads:
+            t.join(timeout=60)
+        if self.current is not None:
+            self.current.close()
+        remove_tree(self.folder)
+
+
+def open_bytes(cfg: Config, link: Link, cp: Checkpoint, policy: Policy, connections: int):
+    """A reader of the archive's bytes from cp.offset; sets cp.total and cp.etag from the server.
+    A server that no longer has the file begun (another size or ETag) is said, and the reading
+    starts over from byte 0 with the checkpoint reset."""
+    path = local_path(link.url)
+    if path is not None:
+        if not os.path.isfile(path):
+            raise PrepError("%s: the link in %s is a local file that does not exist" % (link.split,
+                                                                                       link.urls_from))
+        size = os.path.getsize(path)
+        if cp.total is not None and size != cp.total:
+            raise PrepError("%s: %s is %s bytes, it should be %s (%s)" % (
+                link.split, link.name, thousands(size), thousands(cp.total), link.size_from))
+        cp.total = size
+        f = open(path, "rb", buffering=0)
+        f.seek(cp.offset)
+        return f
+    for _ in range(2):
+        reader = RangeReader(link.url, cp.offset, None, policy, link.shown, cp.etag, cp.total)
+        try:
+            first = reader.read(1)                     # connect: the headers are checked here
+        except FileChanged as e:
+            reader.close()
+            if cp.offset == 0:
+                raise
+            log.warning("%s: %s; reading it from its start again (every class already on disk is "
+                        "checked against its record)", link.split, e)
+            cp.restart()
+            cp.total = link.size
+            continue
+        cp.total, cp.etag = reader.total, reader.etag
+        if cp.total is None:
+            reader.close()
+            raise PrepError("%s: %s did not say how big %s is; --stream needs the size (set SIZE_%s in "
+                            "%s)" % (link.split, link.host, link.name, link.variable[13:],
+                                     link.urls_from))
+        if cp.offset == 0:                             # a login page, or not a tar at all?
+            first += reader.read(4095)
+            sniff(link.name, cp.total, first, False, "%s archive" % link.split)
+        if connections > 1:
+            reader.close()
+            spool = Spool(link, cp.offset, cp.total, cp.etag, policy, connections,
+                          os.path.join(cfg.state, "spool"))
+            return spool
+        return _Prefixed(first, reader)
+    raise PrepError("%s: the file behind the link keeps changing; try again later" % link.split)
+
+
+class _Prefixed:
+    """A reader with a few bytes already taken from it put back in front."""
+
+    def __init__(self, head: bytes, reader) -> None:
+        self.head, self.reader = head, reader
+
+    def read(self, n: int) -> bytes:
+        if self.head:
+            out, self.head = self.head[:n], self.head[n:]
+            return out
+        return self.reader.read(n)
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+class Counted:
+    """What iter_tar reads from: the archive's bytes, each passing once through the MD5."""
+
+    def __init__(self, raw, cp: Checkpoint) -> None:
+        self.raw, self.cp = raw, cp
+
+    def read(self, n: int) -> bytes:
+        out = bytearray()
+        while len(out) < n:                            # a pipe may return less than asked
+            data = self.raw.read(n - len(out))
+            if not data:
+                break
+            out += data
+        if self.cp.md5 is not None and out:
+            self.cp.md5.update(out)
+        return bytes(out)
+
+    def source(self, pos: int) -> Source:
+        return Source(self, pos=pos, seekable=False)
+
+
+# ----------------------------------------------------------------------------- checking the end
+
+def check_whole(link: Link, cp: Checkpoint, pos: int) -> None:
+    """All bytes were read: their count and MD5 must be the expected ones."""
+    if link.size is not None and pos != link.size:
+        raise PrepError("%s: the stream held %s bytes, %s expects %s: the link serves another file; "
+                        "nothing was marked done" % (link.split, thousands(pos), link.size_from,
+                                                     thousands(link.size)))
+    if cp.md5 is None or not link.md5:
+        log.info("%s: MD5 not checked (--no-verify); size %s", link.split, thousands(pos))
+        return
+    got = cp.md5.hexdigest()
+    if got != link.md5:
+        cp.remove()
+        raise PrepError("%s: the %s bytes read have MD5 %s, but %s says %s: some bytes arrived "
+                        "damaged, or the link serves another file. The split is not marked done and "
+                        "nothing was deleted; a rerun reads the archive again from its start and "
+                        "checks every class already on disk against its record"
+                        % (link.split, thousands(pos), got, link.md5_from, link.md5))
+    log.info("%s: MD5 %s verified (%s), %s bytes, with no copy of the archive on disk",
+             link.split, got, link.md5_from, thousands(pos))
+
+
+# ----------------------------------------------------------------------------- train
+
+def checkpoint_for(cfg: Config, split: str, link: Link, verify: bool) -> Checkpoint:
+    if verify and link.md5 and not md5state.available():
+        raise PrepError("%s: checking the MD5 of a stream across interruptions needs OpenSSL's "
+                        "libcrypto with MD5_Init/MD5_Update/MD5_Final (Debian package %s), and %s. "
+                        "Install it, or pass --no-verify to check only the size"
+                        % (split, md5state.DEBIAN_PACKAGE, md5state.unavailable_reason()))
+    return Checkpoint(os.path.join(cfg.state, "stream-%s.json" % split), link,
+                      verify and link.md5 is not None)
+
+
+def eta(bar: Progress, done: int, total: int, start: int) -> str:
+    """'3.2 MiB/s, ETA 01:02:03' from the bytes of this run."""
+    dt = max(time.monotonic() - bar.t0, 1e-6)
+    rate = (done - start) / dt
+    left = (total - done) / rate if rate > 0 else 0
+    return "%.1f MiB/s, ETA %02d:%02d:%02d" % (rate / (1 << 20), left // 3600, left % 3600 // 60,
+                                                left % 60)
+
+
+class TrainStream:
+    """One run of the train stream: the classes as they come, a checkpoint after each."""
+
+    def __init__(self, cfg: Config, link: Link, cp: Checkpoint) -> None:
+        self.cfg, self.link, self.cp = cfg, link, cp
+        self.train_dir = os.path.join(cfg.root, "train")
+        self.records = os.path.join(cfg.state, "train")
+        self.wnids: list[str] = list(cp.extra.get("wnids", [])) if cp.offset else []
+        self.refused: list[str] = []
+        self.new = self.images = 0
+
+    def one_class(self, src: Source, tar: ClassTar, label: str, verifying: bool) -> None:
+        """Write the class, or skip it when it is on disk already. When the stream is read from
+        its start again (verifying), a class on disk is written anew and kept only if the files
+        are the same; else the new bytes replace it: never a tree from two different files."""
+        folder = os.path.join(self.train_dir, tar.wnid)
+        if os.path.isdir(folder):
+            check_class_folders(self.train_dir, self.records, [tar.wnid])   # foreign: says so
+        if os.path.isdir(folder) and not verifying:
+            src.skip_to(tar.offset + tar.size)
+            return
+        rec = write_class(src, tar, self.train_dir, self.records, label, self.cfg.manifest,
+                          replace=True)
+        self.new += 1
+        self.images += rec["images"]
+        sync_tree(self.train_dir)
+
+    def run(self, src: Source, bar: Progress) -> None:
+        start, verifying = self.cp.offset, self.cp.offset == 0
+        for m in iter_tar(src, start, self.cp.total, self.link.name, need_eof=True):
+            if not m.is_file() or not RE_OUTER.match(m.name) or m.name[:-4] in self.wnids:
+                self.refused.append(m.describe())
+                continue
+            tar = ClassTar(m.name[:-4], m.offset, m.size, m.mtime)
+            self.wnids.append(tar.wnid)
+            self.one_class(src, tar, "%s: %s" % (self.link.name, m.name), verifying)
+            nxt = tar.offset + (tar.size + BLOCK - 1) // BLOCK * BLOCK
+            src.skip_to(nxt)
+            if not self.refused:
+                self.cp.extra = {"wnids": self.wnids}
+                self.cp.save(nxt)
+            bar.update(src.pos, "%d classes (%d written now, %d images), %s" % (
+                len(self.wnids), self.new, self.images, eta(bar, src.pos, self.cp.total, start)))
+
+
+def stream_train(cfg: Config, link: Link, policy: Policy, connections: int, verify: bool) -> int:
+    train_dir = os.path.join(cfg.root, "train")
+    doc = train_done(cfg)
+    if doc:
+        log.info("train: already done (%d classes, %d images, %s in %s); nothing to do",
+                 len(doc["classes"]), doc["images"], human(doc["bytes"]), train_dir)
+        return 0
+    with Lock(os.path.join(cfg.state, "train.shard-0-of-1.lock"),
+              "another 01_unzip.sh is extracting train into this ROOT; let it finish, or stop it, "
+              "then run again"):
+        os.makedirs(os.path.join(cfg.state, "train"), exist_ok=True)
+        os.makedirs(train_dir, exist_ok=True)
+        for folder in (train_dir, os.path.join(cfg.state, "train"), cfg.state):
+            for e in os.scandir(folder):              # what interrupted runs were writing
+                if temp_of(e.name) and not e.name.endswith(".lock"):
+                    clear_temps(folder, temp_of(e.name))
+        cp = checkpoint_for(cfg, "train", link, verify)
+        if cp.load():
+            log.info("train: resuming the stream at byte %s (%s of %s)", thousands(cp.offset),
+                     human(cp.offset), human(cp.total or 0))
+        raw = open_bytes(cfg, link, cp, policy, connections)
+        run = TrainStream(cfg, link, cp)
+        try:
+            preflight(cfg.root, cp.total - cp.offset + (2 * connections * WINDOW if connections > 1
+                                                         else 0), "train")
+            bar = Progress("train", cp.total, "B")
+            src = Counted(raw, cp).source(cp.offset)
+            try:
+                run.run(src, bar)
+            finally:
+                bar.close()
+        finally:
+            raw.close()
+        log.info("train: this run wrote %d classes, %d images", run.new, run.images)
+        if run.refused:
+            raise PrepError(refused_text(link.name, run.refused))
+        check_whole(link, cp, src.pos)
+    if finish_train(cfg, link.name, src.pos, sorted(run.wnids)):
+        cp.remove()
+    return 0
+
+
+# ----------------------------------------------------------------------------- val and test
+
+def stream_flat(cfg: Config, split: str, link: Link, policy: Policy, connections: int,
+                verify: bool) -> int:
+    from .unzip import FlatWriter, finish_flat, prepare_final, resolve_final
+    final = resolve_final(cfg.root, split)
+    doc = done_marker(cfg, split, final)
+    if doc:
+        log.info("%s: already done (%d images, %s in %s); nothing to do", split, doc["images"],
+                 human(doc["bytes"]), final)
+        return 0
+    with Lock(cfg.marker(split) + ".lock", "another 01_unzip.sh is extracting %s" % split, wait=True):
+        clear_temps(cfg.state, "stream-%s.json" % split)
+        cp = checkpoint_for(cfg, split, link, verify)
+        partial = os.path.join(os.path.dirname(final), ".%s.tmp-stream" % os.path.basename(final))
+        resumed = cp.load() and os.path.isdir(partial)
+        if not resumed:
+            cp.restart()
+            prepare_final(cfg, final, split)
+            remove_tree(partial)
+            os.makedirs(partial)
+        raw = open_bytes(cfg, link, cp, policy, connections)
+        try:
+            with open_dir(partial) as folder:
+                if not try_flock(folder):
+                    raise PrepError("%s: another run is writing %s" % (split, partial))
+                out = resume_flat(FlatWriter(split, folder, link.name, cfg.manifest), cp, partial)
+                preflight(os.path.dirname(final), cp.total - cp.offset, split)
+                stream_members(link, raw, cp, out, partial)
+        finally:
+            raw.close()
+        finish_flat(cfg, split, partial, final, (link.name, cp.total), (out.count, out.bytes, out.sums))
+        cp.remove()
+    return 0
+
+
+def resume_flat(out, cp: Checkpoint, partial: str):
+    """The writer, with what the checkpoint says was written; files written after it are removed
+    (they are written again)."""
+    if cp.offset == 0:
+        for name in os.listdir(partial):
+            os.remove(os.path.join(partial, name))
+        return out
+    kept = {name: sha for name, sha in cp.extra.get("files", [])}
+    for name in os.listdir(partial):
+        if name not in kept:
+            os.remove(os.path.join(partial, name))
+    missing = [n for n in kept if not os.path.exists(os.path.join(partial, n))]
+    if missing:
+        raise PrepError("%s is missing %d file(s) the checkpoint lists (e.g. %s); delete %s and run "
+                        "again to start this split over" % (partial, len(missing), missing[0], cp.path))
+    out.count, out.bytes = len(kept), cp.extra.get("bytes", 0)
+    out.sums = [(n, s) for n, s in kept.items() if s]
+    return out
+
+
+def stream_members(link: Link, raw, cp: Checkpoint, out, partial: str) -> None:
+    """Write the members from cp.offset on; a checkpoint every CHECKPOINT_BYTES."""
+    start, last = cp.offset, cp.offset
+    bar = Progress(link.split, cp.total, "B")
+    src = Counted(raw, cp).source(cp.offset)
+    names = {n: s for n, s in cp.extra.get("files", [])} if cp.offset else {}
+    try:
+        for m in iter_tar(src, cp.offset, cp.total, out.label, need_eof=True):
+            before = len(out.sums)
+            name = out.add(src, m)
+            if name is None:
+                continue
+            names[name] = out.sums[-1][1] if len(out.sums) > before else None
+            nxt = m.offset + (m.size + BLOCK - 1) // BLOCK * BLOCK
+            src.skip_to(nxt)
+            bar.update(src.pos, "%d images, %s" % (out.count, eta(bar, src.pos, cp.total, start)))
+            if nxt - last >= CHECKPOINT_BYTES and not out.refused:
+                sync_tree(partial)
+                cp.extra = {"files": sorted(names.items()), "bytes": out.bytes}
+                cp.save(nxt)
+                last = nxt
+    finally:
+        bar.close()
+    out.check()
+    check_whole(link, cp, src.pos)
