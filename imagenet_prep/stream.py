@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import queue
 import threading
 import time
 from typing import BinaryIO, Optional
@@ -268,10 +269,32 @@ class _Prefixed:
 
 
 class Counted:
-    """What iter_tar reads from: the archive's bytes, each passing once through the MD5."""
+    """What iter_tar reads from: the archive's bytes, each passing once through the MD5.
+
+    The MD5 is updated in a thread of its own, in order, a little behind the reader (libcrypto
+    runs without the GIL), so that hashing the archive overlaps writing the files. drain() waits
+    until it has caught up: the MD5 state is then exactly that of the bytes read so far."""
 
     def __init__(self, raw, cp: Checkpoint) -> None:
         self.raw, self.cp = raw, cp
+        self.queue: Optional[queue.Queue] = None
+        self.error: list[BaseException] = []
+        if cp.md5 is not None:
+            self.queue = queue.Queue(maxsize=8)
+            threading.Thread(target=self._hash, daemon=True).start()
+
+    def _hash(self) -> None:
+        while True:
+            data = self.queue.get()
+            try:
+                if data is None:
+                    return
+                if not self.error:
+                    self.cp.md5.update(data)
+            except BaseException as e:                 # handed to the reader at drain()
+                self.error.append(e)
+            finally:
+                self.queue.task_done()
 
     def read(self, n: int) -> bytes:
         out = bytearray()
@@ -280,9 +303,27 @@ class Counted:
             if not data:
                 break
             out += data
-        if self.cp.md5 is not None and out:
-            self.cp.md5.update(out)
-        return bytes(out)
+        data = bytes(out)
+        if self.queue is not None and data:
+            self.queue.put(data)
+        return data
+
+    def drain(self) -> None:
+        if self.queue is not None:
+            self.queue.join()
+            if self.error:
+                raise self.error[0]
+
+    def checkpoint(self, offset: int) -> None:
+        """Save the checkpoint at `offset`, the position of the bytes read so far."""
+        self.drain()
+        self.cp.save(offset)
+
+    def close(self) -> None:
+        if self.queue is not None:
+            self.drain()
+            self.queue.put(None)
+            self.queue = None
 
     def source(self, pos: int) -> Source:
         return Source(self, pos=pos, seekable=False)
@@ -372,7 +413,7 @@ class TrainStream:
             src.skip_to(nxt)
             if not self.refused:
                 self.cp.extra = {"wnids": self.wnids}
-                self.cp.save(nxt)
+                src.f.checkpoint(nxt)
             bar.update(src.pos, "%d classes (%d written now, %d images), %s" % (
                 len(self.wnids), self.new, self.images, eta(bar, src.pos, self.cp.total, start)))
 
@@ -403,9 +444,11 @@ def stream_train(cfg: Config, link: Link, policy: Policy, connections: int, veri
             preflight(cfg.root, cp.total - cp.offset + (2 * connections * WINDOW if connections > 1
                                                          else 0), "train")
             bar = Progress("train", cp.total, "B")
-            src = Counted(raw, cp).source(cp.offset)
+            counted = Counted(raw, cp)
+            src = counted.source(cp.offset)
             try:
                 run.run(src, bar)
+                counted.close()
             finally:
                 bar.close()
         finally:
@@ -479,7 +522,8 @@ def stream_members(link: Link, raw, cp: Checkpoint, out, partial: str) -> None:
     """Write the members from cp.offset on; a checkpoint every CHECKPOINT_BYTES."""
     start, last = cp.offset, cp.offset
     bar = Progress(link.split, cp.total, "B")
-    src = Counted(raw, cp).source(cp.offset)
+    counted = Counted(raw, cp)
+    src = counted.source(cp.offset)
     names = {n: s for n, s in cp.extra.get("files", [])} if cp.offset else {}
     try:
         for m in iter_tar(src, cp.offset, cp.total, out.label, need_eof=True):
@@ -494,8 +538,9 @@ def stream_members(link: Link, raw, cp: Checkpoint, out, partial: str) -> None:
             if nxt - last >= CHECKPOINT_BYTES and not out.refused:
                 sync_tree(partial)
                 cp.extra = {"files": sorted(names.items()), "bytes": out.bytes}
-                cp.save(nxt)
+                counted.checkpoint(nxt)
                 last = nxt
+        counted.close()
     finally:
         bar.close()
     out.check()
