@@ -25,6 +25,7 @@ BENCHES = {
     "download": HERE / "bench_download.py",
     "unzip": HERE / "bench_unzip.py",
     "val": HERE / "bench_val.py",
+    "stream": HERE / "bench_stream.py",
 }
 
 
