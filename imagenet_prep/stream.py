@@ -284,8 +284,9 @@ class Counted:
             threading.Thread(target=self._hash, daemon=True).start()
 
     def _hash(self) -> None:
+        chunks = self.queue
         while True:
-            data = self.queue.get()
+            data = chunks.get()
             try:
                 if data is None:
                     return
@@ -294,7 +295,7 @@ class Counted:
             except BaseException as e:                 # handed to the reader at drain()
                 self.error.append(e)
             finally:
-                self.queue.task_done()
+                chunks.task_done()
 
     def read(self, n: int) -> bytes:
         out = bytearray()
