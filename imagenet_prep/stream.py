@@ -15,6 +15,7 @@ windows (ROOT/.01_unzip/spool/) that the reader consumes in order and deletes.
 """
 from __future__ import annotations
 
+import copy
 import ctypes
 import os
 import queue
@@ -73,12 +74,15 @@ class Checkpoint:
         self.extra = doc.get("extra") or {}
         return True
 
-    def save(self, offset: int) -> None:
+    def snapshot(self, offset: int) -> dict:
+        """The checkpoint at `offset` (the MD5 must be exactly there), to be written later."""
         assert self.md5 is None or self.md5.offset == offset, (self.md5.offset, offset)
         self.offset = offset
-        write_json(self.path, {"archive": self.link.name, "offset": offset, "total": self.total,
-                               "etag": self.etag, "md5": self.md5.state() if self.md5 else None,
-                               "extra": self.extra})
+        return {"archive": self.link.name, "offset": offset, "total": self.total, "etag": self.etag,
+                "md5": self.md5.state() if self.md5 else None, "extra": copy.deepcopy(self.extra)}
+
+    def write(self, doc: dict) -> None:
+        write_json(self.path, doc)
 
     def restart(self) -> None:
         self.offset, self.etag = 0, None
@@ -268,6 +272,55 @@ class _Prefixed:
         self.reader.close()
 
 
+class Saver:
+    """Checkpoints written in a thread: first the files are synced (syncfs), then the checkpoint
+    that counts on them is saved, while the reader goes on with the next class. Only the latest
+    checkpoint waiting matters; a kill loses at most the classes since the last one saved."""
+
+    def __init__(self, cp: Checkpoint) -> None:
+        self.cp, self.cond = cp, threading.Condition()
+        self.pending: Optional[tuple[str, dict]] = None
+        self.busy, self.closed = False, False
+        self.error: list[BaseException] = []
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def put(self, written: str, doc: dict) -> None:
+        with self.cond:
+            if self.error:
+                raise self.error[0]
+            self.pending = (written, doc)
+            self.cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while self.pending is None and not self.closed:
+                    self.cond.wait()
+                if self.pending is None:
+                    return
+                (written, doc), self.pending, self.busy = self.pending, None, True
+            try:
+                # the files, and the records beside the checkpoint (maybe another file system)
+                folders = (written, os.path.dirname(self.cp.path))
+                for folder in {os.stat(f).st_dev: f for f in folders}.values():
+                    sync_tree(folder)
+                self.cp.write(doc)
+            except BaseException as e:
+                self.error.append(e)
+            with self.cond:
+                self.busy = False
+                self.cond.notify_all()
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+            while self.pending is not None or self.busy:
+                self.cond.wait()
+        if self.error:
+            raise self.error[0]
+
+
 class Counted:
     """What iter_tar reads from: the archive's bytes, each passing once through the MD5.
 
@@ -277,6 +330,7 @@ class Counted:
 
     def __init__(self, raw, cp: Checkpoint) -> None:
         self.raw, self.cp = raw, cp
+        self.saver = Saver(cp)
         self.queue: Optional[queue.Queue] = None
         self.error: list[BaseException] = []
         if cp.md5 is not None:
@@ -315,16 +369,19 @@ class Counted:
             if self.error:
                 raise self.error[0]
 
-    def checkpoint(self, offset: int) -> None:
-        """Save the checkpoint at `offset`, the position of the bytes read so far."""
+    def checkpoint(self, offset: int, written: str) -> None:
+        """A checkpoint at `offset`, the position of the bytes read so far: saved by the Saver
+        once what was written under `written` is on disk."""
         self.drain()
-        self.cp.save(offset)
+        self.saver.put(written, self.cp.snapshot(offset))
 
     def close(self) -> None:
+        """Wait for the MD5 and the last checkpoint."""
         if self.queue is not None:
             self.drain()
             self.queue.put(None)
             self.queue = None
+        self.saver.close()
 
     def source(self, pos: int) -> Source:
         return Source(self, pos=pos, seekable=False)
@@ -399,7 +456,6 @@ class TrainStream:
                           replace=True)
         self.new += 1
         self.images += rec["images"]
-        sync_tree(self.train_dir)
 
     def run(self, src: Source, bar: Progress) -> None:
         start, verifying = self.cp.offset, self.cp.offset == 0
@@ -414,7 +470,7 @@ class TrainStream:
             src.skip_to(nxt)
             if not self.refused:
                 self.cp.extra = {"wnids": self.wnids}
-                src.f.checkpoint(nxt)
+                src.f.checkpoint(nxt, self.train_dir)
             bar.update(src.pos, "%d classes (%d written now, %d images), %s" % (
                 len(self.wnids), self.new, self.images, eta(bar, src.pos, self.cp.total, start)))
 
@@ -537,9 +593,8 @@ def stream_members(link: Link, raw, cp: Checkpoint, out, partial: str) -> None:
             src.skip_to(nxt)
             bar.update(src.pos, "%d images, %s" % (out.count, eta(bar, src.pos, cp.total, start)))
             if nxt - last >= CHECKPOINT_BYTES and not out.refused:
-                sync_tree(partial)
                 cp.extra = {"files": sorted(names.items()), "bytes": out.bytes}
-                counted.checkpoint(nxt)
+                counted.checkpoint(nxt, partial)
                 last = nxt
         counted.close()
     finally:
