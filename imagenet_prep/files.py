@@ -1,7 +1,8 @@
 """Writing files and folders so that a reader, or a rerun, never sees half of one.
 
-- Temporary names: ``.NAME.tmp-HOST.PID`` beside NAME (hidden, so loaders skip them); this module
-  makes and recognises them.
+- Temporary names: ``.NAME.tmp-HOST.PID`` beside NAME (hidden, and never a final name; a rerun
+  removes those that no live run holds; note that torchvision's ImageFolder does not skip hidden
+  folders); this module makes and recognises them.
 - atomic_write / write_json: temporary file, fsync, rename.
 - Lock: an flock on a file or a folder, released when the process ends, even by SIGKILL.
 """
@@ -68,6 +69,7 @@ def atomic_write(path: str, data: bytes, sync: bool = True) -> None:
     tmp = temp_beside(str(path))
     try:
         with open(tmp, "wb") as f:
+            try_flock(f.fileno())               # held while writing: clear_leftover leaves it
             f.write(data)
             f.flush()
             if sync:

@@ -12,9 +12,10 @@ import os
 import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
-from . import facts, manifest
+from . import facts, manifest, valfolders
 from .console import DISK_FULL, ErrorList, PrepError, disk_full_text, human, log, preflight, some
 from .extract import (Config, check_archive, find_archive, maybe_remove, official_counts,
                       refuse_unless_file, write_member)
@@ -427,16 +428,15 @@ def compare_with_synsets(root: str, per_class: dict[str, int]) -> list[str]:
 
 
 def read_synsets(root: str) -> Optional[dict[str, int]]:
-    """{wnid: num_train_images} from meta/synsets.csv, or None if it is not there (yet)."""
-    import csv
-    path = os.path.join(root, "meta", "synsets.csv")
-    if not os.path.isfile(path):
+    """{wnid: num_train_images} from meta/synsets.csv (02's output), or None if it is not there
+    (yet); a damaged one is a warning here (01 does not need it)."""
+    path = Path(root) / "meta" / "synsets.csv"
+    if not path.is_file():
         return None
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            return {r["wnid"]: int(r["num_train_images"]) for r in csv.DictReader(f)}
-    except (OSError, KeyError, ValueError) as e:
-        log.warning("warning: cannot read %s (%s); not comparing class sizes with it", path, e)
+        return {w: c.num_train_images for w, c in valfolders.read_synsets(path).items()}
+    except PrepError as e:
+        log.warning("warning: not comparing class sizes with meta/synsets.csv: %s", e)
         return None
 
 
