@@ -1,8 +1,10 @@
 """Shared fixtures: the miniature release, the reference data, and a way to run the scripts."""
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -31,9 +33,18 @@ def load_script(module: str):
 
 
 def run(cmd: list, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
-    """Run a command; capture text output; never hang a test for long."""
-    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True,
-                          timeout=timeout, **kw)
+    """Run a command; capture text output; never hang a test for long. The command gets a session
+    of its own, and on a timeout the whole session is killed: no child outlives the test."""
+    proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True, **kw)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 @pytest.fixture(scope="session")
