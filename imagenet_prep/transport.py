@@ -2,10 +2,12 @@
 
 The policy: curl stops a transfer slower than DOWNLOAD_SPEED_LIMIT B/s for DOWNLOAD_SPEED_TIME s
 (a stall); a failed attempt is retried after DOWNLOAD_RETRY_DELAY s, doubling up to
-DOWNLOAD_RETRY_DELAY_MAX, until --retries attempts in a row brought no byte; some failures are
-permanent (a login needed, a missing file, a full disk, a TLS problem) and stop at once.
-00_download.sh asks this module (`python3 -m imagenet_prep.transport settings | decide ...`);
-RangeReader uses it to read a byte range of a link as one stream, reconnecting where it broke.
+DOWNLOAD_RETRY_DELAY_MAX, until DOWNLOAD_RETRIES (00_download.sh: --retries) attempts in a row
+brought no byte; some failures are permanent (a login needed, a missing file, a full disk, a TLS
+problem) and stop at once. 00_download.sh asks this module (see main: `settings` once at the
+start, `decide RC HTTP_CODE FAILS` after each failed attempt) and adds its own context to the
+reasons (split, host, variable, urls file); RangeReader (01_unzip.sh --stream) uses it to read a
+byte range of a link as one stream, reconnecting where it broke.
 
 The link goes to curl on its standard input (-K -), never on a command line that `ps` shows.
 """
@@ -34,6 +36,7 @@ KNOBS = {
 KIND_RE = {"count": re.compile(r"[1-9][0-9]{0,8}\Z"), "seconds": re.compile(r"[0-9]{1,6}(\.[0-9]{1,6})?\Z")}
 KIND_TEXT = {"count": "a whole number of at least 1 (no leading zero)",
              "seconds": "a number of seconds such as 5 or 0.5"}
+MAX_DOUBLINGS = 64                 # the pause stops doubling long before; no huge powers of two
 RETRY_HTTP = {408, 425, 429}
 TLS = {51, 58, 59, 60, 77, 83, 90, 91}
 
@@ -53,7 +56,7 @@ class Policy:
 
     def delay(self, fails: int) -> float:
         """Seconds to pause after `fails` attempts in a row without progress."""
-        return min(self.retry_delay * 2 ** max(fails - 1, 0), self.retry_delay_max)
+        return min(self.retry_delay * 2 ** min(max(fails - 1, 0), MAX_DOUBLINGS), self.retry_delay_max)
 
 
 def policy_from_env(env: Mapping[str, str] = os.environ, retries: Optional[int] = None) -> Policy:
@@ -316,20 +319,34 @@ def scrub(text: str) -> str:
 
 # ----------------------------------------------------------------------------- 00_download.sh asks
 
+def seconds_text(value: float) -> str:
+    """Seconds as plain decimals that bash, sleep and curl all read ('5', '0.05'; never '1e-06')."""
+    return ("%.6f" % value).rstrip("0").rstrip(".")
+
+
 def main(argv: list[str]) -> int:
-    """`settings`: the policy as NAME=VALUE lines; `decide RC CODE FAILS`: 'retry SECONDS',
-    'stop WHY' or 'give-up WHY'. A bad environment value: the message on stderr, exit 2."""
+    """For 00_download.sh:
+
+    settings              the policy, one NAME=VALUE line per DOWNLOAD_* setting (whole numbers
+                          and seconds in plain decimals), from the environment with its defaults
+    decide RC CODE FAILS  after a failed curl (exit code RC, last HTTP status CODE, 000 for none;
+                          FAILS attempts in a row without progress, this one included):
+                          'retry SECONDS', 'stop WHY' (permanent) or 'give-up WHY' (attempts used up)
+
+    A bad value in the environment: the message, naming the setting, on stderr; exit 2."""
     try:
         policy = policy_from_env()
-        if argv[:1] == ["settings"]:
-            for name, value in zip(KNOBS, (policy.speed_limit, policy.speed_time, policy.connect_timeout,
-                                           policy.retry_delay, policy.retry_delay_max, policy.retries)):
-                print("%s=%g" % (name, value))
+        if argv[:1] == ["settings"] and len(argv) == 1:
+            values = (policy.speed_limit, policy.speed_time, policy.connect_timeout, policy.retry_delay,
+                      policy.retry_delay_max, policy.retries)
+            for name, value in zip(KNOBS, values):
+                kind = KNOBS[name][1]
+                print("%s=%s" % (name, seconds_text(value) if kind == "seconds" else "%d" % value))
             return 0
-        if argv[:1] == ["decide"] and len(argv) == 4 and all(re.fullmatch(r"[0-9]{1,4}", a)
-                                                             for a in argv[1:]):
+        if argv[:1] == ["decide"] and len(argv) == 4 and re.fullmatch(r"[0-9]{1,3}", argv[1]) \
+                and re.fullmatch(r"[0-9]{1,3}", argv[2]) and re.fullmatch(r"[0-9]{1,9}", argv[3]):
             action, wait, why = decide(policy, int(argv[1]), int(argv[2]), int(argv[3]))
-            print("%s %s" % (action, ("%g" % wait) if action == "retry" else why))
+            print("%s %s" % (action, seconds_text(wait) if action == "retry" else why))
             return 0
     except PrepError as e:
         print("error: %s" % e, file=sys.stderr)

@@ -5,7 +5,11 @@ urls.sh may hold NAME=value lines (the value in "..." or '...', or a word withou
 ``export NAME=...``, comments and blank lines; DOWNLOAD_URL_<s>, MD5_<s> and SIZE_<s> for
 s = train, val, test, devkit_t12. A setting already in the environment wins over the file.
 Anything else stops the run with the line number and the variable's name, never the value: a
-link may carry a token.
+link may carry a token. The file is looked for as --urls FILE, else $IMAGENET_URLS, else
+./urls.sh, else urls.sh in the repository folder (the one that holds this package).
+
+00_download.sh reads the links through ``python3 -m imagenet_prep.urls`` (see main); this is the
+only parser of urls.sh.
 """
 from __future__ import annotations
 
@@ -26,7 +30,18 @@ DOUBLE = re.compile(r'"((?:[^"\\]|\\.)*)"(.*)\Z')
 SINGLE = re.compile(r"'([^']*)'(.*)\Z")
 UNQUOTED_BAD = set("\"'`$;|<>()\\")
 MD5_RE = re.compile(r"[0-9a-fA-F]{32}\Z")
-SIZE_RE = re.compile(r"[0-9]{1,15}\Z|[0-9]{1,3}(,[0-9]{3}){1,4}\Z|[0-9]{1,3}(_[0-9]{3}){1,4}\Z")
+SIZE_RE = re.compile(r"[0-9]+\Z|[0-9]{1,3}(,[0-9]{3})+\Z|[0-9]{1,3}(_[0-9]{3})+\Z")
+MAX_DIGITS = 18                  # longest size taken (leading zeros aside): below 2^63 for bash
+ENVIRONMENT = "the environment"  # where a setting came from, when not from a file
+
+
+def parse_size(text: str) -> Optional[int]:
+    """A size in bytes as urls.sh may give it: digits, or digits grouped in threes by , or _
+    (3,000,000); leading zeros are fine, at most MAX_DIGITS digits without them. None if not."""
+    if not SIZE_RE.match(text):
+        return None
+    digits = text.replace(",", "").replace("_", "").lstrip("0") or "0"
+    return int(digits) if len(digits) <= MAX_DIGITS else None
 
 
 def setting_names() -> list[str]:
@@ -102,8 +117,9 @@ def parse_line(line: str) -> Optional[tuple[str, str]]:
     return name, value
 
 
-def read_file(path: str, env: Mapping[str, str]) -> dict[str, str]:
-    """The settings of urls file `path`, under the environment's (which win)."""
+def read_file(path: str, env: Mapping[str, str], prog: Optional[str] = None) -> dict[str, str]:
+    """The settings of urls file `path`, under the environment's (which win). `prog` names the
+    script in the warning about a name that is not a setting."""
     known = set(setting_names())
     out: dict[str, str] = {}
     crlf = False
@@ -123,9 +139,9 @@ def read_file(path: str, env: Mapping[str, str]) -> dict[str, str]:
             continue
         name, value = parsed
         if name not in known:
-            log.warning("warning: %s, line %d: %s is not a setting (ignored); the settings are "
+            log.warning("warning: %s, line %d: %s is not a setting%s (ignored); the settings are "
                         "DOWNLOAD_URL_<s>, MD5_<s> and SIZE_<s> for s = train, val, test, devkit_t12",
-                        path, n, name)
+                        path, n, name, " of " + prog if prog else "")
             continue
         out[name] = value
     if crlf:
@@ -160,8 +176,9 @@ class Link:
     md5_from: str                 # where the MD5 comes from, for messages
     size: Optional[int]           # expected size, None if unknown
     size_from: str
-    urls_from: str                # the file (or "the environment") the link came from
+    urls_from: str                # the urls file, or "the environment" when there is none
     variable: str                 # DOWNLOAD_URL_<suffix>
+    url_from: str = ""            # where the link itself came from: urls_from or "the environment"
 
     @property
     def shown(self) -> str:
@@ -169,7 +186,9 @@ class Link:
 
 
 def url_name(url: str) -> str:
-    path = re.split(r"[?#]", url, maxsplit=1)[0].rstrip("/")
+    """The last part of the link's path, without query string or fragment (one trailing / dropped)."""
+    path = re.split(r"[?#]", url, maxsplit=1)[0]
+    path = path[:-1] if path.endswith("/") else path
     return path.rsplit("/", 1)[-1] if "://" in path else ""
 
 
@@ -179,50 +198,58 @@ def url_host(url: str) -> str:
     return rest or "local file"
 
 
-def link_for(split: str, settings: Mapping[str, str], urls_from: str, verify: bool) -> Link:
-    """The split's link, checked: a link, a file name at its end, a usable MD5 and size."""
+def link_for(split: str, settings: Mapping[str, str], urls_from: str, verify: bool,
+             origin: Optional[Mapping[str, str]] = None) -> Link:
+    """The split's link, checked: a link, a file name at its end, a usable MD5 and size. `origin`
+    says where a setting came from when not from `urls_from` (the environment wins over the file)."""
     suffix = facts.official(split).suffix
     var, md5v, sizev = "DOWNLOAD_URL_" + suffix, "MD5_" + suffix, "SIZE_" + suffix
+
+    def where(name: str) -> str:
+        return (origin or {}).get(name, urls_from)
+
     url = settings.get(var, "")
     if not url:
         raise PrepError("%s: %s is not set (or empty) in %s; add your link for it (see urls.sh.example)"
                         % (split, var, urls_from))
     if "://" not in url:
         raise PrepError("%s: %s in %s is not a link (expected https://..., http://... or file://...)"
-                        % (split, var, urls_from))
+                        % (split, var, where(var)))
     if re.search(r"[\s\x00-\x1f\x7f]", url):
         raise PrepError("%s: %s in %s holds a space or a control character (a Windows line ending?); "
-                        "a link has none" % (split, var, urls_from))
+                        "a link has none" % (split, var, where(var)))
     name = url_name(url)
     if name in ("", ".", ".."):
         raise PrepError("%s: cannot tell the file name from %s (host %s): the link's path must end in "
                         "the archive's name" % (split, var, url_host(url)))
     official = facts.by_name(name)
-    md5, md5_from = settings.get(md5v), "%s in %s" % (md5v, urls_from)
+    md5, md5_from = settings.get(md5v), "%s in %s" % (md5v, where(md5v))
     if md5 and not MD5_RE.match(md5):
         raise PrepError("%s: %s in %s is not an MD5 (32 hex digits, as md5sum prints them)"
-                        % (split, md5v, urls_from))
+                        % (split, md5v, where(md5v)))
     if not md5:
         md5, md5_from = (official.md5 if official else None), "the official checksum"
     if verify and not md5:
         raise PrepError("%s: no checksum known for %s (not an official ILSVRC2012 file name): set "
                         "%s=<md5> in %s, or pass --no-verify to accept it with only a size check"
                         % (split, name, md5v, urls_from))
-    size_text, size_from = settings.get(sizev), "%s in %s" % (sizev, urls_from)
+    size_text, size_from = settings.get(sizev), "%s in %s" % (sizev, where(sizev))
     if size_text:
-        if not SIZE_RE.match(size_text):
+        size = parse_size(size_text)
+        if size is None:
             raise PrepError("%s: %s in %s is not a size in bytes (digits only, such as 6744924160 or "
-                            "6,744,924,160; no units or decimals)" % (split, sizev, urls_from))
-        size: Optional[int] = int(size_text.replace(",", "").replace("_", ""))
+                            "6,744,924,160; no units or decimals)" % (split, sizev, where(sizev)))
     else:
         size, size_from = (official.size if official and not settings.get(md5v) else None), "official size"
     return Link(split, url, name, url_host(url), md5.lower() if md5 else None, md5_from, size,
-                size_from, urls_from, var)
+                size_from, urls_from, var, where(var))
 
 
 def load(splits: list[str], urls_arg: Optional[str], verify: bool,
-         env: Mapping[str, str] = os.environ, here: Optional[str] = None) -> list[Link]:
-    """The links of `splits`, from the urls file and the environment, every one checked."""
+         env: Mapping[str, str] = os.environ, here: Optional[str] = None,
+         prog: Optional[str] = None) -> list[Link]:
+    """The links of `splits`, from the urls file and the environment, every one checked.
+    `here`: the repository folder (default: the one that holds this package)."""
     here = here or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     path = find_file(urls_arg, env, here)
     if path is None:
@@ -232,38 +259,51 @@ def load(splits: list[str], urls_arg: Optional[str], verify: bool,
                             "and paste your image-net.org links into it: cp %s/urls.sh.example urls.sh "
                             "&& chmod 600 urls.sh (or point --urls / IMAGENET_URLS at your file)"
                             % (here, here))
-        urls_from = "the environment"
+        urls_from = ENVIRONMENT
     else:
-        settings, urls_from = read_file(path, env), path
-    return [link_for(s, settings, urls_from, verify) for s in splits]
+        settings, urls_from = read_file(path, env, prog), path
+    origin = {k: ENVIRONMENT for k in setting_names() if env.get(k)}
+    return [link_for(s, settings, urls_from, verify, origin) for s in splits]
+
+
+FIELDS = ("split", "url", "name", "host", "md5", "md5_from", "size", "size_from", "urls_from",
+          "url_from")
 
 
 def main(argv: list[str]) -> int:
     """For 00_download.sh: `python3 -m imagenet_prep.urls [--urls FILE] [--no-verify] SPLIT...`
-    writes, per split, NUL-terminated fields to stdout (a pipe the script reads, never a terminal):
-    split, url, name, host, md5, md5_from, size, size_from, urls_from. Errors go to stderr, exit 1."""
+    writes, per split in the order given, the FIELDS above, each ended by a NUL, to stdout (a pipe
+    the script reads, never a terminal): md5 and size are "" when unknown. Messages go to stderr
+    as 00_download.sh's own; exit 1 when a setting is wrong, 2 for a wrong call."""
     from .console import setup_logging
-    setup_logging("00_download.sh")
+    prog = "00_download.sh"
+    setup_logging(prog)
     urls_arg, verify, splits = None, True, []
     args = iter(argv)
     for a in args:
         if a == "--urls":
             urls_arg = next(args, None)
+            if urls_arg is None:
+                log.error("error: --urls needs a file")
+                return 2
         elif a == "--no-verify":
             verify = False
-        else:
+        elif a in facts.SPLITS:
             splits.append(a)
+        else:
+            log.error("error: unknown split or option for imagenet_prep.urls: %s", a)
+            return 2
     if sys.stdout.isatty():
         log.error("error: this prints links (which may carry a token): read it from a pipe")
         return 2
     try:
-        links = load(splits, urls_arg, verify)
+        links = load(splits, urls_arg, verify, prog=prog)
     except PrepError as e:
         log.error("error: %s", e)
         return 1
     for k in links:
-        for field in (k.split, k.url, k.name, k.host, k.md5 or "", k.md5_from, str(k.size or ""),
-                      k.size_from, k.urls_from):
+        for field in (k.split, k.url, k.name, k.host, k.md5 or "", k.md5_from,
+                      "" if k.size is None else str(k.size), k.size_from, k.urls_from, k.url_from):
             sys.stdout.write(field + "\0")
     return 0
 
