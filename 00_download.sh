@@ -6,75 +6,124 @@
 # Example: cp urls.sh.example urls.sh && chmod 600 urls.sh   # then paste your links into urls.sh
 #          00_download.sh --root /data/imagenet --connections 4 val devkit
 #
+# One of the numbered entry points of this repository: it needs the package imagenet_prep/ beside
+# it (copy or clone the whole folder) and python3. From there it takes the links (urls.py reads
+# urls.sh: read, never run), the release facts (release.tsv, read here with `read`), the curl
+# retry, stall and backoff policy that 01_unzip.sh --stream uses too (transport.py) and the MD5 of
+# a growing file (md5follow.py). The bytes are fetched here, with curl.
+#
 # Bytes arrive in ROOT/downloads/NAME.part; with --connections N also in piece files
 # NAME.part.START-END, appended to NAME.part in order as they complete (none outlives a success).
-# Kill it at any moment: a rerun continues every piece from the bytes already on disk. Retries
-# (with backoff) happen in a loop around curl, so no received byte is ever thrown away. The file is
-# renamed to NAME only after its size and MD5 check out; then NAME.md5 records the check and a rerun
-# says "already done" without touching the network (so it does for a split that 01_unzip.sh
-# extracted and whose archive it removed). Full URLs are never printed (they may carry a token):
-# urls.sh is read, never run, and a mistake in it is reported by line and variable name only.
-# Nothing from outside (server, urls.sh, environment) reaches bash arithmetic before it is checked
-# to be a plain number: (( )) evaluates array subscripts, and with them $( ).
+# Meanwhile a follower hashes NAME.part as it grows and saves its MD5 state in NAME.part.md5state,
+# so the check at the end reads almost nothing again. Kill it at any moment: a rerun continues every
+# piece from the bytes already on disk, and the MD5 from its saved state. Retries (with backoff)
+# happen in a loop around curl, so no received byte is ever thrown away. The file is renamed to NAME
+# only after its size and MD5 check out; then NAME.md5 records the check and a rerun says "already
+# done" without touching the network (so it does for a split that 01_unzip.sh extracted and whose
+# archive it removed). Full URLs are never printed (they may carry a token), nor put on a command
+# line. Nothing from outside (server, urls.sh, environment) reaches bash arithmetic before it is
+# checked to be a plain number: (( )) evaluates array subscripts, and with them $( ).
+#
+# Variables: constants and options are readonly once set (the options right after parsing). Each
+# split runs in a process of its own, which sets the split's values (its link, names, expected size
+# and MD5) once and makes them readonly. A function returns a result through a variable its caller
+# names (local -n); a signal handler gets the split it must stop inside its trap string.
 set -euo pipefail
 
 readonly PROG=00_download.sh
-readonly SPLITS=(train val test devkit)
-# split -> suffix of its variables in urls.sh (DOWNLOAD_URL_<suffix>, MD5_<suffix>, SIZE_<suffix>)
-declare -rA SUFFIX=([train]=train [val]=val [test]=test [devkit]=devkit_t12)
-# MD5 and size of the official archives, by file name
-declare -rA KNOWN_MD5=(
-  [ILSVRC2012_img_train.tar]=1d675b47d978889d74fa0da5fadfb00e
-  [ILSVRC2012_img_val.tar]=29b22e2961454d5413ddabcf34fc5622
-  [ILSVRC2012_img_test_v10102019.tar]=e1b8681fff3d63731c599df9b4b6fc02
-  [ILSVRC2012_img_test.tar]=fe64ceb247e473635708aed23ab6d839
-  [ILSVRC2012_devkit_t12.tar.gz]=fa75699e90414af021442c21a62c3abf
-)
-declare -rA KNOWN_SIZE=(
-  [ILSVRC2012_img_train.tar]=147897477120
-  [ILSVRC2012_img_val.tar]=6744924160
-)
-# Tuning knobs, from the environment (see --help); check_knobs refuses a malformed one before use
-readonly SPEED_LIMIT=${DOWNLOAD_SPEED_LIMIT:-1024}       # B/s; slower than this for ...
-readonly SPEED_TIME=${DOWNLOAD_SPEED_TIME:-60}           # ... this many seconds is a stall: retry
-readonly CONNECT_TIMEOUT=${DOWNLOAD_CONNECT_TIMEOUT:-30} # seconds to connect
-readonly RETRY_DELAY=${DOWNLOAD_RETRY_DELAY:-5}          # first pause between attempts (seconds)
-readonly RETRY_DELAY_MAX=${DOWNLOAD_RETRY_DELAY_MAX:-300} # pauses double up to this
-readonly PROGRESS_STEP=${DOWNLOAD_PROGRESS_STEP:-5}      # % between progress lines in a log
-readonly PROGRESS_POLL=${DOWNLOAD_PROGRESS_POLL:-2}      # seconds between progress checks
-readonly MIN_SEGMENT=${DOWNLOAD_MIN_SEGMENT:-16777216}   # never split into pieces smaller than this
-readonly PIECES_PER_CONNECTION=8                         # pieces per connection: joins overlap the download
-readonly MAX_DIGITS=18      # longest number taken from outside: below 2^63, so no overflow
-readonly LOCK_WAIT=3        # seconds to wait for NAME.lock (a killed run's helpers may still be stopping)
-readonly STOP_WAIT=50       # tenths of a second to wait for helpers to stop after TERM, then KILL
-
-root=${IMAGENET_ROOT:-.}  # --root DIR: data folder (default: $IMAGENET_ROOT, else the current dir)
-urls_file=""              # --urls FILE: links (default: $IMAGENET_URLS, ./urls.sh, urls.sh beside me)
-connections=1             # --connections N: byte ranges of one file fetched at once
-retries=${DOWNLOAD_RETRIES:-10}  # --retries N: attempts in a row without progress before giving up
-verify=1                  # --no-verify: skip the MD5 check (the size is always checked)
-declare -A FROM_ENV=()    # settings found in the environment (they win over the urls file)
+readonly LINK_FIELDS=10   # per split from imagenet_prep.urls: split url name host md5 md5_from
+                          # size size_from urls_from url_from
+readonly MAX_DIGITS=18    # longest number taken from outside: below 2^63, so no overflow
+readonly PIECES_PER_CONNECTION=8  # pieces per connection: joins overlap the download
+readonly LOCK_WAIT=3      # seconds to wait for NAME.lock (a killed run's helpers may still be stopping)
+readonly STOP_WAIT=50     # tenths of a second to wait for helpers to stop after TERM, then KILL
+# 00's own knobs, from the environment (see --help); check_knobs refuses a malformed one before use.
+# The curl policy's knobs (DOWNLOAD_SPEED_*, _CONNECT_TIMEOUT, _RETRY_DELAY*, _RETRIES) are read
+# and checked by imagenet_prep/transport.py (read_policy).
+readonly PROGRESS_STEP=${DOWNLOAD_PROGRESS_STEP:-5}     # % between progress lines in a log
+readonly PROGRESS_POLL=${DOWNLOAD_PROGRESS_POLL:-2}     # seconds between progress checks
+readonly MIN_SEGMENT=${DOWNLOAD_MIN_SEGMENT:-16777216}  # never split into pieces smaller than this
+readonly FOLLOW_MD5=${DOWNLOAD_MD5_FOLLOW:-1}           # 1: hash NAME.part while it grows; 0: md5sum after
+# python3 -m imagenet_prep.MODULE with the package of this folder only: -I keeps the current folder,
+# PYTHONPATH and the user's site-packages out of the way (a folder named imagenet_prep where the user
+# stands must not stand in for ours).
+readonly PY_RUN='import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); runpy.run_module("imagenet_prep." + sys.argv.pop(1), run_name="__main__", alter_sys=True)'
 
 log() { printf '%s %(%H:%M:%S)T %s\n' "$PROG" -1 "$*" >&2; }
 die() { printf '%s %(%H:%M:%S)T error: %s\n' "$PROG" -1 "$*" >&2; exit 1; }
 err() { printf '%s %(%H:%M:%S)T error: %s\n' "$PROG" -1 "$*" >&2; }
 need_cmd() { command -v "$1" >/dev/null 2>&1 || die "need '$1' (not found in PATH)"; }
 
+# --- the repository folder -------------------------------------------------------------------------
+
+# check_package: HERE, the folder of this script, holds what 00 uses of imagenet_prep/, and python3
+# is there to run it. Says exactly what is missing: the unit a user copies is the folder.
+check_package() {
+  local src=${BASH_SOURCE[0]} f here
+  [[ $src == */* ]] || src=./$src
+  here=$(CDPATH='' cd -- "${src%/*}" && pwd -P) || die "cannot find the folder of $src"
+  declare -gr HERE=$here
+  if [[ ! -d $HERE/imagenet_prep ]]; then
+    die "needs the folder imagenet_prep/ beside it ($HERE/imagenet_prep is missing): copy or clone" \
+      "the whole repository folder, not the script alone"
+  fi
+  for f in __init__.py urls.py transport.py md5follow.py md5state.py facts.py console.py files.py release.tsv; do
+    [[ -f $HERE/imagenet_prep/$f ]] || die "$HERE/imagenet_prep/$f is missing (an incomplete copy?):" \
+      "copy or clone the whole repository folder again"
+  done
+  command -v python3 >/dev/null 2>&1 || die "need 'python3' (not found in PATH): $PROG runs" \
+    "the Python package imagenet_prep/ beside it"
+}
+
+py() { python3 -I -c "$PY_RUN" "$HERE" "$@"; }          # py MODULE ARG...
+py_exec() { exec python3 -I -c "$PY_RUN" "$HERE" "$@"; }  # the same, in place of this (sub)shell
+
+# read_release: the splits, their variables' suffixes and the --help table from
+# imagenet_prep/release.tsv, the one home of the release facts (imagenet_prep/facts.py reads it too):
+# tab-separated split, suffix, archive, bytes, md5, images, classes; '#' comments; '-' for unknown.
+# The first row of a split is its current archive. Sets the readonly SPLITS, SUFFIX and HELP_TABLE.
+read_release() {
+  local file=$HERE/imagenet_prep/release.tsv line n=0 table="" size
+  local -a f splits=()
+  local -A suffix=()
+  while IFS= read -r line || [[ -n $line ]]; do
+    n=$((n + 1))
+    [[ -z $line || $line == \#* ]] && continue
+    IFS=$'\t' read -ra f <<<"$line"
+    if ((${#f[@]} != 7)) || ! [[ ${f[0]} =~ ^[a-z]+$ && ${f[1]} =~ ^[A-Za-z0-9_]+$ && ${f[3]} =~ ^(-|[0-9]{1,18})$ ]]; then
+      die "$file, line $n: not a row of split, suffix, archive, bytes, md5, images, classes" \
+        "(tab-separated); restore the file from the repository"
+    fi
+    [[ -z ${suffix[${f[0]}]:-} ]] || continue
+    splits+=("${f[0]}")
+    suffix[${f[0]}]=${f[1]}
+    size=""
+    [[ ${f[3]} == - ]] || size=" ($(human "${f[3]}"))"
+    printf -v line '  %-7s %-25s %s%s' "${f[0]}" "DOWNLOAD_URL_${f[1]}" "${f[2]}" "$size"
+    table+=$line$'\n'
+  done <"$file"
+  ((${#splits[@]})) || die "$file holds no archive; restore the file from the repository"
+  declare -gra SPLITS=("${splits[@]}")
+  declare -gA SUFFIX=()
+  for line in "${splits[@]}"; do SUFFIX[$line]=${suffix[$line]}; done
+  readonly SUFFIX
+  declare -gr HELP_TABLE=${table%$'\n'}
+}
+
 usage() {
   cat <<EOF
 Usage: $PROG [options] SPLIT...
-Download ILSVRC2012 archives into ROOT/downloads/. SPLIT is one of: train val test devkit all
+Download ILSVRC2012 archives into ROOT/downloads/. SPLIT is one of: ${SPLITS[*]} all
 
-  train   DOWNLOAD_URL_train        ILSVRC2012_img_train.tar  (147,897,477,120 B)
-  val     DOWNLOAD_URL_val          ILSVRC2012_img_val.tar    (6,744,924,160 B)
-  test    DOWNLOAD_URL_test         ILSVRC2012_img_test_v10102019.tar
-  devkit  DOWNLOAD_URL_devkit_t12   ILSVRC2012_devkit_t12.tar.gz
+$HELP_TABLE
 
-The links come from --urls FILE, else \$IMAGENET_URLS, else ./urls.sh, else urls.sh beside this
-script (start from urls.sh.example); a variable already set in the environment wins over the file.
-The file is read, not run: NAME="value" lines (or NAME='value', export NAME=...), comments and blank
-lines. The file name is the last part of the link's path. MD5_<split> / SIZE_<split> in urls.sh
-(e.g. MD5_val, MD5_devkit_t12) override the built-in checksums of the official archives, for mirrors.
+The links come from --urls FILE, else \$IMAGENET_URLS, else ./urls.sh, else urls.sh in this
+repository folder (start from urls.sh.example); a variable already set in the environment wins over
+the file. The file is read, not run: NAME="value" lines (or NAME='value', export NAME=...), comments
+and blank lines. The file name is the last part of the link's path. MD5_<split> / SIZE_<split> in
+urls.sh (e.g. MD5_val, MD5_devkit_t12) override the checksums of the official archives
+(imagenet_prep/release.tsv), for mirrors. Needs python3 and the folder imagenet_prep/ beside this
+script: copy or clone the whole repository folder.
 
 Options:
   --root DIR         data folder (default: \$IMAGENET_ROOT, else the current directory)
@@ -82,14 +131,17 @@ Options:
   --connections N    fetch N byte ranges of a file at once (default: 1), in pieces of at
                      least 16 MiB (8 per connection) that are appended to NAME.part as they
                      complete; needs free space for the file plus one piece
-  --retries N        attempts in a row without progress before giving up (default: 10)
+  --retries N        attempts in a row without progress before giving up (default: 10, or
+                     \$DOWNLOAD_RETRIES)
   --no-verify        do not check MD5 (default: check); needed for a file with no known checksum
   -h, --help         show this help
 
 Environment: DOWNLOAD_SPEED_LIMIT (1024 B/s) and DOWNLOAD_SPEED_TIME (60 s): slower than that for
 that long counts as a stall and is retried; DOWNLOAD_CONNECT_TIMEOUT (30 s); DOWNLOAD_RETRY_DELAY
-(5 s, doubled per failed attempt up to DOWNLOAD_RETRY_DELAY_MAX, 300 s); DOWNLOAD_PROGRESS_STEP
-(5 %: one progress line per step when stderr is not a terminal).
+(5 s, doubled per failed attempt up to DOWNLOAD_RETRY_DELAY_MAX, 300 s) — the policy of
+imagenet_prep/transport.py, shared with 01_unzip.sh --stream; DOWNLOAD_PROGRESS_STEP (5 %: one
+progress line per step when stderr is not a terminal); DOWNLOAD_MD5_FOLLOW (1: hash NAME.part
+while it downloads, state in NAME.part.md5state; 0: read it again with md5sum at the end).
 
 A rerun continues NAME.part where it stopped and says "already done" for a verified file without
 touching the network (NAME.md5 records the check; delete it to check again), and for a split that
@@ -97,7 +149,8 @@ touching the network (NAME.md5 records the check; delete it to check again), and
 is full size but fails its checksum is moved to NAME.bad and the split fails; a rerun downloads it
 again. A web page received instead of the archive (an expired link, a login page) is set aside as
 NAME.html. NAME.lock keeps a second $PROG off the same file; it is removed when the run ends or
-is stopped. Exit codes: 0 all requested splits present and verified, 1 failure, 2 usage.
+is stopped. Exit codes: 0 all requested splits present and verified, 1 failure, 2 usage,
+130 stopped by Ctrl-C, 143 stopped by SIGTERM (129 by SIGHUP).
 EOF
 }
 
@@ -119,20 +172,9 @@ human() {  # bytes -> "6.3 GiB"
 
 free_bytes() { df -P -B1 -- "$1" | awk 'NR == 2 && $4 ~ /^[0-9]+$/ { print $4 }'; }
 
-url_name() {  # last part of the path, without query string or fragment
-  local p=${1%%[?#]*}
-  p=${p%/}
-  printf '%s' "${p##*/}"
-}
-
-url_host() {  # host[:port], without user:password@; "local file" for file://
-  local rest=${1#*://}
-  rest=${rest%%[/?#]*}
-  rest=${rest##*@}
-  printf '%s' "${rest:-local file}"
-}
-
 now() { printf '%s' "${EPOCHREALTIME:-$(date +%s.%N)}"; }
+
+seconds_between() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }  # T0 T1 -> "0.21"
 
 md5_of() { local h; h=$(md5sum -- "$1") || return 1; printf '%s' "${h%% *}"; }
 
@@ -148,18 +190,9 @@ to_count() {
   printf -v "$1" '%s' "$digits_"
 }
 
-# to_size VAR VALUE: like to_count, and digits grouped in threes by , or _ (3,000,000) are fine too.
-to_size() {
-  local grouped_=$2
-  if [[ $grouped_ =~ ^[0-9]{1,3}(,[0-9]{3})+$ || $grouped_ =~ ^[0-9]{1,3}(_[0-9]{3})+$ ]]; then
-    grouped_=${grouped_//[,_]/}
-  fi
-  to_count "$1" "$grouped_"
-}
-
 # check_knob NAME VALUE KIND: die unless VALUE, from environment variable NAME, is of KIND: count
-# (a whole number >= 1, no leading zero), percent (1 to 100) or seconds (e.g. 5 or 0.5). The value
-# itself is not shown.
+# (a whole number >= 1, no leading zero), percent (1 to 100), seconds (e.g. 5 or 0.5) or switch
+# (0 or 1). The value itself is not shown.
 check_knob() {
   local name=$1 value=$2 kind=$3 n what
   case $kind in
@@ -169,26 +202,74 @@ check_knob() {
       to_count n "$value" && [[ $n == "$value" ]] && ((n >= 1 && n <= 100)) && return 0 ;;
     seconds) what="a number of seconds such as 5 or 0.5"
       [[ $value =~ ^[0-9]{1,6}(\.[0-9]{1,6})?$ ]] && return 0 ;;
+    switch) what="0 or 1"
+      [[ $value == [01] ]] && return 0 ;;
   esac
   die "$name in the environment must be $what; fix it, or unset it to use the default (see --help)"
 }
 
-check_knobs() {
-  check_knob DOWNLOAD_SPEED_LIMIT "$SPEED_LIMIT" count
-  check_knob DOWNLOAD_SPEED_TIME "$SPEED_TIME" count
-  check_knob DOWNLOAD_CONNECT_TIMEOUT "$CONNECT_TIMEOUT" seconds
-  check_knob DOWNLOAD_RETRY_DELAY "$RETRY_DELAY" seconds
-  check_knob DOWNLOAD_RETRY_DELAY_MAX "$RETRY_DELAY_MAX" seconds
+check_knobs() {  # 00's own knobs; the curl policy's are checked by read_policy
   check_knob DOWNLOAD_PROGRESS_STEP "$PROGRESS_STEP" percent
   check_knob DOWNLOAD_PROGRESS_POLL "$PROGRESS_POLL" seconds
   check_knob DOWNLOAD_MIN_SEGMENT "$MIN_SEGMENT" count
+  check_knob DOWNLOAD_MD5_FOLLOW "$FOLLOW_MD5" switch
+}
+
+# read_policy: the curl policy from imagenet_prep/transport.py (which checks the DOWNLOAD_* values
+# and names a bad one), each value checked again here before use; --retries N wins over
+# $DOWNLOAD_RETRIES. Sets the readonly SPEED_LIMIT, SPEED_TIME, CONNECT_TIMEOUT, RETRY_DELAY_MAX
+# (a fallback pause) and RETRIES, and CURL_BASE; the pauses come from `decide` (after_failure).
+read_policy() {
+  local out name value re_count='^[1-9][0-9]{0,8}$' re_seconds='^[0-9]{1,6}(\.[0-9]{1,6})?$'
+  local -A got=()
+  out=$(DOWNLOAD_RETRIES=${RETRIES_ARG:-${DOWNLOAD_RETRIES:-}} py transport settings 2>&1) \
+    || die "${out#error: }"
+  while IFS='=' read -r name value; do
+    case $name in
+      DOWNLOAD_SPEED_LIMIT | DOWNLOAD_SPEED_TIME | DOWNLOAD_RETRIES) [[ $value =~ $re_count ]] || value="" ;;
+      DOWNLOAD_CONNECT_TIMEOUT | DOWNLOAD_RETRY_DELAY | DOWNLOAD_RETRY_DELAY_MAX) [[ $value =~ $re_seconds ]] || value="" ;;
+      *) continue ;;
+    esac
+    got[$name]=$value
+  done <<<"$out"
+  for name in DOWNLOAD_SPEED_LIMIT DOWNLOAD_SPEED_TIME DOWNLOAD_CONNECT_TIMEOUT DOWNLOAD_RETRY_DELAY \
+    DOWNLOAD_RETRY_DELAY_MAX DOWNLOAD_RETRIES; do
+    [[ -n ${got[$name]:-} ]] || die "internal: imagenet_prep/transport.py gave no usable $name"
+  done
+  declare -gr SPEED_LIMIT=${got[DOWNLOAD_SPEED_LIMIT]} SPEED_TIME=${got[DOWNLOAD_SPEED_TIME]}
+  declare -gr CONNECT_TIMEOUT=${got[DOWNLOAD_CONNECT_TIMEOUT]} RETRY_DELAY_MAX=${got[DOWNLOAD_RETRY_DELAY_MAX]}
+  declare -gr RETRIES=${got[DOWNLOAD_RETRIES]}
+  declare -gra CURL_BASE=(-L -f --connect-timeout "$CONNECT_TIMEOUT" --speed-limit "$SPEED_LIMIT"
+    --speed-time "$SPEED_TIME")
+}
+
+# read_links VAR: the links of the wanted splits, checked, from imagenet_prep/urls.py (the one
+# parser of urls.sh; it says what is wrong, by line and variable, never by value): VAR gets
+# LINK_FIELDS fields per split, in the order of WANT. The links come through a pipe, never a file.
+read_links() {
+  local -n links_out_=$1
+  local -a args=()
+  local status
+  [[ -z $URLS_ARG ]] || args+=(--urls "$URLS_ARG")
+  ((VERIFY)) || args+=(--no-verify)
+  mapfile -d '' -t links_out_ < <(
+    rc=0
+    py urls "${args[@]}" "${WANT[@]}" || rc=$?
+    printf 'exit=%s\0' "$rc"
+  )
+  status=${links_out_[-1]:-}
+  unset 'links_out_[-1]'
+  [[ $status == exit=0 ]] || exit 1  # imagenet_prep/urls.py said why
+  ((${#links_out_[@]} == LINK_FIELDS * ${#WANT[@]})) || die "internal: imagenet_prep/urls.py gave" \
+    "${#links_out_[@]} fields for ${#WANT[@]} split(s)"
 }
 
 # --- processes -------------------------------------------------------------------------------------
 # Each split runs in a process group of its own (its process, queue workers, curl, head, progress,
-# watchdog). Stopping a split is one `kill -- -PGID`: nothing of it can be missed or outlive it,
-# whichever of its processes died first. There are no TERM traps below the main process: bash 5.2
-# can fail to parse a trap that fires while it expands a $( ), and then dies without its clean-up.
+# MD5 follower, watchdog). Stopping a split is one `kill -- -PGID`: nothing of it can be missed or
+# outlive it, whichever of its processes died first. There are no TERM traps below the main process:
+# bash 5.2 can fail to parse a trap that fires while it expands a $( ), and then dies without its
+# clean-up.
 
 # stat_of PID: "STATE PPID PGID" of a process from /proc; 1 when it is gone.
 stat_of() {
@@ -245,8 +326,9 @@ drop_lock() {
 }
 
 # watch_main MAIN SPLIT LOCK: a watchdog in the split's group. If the main process goes away without
-# stopping the split (kill -9, the OOM killer), it stops the group, removes LOCK and the temporary
-# folder: nothing of the run outlives it, and a rerun finds the file free.
+# stopping the split (kill -9, the OOM killer), it stops the group (the MD5 follower saves its state
+# on the TERM), removes LOCK and the temporary folder: nothing of the run outlives it, and a rerun
+# finds the file free.
 watch_main() {
   local main=$1 split=$2 lock=$3 st
   while st=$(stat_of "$split"); do
@@ -262,257 +344,103 @@ watch_main() {
   log "$SPLIT: $PROG (process $main) was killed; stopped the download of $NAME (rerun to continue)" || true
 }
 
-# --- loading the links -----------------------------------------------------------------------------
-
-# Find the urls file and take DOWNLOAD_URL_*, MD5_*, SIZE_* from it; values already in the
-# environment win.
-load_urls() {
-  local s v file="" here
-  here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
-  if [[ -n $urls_file ]]; then
-    [[ -f $urls_file ]] || die "--urls $urls_file: no such file; copy urls.sh.example to it and fill in your links"
-    file=$urls_file
-  elif [[ -n ${IMAGENET_URLS:-} ]]; then
-    [[ -f $IMAGENET_URLS ]] || die "IMAGENET_URLS=$IMAGENET_URLS: no such file; copy urls.sh.example to it and fill in your links"
-    file=$IMAGENET_URLS
-  elif [[ -f ./urls.sh ]]; then
-    file=./urls.sh
-  elif [[ -f $here/urls.sh ]]; then
-    file=$here/urls.sh
+# on_signal SIGNAL [PID LOCK]: TERM, INT or HUP in the main process: stop the split's process group
+# PID (the trap names the split that runs), remove its lock if nothing holds it any more, exit
+# 128 + the signal's number (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
+on_signal() {
+  trap '' TERM INT HUP
+  if [[ -n ${2:-} ]]; then
+    stop_group "$2"
+    drop_lock "$3"
   fi
-  URLS_FROM=${file:-the environment}
-  if [[ -z $file ]]; then
-    local missing=0
-    for s in "${WANT[@]}"; do
-      v="DOWNLOAD_URL_${SUFFIX[$s]}"
-      [[ -n ${!v:-} ]] || missing=1
-    done
-    if ((missing)); then
-      die "no urls.sh found (looked for ./urls.sh and $here/urls.sh). Copy the example and paste" \
-        "your image-net.org links into it: cp $here/urls.sh.example urls.sh && chmod 600 urls.sh" \
-        "(or point --urls / IMAGENET_URLS at your file)"
-    fi
-    return 0
-  fi
-  [[ -r $file ]] || die "cannot read $file (check its permissions)"
-  for s in "${SPLITS[@]}"; do
-    for v in "DOWNLOAD_URL_${SUFFIX[$s]}" "MD5_${SUFFIX[$s]}" "SIZE_${SUFFIX[$s]}"; do
-      [[ -z ${!v:-} ]] || FROM_ENV[$v]=1
-    done
-  done
-  read_urls_file "$file"
-}
-
-where() {  # where VAR: where the setting VAR came from, for messages
-  if [[ -n ${FROM_ENV[$1]:-} ]]; then printf 'the environment'; else printf '%s' "$URLS_FROM"; fi
-}
-
-# read_urls_file FILE: set the settings assigned in FILE. The file is read, never run, so that no
-# mistake in it can run a command or print a link: it may hold NAME=value lines (value in "..." or
-# '...', or a word without spaces), "export NAME=...", comments and blank lines. Anything else stops
-# the script with the line number and the variable's name, never the value. Windows line endings
-# are read without their CR. A setting already in the environment wins.
-read_urls_file() {
-  local file=$1 n=0 line name value why rc crlf=0 s v
-  local -A known=()
-  for s in "${SPLITS[@]}"; do
-    for v in "DOWNLOAD_URL_${SUFFIX[$s]}" "MD5_${SUFFIX[$s]}" "SIZE_${SUFFIX[$s]}"; do
-      known[$v]=1
-    done
-  done
-  while IFS= read -r line || [[ -n $line ]]; do
-    n=$((n + 1))
-    if [[ $line == *$'\r' ]]; then
-      line=${line%$'\r'}
-      crlf=1
-    fi
-    rc=0
-    parse_assignment "$line" name value why || rc=$?
-    ((rc != 1)) || continue
-    ((rc == 0)) || die "$file, line $n: $why"
-    if [[ -z ${known[$name]:-} ]]; then
-      log "warning: $file, line $n: $name is not a setting of $PROG (ignored); the settings are" \
-        "DOWNLOAD_URL_<s>, MD5_<s> and SIZE_<s> for s = train, val, test, devkit_t12"
-      continue
-    fi
-    [[ -n ${FROM_ENV[$name]:-} ]] || printf -v "$name" '%s' "$value"
-  done <"$file"
-  if ((crlf)); then
-    log "note: $file has Windows line endings (CR LF); read without the CRs (to convert it:" \
-      "sed -i 's/\\r\$//' $file)"
-  fi
-  return 0
-}
-
-# parse_assignment LINE NAMEVAR VALUEVAR WHYVAR: one line of a urls file, read the way bash reads a
-# plain assignment, without running anything. Returns 0 with NAMEVAR and VALUEVAR set, 1 for a blank
-# or comment line, 2 with WHYVAR saying what is wrong (naming the variable, never showing the value).
-parse_assignment() {
-  local pa_line=$1 pa_name="" pa_value="" pa_why="" pa_tail="" pa_out pa_rc=0
-  local re_assign='^[[:space:]]*(export[[:space:]]+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$'
-  local re_export='^[[:space:]]*export([[:space:]]+[A-Za-z_][A-Za-z0-9_]*)+[[:space:]]*(#.*)?$'
-  local re_blank='^[[:space:]]*(#.*)?$' re_tail='^[[:space:]]+(#.*)?$'
-  if [[ ${pa_line//$'\t'/ } == *[[:cntrl:]]* ]]; then
-    pa_why="a control character (such as a carriage return) inside the line; save the file as plain text"
-    pa_rc=2
-  elif [[ $pa_line =~ $re_blank || $pa_line =~ $re_export ]]; then
-    pa_rc=1
-  elif ! [[ $pa_line =~ $re_assign ]]; then
-    pa_why=$(not_an_assignment "$pa_line")
-    pa_rc=2
-  else
-    pa_name=${BASH_REMATCH[2]}
-    if pa_out=$(parse_value "$pa_name" "${BASH_REMATCH[3]}"); then
-      pa_out=${pa_out%.}
-      pa_value=${pa_out%%$'\n'*} pa_tail=${pa_out#*$'\n'}
-      if [[ -n $pa_tail && ! $pa_tail =~ $re_tail ]]; then
-        pa_why="something after the value of $pa_name on the same line: one NAME=\"value\" per line (a comment after a space and #)"
-        pa_rc=2
-      fi
-    else
-      pa_why=$pa_out pa_rc=2
-    fi
-  fi
-  printf -v "$2" '%s' "$pa_name"
-  printf -v "$3" '%s' "$pa_value"
-  printf -v "$4" '%s' "$pa_why"
-  return "$pa_rc"
-}
-
-not_an_assignment() {  # not_an_assignment LINE: why LINE, which is no NAME=..., is wrong
-  local re_spaced='^[[:space:]]*(export[[:space:]]+)?([A-Za-z_][A-Za-z0-9_]*)[[:space:]]+='
-  if [[ $1 =~ $re_spaced ]]; then
-    printf '%s' "spaces around the = after ${BASH_REMATCH[2]}; write ${BASH_REMATCH[2]}=\"...\" with no space on either side"
-  elif [[ $1 == *://* ]]; then
-    printf '%s' "a link that is not assigned to a variable; write DOWNLOAD_URL_<split>=\"...\" (see urls.sh.example)"
-  else
-    printf '%s' "not a NAME=\"value\" line. The file is read, not run: it may hold only such lines, comments and blank lines (see urls.sh.example)"
-  fi
-}
-
-# parse_value NAME TEXT: TEXT is what follows "NAME=". Prints the value, a newline, the rest of the
-# line and a "." (0); or why it is wrong (1). In "..." the escapes \" \\ \$ \` are undone as bash
-# does; a $ or ` there is refused: the file is not run, so nothing can be expanded.
-parse_value() {
-  local name=$1 text=$2 q c val="" tail=""
-  local re_double='^"(([^"\\]|\\.)*)"(.*)$' re_single="^'([^']*)'(.*)\$" re_blank='^[[:space:]]*(#.*)?$'
-  case $text in
-    \"*)
-      [[ $text =~ $re_double ]] || { printf '%s' "the \" after $name= is not closed on the same line"; return 1; }
-      q=${BASH_REMATCH[1]} tail=${BASH_REMATCH[3]}
-      while [[ -n $q ]]; do
-        c=${q:0:1}
-        if [[ $c == \\ ]]; then
-          case ${q:1:1} in
-            \" | \\ | \$ | \`) val+=${q:1:1} ;;
-            *) val+=${q:0:2} ;;
-          esac
-          q=${q:2}
-        elif [[ $c == \$ || $c == \` ]]; then
-          printf '%s' "$name has a \$ or \` inside double quotes; the file is read, not run, so nothing is expanded: write the value out in full (or inside '...')"
-          return 1
-        else
-          val+=$c
-          q=${q:1}
-        fi
-      done ;;
-    \'*)
-      [[ $text =~ $re_single ]] || { printf '%s' "the ' after $name= is not closed on the same line"; return 1; }
-      val=${BASH_REMATCH[1]} tail=${BASH_REMATCH[2]} ;;
-    '' | [[:space:]]*)
-      if ! [[ $text =~ $re_blank ]]; then
-        printf '%s' "a space after $name=: bash would run the rest of the line as a command. Write $name=\"...\" with no space after the ="
-        return 1
-      fi ;;
-    *)
-      val=${text%%[[:space:]]*}
-      tail=${text:${#val}}
-      if [[ $val == *'&'* ]]; then
-        printf '%s' "$name has an & outside quotes: a link with & in it must be quoted, $name=\"https://...\""
-        return 1
-      fi
-      if [[ $val == *[\"\'\`\$\;\|\<\>\(\)\\]* ]]; then
-        printf '%s' "$name has a quote, \$, ;, |, <, >, ( ) or \\ outside quotes: put the whole value in double quotes"
-        return 1
-      fi ;;
+  log "interrupted; rerun the same command to continue where it stopped"
+  case $1 in
+    INT) exit 130 ;;
+    HUP) exit 129 ;;
+    *) exit 143 ;;
   esac
-  printf '%s\n%s.' "$val" "$tail"
 }
 
-# check_settings SPLIT: the link, MD5 and size of SPLIT make sense; SIZE_* is rewritten as plain digits.
-check_settings() {
-  local s=$1 v="DOWNLOAD_URL_${SUFFIX[$1]}" md5v="MD5_${SUFFIX[$1]}" sizev="SIZE_${SUFFIX[$1]}" name size
-  [[ -n ${!v:-} ]] || die "$s: $v is not set (or empty) in $URLS_FROM; add your link for it" \
-    "(see urls.sh.example)"
-  [[ ${!v} == *://* ]] || die "$s: $v in $(where "$v") is not a link (expected https://..., http://... or file://...)"
-  if [[ ${!v} == *[[:space:][:cntrl:]]* ]]; then
-    die "$s: $v in $(where "$v") holds a space or a control character (a Windows line ending?); a link has none"
+# on_stop PID: Ctrl-Z (TSTP) reaches the terminal's foreground group, the main process only: stop the
+# split's group too, then this process. on_continue PID: fg / bg (CONT) continues the split's group.
+on_stop() {
+  if [[ -n ${1:-} ]]; then kill -STOP -- "-$1" 2>/dev/null || true; fi
+  kill -STOP "$BASHPID"
+}
+on_continue() {
+  if [[ -n ${1:-} ]]; then kill -CONT -- "-$1" 2>/dev/null || true; fi
+}
+
+# set_traps [PID LOCK]: the main process's handlers, naming the split that runs (if any).
+set_traps() {
+  local pidarg="" named=""
+  if (($#)); then
+    printf -v pidarg ' %q' "$1"
+    printf -v named ' %q %q' "$1" "$2"
   fi
-  name=$(url_name "${!v}")
-  if [[ -z $name || $name == . || $name == .. ]]; then
-    die "$s: cannot tell the file name from $v (host $(url_host "${!v}")): the link's path must end in the archive's name"
-  fi
-  if ((verify)) && [[ -z ${!md5v:-} && -z ${KNOWN_MD5[$name]:-} ]]; then
-    die "$s: no checksum known for $name (not an official ILSVRC2012 file name): set $md5v=<md5>" \
-      "in $URLS_FROM, or pass --no-verify to accept it with only a size check"
-  fi
-  if [[ -n ${!md5v:-} && ! ${!md5v} =~ ^[0-9a-fA-F]{32}$ ]]; then
-    die "$s: $md5v in $(where "$md5v") is not an MD5 (32 hex digits, as md5sum prints them)"
-  fi
-  if [[ -n ${!sizev:-} ]]; then
-    to_size size "${!sizev}" || die "$s: $sizev in $(where "$sizev") is not a size in bytes (digits only," \
-      "such as 6744924160 or 6,744,924,160; no units or decimals)"
-    printf -v "$sizev" '%s' "$size"
-  fi
-  return 0
+  # shellcheck disable=SC2064  # the values are meant to be fixed now, in the trap string
+  {
+    trap "on_signal INT$named" INT
+    trap "on_signal TERM$named" TERM
+    trap "on_signal HUP$named" HUP
+    trap "on_stop$pidarg" TSTP
+    trap "on_continue$pidarg" CONT
+  }
 }
 
 # --- curl ------------------------------------------------------------------------------------------
 
-# run_curl [--cap N FILE] ARG...: curl on $URL with ARG... The URL goes in on stdin (-K -), never on
-# the command line where `ps` would show it. With --cap, the body goes through `head -c N` onto the
-# end of FILE: at most N bytes are written, whatever the server sends. Sets CURL_RC (curl's exit
-# code; 0 once the N bytes are in), CURL_CODE (last HTTP status, 000 for none), CURL_HDR (file with
-# the response headers) and CURL_MSG (curl's error line, without the URL).
+# run_curl RES [--cap N FILE | --bar] ARG...: curl on $URL with ARG... The URL goes in on stdin
+# (-K -), never on the command line where `ps` would show it. With --cap, the body goes through
+# `head -c N` onto the end of FILE: at most N bytes are written, whatever the server sends. With
+# --bar, curl draws its progress bar on the terminal. Results in the associative array RES: rc
+# (curl's exit code; 0 once the N bytes are in), code (last HTTP status, 000 for none), hdr (file
+# with the response headers), msg (curl's error line, without the URL).
+# shellcheck disable=SC2034  # VAR_ is a nameref (local -n): the caller reads what is assigned
 run_curl() {
-  local cap="" capfile="" before=0 url=${URL//\\/\\\\} base=$TMPD/curl.$BASHPID st
+  local -n res_=$1
+  shift
+  local cap="" capfile="" bar=0 before=0 url=${URL//\\/\\\\} base=$TMPD/curl.$BASHPID st rc=0 code msg
   if [[ $1 == --cap ]]; then
     cap=$2 capfile=$3
     shift 3
     before=$(fsize "$capfile")
+  elif [[ $1 == --bar ]]; then
+    bar=1
+    shift
   fi
   url=${url//\"/\\\"}
-  CURL_HDR=$base.hdr CURL_RC=0
   : >"$base.err"
-  : >"$CURL_HDR"
+  : >"$base.hdr"
   rm -f -- "$base.rc"
   if [[ -n $cap ]]; then
     { set +e
-      printf 'url = "%s"\n' "$url" | curl -sS -D "$CURL_HDR" "$@" -o - -K - 2>"$base.err" \
+      printf 'url = "%s"\n' "$url" | curl -sS -D "$base.hdr" "$@" -o - -K - 2>"$base.err" \
         | head -c "$cap" 2>"$base.herr" >>"$capfile"
       printf '%s %s\n' "${PIPESTATUS[1]}" "${PIPESTATUS[2]}" >"$base.rc"; } &
-  elif [[ ${BAR:-0} == 1 ]]; then
-    printf 'url = "%s"\n' "$url" | curl --progress-bar -D "$CURL_HDR" "$@" -K - >/dev/null &
+  elif ((bar)); then
+    printf 'url = "%s"\n' "$url" | curl --progress-bar -D "$base.hdr" "$@" -K - >/dev/null &
   else
-    printf 'url = "%s"\n' "$url" | curl -sS -D "$CURL_HDR" "$@" -K - >/dev/null 2>"$base.err" &
+    printf 'url = "%s"\n' "$url" | curl -sS -D "$base.hdr" "$@" -K - >/dev/null 2>"$base.err" &
   fi
-  wait "$!" || CURL_RC=$?
+  wait "$!" || rc=$?
   if [[ -n $cap ]]; then
     st="143 0"  # no status: the pipeline was killed
     [[ ! -f $base.rc ]] || read -r st <"$base.rc" || true
     [[ $st =~ ^[0-9]{1,3}\ [0-9]{1,3}$ ]] || st="143 0"
-    CURL_RC=${st%% *}
+    rc=${st%% *}
     if [[ ${st#* } != 0 ]]; then  # head could not write: the disk
-      CURL_RC=23
+      rc=23
       cp -f -- "$base.herr" "$base.err" 2>/dev/null || true
     elif (($(fsize "$capfile") - before == cap)); then
-      CURL_RC=0  # all N bytes are in; curl's complaint about the closed pipe does not matter
+      rc=0  # all N bytes are in; curl's complaint about the closed pipe does not matter
     fi
   fi
-  CURL_CODE=$(awk '/^HTTP\/[0-9.]+ [0-9][0-9][0-9]/ { c = $2 } END { print c }' "$CURL_HDR")
-  [[ $CURL_CODE =~ ^[0-9]{3}$ ]] || CURL_CODE=000
-  CURL_MSG=$(grep -v '^$' "$base.err" | tail -n 1 || true)
-  CURL_MSG=$(scrub_links "${CURL_MSG//"$URL"/"$SHOW"}")
+  code=$(awk '/^HTTP\/[0-9.]+ [0-9][0-9][0-9]/ { c = $2 } END { print c }' "$base.hdr")
+  [[ $code =~ ^[0-9]{3}$ ]] || code=000
+  msg=$(grep -v '^$' "$base.err" | tail -n 1 || true)
+  msg=$(scrub_links "${msg//"$URL"/"$SHOW"}")
+  res_=([rc]="$rc" [code]="$code" [hdr]="$base.hdr" [msg]="$msg")
 }
 
 scrub_links() {  # scrub_links TEXT: TEXT with every remaining scheme://... replaced by <link>
@@ -521,75 +449,46 @@ scrub_links() {  # scrub_links TEXT: TEXT with every remaining scheme://... repl
   printf '%s' "$t"
 }
 
-http_hint() {
-  case $1 in
-    401|403) echo "the link may have expired or needs a login: get a fresh one from image-net.org and put it in DOWNLOAD_URL_$SUF ($URL_FROM)" ;;
-    404|410) echo "the link may have expired or is wrong: get a fresh one from image-net.org and put it in DOWNLOAD_URL_$SUF ($URL_FROM)" ;;
-    *) echo "check DOWNLOAD_URL_$SUF in $URL_FROM" ;;
-  esac
-}
-
-# After a failed curl: 0 = worth another attempt, 1 = permanent (message printed).
-classify_failure() {
-  local what=$1
-  case $CURL_RC in
-    22)
-      case $CURL_CODE in
-        408|425|429|5??) return 0 ;;
-        *) err "$SPLIT: HTTP $CURL_CODE from $HOST for $NAME: $(http_hint "$CURL_CODE")"; return 1 ;;
-      esac ;;
-    23)
-      err "$SPLIT: cannot write to $DL while $what (disk full? $(human "$(free_bytes "$DL")") free there)." \
-        "Free some space and rerun: the download continues where it stopped. ($CURL_MSG)"
-      return 1 ;;
-    1|3)
-      err "$SPLIT: curl cannot use the link in DOWNLOAD_URL_$SUF ($CURL_MSG); check $URL_FROM"
-      return 1 ;;
-    37)
-      err "$SPLIT: cannot read the local file of DOWNLOAD_URL_$SUF ($SHOW): $CURL_MSG"
-      return 1 ;;
-    51|58|59|60|77|83|90|91)
-      err "$SPLIT: TLS/certificate problem with $SHOW ($CURL_MSG)"
-      return 1 ;;
-    *) return 0 ;;
-  esac
-}
-
 # nap SECONDS: sleep, in the background so that a signal is handled at once, without the lock's fd.
 nap() {
-  sleep "$1" {LOCKFD}>&- &
+  sleep "$1" {LOCK_FD}>&- &
   wait "$!" || true
 }
 
-# retry_delay FAILS: seconds to pause after FAILS attempts in a row without progress.
-retry_delay() {
-  awk -v d="$RETRY_DELAY" -v n="$1" -v m="$RETRY_DELAY_MAX" \
-    'BEGIN { x = d * 2 ^ (n > 0 ? n - 1 : 0); if (x > m) x = m; print x }'
-}
-
-# backoff FAILS [AT]: say why, pause before the next attempt; returns 1 when FAILS reached the limit.
-backoff() {
-  local fails=$1 at=${2:-} delay why count=""
-  ((fails < retries)) || return 1
-  delay=$(retry_delay "$fails")
-  why=${CURL_MSG:-curl exit code $CURL_RC}
-  [[ $CURL_RC == 0 ]] && why="the connection ended early"
-  ((fails > 0)) && count=" ($fails of $retries attempts in a row without progress)"
-  log "$SPLIT: $why; retrying in ${delay}s${at:+ from byte $at}$count"
-  nap "$delay"
-}
-
-give_up() {
-  local what=$1 hint
-  case $CURL_RC in
-    6) hint="cannot resolve the host name: check the link and your network" ;;
-    7) hint="cannot connect: the host is unreachable or refuses connections" ;;
-    28) hint="timed out or stalled (slower than $SPEED_LIMIT B/s for ${SPEED_TIME}s)" ;;
-    22) hint="the server keeps answering HTTP $CURL_CODE" ;;
-    *) hint="curl exit code $CURL_RC" ;;
+# after_failure RES FAILS WHAT [AT]: a curl attempt (results in RES, see run_curl) failed while WHAT;
+# FAILS attempts in a row brought no byte. imagenet_prep/transport.py decides (the one policy); this
+# adds the context: the split, the file and host, the variable and where it is set. Returns 0 after
+# the pause when another attempt is worth it, 1 after saying why not (a permanent failure, or the
+# attempts used up).
+after_failure() {
+  local -n fail_=$1
+  local fails=$2 what=$3 at=${4:-} answer action reason why count=""
+  answer=$(DOWNLOAD_RETRIES=$RETRIES py transport decide "${fail_[rc]}" "${fail_[code]}" "$fails" 2>&1) \
+    || answer="stop ${answer#error: }"
+  action=${answer%% *} reason=${answer#* }
+  case $action in
+    retry)
+      [[ $reason =~ ^[0-9]{1,9}(\.[0-9]{1,6})?$ ]] || reason=$RETRY_DELAY_MAX
+      why=${fail_[msg]:-curl exit code ${fail_[rc]}}
+      [[ ${fail_[rc]} == 0 ]] && why="the connection ended early"
+      ((fails > 0)) && count=" ($fails of $RETRIES attempts in a row without progress)"
+      log "$SPLIT: $why; retrying in ${reason}s${at:+ from byte $at}$count"
+      nap "$reason"
+      return 0 ;;
+    give-up)
+      err "$SPLIT: giving up on $SHOW after $RETRIES attempts in a row without progress while $what:" \
+        "$reason (${fail_[msg]}). Rerun later (it continues where it stopped) or check" \
+        "DOWNLOAD_URL_$SUF in $URL_FROM." ;;
+    *)
+      if [[ ${fail_[rc]} == 23 ]]; then  # a full disk: say where, and how much is free there
+        err "$SPLIT: $reason: cannot write to $DL while $what ($(human "$(free_bytes "$DL")") free" \
+          "there). Free some space and rerun: the download continues where it stopped. (${fail_[msg]})"
+      else
+        err "$SPLIT: $reason: $SHOW, while $what (${fail_[msg]}). The link is DOWNLOAD_URL_$SUF in" \
+          "$URL_FROM; rerun once it is fixed."
+      fi ;;
   esac
-  err "$SPLIT: giving up on $SHOW after $retries attempts in a row without progress while $what:" \
-    "$hint ($CURL_MSG). Rerun later (it continues where it stopped) or check DOWNLOAD_URL_$SUF."
+  return 1
 }
 
 # header_value FILE NAME: value of a header in the last response of a curl -D dump.
@@ -620,17 +519,20 @@ looks_like_html() {  # looks_like_html FILE: FILE starts like an HTML (or XML) p
   [[ $start =~ $re ]]
 }
 
-# probe_headers: the last response in CURL_HDR is not a web page; TOTAL = its Content-Length, checked.
+# probe_headers HDR TOTALVAR: the last response in HDR is not a web page; TOTALVAR gets its
+# Content-Length ("" if none), checked to be a plain number.
+# shellcheck disable=SC2034  # VAR_ is a nameref (local -n): the caller reads what is assigned
 probe_headers() {
+  local -n len_out_=$2
   local ctype len
-  ctype=$(header_value "$CURL_HDR" Content-Type)
+  ctype=$(header_value "$1" Content-Type)
   if [[ ${ctype,,} == text/html* || ${ctype,,} == application/xhtml* ]]; then
     web_page_error
     return 1
   fi
-  len=$(header_value "$CURL_HDR" Content-Length)
-  TOTAL=""
-  [[ -z $len ]] || to_count TOTAL "$len" || { bad_number Content-Length; return 1; }
+  len=$(header_value "$1" Content-Length)
+  len_out_=""
+  [[ -z $len ]] || to_count len_out_ "$len" || { bad_number Content-Length; return 1; }
 }
 
 bad_number() {  # bad_number HEADER: the server sent a HEADER that is not a plain number
@@ -639,55 +541,56 @@ bad_number() {  # bad_number HEADER: the server sent a HEADER that is not a plai
     "Check DOWNLOAD_URL_$SUF in $URL_FROM."
 }
 
-# probe [RANGED]: learn the total size and whether byte ranges work, without fetching the body.
-# Sets TOTAL ("" unknown) and RANGES (yes / no / "" unknown). Returns 1 on a permanent failure.
+# probe TOTALVAR RANGESVAR [RANGED]: learn the total size (TOTALVAR, "" unknown) and whether byte
+# ranges work (RANGESVAR: yes / no / "" unknown), without fetching the body; RANGED=1 asks with a
+# one-byte ranged GET at once. Returns 1 on a permanent failure (message printed).
+# shellcheck disable=SC2034  # VAR_ is a nameref (local -n): the caller reads what is assigned
 probe() {
-  local fails=0 ranged_get=${1:-0} total
-  TOTAL="" RANGES=""
+  local -n total_=$1 ranges_=$2
+  local fails=0 ranged_get=${3:-0} range_total
+  local -A res=()
+  total_="" ranges_=""
   while :; do
     if ((!ranged_get)); then
-      run_curl "${CURL_BASE[@]}" -I -o /dev/null --max-time 300
-      if ((CURL_RC == 0)); then
-        probe_headers || return 1
-        case $(header_value "$CURL_HDR" Accept-Ranges) in
-          bytes) RANGES=yes ;;
-          none) RANGES=no ;;
+      run_curl res "${CURL_BASE[@]}" -I -o /dev/null --max-time 300
+      if ((res[rc] == 0)); then
+        probe_headers "${res[hdr]}" total_ || return 1
+        case $(header_value "${res[hdr]}" Accept-Ranges) in
+          bytes) ranges_=yes ;;
+          none) ranges_=no ;;
         esac
-        [[ $TOTAL == 0 ]] || return 0
+        [[ $total_ == 0 ]] || return 0
         ranged_get=1  # "0 bytes" to a HEAD: some servers say so; ask with a GET
         continue
       fi
       # some signed links allow only GET: fall through to a one-byte ranged GET
-      if [[ $CURL_RC == 22 && $CURL_CODE == 4?? && $CURL_CODE != 408 && $CURL_CODE != 429 ]]; then
+      if [[ ${res[rc]} == 22 && ${res[code]} == 4?? && ${res[code]} != 408 && ${res[code]} != 429 ]]; then
         ranged_get=1
         continue
       fi
     else
-      run_curl "${CURL_BASE[@]}" -r 0-0 -o /dev/null --max-filesize 1 --max-time 300
+      run_curl res "${CURL_BASE[@]}" -r 0-0 -o /dev/null --max-filesize 1 --max-time 300
       # --max-filesize stops a body over 1 byte (exit 63) before -f sees an error status (22)
-      [[ $CURL_RC != 63 || $CURL_CODE != [45]?? ]] || CURL_RC=22
-      if [[ ($CURL_RC == 0 || $CURL_RC == 63) && $CURL_CODE == 206 ]]; then
-        probe_headers || return 1
-        total=$(header_value "$CURL_HDR" Content-Range)
-        total=${total##*/}
-        TOTAL=""
-        [[ -z $total || $total == "*" ]] || to_count TOTAL "$total" || { bad_number Content-Range; return 1; }
-        RANGES=yes
+      [[ ${res[rc]} != 63 || ${res[code]} != [45]?? ]] || res[rc]=22
+      if [[ (${res[rc]} == 0 || ${res[rc]} == 63) && ${res[code]} == 206 ]]; then
+        probe_headers "${res[hdr]}" total_ || return 1
+        range_total=$(header_value "${res[hdr]}" Content-Range)
+        range_total=${range_total##*/}
+        total_=""
+        [[ -z $range_total || $range_total == "*" ]] || to_count total_ "$range_total" \
+          || { bad_number Content-Range; return 1; }
+        ranges_=yes
         return 0
-      elif [[ ($CURL_RC == 63 || $CURL_RC == 0) && $CURL_CODE == 200 ]]; then
-        probe_headers || return 1
-        RANGES=no
+      elif [[ (${res[rc]} == 63 || ${res[rc]} == 0) && ${res[code]} == 200 ]]; then
+        probe_headers "${res[hdr]}" total_ || return 1
+        ranges_=no
         return 0
-      elif [[ $CURL_RC == 22 && $CURL_CODE == 416 ]]; then
+      elif [[ ${res[rc]} == 22 && ${res[code]} == 416 ]]; then
         return 0  # an empty file, or a server that hides the size: the download will tell
       fi
     fi
-    classify_failure "asking for the size of $NAME" || return 1
     fails=$((fails + 1))
-    if ! backoff "$fails"; then
-      give_up "asking for the size of $NAME"
-      return 1
-    fi
+    after_failure res "$fails" "asking for the size of $NAME" || return 1
   done
 }
 
@@ -699,7 +602,10 @@ probe() {
 # Returns 0 done, 1 failed (message printed), 3 the server ignored the Range (nothing was written).
 fetch_range() {
   local out=$1 start=$2 end=$3 mode=$4
-  local have now off fails=0 what="downloading $NAME"
+  local have now off fails=0
+  local -a bar=()
+  local -A res=()
+  [[ $mode == single && -t 2 ]] && bar=(--bar)
   while :; do
     have=$(fsize "$out")
     # a piece is removed only once complete and appended to NAME.part by the joiner
@@ -713,9 +619,9 @@ fetch_range() {
     fi
     off=$((start + have))
     if [[ $mode == single ]]; then
-      run_curl "${CURL_BASE[@]}" -C "$off" -o "$out"
+      run_curl res "${bar[@]}" "${CURL_BASE[@]}" -C "$off" -o "$out"
     else
-      run_curl --cap "$((end - off))" "$out" "${CURL_BASE[@]}" -C "$off" -H "Range: bytes=$off-$((end - 1))"
+      run_curl res --cap "$((end - off))" "$out" "${CURL_BASE[@]}" -C "$off" -H "Range: bytes=$off-$((end - 1))"
     fi
     [[ $mode == piece && ! -e $out ]] && return 0
     now=$(fsize "$out")
@@ -723,36 +629,30 @@ fetch_range() {
       web_page_error "$out"
       return 1
     fi
-    if ((CURL_RC == 0)); then
+    if ((res[rc] == 0)); then
       [[ -z $end ]] && return 0
       ((start + now >= end)) && continue
-    elif ((CURL_RC == 33)); then
+    elif ((res[rc] == 33)); then
       return 3
-    elif [[ $CURL_RC == 22 && $CURL_CODE == 416 ]]; then
-      if [[ -z $end ]]; then return 0; fi  # size unknown: the server says nothing is left
+    elif [[ ${res[rc]} == 22 && ${res[code]} == 416 ]]; then
+      [[ -z $end ]] && return 0  # size unknown: the server says nothing is left
       err "$SPLIT: $HOST answers 416 (range not satisfiable) at byte $off of $NAME although it reported" \
         "$END_TOTAL bytes: the server misreports the file's length. Try again later or get a fresh" \
-        "link; $(basename -- "$out") is kept (remove it to start over)."
-      return 1
-    elif ! classify_failure "$what"; then
+        "link; ${out##*/} is kept (remove it to start over)."
       return 1
     fi
     if ((now > have)); then fails=0; else fails=$((fails + 1)); fi
-    if ! backoff "$fails" "$((start + now))"; then
-      give_up "$what"
-      return 1
-    fi
+    after_failure res "$fails" "downloading $NAME" "$((start + now))" || return 1
   done
 }
 
 # --- progress --------------------------------------------------------------------------------------
 
-# progress_watch TOTAL T0_BYTES: a line every PROGRESS_STEP % (log) or a live line (terminal),
-# from the size of NAME.part and its range files. Ends when the parent shell ends or on TERM.
+# progress_watch TOTAL T0_BYTES PARENT: a line every PROGRESS_STEP % (log) or a live line (terminal),
+# from the size of NAME.part and its range files. Ends when PARENT ends or on TERM.
 progress_watch() {
   local total=$1 base=$2 parent=$3 step=$PROGRESS_STEP next cur pct t0 rate tty=0 poll=$PROGRESS_POLL
   [[ -t 2 ]] && tty=1 && poll=${DOWNLOAD_PROGRESS_POLL:-0.5}
-  exec {LOCKFD}>&-  # a leftover sleep must not hold the download's lock
   t0=$(now)
   next=0
   while kill -0 "$parent" 2>/dev/null; do
@@ -775,22 +675,75 @@ progress_watch() {
   done
 }
 
+# start_progress PIDVAR MODE TOTAL T0_BYTES: the progress watcher (PIDVAR: its pid, "" for none:
+# one connection on a terminal shows curl's own bar).
+# shellcheck disable=SC2034  # VAR_ is a nameref (local -n): the caller reads what is assigned
 start_progress() {
-  if [[ $1 == single && -t 2 ]]; then BAR=1; return 0; fi
+  local -n watcher_=$1
   local me=$BASHPID
-  progress_watch "$2" "$3" "$me" &
-  WATCH_PID=$!
+  watcher_=""
+  [[ $2 == single && -t 2 ]] && return 0
+  progress_watch "$3" "$4" "$me" {LOCK_FD}>&- &  # a leftover sleep must not hold the lock
+  watcher_=$!
 }
 
-stop_progress() {
-  BAR=0
-  if [[ -n ${WATCH_PID:-} ]]; then
-    kill "$WATCH_PID" 2>/dev/null || true
-    wait "$WATCH_PID" 2>/dev/null || true
-    WATCH_PID=""
-    [[ -t 2 ]] && printf '\n' >&2
-  fi
+stop_progress() {  # stop_progress PID
+  [[ -n $1 ]] || return 0
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+  [[ -t 2 ]] && printf '\n' >&2
   return 0
+}
+
+# --- the MD5 while downloading ---------------------------------------------------------------------
+# A follower (imagenet_prep/md5follow.py) hashes NAME.part as it grows — as curl writes it, or as
+# pieces are appended in order — and keeps its state in NAME.part.md5state. At the end only what it
+# had not reached is read. It is one more process of the split's group (it dies with it, and on its
+# own when the split's process is gone); on TERM it saves its state, so a rerun continues from there.
+# NAME.part is never rewritten in place while it runs: starting over makes a new file (empty_part),
+# which the follower tells by its inode. The state file never survives a success (drop_md5_state).
+
+# start_follower PIDVAR: start the follower if the MD5 is to be checked (PIDVAR: its pid, or "").
+# shellcheck disable=SC2034  # VAR_ is a nameref (local -n): the caller reads what is assigned
+start_follower() {
+  local -n follower_=$1
+  follower_=""
+  ((VERIFY && FOLLOW_MD5)) && [[ -n $EXP_MD5 ]] || return 0
+  py_exec md5follow --log-as "$PROG" follow "$PART" "$STATE" {LOCK_FD}>&- &
+  follower_=$!
+}
+
+stop_follower() {  # stop_follower PID: TERM it and wait: it saves its state on the way out
+  [[ -n $1 ]] || return 0
+  kill -TERM "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
+drop_md5_state() { rm -f -- "$STATE" "$DL/.$NAME.part.md5state.tmp-"*; }
+
+# part_md5 MD5VAR HOWVAR SIZE: the MD5 of NAME.part (SIZE bytes) into MD5VAR, and how it was had into
+# HOWVAR, for the log. The follower's state spares reading what it hashed; without a resumable MD5
+# here (md5follow exits 3, and says why), or with DOWNLOAD_MD5_FOLLOW=0, md5sum reads the whole file.
+# shellcheck disable=SC2034  # VAR_ is a nameref (local -n): the caller reads what is assigned
+part_md5() {
+  local -n md5_out_=$1 how_=$2
+  local size=$3 out="" rc=0 left errs=$TMPD/$SPLIT.md5.err
+  local -a lines=()
+  how_=""
+  if ((FOLLOW_MD5)); then
+    out=$(py md5follow finish "$PART" "$STATE" 2>"$errs") || rc=$?
+    mapfile -t lines <<<"$out"
+    if ((rc == 0)) && [[ ${lines[0]:-} =~ ^[0-9a-f]{32}$ ]] && to_count left "${lines[1]:-}"; then
+      md5_out_=${lines[0]}
+      how_="followed while downloading; $(human "$left") left to hash at the end"
+      ((left < size || size == 0)) || how_="a full read: no saved MD5 state covered any of it"
+      return 0
+    fi
+    out=$(tail -n 1 "$errs" 2>/dev/null) || true
+    log "$SPLIT: note: ${out#error: }; checking the MD5 with md5sum, a second read of $(human "$size")"
+  fi
+  md5_out_=$(md5_of "$PART") || { err "$SPLIT: cannot read $PART to check its MD5; rerun"; return 1; }
+  how_="a full read with md5sum"
 }
 
 # --- one file --------------------------------------------------------------------------------------
@@ -806,16 +759,20 @@ preflight() {  # preflight NEED WHAT
   return 0
 }
 
-empty_part() {  # empty_part: NAME.part back to 0 bytes, to start over
-  : >"$PART" && return 0
+# empty_part: NAME.part back to 0 bytes, to start over: a new, empty file (a new inode, which tells
+# the MD5 follower that nothing it hashed still counts), never the old one cut in place.
+empty_part() {
+  rm -f -- "$PART" && : >"$PART" && return 0
   err "$SPLIT: cannot write $PART; check the permissions and free space of $DL"
   return 1
 }
 
+# download_single RANGES: NAME.part gets the whole file over one connection (RANGES: whether the
+# server serves byte ranges: yes / no / "" unknown).
 download_single() {
-  local have rc=0 restarts=0 best=0 got
+  local ranges=$1 have rc=0 restarts=0 best=0 got watcher answer delay
   have=$(fsize "$PART")
-  if [[ $RANGES == no ]] && ((have > 0)); then
+  if [[ $ranges == no ]] && ((have > 0)); then
     log "$SPLIT: $HOST does not support resuming (no byte ranges): discarding the $(human "$have") in $NAME.part, starting over"
     empty_part || return 1
     have=0
@@ -824,28 +781,31 @@ download_single() {
     preflight "$((END_TOTAL - have))" "$(human "$((END_TOTAL - have))") left to fetch" || return 1
   fi
   ((have > 0)) && log "$SPLIT: resuming $NAME at byte $have ($(human "$have") already here)"
-  start_progress single "$END_TOTAL" "$have"
+  start_progress watcher single "$END_TOTAL" "$have"
   while :; do
     rc=0
     fetch_range "$PART" 0 "$END_TOTAL" single || rc=$?
     ((rc == 3)) || break
     # the server sent the whole file again to a resume: start over (each time it gets no further
-    # than before counts as an attempt without progress)
+    # than before counts as an attempt without progress; the policy's pause and limit apply)
     got=$(fsize "$PART")
     if ((got > best)); then best=$got restarts=0; else restarts=$((restarts + 1)); fi
-    if ((restarts >= retries)); then
-      err "$SPLIT: $HOST cannot resume (it ignores byte ranges), and the connection broke $retries" \
+    answer=$(DOWNLOAD_RETRIES=$RETRIES py transport decide 33 200 "$restarts" 2>/dev/null) || answer="give-up"
+    if [[ $answer != retry\ * ]]; then
+      err "$SPLIT: $HOST cannot resume (it ignores byte ranges), and the connection broke $RETRIES" \
         "times in a row no further than $(human "$best") into $NAME. Giving up: rerun later, or use a" \
         "link to a server that can resume (--retries N allows more attempts)."
       rc=1
       break
     fi
+    delay=${answer#retry }
+    [[ $delay =~ ^[0-9]{1,9}(\.[0-9]{1,6})?$ ]] || delay=$RETRY_DELAY_MAX
     log "$SPLIT: $HOST ignored the byte range of a resume (it sent the whole file again): discarding" \
       "the $(human "$got") in $NAME.part and starting over, so no byte is duplicated"
     empty_part || { rc=1; break; }
-    nap "$(retry_delay "$restarts")"
+    nap "$delay"
   done
-  stop_progress
+  stop_progress "$watcher"
   return "$rc"
 }
 
@@ -879,19 +839,23 @@ join_ready() {
   return 0
 }
 
-# queue_worker: take items (ITEM_OUT, ITEM_START, ITEM_END, ITEM_MODE) from the queue until none is left.
+# queue_worker QUEUE PARENT: take items ("START END MODE OUT" lines of file QUEUE) until none is
+# left; the next item's number is in QUEUE.next, under QUEUE.lock.
 queue_worker() {
-  local k fd rc parent=$1
-  exec {fd}>>"$TMPD/queue.lock"
+  local queue=$1 parent=$2 k fd rc start end mode out
+  local -a items
+  mapfile -t items <"$queue"
+  exec {fd}>>"$queue.lock"
   while kill -0 "$parent" 2>/dev/null; do
     flock "$fd"
-    k=$(<"$TMPD/queue.next")
-    [[ $k =~ ^[0-9]{1,9}$ ]] || k=${#ITEM_OUT[@]}  # (our own file; checked all the same)
-    echo $((k + 1)) >"$TMPD/queue.next"
+    k=$(<"$queue.next")
+    [[ $k =~ ^[0-9]{1,9}$ ]] || k=${#items[@]}  # (our own file; checked all the same)
+    echo $((k + 1)) >"$queue.next"
     flock -u "$fd"
-    ((k < ${#ITEM_OUT[@]})) || return 0
+    ((k < ${#items[@]})) || return 0
+    read -r start end mode out <<<"${items[k]}"
     rc=0
-    fetch_range "${ITEM_OUT[k]}" "${ITEM_START[k]}" "${ITEM_END[k]}" "${ITEM_MODE[k]}" || rc=$?
+    fetch_range "$out" "$start" "$end" "$mode" || rc=$?
     ((rc == 0)) || return "$rc"
   done
   return 143  # the script is gone: stop
@@ -916,15 +880,16 @@ plan_pieces() {
   log "$SPLIT: fetching $NAME in $p pieces over $((p < n ? p : n)) connections"
 }
 
-# run_workers N: N queue workers over the ITEM_* queue, joining pieces while they run. Returns 0
-# done, 1 failed (message printed), 3 the server ignored a byte range.
+# run_workers N QUEUE: N queue workers over QUEUE, joining pieces while they run. Returns 0 done,
+# 1 failed (message printed), 3 the server ignored a byte range.
 run_workers() {
-  local n=$1 i p rc fail=0 ignored=0 alive me=$BASHPID
+  local n=$1 queue=$2 i p rc fail=0 ignored=0 alive me=$BASHPID items
   local -a pids=()
-  echo 0 >"$TMPD/queue.next"
-  ((n > ${#ITEM_OUT[@]})) && n=${#ITEM_OUT[@]}
+  echo 0 >"$queue.next"
+  items=$(wc -l <"$queue")
+  ((n > items)) && n=$items
   for ((i = 0; i < n; i++)); do
-    queue_worker "$me" &
+    queue_worker "$queue" "$me" &
     pids+=("$!")
   done
   while :; do  # join finished pieces while the others arrive
@@ -946,20 +911,17 @@ run_workers() {
   join_ready || return 1
 }
 
-download_segmented() {
-  local n=$1 have i b e f rc=0 maxlen=0
+# queue_pieces QUEUE MAXVAR HAVEVAR: check that the piece files tile [first start, END_TOTAL), cut
+# back a NAME.part that an interrupted join left too long, and write the work into QUEUE (one
+# "START END MODE OUT" line per item). MAXVAR: the longest piece; HAVEVAR: bytes already on disk.
+# shellcheck disable=SC2034  # VAR_ is a nameref (local -n): the caller reads what is assigned
+queue_pieces() {
+  local queue=$1 b e f i got
+  local -n longest_=$2 have_=$3
   local -a starts=() ends=() paths=()
-  if [[ -z $(list_segments) ]]; then
-    plan_pieces "$n" || rc=$?
-    ((rc != 2)) || { download_single; return; }
-    ((rc == 0)) || return 1
-  else
-    log "$SPLIT: resuming $NAME: the pieces of an earlier run, over $n connection(s)"
-  fi
   while read -r b e f; do
     starts+=("$b") ends+=("$e") paths+=("$f")
   done < <(list_segments)
-  # the pieces must tile [first start, TOTAL) exactly
   for ((i = 0; i < ${#starts[@]}; i++)); do
     e=${ends[i]}
     if ((i + 1 < ${#starts[@]})); then b=${starts[i + 1]}; else b=$END_TOTAL; fi
@@ -969,34 +931,45 @@ download_segmented() {
       return 1
     fi
   done
-  # an interrupted join left NAME.part longer than its range: cut it back
   if (($(fsize "$PART") > starts[0])) && ! truncate -s "${starts[0]}" -- "$PART"; then
     err "$SPLIT: cannot cut $PART back to ${starts[0]} bytes; remove $PART* and rerun"
     return 1
   fi
-  have=$(fsize "$PART")
-  ITEM_OUT=() ITEM_START=() ITEM_END=() ITEM_MODE=()
-  if ((have < starts[0])); then
-    ITEM_OUT+=("$PART") ITEM_START+=(0) ITEM_END+=("${starts[0]}") ITEM_MODE+=(head)
-  fi
+  got=$(fsize "$PART")
+  longest_=0
+  : >"$queue"
+  if ((got < starts[0])); then printf '%s %s head %s\n' 0 "${starts[0]}" "$PART" >>"$queue"; fi
   for ((i = 0; i < ${#starts[@]}; i++)); do
-    have=$((have + $(fsize "${paths[i]}")))
-    ((ends[i] - starts[i] > maxlen)) && maxlen=$((ends[i] - starts[i]))
-    ITEM_OUT+=("${paths[i]}") ITEM_START+=("${starts[i]}") ITEM_END+=("${ends[i]}") ITEM_MODE+=(piece)
+    got=$((got + $(fsize "${paths[i]}")))
+    ((ends[i] - starts[i] > longest_)) && longest_=$((ends[i] - starts[i]))
+    printf '%s %s piece %s\n' "${starts[i]}" "${ends[i]}" "${paths[i]}" >>"$queue"
   done
+  have_=$got
+}
+
+# download_segmented N: NAME.part gets the whole file over N connections (see list_segments).
+download_segmented() {
+  local n=$1 rc=0 maxlen have watcher queue=$TMPD/$SPLIT.queue
+  if [[ -z $(list_segments) ]]; then
+    plan_pieces "$n" || rc=$?
+    ((rc != 2)) || { download_single yes; return; }
+    ((rc == 0)) || return 1
+  else
+    log "$SPLIT: resuming $NAME: the pieces of an earlier run, over $n connection(s)"
+  fi
+  queue_pieces "$queue" maxlen have || return 1
   preflight "$((END_TOTAL - have + maxlen))" "$(human "$((END_TOTAL - have))") left to fetch + $(human "$maxlen") to join a piece" || return 1
   ((have > 0)) && log "$SPLIT: $(human "$have") of $NAME already here"
-  start_progress segmented "$END_TOTAL" "$have"
+  start_progress watcher segmented "$END_TOTAL" "$have"
   rc=0
-  run_workers "$n" || rc=$?
-  stop_progress
+  run_workers "$n" "$queue" || rc=$?
+  stop_progress "$watcher"
   if ((rc == 3)); then
     log "$SPLIT: $HOST ignored a byte-range request: it cannot serve ranges; discarding the pieces" \
       "and fetching $NAME over one connection from the start"
     remove_segments
     empty_part || return 1
-    RANGES=no
-    download_single
+    download_single no
     return
   fi
   ((rc == 0)) || return 1
@@ -1007,24 +980,28 @@ download_segmented() {
   return 0
 }
 
-# finish_file: NAME.part is there, is not empty nor a web page, has the size and MD5: rename it to
-# NAME, write NAME.md5. Every step is checked: nothing is left half-done under a name a rerun trusts.
+# finish_file T_LAST: NAME.part is there, is not empty nor a web page, has the size and MD5: rename
+# it to NAME, write NAME.md5. Every step is checked: nothing is left half-done under a name a rerun
+# trusts. T_LAST: when the last byte arrived in this run ("" if none came).
 finish_file() {
-  local size actual
+  local t_last=$1 size actual how t0
   size=$(fsize "$PART")
   if [[ ! -f $PART ]] || ((size == 0)); then
     rm -f -- "$PART"
+    drop_md5_state
     err "$SPLIT: $HOST sent no bytes for $NAME (an empty file is not the archive): the link may be" \
       "wrong or expired. Check DOWNLOAD_URL_$SUF in $URL_FROM and rerun."
     return 1
   fi
   if looks_like_html "$PART"; then
+    drop_md5_state
     web_page_error "$PART"
     return 1
   fi
   if [[ -n $END_TOTAL ]] && ((size != END_TOTAL)); then
     if ((size > END_TOTAL)); then
       mv -f -- "$PART" "$FINAL.bad" || rm -f -- "$PART"
+      drop_md5_state
       err "$SPLIT: $NAME came out $size bytes, expected $END_TOTAL: moved to $FINAL.bad. The server" \
         "sent more than the file's length; rerun to download it again, or check DOWNLOAD_URL_$SUF."
     else
@@ -1032,33 +1009,47 @@ finish_file() {
     fi
     return 1
   fi
-  if ((verify)) && [[ -n $EXP_MD5 ]]; then
-    log "$SPLIT: checking the MD5 of $NAME ($(human "$size"))"
-    actual=$(md5_of "$PART") || { err "$SPLIT: cannot read $PART to check its MD5; rerun"; return 1; }
+  if ((VERIFY)) && [[ -n $EXP_MD5 ]]; then
+    t0=${t_last:-$(now)}
+    [[ -n $t_last ]] || log "$SPLIT: checking the MD5 of $NAME ($(human "$size"))"
+    part_md5 actual how "$size" || return 1
     if [[ $actual != "$EXP_MD5" ]]; then
-      if ! mv -f -- "$PART" "$FINAL.bad"; then
-        err "$SPLIT: checksum mismatch for $NAME, and it cannot be moved to $FINAL.bad: remove $PART and rerun"
-        return 1
-      fi
-      err "$SPLIT: checksum mismatch for $NAME: expected MD5 $EXP_MD5 ($MD5_FROM), got $actual." \
-        "The file was moved to $FINAL.bad and nothing was written under its final name. Rerun to" \
-        "download it again (delete $NAME.bad when you no longer need it); if this link is a" \
-        "mirror you trust, set MD5_$SUF=$actual in $URLS_FROM."
+      md5_mismatch "$actual"
       return 1
     fi
+    if [[ -n $t_last ]]; then
+      log "$SPLIT: MD5 verified $(seconds_between "$t0" "$(now)") s after the last byte ($how)"
+    else
+      log "$SPLIT: MD5 verified in $(seconds_between "$t0" "$(now)") s ($how)"
+    fi
   fi
+  t0=$(now)
   sync -- "$PART" 2>/dev/null || true
   if ! mv -f -- "$PART" "$FINAL"; then
     err "$SPLIT: cannot rename $PART to $FINAL; check the permissions of $DL and rerun"
     return 1
   fi
+  drop_md5_state
   remove_segments
-  if ((verify)) && [[ -n $EXP_MD5 ]]; then
+  if ((VERIFY)) && [[ -n $EXP_MD5 ]]; then
     write_md5_marker
-    log "$SPLIT: done: $FINAL ($(human "$size"), MD5 $EXP_MD5 verified)"
+    log "$SPLIT: done: $FINAL ($(human "$size"), MD5 $EXP_MD5 verified; fsync and rename" \
+      "$(seconds_between "$t0" "$(now)") s)"
   else
     log "$SPLIT: done: $FINAL ($(human "$size"), MD5 not checked: --no-verify)"
   fi
+}
+
+md5_mismatch() {  # md5_mismatch ACTUAL: NAME.part is full size with another MD5: set it aside as NAME.bad
+  drop_md5_state
+  if ! mv -f -- "$PART" "$FINAL.bad"; then
+    err "$SPLIT: checksum mismatch for $NAME, and it cannot be moved to $FINAL.bad: remove $PART and rerun"
+    return 0
+  fi
+  err "$SPLIT: checksum mismatch for $NAME: expected MD5 $EXP_MD5 ($MD5_FROM), got $1." \
+    "The file was moved to $FINAL.bad and nothing was written under its final name. Rerun to" \
+    "download it again (delete $NAME.bad when you no longer need it); if this link is a" \
+    "mirror you trust, set MD5_$SUF=$1 in $URLS_FROM."
 }
 
 write_md5_marker() {  # NAME.md5: the check is done (a failure only costs a new check next time)
@@ -1078,8 +1069,9 @@ check_final() {
       "script; move it away (mv $FINAL $FINAL.bad) and rerun to download it again."
     return 1
   fi
-  if ((!verify)) || [[ -z $EXP_MD5 ]]; then
-    remove_segments  # pieces of an older run are of no use beside a finished file
+  if ((!VERIFY)) || [[ -z $EXP_MD5 ]]; then
+    remove_segments  # pieces and MD5 state of an older run are of no use beside a finished file
+    drop_md5_state
     log "$SPLIT: already done: $FINAL is present ($(human "$size"), MD5 not checked: --no-verify)"
     return 0
   fi
@@ -1087,6 +1079,7 @@ check_final() {
     read -r line _ <"$marker" || true
     if [[ $line == "$EXP_MD5" ]]; then
       remove_segments
+      drop_md5_state
       log "$SPLIT: already done: $FINAL ($(human "$size"), MD5 verified earlier, see $NAME.md5)"
       return 0
     fi
@@ -1100,6 +1093,7 @@ check_final() {
   fi
   write_md5_marker
   remove_segments
+  drop_md5_state
   log "$SPLIT: already done: $FINAL ($(human "$size"), MD5 verified)"
 }
 
@@ -1115,27 +1109,21 @@ extracted_by_01() {
   return 1
 }
 
-# Everything about one split; runs in its own process (see main).
+# download_split SPLIT URL NAME HOST MD5 MD5_FROM SIZE SIZE_FROM URLS_FROM URL_FROM: everything about
+# one split (the fields of imagenet_prep.urls); runs in its own process (see run_split), which makes
+# these values readonly globals: they are the split's, for every function below.
 download_split() {
-  SPLIT=$1
-  SUF=${SUFFIX[$SPLIT]}
-  local urlvar="DOWNLOAD_URL_$SUF" md5var="MD5_$SUF" sizevar="SIZE_$SUF"
-  URL=${!urlvar} URL_FROM=$(where "$urlvar")
-  NAME=$(url_name "$URL")
-  HOST=$(url_host "$URL")
-  SHOW="$NAME from $HOST"
-  FINAL=$DL/$NAME PART=$DL/$NAME.part
-  if [[ -n ${!md5var:-} ]]; then
-    EXP_MD5=${!md5var,,} MD5_FROM="MD5_$SUF in $(where "$md5var")"
-    EXP_SIZE=${!sizevar:-}
-  else
-    EXP_MD5=${KNOWN_MD5[$NAME]:-} MD5_FROM="the official checksum"
-    EXP_SIZE=${!sizevar:-${KNOWN_SIZE[$NAME]:-}}
-  fi
-  local me=$BASHPID rc=0 watchdog  # (the arguments of a command run with & expand in the child)
+  local size=""
+  [[ -z $7 ]] || to_count size "$7" || die "internal: imagenet_prep/urls.py gave a size that is not a number"
+  readonly SPLIT=$1 URL=$2 NAME=$3 HOST=$4 EXP_MD5=$5 MD5_FROM=$6 EXP_SIZE=$size SIZE_FROM=$8
+  readonly URLS_FROM=$9 URL_FROM=${10} SUF=${SUFFIX[$1]}
+  readonly SHOW="$NAME from $HOST" FINAL=$DL/$NAME PART=$DL/$NAME.part
+  readonly STATE=$PART.md5state
+  local me=$BASHPID rc=0 watchdog fd  # (the arguments of a command run with & expand in the child)
   watch_main "$$" "$me" "$FINAL.lock" &
   watchdog=$!
-  if take_lock; then
+  if take_lock fd; then
+    readonly LOCK_FD=$fd
     fetch_split || rc=$?
     rm -f -- "$FINAL.lock"  # still held; every holder checks it locked the file that is there
   else
@@ -1147,35 +1135,38 @@ download_split() {
   return "$rc"
 }
 
-# take_lock: flock NAME.lock; make sure it is the file under that name (another process may
-# have removed it in between), so that removing it when done is safe.
+# take_lock FDVAR: flock NAME.lock, its descriptor into FDVAR; make sure it is the file under that
+# name (another process may have removed it in between), so that removing it when done is safe.
+# shellcheck disable=SC2034  # VAR_ is a nameref (local -n): the caller reads what is assigned
 take_lock() {
-  local i ino rc
+  local -n lockfd_=$1
+  local i ino rc lfd
   for i in 1 2 3 4 5; do
-    exec {LOCKFD}>>"$FINAL.lock"
+    exec {lfd}>>"$FINAL.lock"
+    lockfd_=$lfd
     rc=0
-    flock -w "$LOCK_WAIT" -E 75 "$LOCKFD" 2>/dev/null || rc=$?
+    flock -w "$LOCK_WAIT" -E 75 "$lfd" 2>/dev/null || rc=$?
     ((rc != 75)) || return 1
     if ((rc != 0)); then  # e.g. a network filesystem mounted without lock support
       log "$SPLIT: warning: cannot lock $FINAL.lock on this filesystem; make sure no other" \
         "$PROG works on $NAME at the same time"
       return 0
     fi
-    ino=$(stat -L -c %i "/proc/$BASHPID/fd/$LOCKFD" 2>/dev/null || echo "?")
+    ino=$(stat -L -c %i "/proc/$BASHPID/fd/$lfd" 2>/dev/null || echo "?")
     [[ $(stat -c %i -- "$FINAL.lock" 2>/dev/null) == "$ino" ]] && return 0
-    exec {LOCKFD}>&-
+    exec {lfd}>&-
   done
   return 1
 }
 
 fetch_split() {
-  local sizevar="SIZE_$SUF" rc=0 part_size t0 t1
+  local part_size t0 t_last="" total ranges follower rc=0
   if [[ -e $FINAL ]]; then
     check_final
     return
   fi
-  if extracted_by_01 "$root" "$SPLIT" "$NAME"; then
-    log "$SPLIT: already done (extracted into $root/$SPLIT by 01_unzip.sh; the archive was removed)"
+  if extracted_by_01 "$ROOT" "$SPLIT" "$NAME"; then
+    log "$SPLIT: already done (extracted into $ROOT/$SPLIT by 01_unzip.sh; the archive was removed)"
     if [[ -e $PART ]]; then
       log "$SPLIT: $PART ($(human "$(fsize "$PART")")) is not needed: delete it (and $NAME.part.*) to free the space"
     fi
@@ -1183,165 +1174,150 @@ fetch_split() {
   fi
   log "$SPLIT: $SHOW -> $FINAL"
   part_size=$(fsize "$PART")
-  TOTAL="" RANGES=""
   if [[ -n $EXP_SIZE ]] && ((part_size == EXP_SIZE)) && [[ -z $(list_segments) ]]; then
     log "$SPLIT: $NAME.part is complete already ($(human "$part_size")); no need to ask the server"
-    END_TOTAL=$EXP_SIZE
+    readonly END_TOTAL=$EXP_SIZE
   else
-    probe || return 1
-    if [[ -n $EXP_SIZE && -n $TOTAL ]] && ((TOTAL != EXP_SIZE)); then
-      err "$SPLIT: $HOST reports $TOTAL bytes for $NAME, but it should be $EXP_SIZE bytes" \
-        "($([[ -n ${!sizevar:-} ]] && echo "SIZE_$SUF" || echo "official size")): the link may point" \
-        "to another file, or the server misreports the length. Check DOWNLOAD_URL_$SUF in $URL_FROM."
+    probe total ranges || return 1
+    if [[ -n $EXP_SIZE && -n $total ]] && ((total != EXP_SIZE)); then
+      err "$SPLIT: $HOST reports $total bytes for $NAME, but it should be $EXP_SIZE bytes" \
+        "($SIZE_FROM): the link may point to another file, or the server misreports the length." \
+        "Check DOWNLOAD_URL_$SUF in $URL_FROM."
       return 1
     fi
-    END_TOTAL=${EXP_SIZE:-$TOTAL}
-    if [[ -z $END_TOTAL ]]; then
-      local last
-      last=$(list_segments | tail -n 1)
-      [[ -n $last ]] && END_TOTAL=$(awk '{ print $2 }' <<<"$last")
-    fi
+    end_total "$total"
     t0=$(now)
-    part_size=$(fsize "$PART")
-    fetch_body || return 1
-    t1=$(now)
-    log "$SPLIT: fetched $(($(fsize "$PART") - part_size)) bytes in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') s"
+    start_follower follower
+    fetch_body "$ranges" || rc=$?
+    t_last=$(now)
+    stop_follower "$follower"
+    ((rc == 0)) || return 1
+    log "$SPLIT: fetched $(($(fsize "$PART") - part_size)) bytes in $(seconds_between "$t0" "$t_last") s"
   fi
-  finish_file
+  finish_file "$t_last"
 }
 
-# fetch_body: NAME.part gets the whole file, over several connections if asked (http) or if pieces
-# of an earlier run are there (any link that can serve byte ranges: they are used, not left behind).
+# end_total TOTAL: the file's expected length, END_TOTAL (readonly; "" if unknown): the expected
+# size, else what the server reports (TOTAL), else the end of the last piece of an earlier run.
+end_total() {
+  local end=${EXP_SIZE:-$1} last
+  if [[ -z $end ]]; then
+    last=$(list_segments | tail -n 1)
+    [[ -n $last ]] && end=$(awk '{ print $2 }' <<<"$last")
+  fi
+  readonly END_TOTAL=$end
+}
+
+# fetch_body RANGES: NAME.part gets the whole file, over several connections if asked (http) or if
+# pieces of an earlier run are there (any link that can serve byte ranges: they are used, not left
+# behind). RANGES: what probe learnt (yes / no / "" unknown).
 fetch_body() {
-  local n=$connections
+  local ranges=$1 n=$CONNECTIONS total
   [[ $URL == http://* || $URL == https://* ]] || n=1
   if [[ -n $END_TOTAL ]] && { ((n > 1)) || [[ -n $(list_segments) ]]; }; then
-    if [[ $RANGES == "" ]]; then probe 1 || return 1; fi
-    if [[ $RANGES != no ]]; then
+    if [[ $ranges == "" ]]; then probe total ranges 1 || return 1; fi
+    if [[ $ranges != no ]]; then
       download_segmented "$n"
       return
     fi
     log "$SPLIT: $HOST does not serve byte ranges: one connection, no resume"
     remove_segments
-  elif ((connections > 1)); then
+  elif ((CONNECTIONS > 1)); then
     log "$SPLIT: one connection for $SHOW (several need an http(s) link with a known size)"
   fi
   if [[ -n $(list_segments) ]]; then  # size unknown: the pieces cannot be placed
     log "$SPLIT: discarding the pieces of an earlier run ($HOST does not tell the size of $NAME)"
     remove_segments
   fi
-  download_single
+  download_single "$ranges"
 }
 
-# on_signal: TERM, INT or HUP in the main process: stop the split's process group, remove its lock
-# if nothing holds it any more, exit 130.
-on_signal() {
-  trap '' TERM INT HUP
-  if [[ -n ${SPLIT_PID:-} ]]; then
-    stop_group "$SPLIT_PID"
-    drop_lock "$SPLIT_LOCK"
-  fi
-  log "interrupted; rerun the same command to continue where it stopped"
-  exit 130
-}
-
-# on_stop: Ctrl-Z (TSTP) reaches the terminal's foreground group, the main process only: stop the
-# split's group too, then this process. on_continue: fg / bg (CONT) continues the split's group.
-on_stop() {
-  if [[ -n ${SPLIT_PID:-} ]]; then kill -STOP -- "-$SPLIT_PID" 2>/dev/null || true; fi
-  kill -STOP "$BASHPID"
-}
-on_continue() {
-  if [[ -n ${SPLIT_PID:-} ]]; then kill -CONT -- "-$SPLIT_PID" 2>/dev/null || true; fi
-}
-
-# run_split SPLIT: download SPLIT in a process group of its own (see "processes" above) and wait for
-# it; whatever way it ends, nothing of it is left running and its lock is not left held.
+# run_split FIELD...: download one split (the LINK_FIELDS fields of imagenet_prep.urls) in a process
+# group of its own (see "processes" above) and wait for it; whatever way it ends, nothing of it is
+# left running and its lock is not left held.
 run_split() {
-  local rc v="DOWNLOAD_URL_${SUFFIX[$1]}"
-  SPLIT_LOCK=$DL/$(url_name "${!v}").lock
+  local rc pid lock=$DL/$3.lock
   set -m
-  ( set -e; download_split "$1" ) &
-  SPLIT_PID=$!
+  ( set -e; download_split "$@" ) &
+  pid=$!
   set +m
+  set_traps "$pid" "$lock"
   while :; do
     rc=0
-    wait "$SPLIT_PID" || rc=$?
-    ((rc > 128)) && alive "$SPLIT_PID" && continue  # a trap (Ctrl-Z, fg) interrupted the wait
+    wait "$pid" || rc=$?
+    ((rc > 128)) && alive "$pid" && continue  # a trap (Ctrl-Z, fg) interrupted the wait
     break
   done
-  stop_group "$SPLIT_PID"
-  drop_lock "$SPLIT_LOCK"
-  SPLIT_PID=""
+  stop_group "$pid"
+  drop_lock "$lock"
+  set_traps
   return "$rc"
 }
 
 # --- main ------------------------------------------------------------------------------------------
 
+# parse_args ARG...: the options, readonly once parsed: ROOT, URLS_ARG, CONNECTIONS, RETRIES_ARG
+# ("" unless --retries), VERIFY, and WANT (the splits, each once, in the order given).
 parse_args() {
+  local root=${IMAGENET_ROOT:-.} urls="" connections=1 retries="" verify=1 s
+  local -a want=()
+  local -A seen=()
   while (($#)); do
     case $1 in
       -h|--help) usage; exit 0 ;;
       --root) (($# >= 2)) || usage_error "--root needs a folder"; root=$2; shift ;;
       --root=*) root=${1#*=} ;;
-      --urls) (($# >= 2)) || usage_error "--urls needs a file"; urls_file=$2; shift ;;
-      --urls=*) urls_file=${1#*=} ;;
+      --urls) (($# >= 2)) || usage_error "--urls needs a file"; urls=$2; shift ;;
+      --urls=*) urls=${1#*=} ;;
       --connections) (($# >= 2)) || usage_error "--connections needs a number"; connections=$2; shift ;;
       --connections=*) connections=${1#*=} ;;
       --retries) (($# >= 2)) || usage_error "--retries needs a number"; retries=$2; shift ;;
       --retries=*) retries=${1#*=} ;;
       --no-verify) verify=0 ;;
       -*) usage_error "unknown option: $1" ;;
-      all) WANT+=("${SPLITS[@]}") ;;
-      train|val|test|devkit) WANT+=("$1") ;;
-      *) usage_error "unknown split: $1 (use: train val test devkit all)" ;;
+      all) want+=("${SPLITS[@]}") ;;
+      *) [[ -n ${SUFFIX[$1]:-} ]] || usage_error "unknown split: $1 (use: ${SPLITS[*]} all)"
+        want+=("$1") ;;
     esac
     shift
   done
-  ((${#WANT[@]})) || usage_error "no SPLIT given"
+  ((${#want[@]})) || usage_error "no SPLIT given"
   if ! [[ $connections =~ ^[1-9][0-9]?$ ]] || ((connections > 32)); then
     usage_error "--connections must be a whole number from 1 to 32, not '$connections'"
   fi
-  [[ $retries =~ ^[1-9][0-9]{0,8}$ ]] || usage_error "--retries must be a whole number >= 1, not '$retries'"
+  [[ -z $retries || $retries =~ ^[1-9][0-9]{0,8}$ ]] || usage_error "--retries must be a whole number >= 1, not '$retries'"
+  declare -ga WANT=()
+  for s in "${want[@]}"; do
+    [[ -n ${seen[$s]:-} ]] || WANT+=("$s")
+    seen[$s]=1
+  done
+  readonly WANT
+  declare -gr ROOT=$root URLS_ARG=$urls CONNECTIONS=$connections RETRIES_ARG=$retries VERIFY=$verify
 }
 
 main() {
-  local -a args=("$@")
-  local s
-  WANT=()
+  local t_start=$SECONDS i
+  local -a links=() failed=()
+  check_package
+  read_release
   parse_args "$@"
-  # keep each split once, in the order given
-  local -A seen=()
-  local -a splits=()
-  for s in "${WANT[@]}"; do
-    [[ -n ${seen[$s]:-} ]] || splits+=("$s")
-    seen[$s]=1
-  done
-  WANT=("${splits[@]}")
-
-  log "$0 ${args[*]}"
-  local t_start=$SECONDS
+  log "$0 $*"
   need_cmd curl
   need_cmd md5sum
   need_cmd flock
   need_cmd awk
   check_knobs
-  load_urls
-  for s in "${WANT[@]}"; do check_settings "$s"; done  # every split, before fetching anything
-
-  DL=$root/downloads
+  read_policy
+  read_links links  # every split, before fetching anything
+  declare -gr DL=$ROOT/downloads
   mkdir -p -- "$DL" || die "cannot create $DL; check --root"
   [[ -w $DL ]] || die "cannot write to $DL; check --root and permissions"
   TMPD=$(mktemp -d "${TMPDIR:-/tmp}/00_download.XXXXXX") || die "cannot create a temporary folder"
+  readonly TMPD
   trap 'rm -rf -- "$TMPD"' EXIT
-  trap 'on_signal' TERM INT HUP
-  trap 'on_stop' TSTP
-  trap 'on_continue' CONT
-  CURL_BASE=(-L -f --connect-timeout "$CONNECT_TIMEOUT" --speed-limit "$SPEED_LIMIT" --speed-time "$SPEED_TIME")
-
-  local -a failed=()
-  for s in "${WANT[@]}"; do
-    run_split "$s" || failed+=("$s")
+  set_traps
+  for ((i = 0; i < ${#WANT[@]}; i++)); do
+    run_split "${links[@]:i * LINK_FIELDS:LINK_FIELDS}" || failed+=("${WANT[i]}")
   done
   local took=$((SECONDS - t_start))
   if ((${#failed[@]})); then

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -90,12 +91,18 @@ def no_final(root: Path, name: str = VAL) -> bool:
     return not (root / "downloads" / name).exists()
 
 
+def piece_files(dl_dir: Path, name: str = VAL) -> list[Path]:
+    """The piece files NAME.part.START-END (not NAME.part.md5state, the MD5 follower's state)."""
+    return [f for f in dl_dir.glob(name + ".part.*")
+            if re.fullmatch(r"[0-9]+-[0-9]+", f.name.rsplit(".", 1)[1])]
+
+
 def bytes_on_disk(root: Path) -> int:
     """Bytes of the file already on disk: NAME.part up to the first piece (a kill during a join
     can leave a piece both appended and still there), plus the piece files."""
     dl_dir = root / "downloads"
     pieces = [(int(f.name.rsplit(".", 1)[1].split("-")[0]), f.stat().st_size)
-              for f in dl_dir.glob(VAL + ".part.*")]
+              for f in piece_files(dl_dir)]
     part = dl_dir / (VAL + ".part")
     have = part.stat().st_size if part.exists() else 0
     if pieces:
@@ -126,15 +133,66 @@ def test_usage_errors_exit_2(args, msg):
     assert msg in r.stderr and "Usage:" in r.stderr
 
 
-def test_missing_urls_file_says_copy_the_example(tmp_path):
-    job = tmp_path / "job"  # the script copied alone into a job folder
+def copy_repo(dest: Path) -> Path:
+    """The unit a user copies: the repository folder (the script, imagenet_prep/, the example)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(SCRIPT, dest / SCRIPT.name)
+    shutil.copytree(REPO / "imagenet_prep", dest / "imagenet_prep",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "urls.sh.example", dest / "urls.sh.example")
+    return dest / SCRIPT.name
+
+
+def test_copied_alone_says_the_package_is_missing(tmp_path):
+    job = tmp_path / "job"
     job.mkdir()
     shutil.copy(SCRIPT, job / SCRIPT.name)
-    r = run([job / SCRIPT.name, "--root", tmp_path / "data", "val"], cwd=job, env=clean_env())
+    for args in (["val"], ["--help"]):
+        r = run([job / SCRIPT.name, "--root", tmp_path / "data", *args], cwd=job, env=clean_env())
+        assert r.returncode == 1
+        assert ("needs the folder imagenet_prep/ beside it (%s is missing): copy or clone the whole "
+                "repository folder" % (job / "imagenet_prep")) in r.stderr
+    assert not (tmp_path / "data").exists()
+    script = copy_repo(tmp_path / "repo")
+    (tmp_path / "repo" / "imagenet_prep" / "md5follow.py").unlink()
+    r = run([script, "val"], cwd=tmp_path, env=clean_env())
+    assert r.returncode == 1
+    assert "%s is missing" % (tmp_path / "repo" / "imagenet_prep" / "md5follow.py") in r.stderr
+
+
+def test_without_python3_it_says_so(tmp_path):
+    bin_dir = tmp_path / "bin"  # a PATH with the tools of the shell part, but no python3
+    bin_dir.mkdir()
+    for tool in ("curl", "md5sum", "flock", "awk", "stat", "mktemp", "rm", "mkdir", "df", "sleep"):
+        if shutil.which(tool):
+            (bin_dir / tool).symlink_to(shutil.which(tool))
+    r = run([shutil.which("bash"), SCRIPT, "--root", tmp_path / "data", "val"],
+            env=clean_env(PATH=str(bin_dir)))
+    assert r.returncode == 1
+    assert "need 'python3' (not found in PATH)" in r.stderr and "imagenet_prep/" in r.stderr
+
+
+def test_the_package_beside_the_script_is_used_whatever_the_current_folder_holds(tmp_path, blob):
+    """python3 runs isolated (-I): an imagenet_prep/ in the current folder or on PYTHONPATH (another
+    copy of the repository, say) never stands in for the one beside the script."""
+    rogue = tmp_path / "elsewhere" / "imagenet_prep"
+    rogue.mkdir(parents=True)
+    (rogue / "__init__.py").write_text("raise SystemExit('the wrong imagenet_prep was imported')\n")
+    urls = write_urls(tmp_path / "urls.sh", DOWNLOAD_URL_val=blob.as_uri(), MD5_val=md5(blob))
+    r = run([SCRIPT, "--root", tmp_path / "root", "--urls", urls, "val"], cwd=rogue.parent,
+            env=clean_env(PYTHONPATH=str(rogue.parent)))
+    assert r.returncode == 0, r.stderr
+    assert final_ok(tmp_path / "root", blob)
+
+
+def test_missing_urls_file_says_copy_the_example(tmp_path):
+    job = tmp_path / "job"  # the repository folder copied into a job folder
+    script = copy_repo(job)
+    r = run([script, "--root", tmp_path / "data", "val"], cwd=job, env=clean_env())
     assert r.returncode == 1
     assert "no urls.sh found" in r.stderr and "cp " in r.stderr and "urls.sh.example" in r.stderr
     assert not (tmp_path / "data").exists()
-    r = run([job / SCRIPT.name, "--urls", tmp_path / "nope.sh", "val"], cwd=job, env=clean_env())
+    r = run([script, "--urls", tmp_path / "nope.sh", "val"], cwd=job, env=clean_env())
     assert r.returncode == 1 and "nope.sh: no such file" in r.stderr
 
 
@@ -205,9 +263,9 @@ def test_environment_wins_over_urls_file(tmp_path, blob):
 
 
 def test_urls_found_beside_the_script_and_via_IMAGENET_URLS(tmp_path, blob):
+    """"Beside the script" is the repository folder, wherever it was copied to."""
     job = tmp_path / "job"
-    job.mkdir()
-    shutil.copy(SCRIPT, job / SCRIPT.name)
+    copy_repo(job)
     write_urls(job / "urls.sh", DOWNLOAD_URL_val=blob.as_uri(), MD5_val=md5(blob))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -377,7 +435,7 @@ def test_sigterm_stops_curl_too_and_a_rerun_continues(tmp_path, blob, server):
         time.sleep(0.02)
     p.send_signal(signal.SIGTERM)  # the script alone, as a batch system would
     _, err = p.communicate(timeout=10)
-    assert p.returncode != 0 and "rerun the same command to continue" in err
+    assert p.returncode == 143 and "rerun the same command to continue" in err
     assert not (root / "downloads" / (VAL + ".lock")).exists(), err  # removed, as the README says
     assert run_processes(mark) == []
     time.sleep(0.5)
@@ -814,7 +872,7 @@ def test_pieces_stop_at_their_end_when_the_server_sends_more(tmp_path, blob, ser
     over = 0
     deadline = time.monotonic() + 60
     while p.poll() is None and time.monotonic() < deadline:
-        for f in dl_dir.glob(VAL + ".part.*"):
+        for f in piece_files(dl_dir):
             b, e = (int(x) for x in f.name.rsplit(".", 1)[1].split("-"))
             try:
                 over = max(over, f.stat().st_size - (e - b))
@@ -910,7 +968,8 @@ def test_urls_sh_forms_that_work(tmp_path, blob, server, release):
     assert 'DOWNLOAD_URL_val="https://.../ILSVRC2012_img_val.tar"' in example
     mine = example.replace('# DOWNLOAD_URL_val="https://.../ILSVRC2012_img_val.tar"',
                            'DOWNLOAD_URL_val="%s?token=%s"' % (server.url(VAL), TOKEN))
-    mine = mine.replace('# MD5_val="29b22e2961454d5413ddabcf34fc5622"', 'MD5_val="%s"' % md5(blob))
+    assert '# MD5_val="<32 hex digits>"' in example
+    mine = mine.replace('# MD5_val="<32 hex digits>"', 'MD5_val="%s"' % md5(blob))
     urls.write_text(mine)
     root = tmp_path / "root2"
     r = dl(root, urls, "val")
@@ -982,3 +1041,224 @@ def test_ctrl_z_pauses_the_whole_download_and_fg_resumes_it(tmp_path, blob, serv
         assert final_ok(root, blob)
     finally:
         kill_run(mark)
+
+
+# --- one codebase (issue 11): release facts, links and curl policy from imagenet_prep/ ----------------
+
+def test_release_facts_live_in_release_tsv_only():
+    """The official MD5s and sizes are in imagenet_prep/release.tsv, which 00 reads; the train MD5
+    is in no other file of the repository outside tests/ and docs/."""
+    from test_repo import repo_files
+    rows = [line.split("\t") for line in (REPO / "imagenet_prep" / "release.tsv").read_text().splitlines()
+            if line and not line.startswith("#")]
+    script = SCRIPT.read_text()
+    for row in rows:
+        assert row[4] == "-" or row[4] not in script, row[2]
+        assert row[3] == "-" or row[3] not in script, row[2]
+    train_md5 = next(row[4] for row in rows if row[0] == "train")
+    holders = [name for name in repo_files() if not name.startswith(("tests/", "docs/"))
+               and train_md5 in (REPO / name).read_text(errors="replace")]
+    assert holders == ["imagenet_prep/release.tsv"]
+    r = run([SCRIPT, "--help"])
+    for row in rows:  # the help's table of archives comes from there too
+        if row[0] != "test" or row[2].endswith("v10102019.tar"):
+            assert ("DOWNLOAD_URL_" + row[1]) in r.stdout
+
+
+def test_no_urls_parser_or_curl_policy_left_in_the_script():
+    script = SCRIPT.read_text()
+    for gone in ("parse_assignment", "parse_value", "read_urls_file", "load_urls", "check_settings",
+                 "classify_failure", "give_up()", "retry_delay()", "KNOWN_MD5", "KNOWN_SIZE"):
+        assert gone not in script
+    assert "py urls " in script and "py transport decide" in script and "py transport settings" in script
+
+
+def test_retries_option_reaches_the_policy(tmp_path, blob, server):
+    """--retries N wins over $DOWNLOAD_RETRIES, which the shared policy reads (and checks)."""
+    server.set_faults(fail_status=503, fail_count=1000)
+    root = tmp_path / "root"
+    r = dl(root, val_urls(tmp_path, server, blob), "val", "--retries", "2",
+           env=clean_env(DOWNLOAD_RETRIES="50"))
+    assert r.returncode == 1 and "after 2 attempts in a row" in r.stderr
+    assert len(server.get_requests()) == 2
+    r = dl(root, val_urls(tmp_path, server, blob), "val", env=clean_env(DOWNLOAD_RETRIES="2"))
+    assert r.returncode == 1 and "after 2 attempts in a row" in r.stderr
+    r = dl(root, val_urls(tmp_path, server, blob), "val", env=clean_env(DOWNLOAD_RETRIES="2x"))
+    assert r.returncode == 1 and "DOWNLOAD_RETRIES in the environment must be" in r.stderr
+
+
+@pytest.mark.parametrize("signame, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_exit_code_after_ctrl_c_and_sigterm(tmp_path, blob, server, signame, code):
+    root = tmp_path / "root"
+    server.set_faults(rate=300_000)
+    mark = "run-%d" % random.randrange(10 ** 12)
+    p = subprocess.Popen([SCRIPT, "--root", root, "--urls", val_urls(tmp_path, server, blob), "val"],
+                         env=clean_env(TEST_RUN_MARK=mark), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while server.bytes_sent() < 200_000 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        p.send_signal(getattr(signal, signame))
+        _, err = p.communicate(timeout=15)
+        assert p.returncode == code, err
+        assert "rerun the same command to continue" in err
+        assert run_processes(mark) == []
+    finally:
+        kill_run(mark)
+
+
+# --- the MD5 while downloading (issue 14: no second read) -------------------------------------------
+
+STATE = VAL + ".part.md5state"
+FOLLOWED = re.compile(r"val: MD5 verified ([0-9.]+) s after the last byte \(followed while downloading; "
+                      r"([0-9.]+ [KMG]?i?B) left to hash at the end\)")
+
+
+def needs_md5state():
+    from imagenet_prep import md5state
+    if not md5state.available():
+        pytest.skip("no usable libcrypto here: 00 falls back to md5sum (tested below)")
+
+
+def wait_for_state(root: Path, p: subprocess.Popen, timeout: float = 30) -> Path:
+    """The follower's saved state, once it exists (it is saved every few seconds)."""
+    state = root / "downloads" / STATE
+    deadline = time.monotonic() + timeout
+    while not state.exists() and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert state.exists(), "no MD5 state was saved while downloading"
+    return state
+
+
+def kill_group_and_wait(p: subprocess.Popen, mark: str) -> None:
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait(timeout=10)
+    deadline = time.monotonic() + 5
+    while run_processes(mark) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert run_processes(mark) == []
+
+
+@pytest.mark.parametrize("connections", [1, 3])
+def test_md5_is_followed_while_downloading(tmp_path, blob, server, connections):
+    """The MD5 is ready right after the last byte: the follower hashed NAME.part as it grew (as curl
+    wrote it, or as pieces were appended); its state file does not survive the success."""
+    needs_md5state()
+    root = tmp_path / "root"
+    server.set_faults(rate=1_500_000)
+    r = dl(root, val_urls(tmp_path, server, blob), "val", "--connections", str(connections))
+    assert r.returncode == 0, r.stderr
+    assert final_ok(root, blob)
+    m = FOLLOWED.search(r.stderr)
+    assert m, r.stderr
+    assert float(m.group(1)) < 10  # generous: the machine may be busy; typically 0.1-0.3 s
+    assert "read in full" not in r.stderr and "md5sum" not in r.stderr
+    assert sorted(p.name for p in (root / "downloads").iterdir()) == [VAL, VAL + ".md5"]
+
+
+def test_sigkill_then_rerun_continues_the_md5_from_its_saved_state(tmp_path, blob, server):
+    needs_md5state()
+    root = tmp_path / "root"
+    urls = val_urls(tmp_path, server, blob)
+    server.set_faults(rate=250_000)  # 12 s for the whole file: the state is saved after 5 s
+    mark = "run-%d" % random.randrange(10 ** 12)
+    p = subprocess.Popen([SCRIPT, "--root", root, "--urls", urls, "val"],
+                         env=clean_env(TEST_RUN_MARK=mark), start_new_session=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        state = wait_for_state(root, p)
+        kill_group_and_wait(p, mark)  # SIGKILL to every process: no last save
+    finally:
+        kill_run(mark)
+    assert state.exists()
+    offset = json.loads(state.read_text())["offset"]
+    assert 0 < offset < blob.stat().st_size
+    server.set_faults(rate=1_000_000)  # a second or two: the follower has started and said so
+    r = dl(root, urls, "val")
+    assert r.returncode == 0, r.stderr
+    assert final_ok(root, blob)
+    assert "the MD5 continues from %s" % STATE in r.stderr
+    assert FOLLOWED.search(r.stderr), r.stderr
+    assert sorted(p.name for p in (root / "downloads").iterdir()) == [VAL, VAL + ".md5"]
+
+
+@pytest.mark.parametrize("where", ["before the saved offset", "after it"])
+def test_a_byte_changed_after_a_kill_is_caught(tmp_path, blob, server, where):
+    """A state that no longer fits NAME.part never makes it pass: a byte flipped where the saved
+    state's fingerprint covers it (the last bytes it hashed), or where it had not hashed yet, is a
+    checksum mismatch: NAME.bad, nothing under the final name, no state left."""
+    needs_md5state()
+    root = tmp_path / "root"
+    urls = val_urls(tmp_path, server, blob)
+    server.set_faults(rate=250_000)
+    mark = "run-%d" % random.randrange(10 ** 12)
+    p = subprocess.Popen([SCRIPT, "--root", root, "--urls", urls, "val"],
+                         env=clean_env(TEST_RUN_MARK=mark), start_new_session=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        state = wait_for_state(root, p)
+        kill_group_and_wait(p, mark)
+    finally:
+        kill_run(mark)
+    offset = json.loads(state.read_text())["offset"]
+    part = root / "downloads" / (VAL + ".part")
+    at = offset - 100 if where == "before the saved offset" else part.stat().st_size - 1
+    assert at > 0
+    with open(part, "r+b") as f:
+        f.seek(at)
+        byte = f.read(1)
+        f.seek(at)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    server.set_faults()
+    r = dl(root, urls, "val")
+    assert r.returncode == 1
+    assert "checksum mismatch for %s" % VAL in r.stderr and md5(blob) in r.stderr
+    assert no_final(root)
+    assert sorted(p.name for p in (root / "downloads").iterdir()) == [VAL + ".bad"]
+    r = dl(root, urls, "val")  # a rerun downloads it again
+    assert r.returncode == 0, r.stderr
+    assert final_ok(root, blob)
+
+
+def test_a_state_file_of_another_file_is_not_used(tmp_path, blob, server):
+    """A complete NAME.part with a state saved for another file (another inode) beside it: the state
+    is not used, NAME.part is read in full, and a byte damaged in it is caught."""
+    needs_md5state()
+    data = bytearray(blob.read_bytes())
+    dl_dir = tmp_path / "root" / "downloads"
+    dl_dir.mkdir(parents=True)
+    other = tmp_path / "other.part"  # the right bytes, in another file
+    other.write_bytes(bytes(data))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    follower = subprocess.Popen([shutil.which("python3"), "-m", "imagenet_prep.md5follow", "follow",
+                                 other, dl_dir / STATE], env=env)
+    time.sleep(1.5)
+    follower.terminate()
+    follower.wait(timeout=10)
+    assert json.loads((dl_dir / STATE).read_text())["offset"] == len(data) - len(data) % 64
+    data[10] ^= 0xFF
+    (dl_dir / (VAL + ".part")).write_bytes(bytes(data))
+    urls = val_urls(tmp_path, server, blob, SIZE_val=str(len(data)))
+    server.stop()  # complete with a known size: checked without the network
+    r = dl(tmp_path / "root", urls, "val")
+    assert r.returncode == 1
+    assert "checksum mismatch for %s" % VAL in r.stderr
+    assert sorted(p.name for p in dl_dir.iterdir()) == [VAL + ".bad"]
+
+
+@pytest.mark.parametrize("how", ["no libcrypto", "switched off"])
+def test_without_the_follower_md5sum_reads_the_file_again(tmp_path, blob, server, how):
+    env = clean_env(IMAGENET_PREP_LIBCRYPTO="/nonexistent/libcrypto.so.3") if how == "no libcrypto" \
+        else clean_env(DOWNLOAD_MD5_FOLLOW="0")
+    root = tmp_path / "root"
+    r = dl(root, val_urls(tmp_path, server, blob), "val", env=env)
+    assert r.returncode == 0, r.stderr
+    assert final_ok(root, blob)
+    assert "MD5 verified" in r.stderr and "(a full read with md5sum)" in r.stderr
+    if how == "no libcrypto":
+        assert "note: cannot load /nonexistent/libcrypto.so.3" in r.stderr
+        assert "checking the MD5 with md5sum, a second read of 2.9 MiB" in r.stderr
+    assert sorted(p.name for p in (root / "downloads").iterdir()) == [VAL, VAL + ".md5"]
+    r = dl(root, val_urls(tmp_path, server, blob), "val", env=clean_env(DOWNLOAD_MD5_FOLLOW="yes"))
+    assert r.returncode == 1 and "DOWNLOAD_MD5_FOLLOW in the environment must be 0 or 1" in r.stderr
