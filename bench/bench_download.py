@@ -2,6 +2,7 @@
 """Benchmark of 00_download.sh against the loopback server (tests/httpserver.py); not a test.
 
     python3 bench/bench_download.py [--size-mb 240] [--rate-mb 20] [--connections 4] [--json FILE]
+    python3 bench/bench_download.py --tail-only [--tail-size-mb 2000] [--tail-rate-mb 100]
 
 The server caps every connection (default 20 MB/s), like a remote server that is slow per
 connection. In the same run it measures:
@@ -14,7 +15,14 @@ connection. In the same run it measures:
   for N connections. The SIGKILL goes to the script's process group; 00_download.sh runs each split
   (curl and its helpers) in a process group of its own, which its watchdog stops once the main
   process is gone. The bytes on disk are counted only when no process of the run is left (what is
-  still running after a few seconds is killed and said), else late writes would count as saved.
+  still running after a few seconds is killed and said), else late writes would count as saved;
+* the tail of a download (issue 14): on a separate, larger file (default 2000 MB, served at
+  --tail-rate-mb per connection), the time from the last byte received to "MD5 verified", from the
+  script's own log line, the old way (DOWNLOAD_MD5_FOLLOW=0: md5sum reads NAME.part again) and the
+  new one (the follower hashed NAME.part while it grew, over 1 and N connections), next to the time
+  of the final fsync and rename alone (goal: no MD5 work left after the last byte; the tail is the
+  fsync and the rename). The old way reads a file that is still in the page cache here; on a real
+  147 GB archive it comes from the disk and takes longer.
 """
 from __future__ import annotations
 
@@ -38,6 +46,10 @@ from httpserver import FaultServer
 SCRIPT = REPO / "00_download.sh"
 NAME = "ILSVRC2012_img_val.tar"
 FETCHED_RE = re.compile(r"fetched (\d+) bytes in ([\d.]+) s")
+VERIFIED_RE = re.compile(r"MD5 verified ([\d.]+) s after the last byte \(([^)]*)\)")
+LEFT_RE = re.compile(r"; ([\d.]+) (B|KiB|MiB|GiB) left to hash at the end")
+SYNC_RE = re.compile(r"fsync and rename ([\d.]+) s")
+UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
 SETTLE_SECONDS = 10  # for the split's watchdog to stop what is left after the kill
 
 
@@ -54,9 +66,10 @@ def make_file(path: Path, size: int) -> str:
     return h.hexdigest()
 
 
-def env_for() -> dict:
+def env_for(**extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DOWNLOAD_", "MD5_", "IMAGENET_"))}
     env["DOWNLOAD_RETRY_DELAY"] = "0.1"
+    env.update(extra)
     return env
 
 
@@ -125,7 +138,8 @@ def killed_then_resumed(root: Path, urls: Path, srv: FaultServer, size: int,
     p.wait()
     wait_session_gone(p.pid)  # start_new_session: the session id is the script's pid
     time.sleep(0.3)  # let the server notice the closed connections
-    have = sum(f.stat().st_size for f in (root / "downloads").glob(NAME + ".part*"))
+    have = sum(f.stat().st_size for f in (root / "downloads").glob(NAME + ".part*")
+               if not f.name.endswith(".md5state"))  # NAME.part and its pieces, not the MD5 state
     srv.reset_log()
     r = subprocess.run([str(SCRIPT), "--root", str(root), "--urls", str(urls), "val",
                         "--connections", str(connections)],
@@ -133,6 +147,57 @@ def killed_then_resumed(root: Path, urls: Path, srv: FaultServer, size: int,
     if r.returncode != 0:
         raise SystemExit("resumed download failed:\n" + r.stderr)
     return have, srv.bytes_sent() - (size - have)
+
+
+def tail(root: Path, urls: Path, connections: int, follow: bool) -> dict:
+    """One download of the tail file; what the script says about its last seconds: MD5 verified
+    this long after the last byte (and how much was left to hash then), fsync and rename."""
+    r = subprocess.run([str(SCRIPT), "--root", str(root), "--urls", str(urls), "val",
+                        "--connections", str(connections)], capture_output=True, text=True,
+                       env=env_for(DOWNLOAD_MD5_FOLLOW="1" if follow else "0"), timeout=3600)
+    if r.returncode != 0:
+        raise SystemExit("download failed:\n" + r.stderr)
+    verified, synced = VERIFIED_RE.search(r.stderr), SYNC_RE.search(r.stderr)
+    if not verified or not synced:
+        raise SystemExit("no 'MD5 verified ... after the last byte' or 'fsync' line in:\n" + r.stderr)
+    left = LEFT_RE.search(verified.group(0))
+    fetched = FETCHED_RE.search(r.stderr)
+    (root / "downloads" / NAME).unlink()
+    return {"verify": float(verified.group(1)), "how": verified.group(2), "sync": float(synced.group(1)),
+            "left": round(float(left.group(1)) * UNITS[left.group(2)]) if left else None,
+            "fetch": float(fetched.group(2)) if fetched else None}
+
+
+def tail_rows(work: Path, size: int, rate: float, n: int) -> list[dict]:
+    """The tail measurement (see the module's docstring) on a file of `size` bytes."""
+    src = work / "tail-src"
+    src.mkdir()
+    digest = make_file(src / NAME, size)
+    srv = FaultServer(src, rate=rate).start()
+    try:
+        urls = work / "tail-urls.sh"
+        urls.write_text('DOWNLOAD_URL_val="%s?token=x"\nMD5_val="%s"\n' % (srv.url(NAME), digest))
+        old = tail(work / "tail-old", urls, 1, follow=False)
+        new = tail(work / "tail-new", urls, 1, follow=True)
+        many = tail(work / ("tail-new%d" % n), urls, n, follow=True)
+    finally:
+        srv.stop()
+    mb = size / 1e6
+    rows = [{"measure": "last byte -> MD5 verified, old way: md5sum reads %d MB again" % mb,
+             "value": old["verify"], "unit": "s", "baseline": None, "ratio": None, "goal": "report"}]
+    for c, res in ((1, new), (n, many)):
+        rows.append({"measure": "last byte -> MD5 verified, followed while downloading, %d connection%s "
+                     "(%s left to hash)" % (c, "" if c == 1 else "s",
+                                            "?" if res["left"] is None else "%d B" % res["left"]),
+                     "value": res["verify"], "unit": "s", "baseline": old["verify"],
+                     "ratio": round(old["verify"] / max(res["verify"], 0.005), 1),
+                     "goal": "no MD5 work after the last byte"})
+    rows.append({"measure": "final fsync and rename alone (%d MB, followed run)" % mb,
+                 "value": new["sync"], "unit": "s", "baseline": None, "ratio": None, "goal": "report"})
+    print("tail file: %d MB at %g MB/s per connection; fetch %.1f s (1 connection), %.1f s (%d); "
+          "old way: %s" % (mb, rate / 1e6, new["fetch"] or 0, many["fetch"] or 0, n, old["how"]),
+          file=sys.stderr)
+    return rows
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a 60 MB file, for a smoke run")
     p.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
     p.add_argument("--json", type=Path, help="also write the rows to this file")
+    p.add_argument("--tail-size-mb", type=float, default=2000,
+                   help="size of the file for the last-byte-to-verified measurement (MB)")
+    p.add_argument("--tail-rate-mb", type=float, default=40,
+                   help="per-connection cap for that measurement (MB/s)")
+    p.add_argument("--tail-only", action="store_true", help="only the last-byte-to-verified measurement")
+    p.add_argument("--no-tail", action="store_true", help="skip the last-byte-to-verified measurement")
     return p
 
 
@@ -153,6 +224,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     size = int((60 if a.quick else a.size_mb) * 1e6)
     rate = a.rate_mb * 1e6
     n = a.connections
+    tail_size = int((200 if a.quick else a.tail_size_mb) * 1e6)
+    if a.tail_only:
+        with tempfile.TemporaryDirectory(dir=a.work) as tmp:
+            rows = tail_rows(Path(tmp), tail_size, a.tail_rate_mb * 1e6, n)
+        return report(a, rows, "last byte to verified, %d MB file" % (tail_size / 1e6), True)
     with tempfile.TemporaryDirectory(dir=a.work) as tmp:
         work = Path(tmp)
         src = work / "src"
@@ -173,6 +249,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             resume = {c: killed_then_resumed(work / ("kill%d" % c), urls, srv, size, c) for c in (1, n)}
         finally:
             srv.stop()
+        tail = [] if a.no_tail else tail_rows(work, tail_size, a.tail_rate_mb * 1e6, n)
     t1 = statistics.median(t for t, _ in res[1])
     tn = statistics.median(t for t, _ in res[n])
     w1 = statistics.median(w for _, w in res[1])
@@ -193,13 +270,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         rows.append({"measure": "bytes fetched twice after SIGKILL at %d%%, %d connection%s"
                      % (round(100 * have / size), c, "" if c == 1 else "s"),
                      "value": again, "unit": "B", "baseline": None, "ratio": None, "goal": "0"})
-    print("\n00_download.sh benchmark: %d MB file, loopback server capped at %g MB/s per connection, "
-          "%d round(s), %d cores" % (mb, a.rate_mb, a.repeat, os.cpu_count() or 0))
+    ok = t1 / tn >= goal and all(again == 0 for _, again in resume.values())
+    return report(a, rows + tail, "%d MB file, loopback server capped at %g MB/s per connection, "
+                  "%d round(s)" % (mb, a.rate_mb, a.repeat), ok)
+
+
+def report(a, rows: list[dict], what: str, ok: bool) -> int:
+    print("\n00_download.sh benchmark: %s, %d cores" % (what, os.cpu_count() or 0))
     rows = [dict(benchmark="download", **r) for r in rows]
     print_table(rows)
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1) + "\n")
-    ok = t1 / tn >= goal and all(again == 0 for _, again in resume.values())
     return 0 if ok else 1
 
 
