@@ -19,4 +19,6 @@ if [[ ! -f $here/imagenet_prep/unzip.py ]]; then
   exit 1
 fi
 command -v python3 >/dev/null 2>&1 || { echo "01_unzip.sh: error: need 'python3' (not found in PATH)" >&2; exit 1; }
-PYTHONPATH=$here${PYTHONPATH:+:$PYTHONPATH} exec python3 -m imagenet_prep.unzip "$@"
+# the package from this folder, before anything of the same name in the current folder or PYTHONPATH
+exec python3 -c 'import runpy, sys; sys.path.insert(0, sys.argv.pop(1))
+runpy.run_module("imagenet_prep.unzip", run_name="__main__", alter_sys=True)' "$here" "$@"

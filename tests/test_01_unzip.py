@@ -150,6 +150,17 @@ def test_copied_alone_says_the_package_is_missing(tmp_path, release):
     assert sorted(p.name for p in job.iterdir()) == ["01_unzip.sh"]
 
 
+def test_a_package_of_the_same_name_elsewhere_does_not_stand_in(tmp_path, release):
+    fake = tmp_path / "cwd" / "imagenet_prep"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise SystemExit('the wrong imagenet_prep was imported')\n")
+    root = make_root(tmp_path, release, ["val"])
+    r = run(["bash", UNZIP, "--root", root, "val"], cwd=fake.parent,
+            env=dict(os.environ, PYTHONPATH=str(fake.parent)))
+    assert r.returncode == 0, r.stderr
+    assert files(root / "val") == expected_flat(release.archives["val"])
+
+
 def test_root_must_exist(tmp_path):
     r = unzip(tmp_path / "nope", "val")
     assert r.returncode == 1
