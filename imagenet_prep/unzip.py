@@ -103,8 +103,8 @@ def write_flat(src: Source, size: int, split: str, tmp: str, label: str,
     with open_dir(tmp) as folder:
         out = FlatWriter(split, folder, label, digest)
         for m in iter_tar(src, 0, size, label, need_eof=True):
-            out.add(src, m)
-            bar.update(m.offset + m.size, "%d images" % out.count)
+            if out.add(src, m) and not out.refused:
+                bar.update(m.offset + m.size, "%d images" % out.count)
     bar.close()
     out.check()
     return out.count, out.bytes, out.sums
