@@ -9,8 +9,9 @@ The labels, callable on their own (04 verifies with them, 05 places images with 
 - read_blacklist(path, names): the images to set aside
 The tree: scan (one scandir per folder, no per-file stat) -> plan_forward / plan_undo (every
 problem found before anything changes) -> execute (renames; links; copies under a temporary name)
--> a fresh scan to verify. sort_val and flatten_val are the two commands of
-03_build_val_class_folders.py; build takes the lock and picks one.
+-> a fresh scan to verify -> ROOT/meta/SHA256SUMS.val rewritten with the images' new places
+(ValManifest). sort_val and flatten_val are the two commands of 03_build_val_class_folders.py;
+build takes the lock and picks one.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Collection, Iterator, Optional
 
-from . import facts, files
+from . import facts, files, manifest
 from .console import PrepError, log
 from .progress import Progress
 
@@ -559,6 +560,78 @@ def counts_text(s: Scan) -> str:
     return "; ".join(parts) or "no images in class folders"
 
 
+# ----------------------------------------------------------------------------- the manifest
+
+MANIFEST_TREES = (VAL_DIR + "/", BLACKLIST_DIR + "/")
+
+
+@dataclass
+class ValManifest:
+    """ROOT/meta/SHA256SUMS.val (written by 01_unzip.sh), kept in step with the images' places.
+
+    An image's bytes do not change when 03 moves or links it, so its hash is known by its file
+    name: the manifest is rewritten from a scan of the tree, never by reading an image again.
+    Every image the manifest lists is listed at each place it is now: flat in val/, in
+    val/WNID/, in val_blacklisted/WNID/ (--exclude-blacklist), or in both val/ and val/WNID/
+    (--copy, --link, --symlink: the flat original stays and loaders read the class folder).
+    A listed image not found keeps its line, so `sha256sum -c` reports it missing."""
+
+    path: str
+    lines: dict[str, str]            # what the file lists now: path -> SHA-256
+    digest_of: dict[str, str]        # image file name -> SHA-256, from the paths in MANIFEST_TREES
+
+    @classmethod
+    def load(cls, root: Path) -> Optional["ValManifest"]:
+        """The manifest, or None when there is none (nothing to keep in step). A damaged one is
+        a PrepError, raised before anything changes."""
+        path = manifest.path_of(str(root), VAL_DIR)
+        if not os.path.isfile(path):
+            return None
+        lines = manifest.read(path)
+        digest_of: dict[str, str] = {}
+        clash = []
+        for rel, digest in lines.items():
+            if rel.startswith(MANIFEST_TREES) and \
+                    digest_of.setdefault(rel.rsplit("/", 1)[1], digest) != digest:
+                clash.append(rel)
+        if clash:
+            raise PrepError("%s lists images at several places with different SHA-256s (%s); "
+                            "nothing was changed: extract val again with 01_unzip.sh to rewrite "
+                            "it, or delete it" % (path, ", ".join(clash[:SHOW])))
+        return cls(path, lines, digest_of)
+
+    def entries(self, s: Scan) -> tuple[list[tuple[str, str]], list[str]]:
+        """The lines for the tree `s` as (path, SHA-256), and the images found that the
+        manifest does not list (they are left out: their bytes were never hashed)."""
+        found: dict[str, list[str]] = {}
+        for name in s.flat:
+            found.setdefault(name, []).append("%s/%s" % (VAL_DIR, name))
+        for name, (tree, wnid) in s.placed.items():
+            found.setdefault(name, []).extend(
+                "%s/%s/%s" % (t, w, name) for t, w in [(tree, wnid)] + s.extra.get(name, []))
+        out = [(rel, d) for rel, d in self.lines.items()
+               if not rel.startswith(MANIFEST_TREES) or rel.rsplit("/", 1)[1] not in found]
+        out.extend((rel, self.digest_of[name]) for name, places in found.items()
+                   if name in self.digest_of for rel in places)
+        return out, sorted(name for name in found if name not in self.digest_of)
+
+    def sync(self, s: Scan) -> bool:
+        """Rewrite the manifest for the tree `s` (atomically, only if it changes; leftovers of a
+        killed rewrite are removed first). True if it wrote."""
+        entries, unlisted = self.entries(s)
+        if unlisted:
+            log.warning("warning: %d images are not listed in %s (first: %s): they were not in "
+                        "the archive 01_unzip.sh extracted; 04_verify.py --full val reports them",
+                        len(unlisted), self.path, ", ".join(unlisted[:SHOW]))
+        folder, name = os.path.split(self.path)
+        files.clear_temps(folder, name)
+        wrote = files.write_if_changed(self.path, manifest.render(entries))
+        if wrote:
+            log.info("rewrote %s: %d paths, the images' places now (sha256sum -c checks them)",
+                     self.path, len(entries))
+        return wrote
+
+
 # ----------------------------------------------------------------------------- the two commands
 
 @contextlib.contextmanager
@@ -630,24 +703,24 @@ def sort_val(root: Path, mode: str = "move", dry_run: bool = False,
     if plan.problems:
         raise PrepError("the plan has problems, nothing was changed:\n%s"
                         % problem_text(plan.problems))
+    sums = ValManifest.load(root)
     if s.others:
         log.warning("warning: leaving %d other entries alone (first: %s)", len(s.others),
                     ", ".join(s.others[:SHOW]))
     verb = MODES[mode]
-    summary = ("%s %d images into %d class folders under %s%s (%d already in place; %s form "
-               "labels)" % (verb, sum(1 for a in plan.actions if a[0] != "unlink"),
-                            len(set(labels.wnid_of.values())), root / VAL_DIR,
-                            " and %s" % (root / BLACKLIST_DIR) if excluded else "", plan.done,
-                            labels.form))
+    summary = _forward_summary(root, plan, labels, bool(excluded), verb)
     out_csv = root / VAL_LABELS_CSV
     if dry_run:
-        log.info("dry run: would %s; would write %s; nothing changed", summary, out_csv)
+        log.info("dry run: would %s; would write %s%s; nothing changed", summary, out_csv,
+                 " and keep %s in step" % sums.path if sums else "")
         return 0
     for tmp in s.temps:
         os.unlink(tmp)
     text = val_labels_text(labels, classes)
     if not plan.actions:
         wrote = write_val_labels(out_csv, text)
+        if sums:
+            sums.sync(s)         # a run killed after its moves left the manifest behind
         log.info("already done: %d images in place, %s%s", plan.done, counts_text(s),
                  "; wrote %s" % out_csv if wrote else "")
         return 0
@@ -658,9 +731,18 @@ def sort_val(root: Path, mode: str = "move", dry_run: bool = False,
     _run_actions(plan, verb)
     write_val_labels(out_csv, text)
     after = _verify(root, labels, excluded, mode)
+    if sums:
+        sums.sync(after)
     log.info("done: %d images verified in place (%s); wrote %s", len(labels.wnid_of),
              counts_text(after), out_csv)
     return 0
+
+
+def _forward_summary(root: Path, plan: Plan, labels: Labels, excluding: bool, verb: str) -> str:
+    return ("%s %d images into %d class folders under %s%s (%d already in place; %s form labels)"
+            % (verb, sum(1 for a in plan.actions if a[0] != "unlink"),
+               len(set(labels.wnid_of.values())), root / VAL_DIR,
+               " and %s" % (root / BLACKLIST_DIR) if excluding else "", plan.done, labels.form))
 
 
 def flatten_val(root: Path, dry_run: bool = False) -> int:
@@ -672,13 +754,17 @@ def flatten_val(root: Path, dry_run: bool = False) -> int:
     plan = plan_undo(root, s)
     if plan.problems:
         raise PrepError("cannot flatten, nothing was changed:\n%s" % problem_text(plan.problems))
+    sums = ValManifest.load(root)
     moves = sum(1 for a in plan.actions if a[0] == "move")
     summary = ("move %d images back to %s and remove %d class-folder copies/links (%d already "
                "flat)" % (moves, root / VAL_DIR, len(plan.actions) - moves, plan.done))
     if dry_run:
-        log.info("dry run: would %s; nothing changed", summary)
+        log.info("dry run: would %s%s; nothing changed", summary,
+                 " and keep %s in step" % sums.path if sums else "")
         return 0
     if not plan.actions and not s.class_dirs:
+        if sums:
+            sums.sync(s)
         log.info("already done: %d images flat in %s, no class folders", plan.done,
                  root / VAL_DIR)
         return 0
@@ -705,5 +791,7 @@ def flatten_val(root: Path, dry_run: bool = False) -> int:
     if after.placed:
         raise PrepError("verification failed: %d images are still in class folders; rerun --undo"
                         % len(after.placed))
+    if sums:
+        sums.sync(after)
     log.info("done: %d images flat in %s", len(after.flat), root / VAL_DIR)
     return 0

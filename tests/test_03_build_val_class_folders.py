@@ -89,6 +89,27 @@ def flat_tree(release) -> set:
     return {"val/" + n for n in release.val}
 
 
+def write_manifest(root: Path) -> Path:
+    """ROOT/meta/SHA256SUMS.val for the flat val, as 01_unzip.sh writes it (sha256sum format)."""
+    path = root / "meta" / "SHA256SUMS.val"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join("%s  val/%s\n" % (hashlib.sha256(p.read_bytes()).hexdigest(), p.name)
+                            for p in sorted((root / "val").iterdir())))
+    return path
+
+
+def manifest_paths(root: Path) -> set:
+    return {line[66:] for line in (root / "meta" / "SHA256SUMS.val").read_text().splitlines()}
+
+
+def sha256sum_ok(root: Path) -> None:
+    """`cd ROOT && sha256sum -c --quiet meta/SHA256SUMS.val` passes; the lines are sorted."""
+    r = run(["sha256sum", "-c", "--quiet", "meta/SHA256SUMS.val"], cwd=root)
+    assert r.returncode == 0 and r.stdout == "", r.stdout + r.stderr
+    lines = (root / "meta" / "SHA256SUMS.val").read_text().splitlines()
+    assert lines == sorted(lines, key=lambda line: line[66:])
+
+
 def run03(*args, **kw) -> subprocess.CompletedProcess:
     return run([sys.executable, SCRIPT, *args], **kw)
 
@@ -321,6 +342,112 @@ def test_blacklist_with_symlinks_points_back_to_val(tmp_path, release):
     assert link.read_bytes() == (root / "val" / name).read_bytes()
 
 
+# ----------------------------------------------------------------------------- the manifest
+
+@pytest.mark.parametrize("mode", ["move", "copy", "link", "symlink"])
+def test_manifest_follows_the_images_and_their_undo(tmp_path, release, mode):
+    """SHA256SUMS.val lists every image where it is now (--copy/--link/--symlink: the class-folder
+    entry the loaders read and the flat original); the hashes are the original ones."""
+    root = make_root(tmp_path, release)
+    write_manifest(root)
+    digests = {line[66:].rsplit("/", 1)[1]: line[:64]
+               for line in (root / "meta" / "SHA256SUMS.val").read_text().splitlines()}
+    before = snapshot(root)
+    r = ok(run03("--root", root, "--dry-run"))
+    assert "and keep %s in step" % (root / "meta" / "SHA256SUMS.val") in r.stderr
+    assert snapshot(root) == before
+    r = ok(run03("--root", root, *(["--" + mode] if mode != "move" else [])))
+    assert "rewrote %s" % (root / "meta" / "SHA256SUMS.val") in r.stderr
+    assert manifest_paths(root) == image_tree(root)
+    sha256sum_ok(root)
+    assert {line[66:].rsplit("/", 1)[1]: line[:64] for line in
+            (root / "meta" / "SHA256SUMS.val").read_text().splitlines()} == digests
+    assert "rewrote" not in ok(run03("--root", root, *(["--" + mode] if mode != "move" else []))
+                               ).stderr                  # already done: not written again
+    ok(run03("--root", root, "--undo"))
+    assert manifest_paths(root) == flat_tree(release)
+    sha256sum_ok(root)
+    assert not [p for p in (root / "meta").iterdir() if p.name.startswith(".")]
+
+
+def test_manifest_lists_blacklisted_images_where_they_are(tmp_path, release):
+    root = make_root(tmp_path, release)
+    write_manifest(root)
+    bl = tmp_path / "blacklist.txt"
+    bl.write_text("".join("%d\n" % i for i in release.blacklist))
+    excluded = {VAL % i for i in release.blacklist}
+    ok(run03("--root", root, "--exclude-blacklist", bl))
+    assert manifest_paths(root) == expected_tree(release, excluded)
+    assert any(p.startswith("val_blacklisted/") for p in manifest_paths(root))
+    sha256sum_ok(root)
+    ok(run03("--root", root, "--undo"))
+    assert manifest_paths(root) == flat_tree(release)
+    sha256sum_ok(root)
+
+
+def test_a_manifest_left_behind_by_a_killed_run_is_fixed_by_the_rerun(tmp_path, release):
+    """Killed after its moves, before the rewrite: the rerun has nothing to move but rewrites the
+    manifest (and clears the temporary file a killed rewrite leaves)."""
+    root = make_root(tmp_path, release)
+    flat = write_manifest(root).read_bytes()
+    ok(run03("--root", root))
+    (root / "meta" / "SHA256SUMS.val").write_bytes(flat)
+    (root / "meta" / ".SHA256SUMS.val.tmp-host.999").write_bytes(flat[:100])
+    r = ok(run03("--root", root))
+    assert "already done" in r.stderr and "rewrote" in r.stderr
+    assert manifest_paths(root) == expected_tree(release)
+    assert not (root / "meta" / ".SHA256SUMS.val.tmp-host.999").exists()
+    sha256sum_ok(root)
+    (root / "meta" / "SHA256SUMS.val").write_bytes(flat)   # the same for --undo
+    ok(run03("--root", root, "--undo"))
+    (root / "meta" / "SHA256SUMS.val").write_text(
+        (root / "meta" / "SHA256SUMS.val").read_text().replace("  val/", "  val/n00000001/"))
+    r = ok(run03("--root", root, "--undo"))
+    assert "already done" in r.stderr and "rewrote" in r.stderr
+    sha256sum_ok(root)
+
+
+def test_manifest_of_images_not_found_or_not_listed(tmp_path, release):
+    """A listed image that is not there keeps its line (sha256sum -c says it is missing); an
+    image the manifest does not list is left out, with a warning."""
+    root = make_root(tmp_path, release)
+    write_manifest(root)
+    text = (root / "meta" / "SHA256SUMS.val").read_text().splitlines(keepends=True)
+    gone = VAL % 5                                   # not listed (e.g. added after 01)
+    lines = [x for x in text if not x.rstrip().endswith(gone)]
+    (root / "meta" / "SHA256SUMS.val").write_text(
+        "".join(sorted(lines + ["%s  val/%s\n" % ("0" * 64, VAL % 99)], key=lambda x: x[66:])))
+    r = ok(run03("--root", root))
+    assert "warning: 1 images are not listed in" in r.stderr and gone in r.stderr
+    assert manifest_paths(root) == (expected_tree(release) - {"val/%s/%s" % (release.val[gone], gone)}
+                                    | {"val/" + VAL % 99})
+
+
+def test_no_manifest_no_word_about_it(tmp_path, release):
+    root = make_root(tmp_path, release)
+    r = ok(run03("--root", root))
+    r2 = ok(run03("--root", root, "--undo"))
+    assert "SHA256SUMS" not in r.stderr + r2.stderr
+    assert sorted(p.name for p in (root / "meta").iterdir()) == ["synsets.csv", "val_labels.csv"]
+
+
+def test_a_damaged_manifest_stops_the_run_before_anything_moves(tmp_path, release):
+    root = make_root(tmp_path, release)
+    path = write_manifest(root)
+    path.write_text(path.read_text() + "not a line\n")
+    before = snapshot(root)
+    r = run03("--root", root)
+    assert r.returncode == 1 and "SHA256SUMS.val line %d" % (len(release.val) + 1) in r.stderr
+    assert snapshot(root) == before
+    lines = path.read_text().splitlines()[:-1]
+    path.write_text("\n".join(lines + ["f" * 64 + lines[0][64:].replace("val/", "val/n00000001/")])
+                    + "\n")
+    before = snapshot(root)
+    r = run03("--root", root)
+    assert r.returncode == 1 and "different SHA-256s" in r.stderr
+    assert snapshot(root) == before
+
+
 # ----------------------------------------------------------------------------- the label API
 
 @pytest.mark.parametrize("form", ["devkit", "kaggle", "tf"])
@@ -526,6 +653,7 @@ def _big_root(tmp_path: Path, n_classes: int, per_class: int, seed: int):
     for k in range(1, len(ids) + 1):
         with open(root / "val" / (VAL % k), "wb") as f:
             f.write((VAL % k).encode() * 20)
+    write_manifest(root)
     labels = tmp_path / "gt.txt"
     labels.write_text("".join("%d\n" % i for i in ids))
     write_synsets(root / "meta" / "synsets.csv",
@@ -595,12 +723,16 @@ def test_sigkill_at_random_moments_then_rerun(tmp_path, mode_args, rounds):
     if mode_args:
         want |= {"val/" + f for f in truth}
     assert image_tree(root) == want
+    assert manifest_paths(root) == want               # the manifest follows, whatever the kills
+    sha256sum_ok(root)
     assert "already done" in subprocess.run(cmds["fwd"], capture_output=True, text=True,
                                             timeout=120).stderr
     r = subprocess.run(cmds["undo"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert image_tree(root) == {"val/" + f for f in truth}
     assert sorted(p.name for p in (root / "val").iterdir()) == sorted(truth)
+    assert manifest_paths(root) == {"val/" + f for f in truth}
+    sha256sum_ok(root)
 
 
 def _sorting_started(root: Path, wnids: set) -> bool:
