@@ -1,0 +1,445 @@
+"""Tests of 04_verify.py: trees made by the real pipeline (01, 02, 03 as processes) and by the
+common tar recipe, damaged in every way the issue names; the exit code and the message are
+checked, and that the tree was left as it was."""
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import minirelease
+from conftest import load_script, run, script
+from imagenet_prep import verify
+
+VERIFY = script("04_verify.py")
+VAL = "ILSVRC2012_val_%08d.JPEG"
+
+
+# ----------------------------------------------------------------------------- trees
+
+def pipeline_tree(rel: minirelease.Release, root: Path) -> Path:
+    """ROOT as the pipeline makes it: 01_unzip.sh all, 02 (miniature class count), 03."""
+    (root / "downloads").mkdir(parents=True)
+    for split in ("train", "val", "test", "devkit"):
+        shutil.copy(rel.archives[split], root / "downloads")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    for cmd in (["bash", script("01_unzip.sh"), "--root", root, "all"],
+                [sys.executable, script("02_convert_meta_clsloc.py"), "--root", root,
+                 "--expect-classes", len(rel.classes)],
+                [sys.executable, script("03_build_val_class_folders.py"), "--root", root]):
+        r = run(cmd, env=env)
+        assert r.returncode == 0, r.stderr
+    shutil.rmtree(root / "downloads")
+    return root
+
+
+RECIPE = r"""
+set -euo pipefail
+cd "$1"
+mkdir train && tar -xf "$2" -C train
+for f in train/*.tar; do d=${f%.tar}; mkdir "$d"; tar -xf "$f" -C "$d"; rm "$f"; done
+tar -xf "$4"                                    # test/ILSVRC2012_test_*.JPEG
+mkdir devkit && tar -xzf "$5" -C devkit
+mkdir val && tar -xf "$3" -C val && cd val
+i=0
+while read -r id; do                            # valprep.sh: line i of the ground truth
+  i=$((i + 1)); name=$(printf 'ILSVRC2012_val_%08d.JPEG' "$i")
+  wnid=$(sed -n "${id}p" ../wnids.txt)          # devkit ID -> WNID
+  mkdir -p "$wnid"; mv "$name" "$wnid/"
+done < ../devkit/ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt
+rm ../wnids.txt
+"""
+
+
+def recipe_tree(rel: minirelease.Release, root: Path) -> Path:
+    """ROOT as the common recipe makes it: tar, a loop of inner tars, a valprep-style loop; the
+    devkit extracted; no 02, no markers, no manifest."""
+    root.mkdir(parents=True)
+    (root / "wnids.txt").write_text("".join(c.wnid + "\n" for c in rel.classes))
+    r = run(["bash", "-c", RECIPE, "recipe", root, rel.archives["train"], rel.archives["val"],
+             rel.archives["test"], rel.archives["devkit"]])
+    assert r.returncode == 0, r.stderr
+    return root
+
+
+@pytest.fixture(scope="module")
+def made(release, tmp_path_factory) -> Path:
+    return pipeline_tree(release, tmp_path_factory.mktemp("pipeline") / "root")
+
+
+@pytest.fixture
+def tree(made, tmp_path) -> Path:
+    """A fresh copy of the pipeline-made tree, to damage."""
+    root = tmp_path / "root"
+    shutil.copytree(made, root, symlinks=True)
+    return root
+
+
+def run04(root: Path, *args, env=None) -> subprocess.CompletedProcess:
+    full = {k: v for k, v in os.environ.items() if k != "IMAGENET_ROOT"}
+    full.update(env or {})
+    return run([sys.executable, VERIFY, "--root", root, *args], env=full)
+
+
+def snapshot(root: Path) -> dict:
+    """relative path -> (mtime, MD5 of a file's bytes) for everything under root."""
+    return {str(p.relative_to(root)): (p.lstat().st_mtime_ns, None if p.is_symlink() or
+                                       not p.is_file() else hashlib.md5(p.read_bytes()).hexdigest())
+            for p in sorted(root.rglob("*"))}
+
+
+def passes(r: subprocess.CompletedProcess) -> str:
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+    assert "error:" not in r.stderr
+    return r.stderr
+
+
+def fails(r: subprocess.CompletedProcess, *words: str) -> str:
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+    for w in words:
+        assert w in r.stderr, (w, r.stderr)
+    assert "FAILED" in r.stderr
+    return r.stderr
+
+
+def sha256sum_ok(root: Path, split: str) -> None:
+    r = run(["sha256sum", "-c", "--quiet", "meta/SHA256SUMS." + split], cwd=root)
+    assert r.returncode == 0 and r.stdout == "", r.stdout + r.stderr
+
+
+def a_train_image(release, k: int = 0) -> str:
+    wnid = sorted(release.train)[k]
+    return "train/%s/%s" % (wnid, release.train[wnid][-1])
+
+
+# ----------------------------------------------------------------------------- interface
+
+def test_imports_without_running_and_has_help():
+    mod = load_script("04_verify")
+    assert callable(mod.main) and callable(mod.build_parser)
+    r = run([sys.executable, VERIFY, "--help"])
+    assert r.returncode == 0
+    for text in ("--root DIR", "--full", "--decode", "--jobs N", "train val test all",
+                 "IMAGENET_ROOT", "Exit codes"):
+        assert text in r.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "name at least one SPLIT"),
+    (["trian"], "unknown split 'trian'"),
+    (["--jobs", "0", "train"], "--jobs wants a number"),
+    (["--jobs", "x", "train"], "invalid int value"),
+    (["--fast", "train"], "unknown option '--fast'"),
+])
+def test_usage_errors_exit_2(tmp_path, args, message):
+    r = run([sys.executable, VERIFY, "--root", tmp_path, *args])
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and "Usage:" in r.stderr
+
+
+def test_copied_alone_says_the_package_is_missing(tmp_path):
+    (tmp_path / VERIFY.name).write_bytes(VERIFY.read_bytes())
+    r = run([sys.executable, tmp_path / VERIFY.name, "all"], cwd=tmp_path)
+    assert r.returncode == 1 and "needs the folder imagenet_prep/ beside it" in r.stderr
+
+
+def test_root_that_is_not_there(tmp_path):
+    r = run04(tmp_path / "nope", "all")
+    assert r.returncode == 1 and "is not a folder" in r.stderr
+    r = run04(tmp_path, "all")
+    assert r.returncode == 1 and "none of train/, val/, test/" in r.stderr
+
+
+# ----------------------------------------------------------------------------- good trees
+
+def test_pipeline_tree_passes_structure_and_full(made, release):
+    before = snapshot(made)
+    err = passes(run04(made, "all"))
+    n_train = sum(len(v) for v in release.train.values())
+    assert "train: ok: %d classes, %d images" % (len(release.train), n_train) in err
+    assert "val: ok: %d images in %d class folders" % (len(release.val), len(release.train)) in err
+    assert "test: ok: %d images" % len(release.test) in err
+    assert "result: train ok, val ok, test ok" in err
+    # the PNG and the CMYK JPEGs are known kinds: named in a note
+    for name, kind in release.special.items():
+        assert "%s/%s (%s)" % (name.split("_")[0], name, "PNG" if kind == "png" else "CMYK JPEG") \
+            in err
+    err = passes(run04(made, "--full", "--jobs", "2", "train", "val", "test"))
+    for split in ("train", "val", "test"):
+        assert "SHA-256 against meta/SHA256SUMS.%s" % split in err
+        sha256sum_ok(made, split)
+    assert snapshot(made) == before                  # reads only
+
+
+def test_recipe_made_tree_passes_structure(release, tmp_path):
+    """Two-pass tar, a valprep-style loop, the devkit: no 02, no markers, no manifest. The
+    classes come from the devkit's meta.mat, the val labels from its ground truth."""
+    root = recipe_tree(release, tmp_path / "root")
+    assert not (root / "meta").exists()
+    err = passes(run04(root, "all"))
+    assert "classes: %d, from %s" % (len(release.classes), root / "devkit") in err
+    assert "result: train ok, val ok, test ok" in err
+    err = passes(run04(root, "--full", "all"))
+    assert "no manifest meta/SHA256SUMS.train: --full needs one (01_unzip.sh writes it" in err
+    assert not (root / "meta").exists()
+
+
+def test_recipe_tree_with_a_leftover_inner_tar_fails(release, tmp_path):
+    root = recipe_tree(release, tmp_path / "root")
+    wnid = sorted(release.train)[3]
+    (root / "train" / (wnid + ".tar")).write_bytes(b"\0" * 1024)   # a forgotten `rm "$f"`
+    fails(run04(root, "train"), "stray entries", "train/%s.tar" % wnid)
+
+
+def test_flat_val_before_03_passes_with_a_note(tree, release):
+    r = run([sys.executable, script("03_build_val_class_folders.py"), "--root", tree, "--undo"])
+    assert r.returncode == 0, r.stderr
+    err = passes(run04(tree, "--full", "val"))
+    assert "val: note: val is flat, as extracted" in err
+    sha256sum_ok(tree, "val")
+
+
+@pytest.mark.parametrize("mode", ["copy", "link", "symlink"])
+def test_manifest_survives_03_modes_and_undo(tree, release, mode):
+    """03 rewrites SHA256SUMS.val whatever it does: --full and sha256sum -c pass after each."""
+    three = [sys.executable, script("03_build_val_class_folders.py"), "--root", tree]
+    for args in (["--undo"], ["--" + mode], ["--undo"], []):
+        r = run(three + args)
+        assert r.returncode == 0, r.stderr
+        err = passes(run04(tree, "--full", "val"))
+        sha256sum_ok(tree, "val")
+        if args == ["--" + mode]:
+            assert "%d flat originals kept" % len(release.val) in err
+    bl = tree / "blacklist.txt"
+    bl.write_text("".join("%d\n" % i for i in release.blacklist))
+    assert run(three + ["--exclude-blacklist", bl]).returncode == 0
+    err = passes(run04(tree, "--full", "val"))
+    assert "%d images set aside in val_blacklisted/" % len(release.blacklist) in err
+    sha256sum_ok(tree, "val")
+
+
+# ----------------------------------------------------------------------------- damaged trees
+
+def _damage(kind: str, root: Path, release) -> tuple[list[str], list[str]]:
+    """Damage the tree one way; return (04's options, words its output must contain)."""
+    if kind.startswith("val-") or kind in ("empty", "wrong-folder", "hidden"):
+        return _damage_val(kind, root, release)
+    image = a_train_image(release)
+    wnid = image.split("/")[1]
+    if kind == "deleted":
+        (root / image).unlink()
+        return ["--full"], [verify.GONE, image, verify.COUNT, wnid]
+    if kind == "truncated":
+        data = (root / image).read_bytes()
+        (root / image).write_bytes(data[:len(data) - 100])
+        return ["--full"], [verify.CHANGED, image]
+    if kind == "flipped":
+        data = bytearray((root / image).read_bytes())
+        data[len(data) // 2] ^= 0x01
+        (root / image).write_bytes(bytes(data))
+        return ["--full"], [verify.CHANGED, image]
+    if kind == "stray":
+        (root / "train" / wnid / "notes.txt").write_text("mine\n")
+        return [], [verify.STRAY, "train/%s/notes.txt" % wnid]
+    if kind == "stray-jpeg":
+        shutil.copy(root / image, root / "train" / wnid / (wnid + "_999999.JPEG"))
+        return ["--full"], [verify.NOT_LISTED, "train/%s/%s_999999.JPEG" % (wnid, wnid),
+                            verify.COUNT]
+    if kind == "missing-class":
+        shutil.rmtree(root / "train" / wnid)
+        return [], [verify.CLASSES_MISSING, wnid]
+    if kind == "extra-class":
+        (root / "train" / "n09999999").mkdir()
+        shutil.copy(root / image, root / "train" / "n09999999" / "n09999999_1.JPEG")
+        return [], [verify.CLASSES_EXTRA, "train/n09999999/"]
+    if kind == "temporary":
+        (root / "train" / (".%s.tmp-host.4242" % wnid)).mkdir()
+        return [], [verify.TEMP, "train/.%s.tmp-host.4242/" % wnid]
+    if kind == "not-an-image":
+        (root / image).write_text("<html>Please log in</html>\n")
+        return [], [verify.NOT_AN_IMAGE, image]
+    if kind == "test-missing":
+        (root / "test" / release.test[4]).unlink()
+        return [], [verify.GAPS, "test/" + release.test[4]]
+    if kind == "unreadable":
+        (root / image).unlink()
+        (root / image).symlink_to("/nonexistent/image.JPEG")
+        return [], [verify.UNREADABLE, image]
+    raise AssertionError(kind)
+
+
+def _damage_val(kind: str, root: Path, release) -> tuple[list[str], list[str]]:
+    name = VAL % 3
+    wnid = release.val[name]
+    path = "val/%s/%s" % (wnid, name)
+    if kind == "empty":
+        (root / path).write_bytes(b"")
+        return [], [verify.EMPTY, path]
+    if kind == "wrong-folder":
+        other = next(w for w in sorted(release.train) if w != wnid)
+        os.rename(root / path, root / "val" / other / name)
+        return [], [verify.WRONG, "val/%s/%s (label: %s)" % (other, name, wnid)]
+    if kind == "hidden":
+        (root / "val" / wnid / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+        return [], [verify.HIDDEN, "val/%s/.DS_Store" % wnid]
+    if kind == "val-missing":
+        (root / path).unlink()
+        return [], [verify.LABELLED_MISSING, name]
+    if kind == "val-still-flat":
+        os.rename(root / path, root / "val" / name)
+        return [], [verify.STILL_FLAT, "val/" + name]
+    if kind == "val-unlabelled":
+        shutil.copy(root / path, root / "val" / wnid / (VAL % 999))
+        return [], [verify.UNLABELLED, "val/%s/%s" % (wnid, VAL % 999)]
+    raise AssertionError(kind)
+
+
+DAMAGE = ["deleted", "truncated", "flipped", "stray", "stray-jpeg", "empty", "missing-class",
+          "extra-class", "wrong-folder", "hidden", "temporary", "not-an-image", "test-missing",
+          "val-missing", "val-still-flat", "val-unlabelled", "unreadable"]
+
+
+@pytest.mark.parametrize("kind", DAMAGE)
+def test_each_kind_of_damage_fails_naming_it(tree, release, kind):
+    args, words = _damage(kind, tree, release)
+    before = snapshot(tree)
+    err = fails(run04(tree, *args, "all"), *words)
+    assert snapshot(tree) == before
+    assert sum(1 for line in err.splitlines() if ": error: " in line) == \
+        len([w for w in words if w in vars(verify).values()]), err
+
+
+def test_many_problems_of_a_kind_are_counted_not_all_listed(tree, release):
+    wnid = sorted(release.train)[0]
+    for i in range(12):
+        (tree / "train" / wnid / ("junk%02d.txt" % i)).write_text("x")
+    err = fails(run04(tree, "train"), "stray entries (not images of this split; loaders may read "
+                                      "them) (12): ", "... and 7 more")
+    assert "junk05.txt" not in err
+
+
+def test_the_first_problems_of_each_kind_come_with_a_count(tree, release):
+    """Problems of several kinds in one split: one error line per kind, and a FAILED summary."""
+    for kind in ("stray", "hidden", "empty"):
+        _damage(kind, tree, release)
+    err = fails(run04(tree, "train", "val"), "val: FAILED (2 problems)", "train: FAILED (1 problem)")
+    assert "result: train FAILED (1 problem), val FAILED (2 problems)" in err
+
+
+def test_a_manifest_left_behind_by_an_old_03_says_to_rerun_it(tree, release):
+    """The flat paths of 01 while the images are in class folders: missing + extra, and why."""
+    text = (tree / "meta" / "SHA256SUMS.val").read_text()
+    (tree / "meta" / "SHA256SUMS.val").write_text(
+        "".join("%s  val/%s\n" % (line[:64], line.rsplit("/", 1)[1])
+                for line in sorted(text.splitlines(), key=lambda x: x.rsplit("/", 1)[1])))
+    fails(run04(tree, "--full", "val"), verify.GONE, verify.NOT_LISTED,
+          "%d images are listed in meta/SHA256SUMS.val at another place" % len(release.val),
+          "03_build_val_class_folders.py rewrites it: rerun it")
+    r = run([sys.executable, script("03_build_val_class_folders.py"), "--root", tree])
+    assert r.returncode == 0 and "already done" in r.stderr
+    passes(run04(tree, "--full", "val"))
+
+
+def test_a_damaged_manifest_is_named(tree):
+    with open(tree / "meta" / "SHA256SUMS.test", "a") as f:
+        f.write("deadbeef  test/x.JPEG\n")
+    fails(run04(tree, "--full", "test"), verify.MANIFEST, "SHA256SUMS.test line")
+
+
+# ----------------------------------------------------------------------------- what is missing
+
+def test_without_a_manifest_full_checks_the_structure_and_says_so(tree):
+    for split in ("train", "val", "test"):
+        (tree / "meta" / ("SHA256SUMS." + split)).unlink()
+    err = passes(run04(tree, "--full", "all"))
+    for split in ("train", "val", "test"):
+        assert "%s: note: no manifest meta/SHA256SUMS.%s: --full needs one" % (split, split) in err
+
+
+def test_without_a_class_list_says_how_to_make_one(tree):
+    (tree / "meta" / "synsets.csv").unlink()
+    shutil.rmtree(tree / "devkit")
+    fails(run04(tree, "train"), verify.NO_CLASSES, "run 02_convert_meta_clsloc.py",
+          "00_download.sh devkit")
+    passes(run04(tree, "test"))                        # test needs no classes
+
+
+def test_val_labels_from_03s_csv_or_none(tree, release):
+    """Without the devkit the labels 03 wrote are used; without those too, a note."""
+    shutil.rmtree(tree / "devkit")
+    passes(run04(tree, "val"))
+    _damage("wrong-folder", tree, release)
+    fails(run04(tree, "val"), verify.WRONG)
+    (tree / "meta" / "val_labels.csv").unlink()
+    err = passes(run04(tree, "val"))
+    assert "val: note: no validation labels, so the class of each image is not checked" in err
+
+
+def test_all_checks_the_splits_that_are_there_a_named_one_must_be(tree):
+    shutil.rmtree(tree / "test")
+    err = passes(run04(tree, "all"))
+    assert "not there, so not checked: test/" in err
+    fails(run04(tree, "test"), verify.NO_SPLIT, "01_unzip.sh test extracts it")
+
+
+def test_official_counts_apply_to_the_release_class_set(tmp_path, release):
+    """Without a class list test is taken as the release's: 100,000 images."""
+    (tmp_path / "test").mkdir()
+    for name in release.test:
+        (tmp_path / "test" / name).write_bytes(minirelease.fake_jpeg(random.Random(1), 300))
+    fails(run04(tmp_path, "test"), "%s (99990): test/ILSVRC2012_test_00000011.JPEG" % verify.GAPS,
+          "... and 99985 more")
+
+
+# ----------------------------------------------------------------------------- --decode
+
+def test_decode_passes_every_generated_image_and_catches_a_truncated_one(tree, release):
+    err = passes(run04(tree, "--decode", "all"))
+    assert "every image decoded" in err
+    image = a_train_image(release, 5)
+    data = (tree / image).read_bytes()
+    (tree / image).write_bytes(data[:len(data) // 2])
+    for split in ("train", "val", "test"):                # decoding alone finds it
+        (tree / "meta" / ("SHA256SUMS." + split)).unlink()
+    fails(run04(tree, "--decode", "train"), verify.UNDECODABLE, image)
+    passes(run04(tree, "train"))                         # the structure cannot see it
+
+
+def test_decode_without_pillow_says_how_to_install_it(tree, tmp_path):
+    fake = tmp_path / "nopil" / "PIL"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('No module named PIL')\n")
+    r = run04(tree, "--decode", "val", env={"PYTHONPATH": str(fake.parent)})
+    assert r.returncode == 1 and "pip install Pillow" in r.stderr
+    assert "val:" not in r.stderr                        # said before anything is read
+    passes(run04(tree, "val", env={"PYTHONPATH": str(fake.parent)}))
+
+
+# ----------------------------------------------------------------------------- the file checks
+
+def test_file_kind_reads_only_what_it_needs(tmp_path):
+    """A CMYK JPEG whose frame header lies 200 KiB in (behind big segments) is found by reading
+    a few pages; it agrees with image_kind on the whole file for every kind."""
+    rng = random.Random(7)
+    cases = {"cmyk.JPEG": (minirelease.fake_jpeg(rng, 200_000, components=4), "CMYK JPEG"),
+             "rgb.JPEG": (minirelease.fake_jpeg(rng, 150_000), None),
+             "grey.JPEG": (minirelease.fake_jpeg(rng, 300, components=1), None),
+             "png.JPEG": (minirelease.fake_png(rng, 9000), "PNG"),
+             "html.JPEG": (b"<html>" + bytes(9000), "not a JPEG")}
+    for name, (data, kind) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with open(tmp_path / name, "rb") as f:
+            assert verify.file_kind(f.fileno(), len(data)) == kind == verify.image_kind(data)
+            assert verify.read_all(f.fileno()) == data
+    with open(tmp_path / "cmyk.JPEG", "rb") as f:
+        view = verify._FileView(f.fileno(), 200_000, os.pread(f.fileno(), verify.PAGE, 0))
+        assert verify.image_kind(view) == "CMYK JPEG"
+        assert len(view.pages) <= 8                          # of 49
