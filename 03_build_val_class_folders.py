@@ -11,6 +11,7 @@ After::
 
     ROOT/val/n01440764/ILSVRC2012_val_00000293.JPEG ...   1,000 folders x 50 images
     ROOT/meta/val_labels.csv                              file,wnid,ilsvrc_id,class_index
+    ROOT/meta/SHA256SUMS.val                              (from 01) kept in step: the new paths
     ROOT/val_blacklisted/WNID/...                         only with --exclude-blacklist FILE
 
 Usage:

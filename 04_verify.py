@@ -40,7 +40,6 @@ except ImportError:
 from imagenet_prep import console, verify
 
 PROG = verify.PROG
-MAX_JOBS = 1024
 
 
 def build_parser() -> console.Parser:
@@ -60,7 +59,7 @@ def build_parser() -> console.Parser:
                         "(written by 01_unzip.sh); without a manifest, the structure is checked")
     p.add_argument("--decode", action="store_true",
                    help="also decode every image with Pillow (pip install Pillow)")
-    p.add_argument("--jobs", type=int, default=None, metavar="N",
+    p.add_argument("--jobs", default=None, metavar="N",
                    help="processes reading files (default: the cores available to this process)")
     return p
 
@@ -80,9 +79,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     splits, every = splits_of(parser, args.splits)
-    jobs = args.jobs if args.jobs is not None else min(len(os.sched_getaffinity(0)), MAX_JOBS)
-    if not 1 <= jobs <= MAX_JOBS:
-        parser.error("--jobs wants a number from 1 to %d (got %d)" % (MAX_JOBS, jobs))
+    jobs = console.jobs_option(parser, args.jobs)
     root = args.root if args.root is not None else Path(os.environ.get("IMAGENET_ROOT") or ".")
     return console.run(
         PROG, [str(a) for a in (sys.argv[1:] if argv is None else argv)],

@@ -26,6 +26,7 @@ BENCHES = {
     "unzip": HERE / "bench_unzip.py",
     "val": HERE / "bench_val.py",
     "stream": HERE / "bench_stream.py",
+    "verify": HERE / "bench_verify.py",
 }
 
 

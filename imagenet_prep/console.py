@@ -9,6 +9,7 @@ import argparse
 import errno
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -157,6 +158,18 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
     def add_usage(self, usage, actions, groups, prefix=None):
         return super().add_usage(usage, actions, groups, "Usage: " if prefix is None else prefix)
+
+
+MAX_JOBS = 1024
+
+
+def jobs_option(parser: argparse.ArgumentParser, text: Optional[str]) -> int:
+    """--jobs N (1..MAX_JOBS), checked before use; by default the cores this process may use."""
+    if text is None:
+        return max(1, min(len(os.sched_getaffinity(0)), MAX_JOBS))
+    if not re.fullmatch(r"[0-9]{1,4}", text) or not 1 <= int(text) <= MAX_JOBS:
+        parser.error("--jobs wants a number from 1 to %d (got '%s')" % (MAX_JOBS, text))
+    return int(text)
 
 
 class Parser(argparse.ArgumentParser):

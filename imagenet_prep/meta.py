@@ -304,12 +304,13 @@ def _load_synsets(data: bytes) -> Any:
     return mat["synsets"]
 
 
-def load_classes(src: MatSource, expect: int) -> tuple[str, list[Synset]]:
+def load_classes(src: MatSource, expect: Optional[int]) -> tuple[str, list[Synset]]:
     """The format and the classes (devkit ID order) of a devkit .mat, checked: exactly `expect`
-    classes with IDs 1..expect and unique WNIDs. Every problem is a PrepError naming the file."""
+    classes (None: any number, e.g. a miniature devkit) with IDs 1..N and unique WNIDs. Every
+    problem is a PrepError naming the file."""
     try:
         fmt, classes = synsets_from_struct(_load_synsets(src.data))
-        validate(classes, expect)
+        validate(classes, len(classes) if expect is None else expect)
     except PrepError as e:
         raise PrepError("%s: %s" % (src.shown, e)) from None
     return fmt, classes

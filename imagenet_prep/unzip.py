@@ -12,7 +12,7 @@ import tarfile
 from typing import Optional
 
 from . import facts, manifest
-from .console import (DISK_FULL, PrepError, Parser, disk_full_text, human, log, preflight, run,
+from .console import (DISK_FULL, PrepError, Parser, disk_full_text, human, jobs_option, log, preflight, run,
                       some, thousands)
 from .extract import (Config, check_archive, done_marker, find_archive, maybe_remove,
                       official_counts, refuse_unless_file, safe_mode, write_member)
@@ -23,7 +23,6 @@ from .train import RE_OUTER, do_train
 
 PROG = "01_unzip.sh"
 MAX_SHARDS = 10000     # --shard K/N: N at most this (the release has 1,000 classes)
-MAX_JOBS = 1024        # --jobs N: at most this
 RE_FLAT = {"val": re.compile(r"(ILSVRC2012_val_\d{8}\.JPEG)\Z"),
            "test": re.compile(r"(?:test/)?(ILSVRC2012_test_\d{8}\.JPEG)\Z")}
 PATTERN_TEXT = {"val": "ILSVRC2012_val_<8 digits>.JPEG",
@@ -364,14 +363,6 @@ def shard_of(parser: Parser, text: Optional[str]) -> tuple[int, int]:
     return k, n
 
 
-def jobs_of(parser: Parser, text: Optional[str]) -> int:
-    if text is None:
-        return max(1, min(len(os.sched_getaffinity(0)), MAX_JOBS))
-    if not re.fullmatch(r"[0-9]{1,4}", text) or not 1 <= int(text) <= MAX_JOBS:
-        parser.error("--jobs wants a number from 1 to %d (got '%s')" % (MAX_JOBS, text))
-    return int(text)
-
-
 def stream_splits(cfg: Config, splits: list[str], args, connections: int) -> int:
     """--stream: each split from its link (checked all before the first byte is fetched)."""
     from .stream import stream_flat, stream_train
@@ -400,7 +391,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     splits = splits_of(parser, args.splits)
     if args.archive and len(splits) != 1:
         parser.error("--archive names one archive: give exactly one SPLIT with it")
-    jobs = jobs_of(parser, args.jobs)
+    jobs = jobs_option(parser, args.jobs)
     connections = check_stream_options(parser, args, splits)
 
     def body() -> int:

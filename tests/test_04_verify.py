@@ -136,7 +136,7 @@ def test_imports_without_running_and_has_help():
     ([], "name at least one SPLIT"),
     (["trian"], "unknown split 'trian'"),
     (["--jobs", "0", "train"], "--jobs wants a number"),
-    (["--jobs", "x", "train"], "invalid int value"),
+    (["--jobs", "x", "train"], "--jobs wants a number from 1 to 1024"),
     (["--fast", "train"], "unknown option '--fast'"),
 ])
 def test_usage_errors_exit_2(tmp_path, args, message):
