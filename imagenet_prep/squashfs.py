@@ -1,0 +1,977 @@
+"""Stage 05: each split as one SquashFS image holding the tree 01 makes, built from the archives.
+
+    ROOT/squashfs/train.sqfs        n01440764/n01440764_10026.JPEG ...       1,000 class folders
+    ROOT/squashfs/val.sqfs          n01440764/ILSVRC2012_val_00000293.JPEG   1,000 x 50, as 03 sorts
+    ROOT/squashfs/test.sqfs         ILSVRC2012_test_00000001.JPEG ...        flat
+    ROOT/squashfs/SPLIT.sqfs.json   done marker: source, counts, sizes, listing digest, settings
+    ROOT/squashfs/.SPLIT.sqfs.lock  flock of the run building SPLIT (and when it started)
+
+A source (the archive in ROOT/downloads/, or with --from-tree the folder 01 made) is read once and
+turned into one flat tar stream, a WNID/ entry per folder and then its files (owner 0, modes
+0755/0644, each member's own time), piped into sqfstar (squashfs-tools >= 4.5.1) or, failing that,
+tar2sqfs (squashfs-tools-ng). Nothing is written to disk but the image, under a temporary name;
+every member is checked on the way as 01 checks it. Before the rename the image's listing (every
+name, type, size, owner and mode, from `unsquashfs -lln`) must equal what was streamed into it, a
+sample of files read back with `unsquashfs -cat` must equal the source's bytes, and the official
+counts must hold. An interrupted build cannot be resumed: a rerun starts that image over.
+
+Here: find_tools; make_plan (plan_train_archive, plan_flat_archive, plan_train_tree,
+plan_flat_tree: every check that can come before the builder starts, and a `feed` that streams)
+-> Pack (the tar stream, and the Listing and Sample it records) -> Builder (the process) ->
+check_image (unsquashfs) -> build_split names the image; pack_split adds the marker, lock and
+leftovers; pack is the stage as 05_pack_squashfs.py runs it.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tarfile
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from . import facts
+from .console import PrepError, disk_full_text, human, log, preflight, some, thousands
+from .extract import STATE, Config, check_archive, find_archive, official_counts, refuse_unless_file
+from .files import Lock, clear_temps, fsync_dir, read_json, temp_beside, temp_of, write_json
+from .progress import Progress
+from .tarstream import Member, Source, iter_tar
+from .train import RE_OUTER, ClassTar, index_outer, refused_text
+from .unzip import PATTERN_TEXT, RE_FLAT
+from .valfolders import val_labels
+
+PROG = "05_pack_squashfs.py"
+SPLITS = ("train", "val", "test")
+OUT_DIR = "squashfs"                 # ROOT/squashfs/SPLIT.sqfs
+DIR_MODE, FILE_MODE = 0o755, 0o644   # every folder and file of an image
+SAMPLE = 64                          # files read back from each image: between 64 and 128
+CHUNK = 8 << 20                      # largest sendfile() of one member's data
+PIPE_SIZE = 1 << 20                  # the pipe into the builder (Linux default: 64 KiB)
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+# sqfstar: data stored as it is (JPEG does not shrink: compressing only costs time), each file's
+# data in one piece (no fragments: a file is read with no neighbours' bytes), no duplicate search
+# (costs time, finds nothing in ImageNet), no xattrs, owner root, root folder 0755 (else 0777).
+# The inode and folder tables stay gzip-compressed (small, read once, cached). Times come from
+# SOURCE_DATE_EPOCH (Tools.build_env): sqfstar 4.5.1 ignores -root-time.
+SQFSTAR_OPTIONS = ("-noD", "-no-fragments", "-no-duplicates", "-no-xattrs", "-all-root",
+                   "-root-mode", "755", "-exit-on-error", "-quiet", "-no-progress")
+# tar2sqfs cannot store data uncompressed; gzip (read by every kernel and squashfuse) keeps a block
+# as it is when it does not shrink. --no-skip: stop at a record it cannot read, never skip it.
+TAR2SQFS_OPTIONS = ("--quiet", "--no-skip", "--no-xattr", "--compressor", "gzip")
+PACKAGES = ("sqfstar comes with squashfs-tools 4.5.1 or later, tar2sqfs with squashfs-tools-ng, "
+            "unsquashfs with squashfs-tools")
+INSTALL = ("install them: sudo apt-get install squashfs-tools (Debian 12, Ubuntu 24.04 and later "
+           "have sqfstar; on older releases add squashfs-tools-ng for tar2sqfs), or ask your "
+           "cluster's admins for a module")
+EPOCH_MAX = (1 << 32) - 1            # a SquashFS time is 32 bits
+MASK = (1 << 128) - 1                # Listing's digests: sums of 128-bit hashes
+LS_LINE = re.compile(r"([-dlbcps])([-rwxsStT]{9}) ([0-9]+)/([0-9]+) +([0-9]+) "
+                     r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2} squashfs-root(/.*)?\Z")
+INTERRUPTED = ("the image being built was removed (an image cannot be resumed); run the same "
+               "command again to build it anew")
+
+
+@dataclass(frozen=True)
+class Settings:
+    root: str                        # absolute
+    from_tree: bool = False          # pack ROOT/SPLIT/ instead of the archive
+    processors: Optional[int] = None  # the builder's threads (default: every core)
+    labels: Optional[str] = None     # val: the labels file (default: the devkit's, as 03 finds it)
+    meta: Optional[str] = None       # val: the classes (default: ROOT/meta/synsets.csv)
+
+    @property
+    def out(self) -> str:
+        return os.path.join(self.root, OUT_DIR)
+
+
+# ----------------------------------------------------------------------------- the tools
+
+@dataclass(frozen=True)
+class Tools:
+    builder: str                     # "sqfstar" or "tar2sqfs"
+    path: str
+    unsquashfs: str
+    unsquashfs_help: str
+
+    def build_argv(self, out: str, epoch: int, processors: Optional[int]) -> list[str]:
+        if self.builder == "sqfstar":
+            more = ["-processors", str(processors)] if processors else []
+            return [self.path, *SQFSTAR_OPTIONS, *more, out]
+        more = ["--num-jobs", str(processors)] if processors else []
+        return [self.path, *TAR2SQFS_OPTIONS, "--defaults",
+                "uid=0,gid=0,mode=0%o,mtime=%d" % (DIR_MODE, epoch), *more, out]
+
+    def build_env(self, epoch: int) -> dict[str, str]:
+        """sqfstar takes the image's time (superblock, root folder) from SOURCE_DATE_EPOCH, and
+        clamps any later member time to it; tar2sqfs gets it in --defaults instead."""
+        env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
+        if self.builder == "sqfstar":
+            env["SOURCE_DATE_EPOCH"] = str(epoch)
+        return env
+
+
+def find_tools() -> Tools:
+    """sqfstar (else tar2sqfs) to build, unsquashfs (with -lln and -cat) to check."""
+    unsquashfs = shutil.which("unsquashfs")
+    builder = next(((name, path) for name in ("sqfstar", "tar2sqfs")
+                    for path in [shutil.which(name)] if path), None)
+    if builder is None or unsquashfs is None:
+        missing = [n for n, p in (("sqfstar or tar2sqfs", builder), ("unsquashfs", unsquashfs))
+                   if p is None]
+        raise PrepError("%s needs %s, not found in PATH (%s): %s; then run again"
+                        % (PROG, " and ".join(missing), PACKAGES, INSTALL))
+    r = subprocess.run([unsquashfs, "-help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       text=True, errors="replace")
+    if "-lln" not in r.stdout or "-cat" not in r.stdout:
+        raise PrepError("%s has no -lln or -cat option, which checking an image needs: it is older "
+                        "than squashfs-tools 4.5; %s" % (unsquashfs, INSTALL))
+    if builder[0] == "tar2sqfs":
+        log.info("sqfstar not found (squashfs-tools 4.5.1 or later); building with %s, which "
+                 "compresses every block (slower)", builder[1])
+    return Tools(builder[0], builder[1], unsquashfs, r.stdout)
+
+
+def tool_version(tools: Tools) -> str:
+    """'sqfstar version 4.5.1 (2022/03/17)': the first line of the builder's version text."""
+    flag = "-version" if tools.builder == "sqfstar" else "--version"
+    try:
+        r = subprocess.run([tools.path, flag], capture_output=True, text=True, errors="replace",
+                           stdin=subprocess.DEVNULL, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return tools.builder
+    first = (r.stdout or r.stderr).strip().splitlines()
+    return first[0] if r.returncode == 0 and first else tools.builder
+
+
+# ----------------------------------------------------------------------------- what an image holds
+
+class Listing:
+    """Per folder of an image: its entries, their bytes, and a digest of their (name, type, size)
+    that does not depend on their order. Built from the stream and again from the image."""
+
+    def __init__(self) -> None:
+        self.folders: dict[str, list[int]] = {}     # folder ("" = the root) -> [entries, bytes, digest]
+        self.files = self.bytes = 0
+
+    def add(self, path: str, is_dir: bool, size: int) -> None:
+        parent, _, name = path.rpartition("/")
+        line = ("%s\t%s\t%d" % (name, "d" if is_dir else "f", size)).encode("utf-8", "surrogateescape")
+        h = int.from_bytes(hashlib.blake2b(line, digest_size=16).digest(), "big")
+        rec = self.folders.setdefault(parent, [0, 0, 0])
+        rec[0] += 1
+        rec[1] += size
+        rec[2] = (rec[2] + h) & MASK
+        if is_dir:
+            self.folders.setdefault(path, [0, 0, 0])
+        else:
+            self.files += 1
+            self.bytes += size
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for folder in sorted(self.folders):
+            line = "%s\t%d\t%d\t%032x\n" % (folder, *self.folders[folder])
+            h.update(line.encode("utf-8", "surrogateescape"))
+        return h.hexdigest()
+
+    def differences(self, image: "Listing") -> list[str]:
+        """Where the image (`image`) differs from what was streamed (self), one line per folder."""
+        out = []
+        for folder in sorted(set(self.folders) | set(image.folders)):
+            want, got = self.folders.get(folder), image.folders.get(folder)
+            where = folder or "the image's root"
+            if want is None or got is None:
+                out.append("%s: %s" % (where, "not streamed" if want is None else "missing"))
+            elif want != got:
+                out.append("%s: streamed %d entries (%s), the image holds %d (%s)%s"
+                           % (where, want[0], human(want[1]), got[0], human(got[1]),
+                              "; names or sizes differ" if want[:2] == got[:2] else ""))
+        return out
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One file of an image and where its bytes are: `size` bytes at `offset` of file `source`."""
+    path: str
+    source: str
+    offset: int
+    size: int
+
+
+class Sample:
+    """Every k-th file streamed, k doubling as needed: 64 to 128 files spread over the whole
+    image, the same ones on every build; plus the last file."""
+
+    def __init__(self, limit: int = SAMPLE) -> None:
+        self.limit, self.every, self.seen = limit, 1, 0
+        self.items: list[Piece] = []
+        self.last: Optional[Piece] = None
+
+    def offer(self, piece: Piece) -> None:
+        if self.seen % self.every == 0:
+            self.items.append(piece)
+            if len(self.items) >= 2 * self.limit:
+                self.items = self.items[::2]
+                self.every *= 2
+        self.seen += 1
+        self.last = piece
+
+    def pieces(self) -> list[Piece]:
+        if self.last is not None and (not self.items or self.items[-1] != self.last):
+            return self.items + [self.last]
+        return list(self.items)
+
+
+# ----------------------------------------------------------------------------- the stream
+
+def _template(typ: bytes, mode: int) -> bytes:
+    """A GNU tar header with everything but name, size, time and checksum filled in."""
+    h = bytearray(tarfile.BLOCKSIZE)
+    h[100:108] = b"%07o\0" % mode
+    h[108:116] = h[116:124] = b"%07o\0" % 0
+    h[148:156] = b" " * 8                           # the checksum is summed with spaces here
+    h[156:157] = typ
+    h[257:265] = tarfile.GNU_MAGIC
+    return bytes(h)
+
+
+HEADERS = {True: _template(tarfile.DIRTYPE, DIR_MODE), False: _template(tarfile.REGTYPE, FILE_MODE)}
+
+
+def tar_header(path: str, size: int, mtime: int, is_dir: bool) -> bytes:
+    """The header of one member of the stream: owner 0, mode 0755 or 0644. Built by hand (a third
+    of the time tarfile takes; it counts with 1.3 M files); tarfile for the rare long name."""
+    name = (path + "/" if is_dir else path).encode("utf-8", "surrogateescape")
+    if len(name) > 99 or size >= 8 ** 11 or not 0 <= mtime < 8 ** 11:
+        ti = tarfile.TarInfo(name.decode("utf-8", "surrogateescape"))
+        ti.type, ti.size = (tarfile.DIRTYPE, 0) if is_dir else (tarfile.REGTYPE, size)
+        ti.mode, ti.mtime, ti.uname, ti.gname = (DIR_MODE if is_dir else FILE_MODE), mtime, "", ""
+        return ti.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
+    h = bytearray(HEADERS[is_dir])
+    h[0:len(name)] = name
+    h[124:136] = b"%011o\0" % size
+    h[136:148] = b"%011o\0" % mtime
+    h[148:156] = b"%06o\0 " % sum(h)
+    return bytes(h)
+
+
+class Pack:
+    """The flat tar stream into the builder's stdin (`fd`), and what it records on the way: the
+    listing, the sample, the counts. Times later than `epoch` are clamped to it."""
+
+    def __init__(self, fd: int, epoch: int, bar: Progress) -> None:
+        self.fd, self.epoch, self.bar = fd, epoch, bar
+        self.listing = Listing()
+        self.sample = Sample()
+        self.top_folders = 0
+        self.sendfile = True
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+
+    def _time(self, mtime: float) -> int:
+        return max(0, min(int(mtime), self.epoch))
+
+    @staticmethod
+    def epoch_of(mtimes) -> int:
+        """The image's time: the newest of `mtimes`, within what a superblock holds."""
+        return max(0, min(int(max(mtimes)), EPOCH_MAX))
+
+    def folder(self, path: str, mtime: float) -> None:
+        self._write(tar_header(path, 0, self._time(mtime), True))
+        self.listing.add(path, True, 0)
+        self.top_folders += "/" not in path
+
+    def file(self, piece: Piece, mtime: float, fd: int, pos: Optional[int] = None) -> None:
+        """Member piece.path: piece.size bytes at piece.offset of `fd` (open on piece.source);
+        `pos`: where the source is now, for the progress (default: the bytes streamed so far)."""
+        self._write(tar_header(piece.path, piece.size, self._time(mtime), False))
+        self._copy(fd, piece.offset, piece.size, piece.source)
+        self._write(bytes(-piece.size % tarfile.BLOCKSIZE))
+        self.listing.add(piece.path, False, piece.size)
+        self.sample.offer(piece)
+        if self.listing.files % 64 == 0:
+            self.bar.update(self.listing.bytes if pos is None else pos,
+                            "%s files" % thousands(self.listing.files))
+
+    def _copy(self, fd: int, offset: int, size: int, source: str) -> None:
+        left = size
+        while left:
+            n = 0
+            if self.sendfile:
+                try:
+                    n = os.sendfile(self.fd, fd, offset, min(left, CHUNK))
+                except OSError as e:
+                    if e.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                        raise
+                    self.sendfile = False       # no sendfile into a pipe here: copy by hand
+                    continue
+            else:
+                buf = os.pread(fd, min(left, CHUNK), offset)
+                self._write(buf)
+                n = len(buf)
+            if n == 0:
+                raise PrepError("%s ended %s bytes early, while being read (was it changed or "
+                                "truncated meanwhile?); run again" % (source, thousands(left)))
+            offset += n
+            left -= n
+
+    def end(self) -> None:
+        self._write(bytes(2 * tarfile.BLOCKSIZE))
+
+
+# ----------------------------------------------------------------------------- sources: the archives
+
+@dataclass
+class Plan:
+    """What one image is built from, checked before the builder starts."""
+    split: str
+    origin: str                      # "archive" or "tree"
+    source: str                      # the archive file, or the tree's folder
+    archive: str                     # the archive's name (for a tree: the one 01 extracted)
+    archive_size: int
+    total: int                       # bytes to stream, about (progress, preflight)
+    epoch: int                       # the image's time: its root folder and superblock
+    feed: Callable[[Pack], None]
+    classes: bool = False            # the top folders are the classes (train)
+    check_official: bool = True
+    expect_files: Optional[int] = None  # a tree: the images 01 extracted
+
+
+@dataclass(frozen=True)
+class FlatItem:
+    """A val or test image: its path in the image, and where its bytes are: a member of an
+    archive (`size` bytes at `offset`), or a file of a tree."""
+    path: str
+    source: str
+    offset: int
+    size: int
+    mtime: float
+    archived: bool = True
+
+
+def check_class_member(m: Member, wnid: str, label: str, pattern: re.Pattern, seen: set) -> None:
+    """As 01 checks a member of a class tar (train.write_class): a file named WNID_N.JPEG, once."""
+    refuse_unless_file(m, label, wnid + "_<number>.JPEG")
+    if not pattern.match(m.name):
+        raise PrepError("%s: member %s refused: names in this class must look like %s_<number>.JPEG"
+                        % (label, m.name, wnid))
+    if m.name in seen:
+        raise PrepError("%s: member %s appears twice; refused" % (label, m.name))
+    seen.add(m.name)
+
+
+def plan_train_archive(archive: str) -> Plan:
+    """The outer tar's index, checked (01's rules) before anything is built."""
+    label = os.path.basename(archive)
+    classes, refused, broken = index_outer(archive)
+    if refused:
+        raise PrepError(refused_text(label, refused))
+    if broken:
+        raise PrepError(broken)
+    if not classes:
+        raise PrepError("%s holds no class tars (WNID.tar members); is it the right file? download "
+                        "it again" % archive)
+    classes.sort(key=lambda c: c.wnid)
+    size = os.path.getsize(archive)
+    log.info("train: %s holds %d class tars (%s)", archive, len(classes), human(size))
+    return Plan("train", "archive", archive, label, size, size, Pack.epoch_of(c.mtime for c in classes),
+                lambda pack: feed_train_archive(pack, archive, classes), classes=True)
+
+
+def feed_train_archive(pack: Pack, archive: str, classes: list[ClassTar]) -> None:
+    """Each class tar's images as WNID/NAME, read from the archive in place."""
+    name = os.path.basename(archive)
+    with open(archive, "rb", buffering=0) as f:
+        src, fd = Source(f), f.fileno()
+        for c in classes:
+            label = "%s: %s.tar" % (name, c.wnid)
+            pattern = re.compile(re.escape(c.wnid) + r"_\d+\.JPEG\Z")
+            seen: set[str] = set()
+            pack.folder(c.wnid, c.mtime)
+            for m in iter_tar(src, c.offset, c.offset + c.size, label, need_eof=False):
+                check_class_member(m, c.wnid, label, pattern, seen)
+                pack.file(Piece("%s/%s" % (c.wnid, m.name), archive, m.offset, m.size), m.mtime,
+                          fd, pos=m.offset + m.size)
+            if not seen:
+                raise PrepError("%s: holds no images; the archive is damaged: download it again"
+                                % label)
+
+
+def index_flat(archive: str, split: str) -> list[FlatItem]:
+    """Every member of the val or test tar, checked as 01 checks them, headers only."""
+    label = os.path.basename(archive)
+    items, refused, seen = [], [], set()
+    with open(archive, "rb", buffering=0) as f:
+        for m in iter_tar(Source(f), 0, os.path.getsize(archive), label, need_eof=True):
+            if split == "test" and m.type == b"5" and m.name.rstrip("/") == "test":
+                continue
+            refuse_unless_file(m, label, PATTERN_TEXT[split])
+            match = RE_FLAT[split].match(m.name)
+            if not match:
+                refused.append(m.name)
+            elif match.group(1) in seen:
+                raise PrepError("%s: member %s appears twice; refused" % (label, m.name))
+            else:
+                seen.add(match.group(1))
+                items.append(FlatItem(match.group(1), archive, m.offset, m.size, m.mtime))
+    if refused:
+        hint = " (this looks like the train archive)" if RE_OUTER.match(refused[0]) else ""
+        raise PrepError("%s: %d member(s) refused, expected names like %s%s: %s"
+                        % (label, len(refused), PATTERN_TEXT[split], hint, some(refused)))
+    if not items:
+        raise PrepError("%s holds no images; is it the right file? download it again" % archive)
+    return items
+
+
+def place_val(cfg: Settings, items: list[FlatItem]) -> tuple[list[str], list[FlatItem]]:
+    """The val images in their class folders (03's labels): (folders, items as WNID/NAME).
+    Every image must have a label and every label an image; checked before anything is built."""
+    try:
+        wnid_of = val_labels(Path(cfg.root), cfg.meta and Path(cfg.meta),
+                             cfg.labels and Path(cfg.labels))
+    except PrepError as e:
+        raise PrepError("val: the images go into class folders by the validation labels, as 03 "
+                        "sorts them: %s" % e) from None
+    names = {it.path for it in items}
+    unlabelled = sorted(names.difference(wnid_of))
+    absent = sorted(set(wnid_of).difference(names))
+    if unlabelled or absent:
+        raise PrepError("val: the labels list %d images, the source holds %d: %d without a label "
+                        "(%s), %d labelled but absent (%s); use the labels of this release (pass "
+                        "the right devkit to 01_unzip.sh devkit, then 02)"
+                        % (len(wnid_of), len(names), len(unlabelled), some(unlabelled),
+                           len(absent), some(absent)))
+    placed = [FlatItem("%s/%s" % (wnid_of[it.path], it.path), it.source, it.offset, it.size,
+                       it.mtime, it.archived) for it in items]
+    return sorted(set(wnid_of.values())), placed
+
+
+def plan_flat_archive(cfg: Settings, split: str, archive: str) -> Plan:
+    items = index_flat(archive, split)
+    folders: list[str] = []
+    if split == "val":
+        folders, items = place_val(cfg, items)
+    size = os.path.getsize(archive)
+    epoch = Pack.epoch_of(it.mtime for it in items)
+    log.info("%s: %s holds %s images (%s)%s", split, archive, thousands(len(items)), human(size),
+             ", for %d class folders" % len(folders) if folders else "")
+    return Plan(split, "archive", archive, os.path.basename(archive), size, size, epoch,
+                lambda pack: feed_flat(pack, folders, items, epoch))
+
+
+def feed_flat(pack: Pack, folders: list[str], items: list[FlatItem], epoch: int) -> None:
+    """The folders (time: the image's), then every item; a tree's files are opened one by one."""
+    for f in folders:
+        pack.folder(f, epoch)
+    archive_fd, archive = -1, None
+    try:
+        for it in items:
+            if it.archived:                              # keep the archive open
+                if it.source != archive:
+                    if archive_fd >= 0:
+                        os.close(archive_fd)
+                    archive_fd, archive = os.open(it.source, os.O_RDONLY | os.O_CLOEXEC), it.source
+                pack.file(Piece(it.path, it.source, it.offset, it.size), it.mtime, archive_fd,
+                          pos=it.offset + it.size)
+            else:
+                feed_tree_file(pack, it.path, it.source, it.size)
+    finally:
+        if archive_fd >= 0:
+            os.close(archive_fd)
+
+
+# ----------------------------------------------------------------------------- sources: a tree
+
+def feed_tree_file(pack: Pack, path: str, source: str, size: Optional[int] = None) -> None:
+    """One file of a tree (no symbolic link followed) as member `path`."""
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise PrepError("%s: cannot read it (%s); the tree changed while being packed? run again"
+                        % (source, e.strerror)) from None
+    try:
+        st = os.fstat(fd)
+        if size is not None and st.st_size != size:
+            raise PrepError("%s changed while being packed (%s bytes, was %s); run again"
+                            % (source, thousands(st.st_size), thousands(size)))
+        pack.file(Piece(path, source, 0, st.st_size), st.st_mtime, fd)
+    finally:
+        os.close(fd)
+
+
+def tree_done(root: str, split: str) -> dict:
+    """01's done marker of the split: the tree is complete and verified."""
+    doc = read_json(os.path.join(root, STATE, split + ".done"))
+    if not isinstance(doc, dict) or not isinstance(doc.get("images"), int):
+        raise PrepError("%s: %s is not complete (01_unzip.sh has not marked it done in %s): run "
+                        "01_unzip.sh %s first, or pack the archive (without --from-tree)"
+                        % (split, os.path.join(root, split), os.path.join(root, STATE), split))
+    return doc
+
+
+def refuse_strays(folder: str, strays: list[str], what: str) -> None:
+    if strays:
+        raise PrepError("%s holds %d entries that are not %s: %s; move them out of %s (an image "
+                        "holds the split and nothing else), then run again"
+                        % (folder, len(strays), what, some(sorted(strays)), folder))
+
+
+def plan_train_tree(root: str) -> Plan:
+    doc = tree_done(root, "train")
+    top = os.path.join(root, "train")
+    classes, strays = [], []
+    with os.scandir(top) as it:
+        for e in it:
+            if facts.WNID_RE.match(e.name) and e.is_dir(follow_symlinks=False):
+                classes.append((e.name, int(e.stat(follow_symlinks=False).st_mtime)))
+            else:
+                strays.append(e.name)
+    refuse_strays(top, strays, "class folders (WNID)")
+    if not classes:
+        raise PrepError("%s holds no class folders: run 01_unzip.sh train" % top)
+    classes.sort()
+    log.info("train: %s holds %d class folders (%s images, %s, says 01_unzip.sh)", top,
+             len(classes), thousands(doc["images"]), human(doc.get("bytes", 0)))
+    return Plan("train", "tree", top, str(doc.get("archive")), int(doc.get("archive_size") or 0),
+                int(doc.get("bytes") or 0), Pack.epoch_of(m for _, m in classes),
+                lambda pack: feed_train_tree(pack, top, classes), classes=True,
+                expect_files=doc["images"])
+
+
+def feed_train_tree(pack: Pack, top: str, classes: list[tuple[str, int]]) -> None:
+    for wnid, mtime in classes:
+        folder = os.path.join(top, wnid)
+        pattern = re.compile(re.escape(wnid) + r"_\d+\.JPEG\Z")
+        with os.scandir(folder) as it:
+            entries = sorted((e.name, e.is_file(follow_symlinks=False)) for e in it)
+        refuse_strays(folder, [n for n, is_file in entries if not (is_file and pattern.match(n))],
+                      "files named %s_<number>.JPEG" % wnid)
+        if not entries:
+            raise PrepError("%s is empty; run 01_unzip.sh train to extract it again" % folder)
+        pack.folder(wnid, mtime)
+        for name, _ in entries:
+            feed_tree_file(pack, "%s/%s" % (wnid, name), os.path.join(folder, name))
+
+
+def scan_flat_tree(top: str, split: str) -> tuple[dict[str, list[str]], list[str], list[str]]:
+    """ROOT/val or ROOT/test: ({WNID: image names} of class folders, flat image names, strays)."""
+    pattern = RE_FLAT[split]             # (a file name has no "test/" before it)
+    classes: dict[str, list[str]] = {}
+    flat, strays = [], []
+    with os.scandir(top) as it:
+        for e in it:
+            if pattern.match(e.name) and e.is_file(follow_symlinks=False):
+                flat.append(e.name)
+            elif split == "val" and facts.WNID_RE.match(e.name) and e.is_dir(follow_symlinks=False):
+                classes[e.name] = []
+            else:
+                strays.append(e.name)
+    for wnid in classes:
+        folder = os.path.join(top, wnid)
+        with os.scandir(folder) as it:
+            for e in it:
+                if pattern.match(e.name) and (e.is_file(follow_symlinks=False) or e.is_symlink()):
+                    classes[wnid].append(e.name)
+                else:
+                    strays.append("%s/%s" % (wnid, e.name))
+    return classes, sorted(flat), strays
+
+
+def tree_item(top: str, path: str, rel: str) -> FlatItem:
+    """A file of ROOT/val or ROOT/test; a symbolic link (03 --symlink) only to a file in `top`."""
+    full = os.path.join(top, rel)
+    real = os.path.realpath(full)
+    if real != full and not (real.startswith(os.path.realpath(top) + os.sep) and os.path.isfile(real)):
+        raise PrepError("%s is a symbolic link to %s, outside %s; refused" % (full, real, top))
+    st = os.stat(real)
+    return FlatItem(path, real, 0, st.st_size, st.st_mtime, archived=False)
+
+
+def plan_flat_tree(cfg: Settings, split: str) -> Plan:
+    """ROOT/val (sorted by 03 into class folders, or still flat: placed by the labels), ROOT/test."""
+    root = cfg.root
+    doc = tree_done(root, split)
+    top = os.path.join(root, split)
+    classes, flat, strays = scan_flat_tree(top, split)
+    refuse_strays(top, strays, "images named %s%s" % (PATTERN_TEXT[split].replace("[test/]", ""),
+                                                      " (flat or in WNID folders)" if split == "val" else ""))
+    folders = sorted(classes)
+    if classes:
+        items = [tree_item(top, "%s/%s" % (w, n), os.path.join(w, n))
+                 for w in folders for n in sorted(classes[w])]
+        if flat:
+            log.info("val: %d flat images of %s left out: the class folders hold the split (03 "
+                     "--copy or --link keeps the flat files)", len(flat), top)
+    else:
+        items = [tree_item(top, n, n) for n in flat]
+        if split == "val":
+            folders, items = place_val(cfg, items)
+            items.sort(key=lambda it: it.path)       # as sorted by 03: the same image either way
+    if not items:
+        raise PrepError("%s holds no images: run 01_unzip.sh %s" % (top, split))
+    set_aside = split == "val" and os.path.isdir(os.path.join(root, "val_blacklisted"))
+    if set_aside:
+        log.info("val: %s exists (03 --exclude-blacklist): packing the %d images of %s; the "
+                 "official count is not checked", os.path.join(root, "val_blacklisted"),
+                 len(items), top)
+    epoch = Pack.epoch_of(it.mtime for it in items)
+    return Plan(split, "tree", top, str(doc.get("archive")), int(doc.get("archive_size") or 0),
+                sum(it.size for it in items), epoch,
+                lambda pack: feed_flat(pack, folders, items, epoch), check_official=not set_aside,
+                expect_files=None if set_aside else doc["images"])
+
+
+def make_plan(cfg: Settings, split: str) -> Plan:
+    if cfg.from_tree:
+        return plan_train_tree(cfg.root) if split == "train" else plan_flat_tree(cfg, split)
+    archive = find_archive(Config(cfg.root), split)
+    check_archive(archive, split)
+    if split == "train":
+        return plan_train_archive(archive)
+    return plan_flat_archive(cfg, split, archive)
+
+
+# ----------------------------------------------------------------------------- the builder
+
+class Builder:
+    """sqfstar or tar2sqfs reading the stream on stdin and writing the image `out`."""
+
+    def __init__(self, tools: Tools, out: str, epoch: int, processors: Optional[int]) -> None:
+        self.tools, self.out = tools, out
+        self.tail: collections.deque = collections.deque(maxlen=20)
+        argv = tools.build_argv(out, epoch, processors)
+        log.info("%s", " ".join(argv))
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, env=tools.build_env(epoch))
+        self.fd = self.proc.stdin.fileno()
+        try:
+            fcntl.fcntl(self.fd, F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            pass                                 # a smaller pipe is only slower
+        self.reader = threading.Thread(target=self._drain, daemon=True)
+        self.reader.start()
+
+    def _drain(self) -> None:
+        for line in iter(self.proc.stderr.readline, b""):
+            self.tail.append(line.decode("utf-8", "replace").rstrip())
+
+    def failure(self) -> str:
+        said = "; ".join(t for t in self.tail if t.strip()) or "no message"
+        if "No space left" in said or "quota" in said.lower():
+            return disk_full_text(self.out)
+        rc = self.proc.returncode
+        how = "was killed by signal %d (out of memory?)" % -rc if rc < 0 else "failed (exit code %d)" % rc
+        return "%s %s: %s" % (self.tools.builder, how, said)
+
+    def finish(self) -> None:
+        """Close the stream, wait for the image; a failure is a PrepError with its message."""
+        try:
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        self.proc.wait()
+        self.reader.join(timeout=10)
+        if self.proc.returncode != 0:
+            raise PrepError(self.failure())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()
+
+
+def stream_into(tools: Tools, plan: Plan, tmp: str, processors: Optional[int]) -> Pack:
+    """Run the builder on the plan's stream; the listing and sample of what went in."""
+    bar = Progress(plan.split, plan.total, "B")
+    builder = Builder(tools, tmp, plan.epoch, processors)
+    try:
+        pack = Pack(builder.fd, plan.epoch, bar)
+        try:
+            plan.feed(pack)
+            pack.end()
+        except BrokenPipeError:
+            builder.finish()                     # says why it stopped reading
+            raise PrepError("%s stopped reading the stream" % tools.builder) from None
+        builder.finish()
+    finally:
+        builder.stop()
+        bar.close()
+    return pack
+
+
+# ----------------------------------------------------------------------------- checks
+
+def image_listing(tools: Tools, image: str) -> Listing:
+    """The image's entries from `unsquashfs -lln`, read strictly: every line in the expected form,
+    a root folder first, owner 0/0, folders 0755 and files 0644 only."""
+    got = Listing()
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([tools.unsquashfs, "-lln", image], stdout=subprocess.PIPE,
+                                stderr=err, text=True, errors="surrogateescape")
+        bad: list[str] = []
+        nbad = 0
+        try:
+            for n, line in enumerate(proc.stdout):
+                why = listing_line(got, line.rstrip("\n"), n)
+                if why:
+                    nbad += 1
+                    bad += [why] if len(bad) < 10 else []
+        finally:
+            proc.stdout.close()
+            proc.wait()
+        err.seek(0)
+        said = err.read().decode("utf-8", "replace").strip()
+    if proc.returncode != 0:
+        raise PrepError("unsquashfs -lln %s failed (exit code %d): %s"
+                        % (image, proc.returncode, said[-500:]))
+    if bad:
+        raise PrepError("the image %s holds %d unexpected entries: %s" % (image, nbad, some(bad)))
+    return got
+
+
+def listing_line(got: Listing, line: str, n: int) -> Optional[str]:
+    """Add one line of `unsquashfs -lln` to `got`; the problem with it, if any."""
+    m = LS_LINE.match(line)
+    if not m:
+        return "line %d is not a listing line: %r" % (n + 1, line[:120])
+    kind, perms, uid, gid, size, path = m.groups()
+    if (n == 0) != (path is None):
+        return "line %d: %s" % (n + 1, "the root folder should come first" if n else line)
+    want = "rwxr-xr-x" if kind == "d" else "rw-r--r--"
+    if kind not in "-d" or perms != want or (uid, gid) != ("0", "0"):
+        return "%s (%s%s %s/%s)" % (path or "/", kind, perms, uid, gid)
+    if path is not None:
+        got.add(path[1:], kind == "d", 0 if kind == "d" else int(size))
+    return None
+
+
+def check_sample(tools: Tools, image: str, pieces: list[Piece]) -> None:
+    """The sample's files read back from the image equal the source's bytes."""
+    r = subprocess.run([tools.unsquashfs, "-cat", image, *[p.path for p in pieces]],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if r.returncode != 0:
+        raise PrepError("unsquashfs -cat %s failed (exit code %d): %s"
+                        % (image, r.returncode, r.stderr.decode("utf-8", "replace")[-500:]))
+    data, pos, differ = r.stdout, 0, []
+    for p in pieces:
+        with open(p.source, "rb") as f:
+            f.seek(p.offset)
+            if data[pos:pos + p.size] != f.read(p.size):
+                differ.append(p.path)
+        pos += p.size
+    if differ or pos != len(data):
+        raise PrepError("the image %s gives other bytes than its source for %d of %d files read "
+                        "back (%s)" % (image, len(differ), len(pieces), some(differ) or "lengths"))
+
+
+def check_time(tools: Tools, image: str, epoch: int) -> None:
+    """The image's creation time is the one asked for: its bytes do not depend on when it was built."""
+    if "-mkfs-time" not in tools.unsquashfs_help:
+        return
+    r = subprocess.run([tools.unsquashfs, "-mkfs-time", image], capture_output=True, text=True)
+    if r.returncode != 0 or r.stdout.strip() != str(epoch):
+        raise PrepError("the image %s was stamped %r, not %d: this %s does not make reproducible "
+                        "images; install squashfs-tools 4.5.1 or later"
+                        % (image, r.stdout.strip() or r.stderr.strip(), epoch, tools.builder))
+
+
+def check_image(tools: Tools, plan: Plan, pack: Pack, tmp: str) -> None:
+    """Counts, listing, bytes and time of the image just built, before it gets its name."""
+    listing = pack.listing
+    log.info("%s: streamed %s folders, %s files, %s; checking the image", plan.split,
+             thousands(len(listing.folders) - 1), thousands(listing.files), human(listing.bytes))
+    classes = pack.top_folders if plan.classes else None
+    if plan.expect_files is not None and listing.files != plan.expect_files:
+        raise PrepError("%s: %s holds %s images, but 01_unzip.sh extracted %s: the tree changed "
+                        "since; extract it again with 01_unzip.sh, or pack the archive"
+                        % (plan.split, plan.source, thousands(listing.files),
+                           thousands(plan.expect_files)))
+    if plan.check_official:
+        official_counts(plan.split, plan.archive_size, classes, listing.files)
+    differences = listing.differences(image_listing(tools, tmp))
+    if differences:
+        raise PrepError("%s: the image's listing differs from what was streamed into it (%d "
+                        "folders): %s" % (plan.split, len(differences), some(differences)))
+    pieces = pack.sample.pieces()
+    check_sample(tools, tmp, pieces)
+    check_time(tools, tmp, plan.epoch)
+    log.info("%s: the image's listing equals the stream (%s entries); %d files read back equal "
+             "the source", plan.split, thousands(sum(f[0] for f in listing.folders.values())),
+             len(pieces))
+
+
+# ----------------------------------------------------------------------------- the stage
+
+def duration(seconds: float) -> str:
+    return "%.1f s" % seconds if seconds < 90 else "%.1f min" % (seconds / 60)
+
+
+def marker_of(image: str) -> str:
+    return image + ".json"
+
+
+def finished(image: str) -> Optional[dict]:
+    """The image's done marker, if the image is there with the size it records."""
+    doc = read_json(marker_of(image))
+    try:
+        ok = isinstance(doc, dict) and os.path.getsize(image) == doc.get("image_bytes")
+    except OSError:
+        return None
+    return doc if ok else None
+
+
+def already_done(cfg: Settings, split: str, doc: dict) -> None:
+    log.info("%s: already done (%s files, %s in %s, built from the %s %s); nothing to do", split,
+             thousands(doc.get("files") or 0), human(doc["image_bytes"]),
+             os.path.join(cfg.out, split + ".sqfs"), doc.get("origin"), doc.get("source"))
+    if not cfg.from_tree and doc.get("origin") == "archive":
+        try:
+            archive = find_archive(Config(cfg.root), split)
+        except PrepError:
+            return
+        if os.path.getsize(archive) != doc.get("archive_size"):
+            log.warning("%s: warning: %s is not the archive the image was built from (%s B, now "
+                        "%s B): delete %s and its .json to build it anew", split, archive,
+                        thousands(doc.get("archive_size") or 0),
+                        thousands(os.path.getsize(archive)), split + ".sqfs")
+
+
+def clear_interrupted(cfg: Settings, split: str, lock: Lock) -> None:
+    """Remove what an interrupted build left (saying what was lost), then note this run's start
+    in the lock file."""
+    name = split + ".sqfs"
+    leftovers = [e for e in os.scandir(cfg.out) if temp_of(e.name) == name and e.is_file()]
+    if leftovers:
+        started = None
+        try:
+            started = json.loads(os.pread(lock.fd, 4096, 0).decode() or "null")
+        except (OSError, ValueError):
+            pass
+        for e in leftovers:
+            st = e.stat()
+            ran = " in %s" % duration(st.st_mtime - started["started"]) \
+                if isinstance(started, dict) and isinstance(started.get("started"), (int, float)) else ""
+            log.info("%s: a build interrupted earlier had written %s%s (%s); an image cannot be "
+                     "resumed: removing it and starting over", split, human(st.st_size), ran, e.name)
+    clear_temps(cfg.out, name)
+    clear_temps(cfg.out, name + ".json")
+    note = json.dumps({"started": time.time(), "host": socket.gethostname(), "pid": os.getpid()})
+    os.ftruncate(lock.fd, 0)
+    os.pwrite(lock.fd, note.encode() + b"\n", 0)
+
+
+def refuse_foreign(image: str) -> None:
+    """An image under the final name without a valid marker was not finished here."""
+    if os.path.exists(marker_of(image)):
+        log.info("%s does not match its marker (missing, or another size): building it anew",
+                 image)
+        os.remove(marker_of(image))
+    if os.path.lexists(image):
+        raise PrepError("%s exists but was not completed by %s (no valid %s): move it away or "
+                        "delete it, then run again" % (image, PROG, os.path.basename(marker_of(image))))
+
+
+def marker_doc(tools: Tools, plan: Plan, pack: Pack, tmp: str, seconds: float) -> dict:
+    return {"split": plan.split, "image": plan.split + ".sqfs", "image_bytes": os.path.getsize(tmp),
+            "origin": plan.origin, "source": plan.source, "archive": plan.archive,
+            "archive_size": plan.archive_size, "folders": len(pack.listing.folders) - 1,
+            "files": pack.listing.files, "bytes": pack.listing.bytes,
+            "listing_digest": pack.listing.digest(), "epoch": plan.epoch,
+            "builder": tool_version(tools),
+            "options": list(tools.build_argv("IMAGE", plan.epoch, None)[1:-1]),
+            "seconds": round(seconds, 1)}
+
+
+def build_split(cfg: Settings, split: str, tools: Tools) -> None:
+    """Plan (every check that can come first), stream into the builder, check, name the image."""
+    image = os.path.join(cfg.out, split + ".sqfs")
+    plan = make_plan(cfg, split)
+    preflight(cfg.out, plan.total, "%s image" % split)
+    tmp = temp_beside(image)
+    t0 = time.monotonic()
+    try:
+        pack = stream_into(tools, plan, tmp, cfg.processors)
+        check_image(tools, plan, pack, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        doc = marker_doc(tools, plan, pack, tmp, time.monotonic() - t0)
+        write_json(marker_of(image), doc)
+        os.rename(tmp, image)
+        fsync_dir(cfg.out)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    log.info("%s: complete: %s, %s holding %s folders and %s files (%s), built and checked in %s",
+             split, image, human(doc["image_bytes"]), thousands(doc["folders"]),
+             thousands(doc["files"]), human(doc["bytes"]), duration(doc["seconds"]))
+
+
+def pack_split(cfg: Settings, split: str, tools: Callable[[], Tools]) -> int:
+    image = os.path.join(cfg.out, split + ".sqfs")
+    doc = finished(image)
+    if doc:
+        already_done(cfg, split, doc)
+        return 0
+    found = tools()
+    os.makedirs(cfg.out, exist_ok=True)
+    with Lock(os.path.join(cfg.out, ".%s.lock" % os.path.basename(image)),
+              "another %s is building %s; let it finish, or stop it, then run again" % (PROG, image)) as lock:
+        if finished(image):
+            log.info("%s: already done by another run; nothing to do", split)
+            return 0
+        clear_interrupted(cfg, split, lock)
+        refuse_foreign(image)
+        build_split(cfg, split, found)
+    return 0
+
+
+def pack(cfg: Settings, splits: list[str]) -> int:
+    """Build ROOT/squashfs/SPLIT.sqfs for each split; go on with the others after a failure."""
+    if not os.path.isdir(cfg.root):
+        raise PrepError("ROOT '%s' is not a folder; pass --root DIR (the folder holding downloads/)"
+                        % cfg.root)
+    log.info("ROOT=%s splits=%s source=%s", cfg.root, " ".join(splits),
+             "the trees (--from-tree)" if cfg.from_tree else "the archives in downloads/")
+    cache: list[Tools] = []
+
+    def tools() -> Tools:
+        if not cache:
+            cache.append(find_tools())
+        return cache[0]
+
+    rc = 0
+    for split in splits:
+        try:
+            rc = max(rc, pack_split(cfg, split, tools))
+        except PrepError as e:
+            log.error("error: %s", e)
+            rc = 1
+        except OSError as e:
+            log.error("error: %s: %s", split, disk_full_text(e.filename or cfg.out)
+                      if e.errno in (errno.ENOSPC, errno.EDQUOT) else e)
+            rc = 1
+    return rc
+
+
+def iter_splits(names: list[str]) -> list[str]:
+    """The requested splits, once each, in the order train, val, test ('all': the three)."""
+    chosen = set(SPLITS) if "all" in names else set(names)
+    return [s for s in SPLITS if s in chosen]
