@@ -1,0 +1,533 @@
+"""05_pack_squashfs.py: images whose listing and bytes are the release's, reproducible, killed and
+rerun, hostile archives, missing tools, --from-tree, mounting; and the SLURM example that uses them."""
+from __future__ import annotations
+
+import fcntl
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+import minirelease
+from conftest import REPO, run, script
+
+PACK = script("05_pack_squashfs.py")
+UNZIP = script("01_unzip.sh")
+META = script("02_convert_meta_clsloc.py")
+SORT = script("03_build_val_class_folders.py")
+SBATCH = REPO / "examples" / "slurm" / "imagenet_squashfs.sbatch"
+TOOLS = ("sqfstar", "unsquashfs")
+LLN = re.compile(r"([-d])(\S{9}) 0/0 +([0-9]+) \S+ \S+ squashfs-root(?:/(.*))?\Z")
+
+needs_tools = pytest.mark.skipif(
+    not all(shutil.which(t) for t in TOOLS),
+    reason="squashfs-tools >= 4.5.1 not installed (Debian package squashfs-tools: sqfstar, unsquashfs)")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def clean_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("SLURM_") and k not in ("IMAGENET_ROOT", "SOURCE_DATE_EPOCH")}
+    env.update(extra)
+    return env
+
+
+def pack(root: Path, *args, env=None, timeout=120) -> subprocess.CompletedProcess:
+    return run([sys.executable, PACK, "--root", root, *args], timeout=timeout,
+               env=env or clean_env())
+
+
+def make_root(tmp_path: Path, rel: minirelease.Release, splits=("train", "val", "test"),
+              name: str = "root", meta: bool = True) -> Path:
+    """ROOT/downloads with the archives; with meta, the devkit (01) and synsets.csv (02) too."""
+    root = tmp_path / name
+    (root / "downloads").mkdir(parents=True)
+    for s in list(splits) + (["devkit"] if meta else []):
+        shutil.copy(rel.archives[s], root / "downloads" / rel.archives[s].name)
+    if meta:
+        r = run(["bash", UNZIP, "--root", root, "devkit"], env=clean_env())
+        assert r.returncode == 0, r.stderr
+        r = run([sys.executable, META, "--root", root, "--expect-classes", len(rel.classes)],
+                env=clean_env())
+        assert r.returncode == 0, r.stderr
+    return root
+
+
+def listing(image: Path) -> dict[str, tuple[str, int]]:
+    """path in the image -> ("d", 0) or ("f", size), from `unsquashfs -lln`; checks owner and modes."""
+    r = run(["unsquashfs", "-lln", image])
+    assert r.returncode == 0, r.stderr
+    out = {}
+    for line in r.stdout.splitlines():
+        m = LLN.match(line)
+        assert m, line
+        kind, mode, size, path = m.groups()
+        assert mode == ("rwxr-xr-x" if kind == "d" else "rw-r--r--"), line
+        if path is not None:
+            out[path] = ("d", 0) if kind == "d" else ("f", int(size))
+    return out
+
+
+def cat(image: Path, paths: list[str], sizes: list[int]) -> dict[str, bytes]:
+    """The files' bytes read back with `unsquashfs -cat` (one call, split by their sizes)."""
+    r = subprocess.run(["unsquashfs", "-cat", str(image), *paths], capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out, pos = {}, 0
+    for p, n in zip(paths, sizes):
+        out[p] = r.stdout[pos:pos + n]
+        pos += n
+    assert pos == len(r.stdout)
+    return out
+
+
+def expected_files(rel: minirelease.Release, split: str) -> dict[str, bytes]:
+    """path in the image -> bytes, straight from the generated archives."""
+    out = {}
+    with tarfile.open(rel.archives[split]) as tar:
+        for m in tar:
+            if not m.isfile():
+                continue
+            data = tar.extractfile(m).read()
+            if split == "train":
+                with tarfile.open(fileobj=tar.extractfile(m)) as inner:
+                    for im in inner:
+                        out["%s/%s" % (m.name[:-4], im.name)] = inner.extractfile(im).read()
+            else:
+                name = m.name.rsplit("/", 1)[-1]
+                out[name if split == "test" else "%s/%s" % (rel.val[name], name)] = data
+    return out
+
+
+def expected_listing(files: dict[str, bytes]) -> dict[str, tuple[str, int]]:
+    out = {p: ("f", len(b)) for p, b in files.items()}
+    out.update({p.rsplit("/", 1)[0]: ("d", 0) for p in files if "/" in p})
+    return out
+
+
+def leftovers(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if ".tmp-" in p.name)
+
+
+def tree(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """path -> (bytes, mtime) of every file and folder under `folder` (folders: b"")."""
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        out[str(p.relative_to(folder))] = (p.read_bytes() if p.is_file() else b"",
+                                           int(p.stat().st_mtime))
+    return out
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, release) -> Path:
+    """The unit release's three images, built once from the archives."""
+    root = make_root(tmp_path_factory.mktemp("built"), release)
+    r = pack(root, "train", "val", "test")
+    assert r.returncode == 0, r.stderr
+    return root
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory) -> minirelease.Release:
+    """~60 MB of train images: a build long enough (~0.3 s) to be killed mid-way."""
+    return minirelease.make_release(tmp_path_factory.mktemp("big"), classes=24, images=(10, 16),
+                                    val_per_class=1, test=2, kib=200.0, seed=5)
+
+
+# ----------------------------------------------------------------------------- command line
+
+def test_help_lists_options_and_defaults():
+    r = run([sys.executable, PACK, "--help"])
+    assert r.returncode == 0
+    for text in ("--root DIR", "--from-tree", "--processors N", "--labels FILE", "--meta CSV",
+                 "IMAGENET_ROOT", "train val test", "sqfstar", "squashfs-tools"):
+        assert text in r.stdout, text
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "the following arguments are required: SPLIT"),
+    (["trian"], "unknown split 'trian'"),
+    (["--processors", "0", "train"], "--processors wants a number from 1 to 1024"),
+    (["--frobnicate", "train"], "unknown option '--frobnicate'"),
+])
+def test_usage_errors_exit_2(tmp_path, args, message):
+    r = pack(tmp_path, *args)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+
+
+def test_missing_tools_name_the_debian_packages(tmp_path, release):
+    root = make_root(tmp_path, release, ["train"], meta=False)
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    r = pack(root, "train", env=clean_env(PATH=str(empty)))
+    assert r.returncode == 1
+    assert "needs sqfstar or tar2sqfs and unsquashfs, not found in PATH" in r.stderr
+    assert "sudo apt-get install squashfs-tools" in r.stderr and "squashfs-tools-ng" in r.stderr
+    assert not (root / "squashfs").exists()
+
+
+def test_copied_alone_says_the_package_is_missing(tmp_path):
+    shutil.copy(PACK, tmp_path / PACK.name)
+    r = run([sys.executable, tmp_path / PACK.name, "train"])
+    assert r.returncode == 1 and "needs the folder imagenet_prep/ beside it" in r.stderr
+
+
+# ----------------------------------------------------------------------------- the images
+
+@needs_tools
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_each_image_holds_the_release_tree_and_bytes(built, release, split):
+    image = built / "squashfs" / (split + ".sqfs")
+    want = expected_files(release, split)
+    assert listing(image) == expected_listing(want)
+    paths = sorted(want)
+    assert cat(image, paths, [len(want[p]) for p in paths]) == want
+    if split == "train":
+        assert sorted(p for p, (k, _) in listing(image).items() if k == "d") == release.wnids_sorted
+    doc = (built / "squashfs" / (split + ".sqfs.json")).read_text()
+    assert '"files": %d' % len(want) in doc and '"image_bytes": %d' % image.stat().st_size in doc
+
+
+@needs_tools
+def test_rerun_is_already_done_and_changes_nothing(built):
+    images = {p.name: (p.stat().st_mtime_ns, p.stat().st_ino) for p in (built / "squashfs").iterdir()}
+    r = pack(built, "all")
+    assert r.returncode == 0, r.stderr
+    for split in ("train", "val", "test"):
+        assert "%s: already done" % split in r.stderr
+    assert "sqfstar" not in r.stderr                   # no builder started
+    assert {p.name: (p.stat().st_mtime_ns, p.stat().st_ino)
+            for p in (built / "squashfs").iterdir()} == images
+
+
+@needs_tools
+def test_unpacked_image_is_the_tree_01_makes_with_its_times(tmp_path, built, release):
+    """Names, bytes and times (files and class folders) equal 01's tree (val: after 03)."""
+    root = make_root(tmp_path, release)
+    for cmd in (["bash", UNZIP, "--root", root, "train", "val", "test"],
+                [sys.executable, SORT, "--root", root]):
+        r = run(cmd, env=clean_env())
+        assert r.returncode == 0, r.stderr
+    for split in ("train", "val", "test"):
+        out = tmp_path / ("unpacked-" + split)
+        r = run(["unsquashfs", "-q", "-n", "-d", out, built / "squashfs" / (split + ".sqfs")])
+        assert r.returncode == 0, r.stderr
+        got, want = tree(out), tree(root / split)
+        if split == "val":                 # 03 made the class folders just now: names only
+            got = {p: v if "." in p else (b"", 0) for p, v in got.items()}
+            want = {p: v if "." in p else (b"", 0) for p, v in want.items()}
+        assert got == want, split
+
+
+@needs_tools
+def test_builds_are_byte_identical_for_any_processors(tmp_path, built, release):
+    """The same archives, another ROOT, later, 1 and 3 threads: the bytes of `built` (all cores)."""
+    for n in ("1", "3"):
+        root = make_root(tmp_path, release, ["train", "val"], "root" + n)
+        time.sleep(1.1)                      # a build that took the clock's time would differ
+        r = pack(root, "--processors", n, "train", "val")
+        assert r.returncode == 0, r.stderr
+        for split in ("train", "val"):
+            a, b = built / "squashfs" / (split + ".sqfs"), root / "squashfs" / (split + ".sqfs")
+            assert a.read_bytes() == b.read_bytes(), (split, n)
+
+
+@needs_tools
+def test_sigkill_during_a_build_then_rerun_gives_the_same_image(tmp_path, big):
+    ref = make_root(tmp_path, big, ["train"], "ref", meta=False)
+    t0 = time.monotonic()
+    assert pack(ref, "train").returncode == 0
+    window = time.monotonic() - t0
+    root = make_root(tmp_path, big, ["train"], meta=False)
+    rng, kills, left = random.Random(3), 0, False
+    for attempt in range(8):
+        proc = subprocess.Popen([sys.executable, str(PACK), "--root", str(root), "train"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env=clean_env(), start_new_session=True)
+        time.sleep(rng.uniform(0.3, 0.8) * window)
+        if proc.poll() is None:
+            # the whole job (as SLURM does), or the script alone (its builder sees the stream end)
+            if attempt % 2:
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                os.kill(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.wait(timeout=60)
+        if proc.returncode == 0:
+            break
+        assert not (root / "squashfs" / "train.sqfs").exists()
+        left = bool(leftovers(root))
+    assert kills >= 4, "only %d runs were killed mid-way" % kills
+    r = pack(root, "train")
+    assert r.returncode == 0, r.stderr
+    assert ("a build interrupted earlier had written" in r.stderr) == left, r.stderr
+    assert (root / "squashfs" / "train.sqfs").read_bytes() == (ref / "squashfs" / "train.sqfs").read_bytes()
+    assert leftovers(root) == []
+
+
+@needs_tools
+def test_an_interrupted_build_is_started_over_and_said(tmp_path, release):
+    root = make_root(tmp_path, release, ["train"], meta=False)
+    (root / "squashfs").mkdir()
+    stale = root / "squashfs" / ".train.sqfs.tmp-otherhost.12345"
+    stale.write_bytes(b"half an image" * 1000)
+    (root / "squashfs" / ".train.sqfs.lock").write_text('{"started": %d}\n' % (time.time() - 600))
+    r = pack(root, "train")
+    assert r.returncode == 0, r.stderr
+    assert "a build interrupted earlier had written 12.7 KiB in" in r.stderr
+    assert "cannot be resumed: removing it and starting over" in r.stderr
+    assert not stale.exists() and leftovers(root) == []
+
+
+@needs_tools
+@pytest.mark.parametrize("sig, code, said", [(signal.SIGINT, 130, "stopped by Ctrl-C"),
+                                              (signal.SIGTERM, 143, "stopped by SIGTERM")])
+def test_ctrl_c_and_sigterm_remove_the_half_image(tmp_path, big, sig, code, said):
+    root = make_root(tmp_path, big, ["train"], meta=False)
+    proc = subprocess.Popen([sys.executable, str(PACK), "--root", str(root), "train"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=clean_env())
+    deadline = time.monotonic() + 30
+    while not list((root / "squashfs").glob(".train.sqfs.tmp-*")) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the build finished before the signal arrived")
+    assert proc.returncode == code and said in err and "run the same command again" in err, err
+    assert leftovers(root) == [] and not (root / "squashfs" / "train.sqfs").exists()
+
+
+@needs_tools
+def test_a_build_in_progress_is_not_started_twice(tmp_path, release):
+    root = make_root(tmp_path, release, ["train"], meta=False)
+    (root / "squashfs").mkdir()
+    with open(root / "squashfs" / ".train.sqfs.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        r = pack(root, "train")
+    assert r.returncode == 1 and "another 05_pack_squashfs.py is building" in r.stderr
+    assert not (root / "squashfs" / "train.sqfs").exists()
+
+
+@needs_tools
+def test_an_image_not_made_here_is_left_alone(tmp_path, release):
+    root = make_root(tmp_path, release, ["train"], meta=False)
+    (root / "squashfs").mkdir()
+    (root / "squashfs" / "train.sqfs").write_bytes(b"mine")
+    r = pack(root, "train")
+    assert r.returncode == 1 and "exists but was not completed by 05_pack_squashfs.py" in r.stderr
+    assert (root / "squashfs" / "train.sqfs").read_bytes() == b"mine"
+
+
+# ----------------------------------------------------------------------------- refused input
+
+HOSTILE_MESSAGES = {        # the same words as 01_unzip.sh (tests/test_01_unzip.py)
+    "outer-dotdot": "1 member(s) refused, only WNID.tar files (e.g. n01440764.tar) belong here: "
+                    "../n01000002.tar",
+    "outer-abs": "1 member(s) refused, only WNID.tar files (e.g. n01440764.tar) belong here: "
+                 "/tmp/n01000002.tar",
+    "outer-symlink": "1 member(s) refused, only WNID.tar files (e.g. n01440764.tar) belong here: "
+                     "n01000002.tar -> /etc/passwd is a symbolic link",
+    "inner-dotdot": "member ../../escaped.JPEG refused",
+    "inner-abs": "member /tmp/escaped.JPEG refused",
+    "inner-symlink": "member n01000002_7.JPEG -> ../../../etc/passwd is a symbolic link; refused",
+    "inner-device": "member n01000002_7.JPEG is a character device; refused",
+    "inner-badname": "member n01000002_7.sh refused",
+    "val-dotdot": "1 member(s) refused, expected names like ILSVRC2012_val_<8 digits>.JPEG: "
+                  "../ILSVRC2012_val_00000002.JPEG",
+    "val-symlink": "member ILSVRC2012_val_00000002.JPEG -> /etc/passwd is a symbolic link; refused",
+    "truncated": "truncated inside member n01000003.tar",
+    "not-a-tar": "is an HTML page, not a tar archive",
+}
+
+
+@needs_tools
+@pytest.mark.parametrize("kind", minirelease.HOSTILE_KINDS)
+def test_hostile_archives_are_refused_and_leave_nothing(tmp_path, kind):
+    src = minirelease.make_hostile(tmp_path / "src", kind)
+    root = tmp_path / "root"
+    (root / "downloads").mkdir(parents=True)
+    shutil.copy(src, root / "downloads" / src.name)
+    split = "val" if kind.startswith("val-") else "train"
+    r = pack(root, split)
+    assert r.returncode == 1, r.stderr
+    assert HOSTILE_MESSAGES[kind] in r.stderr, r.stderr
+    left = sorted(p.name for p in (root / "squashfs").iterdir()) if (root / "squashfs").exists() else []
+    assert left in ([], [".%s.sqfs.lock" % split]), left
+    assert not (tmp_path / "escaped.JPEG").exists()
+
+
+@needs_tools
+def test_val_labels_are_checked_before_the_builder_starts(tmp_path, release):
+    root = make_root(tmp_path, release, ["val"], meta=False)
+    r = pack(root, "val")
+    assert r.returncode == 1
+    assert "val: the images go into class folders by the validation labels" in r.stderr
+    assert "run 02_convert_meta_clsloc.py first" in r.stderr
+    assert "sqfstar" not in r.stderr and leftovers(root) == []
+    assert not (root / "squashfs" / "val.sqfs").exists()
+
+
+@needs_tools
+def test_val_labels_that_do_not_cover_the_archive_are_refused(tmp_path, release):
+    root = make_root(tmp_path, release, ["val"])
+    labels = tmp_path / "short.txt"
+    labels.write_text("".join(release.val[n] + "\n" for n in sorted(release.val)[:-1]))
+    r = pack(root, "--labels", labels, "val")
+    assert r.returncode == 1 and "1 without a label" in r.stderr, r.stderr
+    assert not (root / "squashfs" / "val.sqfs").exists()
+
+
+@needs_tools
+def test_kaggle_labels_give_the_same_val_image(tmp_path, built, release):
+    root = make_root(tmp_path, release, ["val"])
+    r = pack(root, "--labels", release.labels["kaggle"], "val")
+    assert r.returncode == 0, r.stderr
+    assert (root / "squashfs" / "val.sqfs").read_bytes() == (built / "squashfs" / "val.sqfs").read_bytes()
+
+
+# ----------------------------------------------------------------------------- --from-tree
+
+@needs_tools
+def test_from_tree_gives_the_same_listing_flat_or_sorted_val(tmp_path, built, release):
+    root = make_root(tmp_path, release)
+    r = pack(root, "--from-tree", "train")
+    assert r.returncode == 1 and "01_unzip.sh has not marked it done" in r.stderr
+    r = run(["bash", UNZIP, "--root", root, "train", "val", "test"], env=clean_env())
+    assert r.returncode == 0, r.stderr
+    r = pack(root, "--from-tree", "all")                 # val still flat: placed by the labels
+    assert r.returncode == 0, r.stderr
+    lln = {s: run(["unsquashfs", "-lln", built / "squashfs" / (s + ".sqfs")]).stdout
+           for s in ("train", "val", "test")}
+    for split in ("train", "val", "test"):
+        image = root / "squashfs" / (split + ".sqfs")
+        assert run(["unsquashfs", "-lln", image]).stdout == lln[split], split
+    flat_val = (root / "squashfs" / "val.sqfs").read_bytes()
+    for name in ("val.sqfs", "val.sqfs.json"):
+        (root / "squashfs" / name).unlink()
+    r = run([sys.executable, SORT, "--root", root], env=clean_env())
+    assert r.returncode == 0, r.stderr
+    r = pack(root, "--from-tree", "val")                 # sorted by 03: packed as it is
+    assert r.returncode == 0, r.stderr
+    assert run(["unsquashfs", "-lln", root / "squashfs" / "val.sqfs"]).stdout == lln["val"]
+    assert (root / "squashfs" / "val.sqfs").read_bytes() == flat_val
+
+
+@needs_tools
+def test_from_tree_refuses_a_tree_with_other_files(tmp_path, release):
+    root = make_root(tmp_path, release, ["train"], meta=False)
+    assert run(["bash", UNZIP, "--root", root, "train"], env=clean_env()).returncode == 0
+    wnid = release.wnids_sorted[0]
+    (root / "train" / wnid / "notes.txt").write_text("hi")
+    r = pack(root, "--from-tree", "train")
+    assert r.returncode == 1 and "notes.txt" in r.stderr and "move them out" in r.stderr
+    (root / "train" / wnid / "notes.txt").unlink()
+    (root / "train" / wnid / (release.train[wnid][0])).unlink()
+    r = pack(root, "--from-tree", "train")
+    assert r.returncode == 1 and "but 01_unzip.sh extracted" in r.stderr, r.stderr
+    assert leftovers(root) == [] and not (root / "squashfs" / "train.sqfs").exists()
+
+
+# ----------------------------------------------------------------------------- the fallback builder
+
+@needs_tools
+@pytest.mark.skipif(not shutil.which("tar2sqfs"), reason="squashfs-tools-ng (tar2sqfs) not installed")
+def test_without_sqfstar_tar2sqfs_builds_the_same_tree_reproducibly(tmp_path, built, release):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("tar2sqfs", "unsquashfs"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    images = []
+    for name in ("a", "b"):
+        root = make_root(tmp_path, release, ["train"], name, meta=False)
+        r = pack(root, "--processors", "1" if name == "a" else "2", "train",
+                 env=clean_env(PATH=str(bin_dir)))
+        assert r.returncode == 0, r.stderr
+        assert "building with" in r.stderr and "tar2sqfs" in r.stderr
+        images.append(root / "squashfs" / "train.sqfs")
+    assert images[0].read_bytes() == images[1].read_bytes()
+    assert listing(images[0]) == listing(built / "squashfs" / "train.sqfs")
+
+
+# ----------------------------------------------------------------------------- mounting
+
+FUSERMOUNT = shutil.which("fusermount3") or shutil.which("fusermount") or "fusermount"
+
+
+def fuse_problem(tmp_path: Path, image: Path) -> str:
+    """Why squashfuse cannot mount here ('' when it can): tried, not guessed."""
+    if not shutil.which("squashfuse"):
+        return "squashfuse not installed (Debian package squashfuse)"
+    if not shutil.which(FUSERMOUNT):
+        return "fusermount not installed (Debian package fuse3)"
+    if not os.path.exists("/dev/fuse"):
+        return "/dev/fuse does not exist (no FUSE in this container)"
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    r = run(["squashfuse", image, probe], timeout=30)
+    if r.returncode != 0:
+        return "squashfuse cannot mount here: %s" % (r.stderr.strip() or r.returncode)
+    run([FUSERMOUNT, "-u", probe])
+    return ""
+
+
+@needs_tools
+def test_mounted_with_squashfuse_the_image_is_the_tree(tmp_path, built, release):
+    image = built / "squashfs" / "train.sqfs"
+    why = fuse_problem(tmp_path, image)
+    if why:
+        pytest.skip(why)
+    mnt = tmp_path / "train"
+    mnt.mkdir()
+    assert run(["squashfuse", image, mnt]).returncode == 0
+    try:
+        got = {str(p.relative_to(mnt)): p.read_bytes() for p in sorted(mnt.rglob("*")) if p.is_file()}
+        assert got == expected_files(release, "train")
+        assert oct(mnt.stat().st_mode & 0o777) == "0o755"
+    finally:
+        run([FUSERMOUNT, "-u", mnt])
+
+
+# ----------------------------------------------------------------------------- the SLURM example
+
+def test_slurm_example_is_shellcheck_clean():
+    assert run(["bash", "-n", SBATCH]).returncode == 0
+    if not shutil.which("shellcheck"):
+        pytest.skip("shellcheck not installed (Debian package shellcheck)")
+    r = run(["shellcheck", "-x", SBATCH])
+    assert r.returncode == 0, r.stdout
+
+
+@needs_tools
+@pytest.mark.parametrize("mode", ["unpack", "auto"])
+def test_slurm_example_runs_the_command_on_a_local_copy(tmp_path, built, release, mode):
+    local = tmp_path / "local"
+    local.mkdir()
+    show = ('cd "$IMAGENET_ROOT" && find train val -type f | sort > "$0" && '
+            'echo "$IMAGENET_SHARED_ROOT" >> "$0" && test -f meta/synsets.csv')
+    out = tmp_path / "seen.txt"
+    r = run(["bash", SBATCH, "sh", "-c", show, out],
+            env=clean_env(IMAGENET_ROOT=str(built), SLURM_TMPDIR=str(local),
+                          IMAGENET_SQUASHFS_MODE=mode))
+    assert r.returncode == 0, r.stderr
+    lines = out.read_text().splitlines()
+    want = sorted(["train/" + p for p in expected_files(release, "train")]
+                  + ["val/" + p for p in expected_files(release, "val")])
+    assert lines == want + [str(built)]
+    assert list(local.iterdir()) == []                 # unmounted and removed
+    assert "unpacking" in r.stderr if mode == "unpack" else "mounting it at" in r.stderr \
+        or "unpacking" in r.stderr
+
+
+def test_slurm_example_without_images_says_what_to_run(tmp_path):
+    r = run(["bash", SBATCH, "true"], env=clean_env(IMAGENET_ROOT=str(tmp_path)))
+    assert r.returncode == 1
+    assert "no finished image of train val" in r.stderr and "05_pack_squashfs.py --root" in r.stderr
