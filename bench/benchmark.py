@@ -27,6 +27,7 @@ BENCHES = {
     "val": HERE / "bench_val.py",
     "stream": HERE / "bench_stream.py",
     "verify": HERE / "bench_verify.py",
+    "squashfs": HERE / "bench_squashfs.py",
 }
 
 
