@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Run the benchmarks of 00, 01 and 03 on generated data and print one table of ratios.
+"""Run the benchmarks of 00 to 05 on generated data and print one table of ratios.
 
-    python3 bench/benchmark.py [--quick] [--only download,unzip,val] [--json FILE] [-- BENCH-OPTIONS]
+    python3 bench/benchmark.py [--quick] [--only download,unzip,val,stream,verify,squashfs]
+                               [--json FILE] [-- BENCH-OPTIONS]
 
 Each benchmark (bench/bench_*.py, also runnable alone) measures its baseline in the same run
 (download: one connection; extraction: the two-pass recipe and one flat tar; val: one `mv` per
-file) and writes its rows as JSON; this runner collects them into one table. Timing never appears
+file; stream: 00 then 01; verify: sha256sum -c; squashfs: 01's tree) and writes its rows as JSON; this runner collects them into one table. Timing never appears
 in the tests: it lives here. --quick runs every benchmark with its own --quick (small data, a smoke
 run whose numbers are not the ones to report).
 """
