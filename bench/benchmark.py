@@ -6,7 +6,8 @@
 
 Each benchmark (bench/bench_*.py, also runnable alone) measures its baseline in the same run
 (download: one connection; extraction: the two-pass recipe and one flat tar; val: one `mv` per
-file; stream: 00 then 01; verify: sha256sum -c; squashfs: 01's tree) and writes its rows as JSON; this runner collects them into one table. Timing never appears
+file; stream: 00 then 01; verify: sha256sum -c; squashfs: 01's tree) and writes its rows as JSON;
+this runner collects them into one table. Timing never appears
 in the tests: it lives here. --quick runs every benchmark with its own --quick (small data, a smoke
 run whose numbers are not the ones to report).
 """
