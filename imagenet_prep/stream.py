@@ -37,6 +37,7 @@ from .urls import Link
 
 WINDOW = 64 << 20                     # bytes per spool window (--connections)
 CHECKPOINT_BYTES = 256 << 20          # val/test: a checkpoint at the first member boundary after this
+CHECKPOINT_SECONDS = 5.0              # and at most one (a sync of the tree) every this many seconds
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -275,7 +276,8 @@ class _Prefixed:
 class Saver:
     """Checkpoints written in a thread: first the files are synced (syncfs), then the checkpoint
     that counts on them is saved, while the reader goes on with the next class. Only the latest
-    checkpoint waiting matters; a kill loses at most the classes since the last one saved."""
+    checkpoint waiting matters, and one is saved at most every CHECKPOINT_SECONDS (a sync after
+    every class would hold up the writing); a kill loses at most the classes since the last one."""
 
     def __init__(self, cp: Checkpoint) -> None:
         self.cp, self.cond = cp, threading.Condition()
@@ -292,10 +294,12 @@ class Saver:
             self.cond.notify_all()
 
     def _run(self) -> None:
+        last = 0.0
         while True:
-            with self.cond:
-                while self.pending is None and not self.closed:
-                    self.cond.wait()
+            with self.cond:               # at most one sync every CHECKPOINT_SECONDS, unless closing
+                while not self.closed and (self.pending is None
+                                           or time.monotonic() - last < CHECKPOINT_SECONDS):
+                    self.cond.wait(max(0.05, CHECKPOINT_SECONDS - (time.monotonic() - last)))
                 if self.pending is None:
                     return
                 (written, doc), self.pending, self.busy = self.pending, None, True
@@ -307,6 +311,7 @@ class Saver:
                 self.cp.write(doc)
             except BaseException as e:
                 self.error.append(e)
+            last = time.monotonic()
             with self.cond:
                 self.busy = False
                 self.cond.notify_all()
@@ -352,13 +357,15 @@ class Counted:
                 chunks.task_done()
 
     def read(self, n: int) -> bytes:
-        out = bytearray()
-        while len(out) < n:                            # a pipe may return less than asked
-            data = self.raw.read(n - len(out))
-            if not data:
-                break
-            out += data
-        data = bytes(out)
+        data = self.raw.read(n)
+        if data and len(data) < n:                     # a pipe may return less than asked
+            out = bytearray(data)
+            while len(out) < n:
+                more = self.raw.read(n - len(out))
+                if not more:
+                    break
+                out += more
+            data = bytes(out)
         if self.queue is not None and data:
             self.queue.put(data)
         return data
