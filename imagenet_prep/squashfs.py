@@ -44,12 +44,12 @@ from typing import Callable, Optional
 
 from . import facts
 from .console import PrepError, disk_full_text, human, log, preflight, some, thousands
-from .extract import STATE, Config, check_archive, find_archive, official_counts, refuse_unless_file
+from .extract import STATE, Config, check_archive, find_archive, official_counts
 from .files import Lock, clear_temps, fsync_dir, read_json, temp_beside, temp_of, write_json
 from .progress import Progress
-from .tarstream import Member, Source, iter_tar
-from .train import RE_OUTER, ClassTar, index_outer, refused_text
-from .unzip import PATTERN_TEXT, RE_FLAT
+from .tarstream import Source, iter_tar
+from .train import ClassTar, check_class_member, class_pattern, index_outer, refused_text
+from .unzip import PATTERN_TEXT, RE_FLAT, FlatNames
 from .valfolders import val_labels
 
 PROG = "05_pack_squashfs.py"
@@ -364,17 +364,6 @@ class FlatItem:
     archived: bool = True
 
 
-def check_class_member(m: Member, wnid: str, label: str, pattern: re.Pattern, seen: set) -> None:
-    """As 01 checks a member of a class tar (train.write_class): a file named WNID_N.JPEG, once."""
-    refuse_unless_file(m, label, wnid + "_<number>.JPEG")
-    if not pattern.match(m.name):
-        raise PrepError("%s: member %s refused: names in this class must look like %s_<number>.JPEG"
-                        % (label, m.name, wnid))
-    if m.name in seen:
-        raise PrepError("%s: member %s appears twice; refused" % (label, m.name))
-    seen.add(m.name)
-
-
 def plan_train_archive(archive: str) -> Plan:
     """The outer tar's index, checked (01's rules) before anything is built."""
     label = os.path.basename(archive)
@@ -400,7 +389,7 @@ def feed_train_archive(pack: Pack, archive: str, classes: list[ClassTar]) -> Non
         src, fd = Source(f), f.fileno()
         for c in classes:
             label = "%s: %s.tar" % (name, c.wnid)
-            pattern = re.compile(re.escape(c.wnid) + r"_\d+\.JPEG\Z")
+            pattern = class_pattern(c.wnid)
             seen: set[str] = set()
             pack.folder(c.wnid, c.mtime)
             for m in iter_tar(src, c.offset, c.offset + c.size, label, need_eof=False):
@@ -415,24 +404,13 @@ def feed_train_archive(pack: Pack, archive: str, classes: list[ClassTar]) -> Non
 def index_flat(archive: str, split: str) -> list[FlatItem]:
     """Every member of the val or test tar, checked as 01 checks them, headers only."""
     label = os.path.basename(archive)
-    items, refused, seen = [], [], set()
+    items, names = [], FlatNames(split, label)
     with open(archive, "rb", buffering=0) as f:
         for m in iter_tar(Source(f), 0, os.path.getsize(archive), label, need_eof=True):
-            if split == "test" and m.type == b"5" and m.name.rstrip("/") == "test":
-                continue
-            refuse_unless_file(m, label, PATTERN_TEXT[split])
-            match = RE_FLAT[split].match(m.name)
-            if not match:
-                refused.append(m.name)
-            elif match.group(1) in seen:
-                raise PrepError("%s: member %s appears twice; refused" % (label, m.name))
-            else:
-                seen.add(match.group(1))
-                items.append(FlatItem(match.group(1), archive, m.offset, m.size, m.mtime))
-    if refused:
-        hint = " (this looks like the train archive)" if RE_OUTER.match(refused[0]) else ""
-        raise PrepError("%s: %d member(s) refused, expected names like %s%s: %s"
-                        % (label, len(refused), PATTERN_TEXT[split], hint, some(refused)))
+            name = names.name(m)
+            if name is not None and not names.refused:
+                items.append(FlatItem(name, archive, m.offset, m.size, m.mtime))
+    names.check()
     if not items:
         raise PrepError("%s holds no images; is it the right file? download it again" % archive)
     return items

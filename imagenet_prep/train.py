@@ -23,7 +23,7 @@ from .files import (Lock, clear_leftover, open_dir, read_json, remove_tree, temp
                     try_flock, write_json)
 from .parallel import run_parallel
 from .progress import Progress
-from .tarstream import Source, iter_tar
+from .tarstream import Member, Source, iter_tar
 
 RE_OUTER = re.compile(r"n\d{8}\.tar\Z")
 FLAT_NAME = re.compile(r"ILSVRC2012_(val|test)_\d{8}\.JPEG\Z")
@@ -103,6 +103,21 @@ def check_class_folders(train_dir: str, records: str, wnids: Iterable[str]) -> N
 
 # ----------------------------------------------------------------------------- one class
 
+def class_pattern(wnid: str) -> re.Pattern:
+    return re.compile(re.escape(wnid) + r"_\d+\.JPEG\Z")
+
+
+def check_class_member(m: Member, wnid: str, label: str, pattern: re.Pattern, seen: set) -> None:
+    """A member of a class tar as 01 accepts it: a file named WNID_<number>.JPEG, once."""
+    refuse_unless_file(m, label, wnid + "_<number>.JPEG")
+    if not pattern.match(m.name):
+        raise PrepError("%s: member %s refused: names in this class must look like %s_<number>.JPEG"
+                        % (label, m.name, wnid))
+    if m.name in seen:
+        raise PrepError("%s: member %s appears twice; refused" % (label, m.name))
+    seen.add(m.name)
+
+
 def write_class(src: Source, tar: ClassTar, train_dir: str, records: str, label: str,
                 digest: bool, replace: bool = False) -> dict:
     """Write the images of one class tar from `src` into train/.WNID.tmp-TAG, record them, and
@@ -112,8 +127,8 @@ def write_class(src: Source, tar: ClassTar, train_dir: str, records: str, label:
     if it holds exactly these files it is kept as it is, else it is replaced by the new folder."""
     wnid = tar.wnid
     final, tmp = os.path.join(train_dir, wnid), os.path.join(train_dir, temp_name(wnid))
-    pattern = re.compile(re.escape(wnid) + r"_\d+\.JPEG\Z")
-    files, nbytes, special = [], 0, {}
+    pattern = class_pattern(wnid)
+    files, nbytes, special, seen = [], 0, {}, set()
     os.mkdir(tmp, 0o755)
     try:
         # the flock on the folder is held until it has its final name: a rerun never clears it
@@ -121,10 +136,7 @@ def write_class(src: Source, tar: ClassTar, train_dir: str, records: str, label:
             if not try_flock(folder):
                 raise PrepError("%s: another run is clearing %s; run again" % (label, tmp))
             for m in iter_tar(src, tar.offset, tar.offset + tar.size, label, need_eof=False):
-                refuse_unless_file(m, label, wnid + "_<number>.JPEG")
-                if not pattern.match(m.name):
-                    raise PrepError("%s: member %s refused: names in this class must look like "
-                                    "%s_<number>.JPEG" % (label, m.name, wnid))
+                check_class_member(m, wnid, label, pattern, seen)
                 kind, sha = write_member(src, m, folder, m.name, label, digest)
                 if kind:
                     special[m.name] = kind

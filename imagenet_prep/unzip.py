@@ -61,17 +61,18 @@ def prepare_final(cfg: Config, final: str, split: str) -> None:
 
 # ----------------------------------------------------------------------------- val and test
 
-class FlatWriter:
-    """The members of the val or test tar as files of one folder, checked on the way."""
+class FlatNames:
+    """The members of a val or test tar as 01 accepts them: files named as the split's images,
+    each once (the test tar's test/ folder entry is skipped); names that do not fit are
+    collected and refused all together by check()."""
 
-    def __init__(self, split: str, folder_fd: int, label: str, digest: bool) -> None:
-        self.split, self.folder_fd, self.label, self.digest = split, folder_fd, label, digest
-        self.count = self.bytes = 0
-        self.sums: list[tuple[str, str]] = []
+    def __init__(self, split: str, label: str) -> None:
+        self.split, self.label = split, label
         self.refused: list[str] = []
+        self.seen: set[str] = set()
 
-    def add(self, src: Source, m) -> Optional[str]:
-        """Write member m (unless refused); its file name, or None."""
+    def name(self, m) -> Optional[str]:
+        """The image's file name, or None (a folder entry to skip, or a refused name)."""
         if self.split == "test" and m.type == b"5" and m.name.rstrip("/") == "test":
             return None
         refuse_unless_file(m, self.label, PATTERN_TEXT[self.split])
@@ -79,12 +80,9 @@ class FlatWriter:
         if not match:
             self.refused.append(m.name)
             return None
-        if not self.refused:
-            _, sha = write_member(src, m, self.folder_fd, match.group(1), self.label, self.digest)
-            if sha:
-                self.sums.append((match.group(1), sha))
-        self.count += 1
-        self.bytes += m.size
+        if match.group(1) in self.seen:
+            raise PrepError("%s: member %s appears twice; refused" % (self.label, m.name))
+        self.seen.add(match.group(1))
         return match.group(1)
 
     def check(self) -> None:
@@ -93,6 +91,29 @@ class FlatWriter:
             raise PrepError("%s: %d member(s) refused, expected names like %s%s: %s"
                             % (self.label, len(self.refused), PATTERN_TEXT[self.split], hint,
                                some(self.refused)))
+
+
+class FlatWriter(FlatNames):
+    """The members of the val or test tar as files of one folder, checked on the way."""
+
+    def __init__(self, split: str, folder_fd: int, label: str, digest: bool) -> None:
+        super().__init__(split, label)
+        self.folder_fd, self.digest = folder_fd, digest
+        self.count = self.bytes = 0
+        self.sums: list[tuple[str, str]] = []
+
+    def add(self, src: Source, m) -> Optional[str]:
+        """Write member m (unless refused); its file name, or None."""
+        name = self.name(m)
+        if name is None:
+            return None
+        if not self.refused:
+            _, sha = write_member(src, m, self.folder_fd, name, self.label, self.digest)
+            if sha:
+                self.sums.append((name, sha))
+        self.count += 1
+        self.bytes += m.size
+        return name
 
 
 def write_flat(src: Source, size: int, split: str, tmp: str, label: str,
