@@ -253,24 +253,56 @@ def open_bytes(cfg: Config, link: Link, cp: Checkpoint, policy: Policy, connecti
             spool = Spool(link, cp.offset, cp.total, cp.etag, policy, connections,
                           os.path.join(cfg.state, "spool"))
             return spool
-        return _Prefixed(first, reader)
+        return Prefetcher(reader, first)
     raise PrepError("%s: the file behind the link keeps changing; try again later" % link.split)
 
 
-class _Prefixed:
-    """A reader with a few bytes already taken from it put back in front."""
+class Prefetcher:
+    """Reads the link ahead of the extractor, in a thread of its own and up to DEPTH chunks of
+    CHUNK bytes, so that the transfer goes on while files are written (curl's pipe holds only
+    64 KiB). `head`: bytes already taken from the reader, put back in front."""
 
-    def __init__(self, head: bytes, reader) -> None:
-        self.head, self.reader = head, reader
+    CHUNK, DEPTH = 1 << 20, 32
+
+    def __init__(self, reader, head: bytes = b"") -> None:
+        self.reader, self.buf, self.at = reader, head, 0
+        self.chunks: queue.Queue = queue.Queue(maxsize=self.DEPTH)
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self.stopping:
+                data = self.reader.read(self.CHUNK)
+                self.chunks.put(data)
+                if not data:
+                    return
+        except BaseException as e:                     # raised in the extractor at its next read
+            self.chunks.put(e)
 
     def read(self, n: int) -> bytes:
-        if self.head:
-            out, self.head = self.head[:n], self.head[n:]
-            return out
-        return self.reader.read(n)
+        if self.at >= len(self.buf):
+            item = self.chunks.get()
+            if isinstance(item, BaseException):
+                self.chunks.put(item)                  # every later read says it too
+                raise item
+            if not item:
+                self.chunks.put(item)                  # the end, for later reads too
+                return b""
+            self.buf, self.at = item, 0
+        out = self.buf[self.at:self.at + n]
+        self.at += len(out)
+        return out
 
     def close(self) -> None:
-        self.reader.close()
+        self.stopping = True
+        self.reader.close()                            # ends curl: the thread's read returns
+        while self.thread.is_alive():
+            try:
+                self.chunks.get(timeout=0.1)           # unblock its put
+            except queue.Empty:
+                pass
 
 
 class Saver:

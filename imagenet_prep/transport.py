@@ -293,6 +293,8 @@ class RangeReader(io.RawIOBase):
             self._kill()
             return 0
         while True:
+            if self.closed:                  # closed from another thread: no new attempt
+                return 0
             if self.proc is None:
                 self._connect()
                 if self.proc is None:
