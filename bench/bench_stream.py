@@ -125,6 +125,29 @@ def md5_cpu_per_gib(path: Path) -> float:
     return cpu / (path.stat().st_size / (1 << 30))
 
 
+def connections_at_a_real_cap(work: Path, jobs: int, mib_s: float = 8.0) -> list[dict]:
+    """--connections 4 vs 1 where the link, not this machine, is the limit: 8 MiB/s per
+    connection (image-net.org's order of magnitude), on a 100-class release (~220 MiB)."""
+    opts = dict(minirelease.PRESETS["bench"], classes=100)
+    rel = minirelease.make_release(work / "small-release", **opts)
+    srv = FaultServer(rel.out, rate=mib_s * (1 << 20)).start()
+    try:
+        urls = work / "urls-small.sh"
+        urls.write_text('DOWNLOAD_URL_train="%s?token=x"\nMD5_train=%s\n'
+                        % (srv.url(NAME), rel.md5["train"]))
+        root = work / "root-small"
+        base = [str(REPO / "01_unzip.sh"), "--root", str(root), "--jobs", str(jobs), "--stream",
+                "--urls", str(urls)]
+        one = timed([base + ["train"]], root)
+        four = timed([base + ["--connections", "4", "train"]], root)
+    finally:
+        srv.stop()
+    return [{"measure": "--stream --connections 4 vs 1, %g MiB/s per connection (%s)"
+             % (mib_s, human(rel.sizes["train"])), "value": round(four[0], 1), "unit": "s",
+             "baseline": round(one[0], 1), "ratio": round(one[0] / four[0], 2),
+             "goal": ">= 3x faster"}]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
