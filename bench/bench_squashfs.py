@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from benchpaths import REPO
-from benchmark import print_table
-from bench_unzip import drop_caches, generate, timed
+from benchmark import drop_caches, print_table
+from bench_unzip import generate, timed
 
 SCRIPTS = ("01_unzip.sh", "05_pack_squashfs.py")
 PACKAGE = REPO / "imagenet_prep"

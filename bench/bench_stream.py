@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Optional
 
 import benchpaths  # noqa: F401  (puts the repository and tests/ on sys.path)
-from benchmark import print_table
+from benchmark import drop_caches, print_table
 from benchpaths import REPO
 
 import minirelease
@@ -85,14 +85,6 @@ class Sampler:
         self.stop.set()
         self.thread.join()
         self.peak = max(self.peak, disk_used(self.folder))
-
-
-def drop_caches() -> None:
-    subprocess.run(["sync"])
-    try:
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
-    except OSError:
-        pass
 
 
 def timed(cmds: list[list[str]], root: Path) -> tuple[float, int]:

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Optional
 
 from benchpaths import REPO, TESTS
-from benchmark import print_table
+from benchmark import drop_caches, print_table
 import minirelease
 
 SCRIPT = REPO / "01_unzip.sh"
@@ -52,16 +52,6 @@ TRAIN_TAR = "ILSVRC2012_img_train.tar"
 QUICK_CLASSES = 50         # --quick: classes of the generated release (~110 MB instead of ~2 GB)
 BIG_CLASS_IMAGES = 1300    # images of the one big class the peak memory is measured on
 QUICK_BIG_CLASS_IMAGES = 300
-
-
-def drop_caches() -> bool:
-    subprocess.run(["sync"], check=True)
-    try:
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("3\n")
-        return True
-    except OSError:
-        return False
 
 
 def timed(cmd: list, cwd: Optional[Path] = None) -> float:

@@ -37,23 +37,13 @@ from pathlib import Path
 from typing import Optional
 
 from benchpaths import REPO
-from benchmark import print_table
+from benchmark import drop_caches, print_table
 import minirelease
 
 VERIFY = REPO / "04_verify.py"
 GOAL_FULL = 0.6              # 04_verify.py --full / sha256sum -c, on 2 cores
 QUICK_CLASSES = 50
 SPLITS = ("train", "val", "test")
-
-
-def drop_caches() -> bool:
-    subprocess.run(["sync"], check=True)
-    try:
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("3\n")
-        return True
-    except OSError:
-        return False
 
 
 def timed(cmd, cwd: Optional[Path] = None, shell: bool = False) -> tuple[float, float]:

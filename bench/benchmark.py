@@ -41,6 +41,17 @@ def fmt(v) -> str:
     return str(v)
 
 
+def drop_caches() -> bool:
+    """sync, then drop the page cache (root only): True if the next timing starts cold."""
+    subprocess.run(["sync"], check=True)
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
 def print_table(rows: list[dict]) -> None:
     cols = ["benchmark", "measure", "value", "unit", "baseline", "ratio", "goal"]
     cells = [[fmt(r.get(c)) for c in cols] for r in rows]

@@ -513,6 +513,26 @@ HOSTILE_KINDS = ("outer-dotdot", "outer-abs", "outer-symlink", "inner-dotdot", "
                  "truncated", "not-a-tar")
 
 
+HOSTILE_MESSAGES = {  # what 01_unzip.sh and 05_pack_squashfs.py say about each (tests check it)
+    "outer-dotdot": "1 member(s) refused, only WNID.tar files (e.g. n01440764.tar) belong here: "
+                    "../n01000002.tar",
+    "outer-abs": "1 member(s) refused, only WNID.tar files (e.g. n01440764.tar) belong here: "
+                 "/tmp/n01000002.tar",
+    "outer-symlink": "1 member(s) refused, only WNID.tar files (e.g. n01440764.tar) belong here: "
+                     "n01000002.tar -> /etc/passwd is a symbolic link",
+    "inner-dotdot": "member ../../escaped.JPEG refused",
+    "inner-abs": "member /tmp/escaped.JPEG refused",
+    "inner-symlink": "member n01000002_7.JPEG -> ../../../etc/passwd is a symbolic link; refused",
+    "inner-device": "member n01000002_7.JPEG is a character device; refused",
+    "inner-badname": "member n01000002_7.sh refused",
+    "val-dotdot": "1 member(s) refused, expected names like ILSVRC2012_val_<8 digits>.JPEG: "
+                  "../ILSVRC2012_val_00000002.JPEG",
+    "val-symlink": "member ILSVRC2012_val_00000002.JPEG -> /etc/passwd is a symbolic link; refused",
+    "truncated": "truncated inside member n01000003.tar",
+    "not-a-tar": "is an HTML page, not a tar archive",
+}
+
+
 def make_hostile(out: Path, kind: str, seed: int = 0) -> Path:
     """Write one hostile or broken archive to `out` and return its path.
 
