@@ -1166,7 +1166,7 @@ fetch_split() {
     return
   fi
   if extracted_by_01 "$ROOT" "$SPLIT" "$NAME"; then
-    log "$SPLIT: already done (extracted into $ROOT/$SPLIT by 01_unzip.sh; the archive was removed)"
+    log "$SPLIT: already done (extracted into $ROOT/$SPLIT by 01_unzip.sh; the archive is not kept)"
     if [[ -e $PART ]]; then
       log "$SPLIT: $PART ($(human "$(fsize "$PART")")) is not needed: delete it (and $NAME.part.*) to free the space"
     fi

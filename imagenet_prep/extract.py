@@ -41,7 +41,10 @@ class Config:
         return os.path.join(self.state, split + ".done")
 
 
-def find_archive(cfg: Config, split: str) -> str:
+def find_archive(cfg: Config, split: str,
+                 other: str = "name the file with --archive PATH") -> str:
+    """The split's archive: --archive, else the first official name in ROOT/downloads/. `other`:
+    what else the user can do when it is not there."""
     if cfg.archive:
         path = os.path.abspath(cfg.archive)
         if not os.path.isfile(path):
@@ -52,8 +55,8 @@ def find_archive(cfg: Config, split: str) -> str:
         path = os.path.join(folder, name)
         if os.path.isfile(path):
             return path
-    raise PrepError("%s: archive not found: expected %s in %s (run 00_download.sh, or name the file "
-                    "with --archive PATH)" % (split, " or ".join(facts.names(split)), folder))
+    raise PrepError("%s: archive not found: expected %s in %s (run 00_download.sh, or %s)"
+                    % (split, " or ".join(facts.names(split)), folder, other))
 
 
 def check_archive(path: str, split: str) -> str:

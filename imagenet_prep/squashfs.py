@@ -614,10 +614,13 @@ def plan_flat_tree(cfg: Settings, split: str) -> Plan:
                 expect_files=None if set_aside else doc["images"])
 
 
+FROM_TREE_HINT = "pack the tree 01_unzip.sh made with --from-tree"
+
+
 def make_plan(cfg: Settings, split: str) -> Plan:
     if cfg.from_tree:
         return plan_train_tree(cfg.root) if split == "train" else plan_flat_tree(cfg, split)
-    archive = find_archive(Config(cfg.root), split)
+    archive = find_archive(Config(cfg.root), split, FROM_TREE_HINT)
     check_archive(archive, split)
     if split == "train":
         return plan_train_archive(archive)
@@ -821,7 +824,7 @@ def already_done(cfg: Settings, split: str, doc: dict) -> None:
              os.path.join(cfg.out, split + ".sqfs"), doc.get("origin"), doc.get("source"))
     if not cfg.from_tree and doc.get("origin") == "archive":
         try:
-            archive = find_archive(Config(cfg.root), split)
+            archive = find_archive(Config(cfg.root), split, FROM_TREE_HINT)
         except PrepError:
             return
         if os.path.getsize(archive) != doc.get("archive_size"):

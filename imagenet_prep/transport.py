@@ -299,7 +299,7 @@ class RangeReader(io.RawIOBase):
                 self._connect()
                 if self.proc is None:
                     continue
-            n = self.proc.stdout.readinto(memoryview(b)[:want])
+            n = self.proc.stdout.readinto1(memoryview(b)[:want])   # what has come: no waiting to fill b
             if n:
                 self.pos += n
                 self.fails = 0

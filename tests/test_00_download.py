@@ -823,7 +823,7 @@ def test_archive_removed_after_01_extracted_it_is_already_done(tmp_path, blob, s
     urls = val_urls(tmp_path, server, blob)
     r = dl(root, urls, "val")
     assert r.returncode == 0, r.stderr
-    assert ("val: already done (extracted into %s by 01_unzip.sh; the archive was removed)"
+    assert ("val: already done (extracted into %s by 01_unzip.sh; the archive is not kept)"
             % (root / "val")) in r.stderr
     assert server.requests == [] and no_final(root)
     # the marker names another archive, or the folder is gone: it does not count
