@@ -45,7 +45,7 @@ def run(prog: str, argv: Sequence[str], body: Callable[[], int], interrupted: st
     setup_logging(prog)
     signal.signal(signal.SIGTERM, _on_sigterm)
     start = time.monotonic()
-    log.info("%s %s", prog, " ".join(argv))
+    log.info("%s %s", prog, scrub_links(" ".join(argv)))
     try:
         rc = body()
     except PrepError as e:
@@ -69,6 +69,21 @@ def run(prog: str, argv: Sequence[str], body: Callable[[], int], interrupted: st
 
 # ----------------------------------------------------------------------------- words and numbers
 
+LINK = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]*")
+
+
+def scrub_links(text: str) -> str:
+    """`text` with every link replaced by <link>: a link may carry a token, never printed."""
+    return LINK.sub("<link>", text)
+
+
+def shown(name: str) -> str:
+    """A name from an archive or a folder as it may be printed: control characters (a newline,
+    an escape sequence) written as escapes, so that no name can forge a log line or a terminal."""
+    if name.isprintable():
+        return name
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+
 def human(n: float) -> str:
     """Bytes in binary units: '512 B', '53.8 KiB', '138.0 GiB'."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
@@ -84,7 +99,7 @@ def thousands(n: int) -> str:
 
 def some(items: Sequence, limit: int = 5) -> str:
     """'a, b, c, ... and N more': the first few of a list that may be long."""
-    text = ", ".join(str(x) for x in items[:limit])
+    text = ", ".join(shown(str(x)) for x in items[:limit])
     return text + (", ... and %d more" % (len(items) - limit) if len(items) > limit else "")
 
 
@@ -99,7 +114,14 @@ def disk_full_text(path: str, need: Optional[int] = None) -> str:
     while folder and not os.path.isdir(folder):
         folder = os.path.dirname(folder)
     try:
-        free = human(free_bytes(folder or "."))
+        st = os.statvfs(folder or ".")
+        free = human(st.f_bavail * st.f_frsize)
+        if st.f_files and (st.f_favail < 1000 or st.f_favail * 100 < st.f_files):
+            return ("no more files can be created in %s: the file system (or your quota) has "
+                    "almost no free inodes left (%d), though %s are free; delete files there, or "
+                    "put the tree where more files are allowed (or pack it in one file: "
+                    "05_pack_squashfs.py), and run again: complete work is kept"
+                    % (folder, st.f_favail, free))
     except OSError:
         free = "?"
     return ("the disk is full (or the quota is used up): cannot write to %s, %s free%s; free some "
@@ -180,6 +202,9 @@ class Parser(argparse.ArgumentParser):
         super().__init__(**kw)
 
     def error(self, message: str):
+        message = scrub_links(message)
+        if "<link>" in message:
+            message += " (a link belongs in urls.sh, as DOWNLOAD_URL_<split>: see urls.sh.example)"
         if message.startswith("unrecognized arguments: "):
             words = message.split(": ", 1)[1].split()
             message = "unknown option '%s'" % words[0] if words[0].startswith("-") else \

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from . import facts
-from .console import PrepError, log, thousands
+from .console import PrepError, log, shown, thousands
 from .files import read_json, umask
 from .images import HEAD, image_kind
 from .tarstream import Member, Source, read_data, sniff
@@ -66,10 +66,52 @@ def check_archive(path: str, split: str) -> str:
     return sniff(path, os.path.getsize(path), head, split == "devkit", "%s archive" % split)
 
 
+def resolve_final(root: str, split: str) -> str:
+    """Where a split's folder goes: ROOT/SPLIT, or the folder it links to (e.g. on another disk).
+    The split is built beside it and renamed into place."""
+    link = os.path.join(root, split)
+    if not os.path.islink(link):
+        return link
+    target = os.path.realpath(link)
+    if not os.path.isdir(target):
+        raise PrepError("%s: %s is a symbolic link to %s, which is not a folder: create that folder "
+                        "(mkdir -p %s) or remove the link, then run again"
+                        % (split, link, target, target))
+    return target
+
+
+MARKER_FIELDS = {            # what each split's done marker must hold, and of which type
+    "train": {"classes": list, "images": int, "bytes": int, "special": dict},
+    "val": {"images": int, "bytes": int}, "test": {"images": int, "bytes": int},
+    "devkit": {"files": int, "bytes": int, "top": str},
+}
+TYPE_WORDS = {list: "a list", int: "a whole number", dict: "a mapping", str: "text"}
+
+
+def read_marker(cfg: Config, split: str) -> Optional[dict]:
+    """The split's done marker; None if there is none. A marker that is not one 01_unzip.sh
+    wrote (edited by hand, damaged) is an error: nothing is taken for done on its word."""
+    path = cfg.marker(split)
+    if not os.path.lexists(path):
+        return None
+    doc = read_json(path)
+    bad = "not JSON" if not isinstance(doc, dict) else next(
+        ("%s is not %s" % (k, TYPE_WORDS[t]) for k, t in MARKER_FIELDS[split].items()
+         if not isinstance(doc.get(k), t) or isinstance(doc.get(k), bool)), None)
+    if bad is None and split == "train" and not all(isinstance(w, str) and w.isascii()
+                                                    for w in doc["classes"]):
+        bad = "classes holds other things than WNIDs"
+    if bad:
+        raise PrepError("%s is damaged or not 01_unzip.sh's (%s); delete it%s and run again"
+                        % (path, bad, "" if split == "train" else
+                           " and move %s away" % os.path.join(cfg.root, split)))
+    return doc
+
+
 def done_marker(cfg: Config, split: str, final: str) -> Optional[dict]:
     """The split's done marker, if the split's folder is there too."""
-    doc = read_json(cfg.marker(split))
-    return doc if isinstance(doc, dict) and os.path.isdir(final) else None
+    doc = read_marker(cfg, split)
+    return doc if doc is not None and os.path.isdir(final) else None
 
 
 def official_counts(split: str, archive_size: int, classes: Optional[int], images: int) -> None:
@@ -133,7 +175,7 @@ def write_member(src: Source, m: Member, folder_fd: int, name: str, label: str,
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o644, dir_fd=folder_fd)
     except FileExistsError:
-        raise PrepError("%s: member %s appears twice; refused" % (label, m.name)) from None
+        raise PrepError("%s: member %s appears twice; refused" % (label, shown(m.name))) from None
     kind, sha, head = None, hashlib.sha256() if digest else None, b""
     try:
         for buf in read_data(src, m, CHUNK, label):

@@ -21,7 +21,10 @@ class Progress:
         self.next_pct, self.done, self.logged = step, 0, -1
         self.bar = None
         if sys.stderr.isatty():
-            from tqdm import tqdm
+            try:
+                from tqdm import tqdm
+            except ImportError:                 # not installed: log lines on the terminal too
+                return
             self.bar = tqdm(total=self.total, desc=what, unit=unit, leave=False, disable=None,
                             unit_scale=unit == "B", unit_divisor=1024, file=sys.stderr)
 

@@ -26,7 +26,7 @@ from urllib.parse import unquote, urlsplit
 
 from . import md5state
 from .console import PrepError, human, log, preflight, thousands
-from .extract import Config, done_marker
+from .extract import Config, done_marker, resolve_final
 from .files import Lock, clear_temps, open_dir, read_json, remove_tree, temp_of, try_flock, write_json
 from .progress import Progress
 from .tarstream import BLOCK, Source, iter_tar, sniff
@@ -465,7 +465,9 @@ def eta(bar: Progress, done: int, total: int, start: int) -> str:
     """'3.2 MiB/s, ETA 01:02:03' from the bytes of this run."""
     dt = max(time.monotonic() - bar.t0, 1e-6)
     rate = (done - start) / dt
-    left = (total - done) / rate if rate > 0 else 0
+    if dt < 5 or rate <= 0:
+        return "%.1f MiB/s, ETA ?" % (rate / (1 << 20))
+    left = (total - done) / rate
     return "%.1f MiB/s, ETA %02d:%02d:%02d" % (rate / (1 << 20), left // 3600, left % 3600 // 60,
                                                 left % 60)
 
@@ -515,6 +517,7 @@ class TrainStream:
 
 
 def stream_train(cfg: Config, link: Link, policy: Policy, connections: int, verify: bool) -> int:
+    resolve_final(cfg.root, "train")                   # a link to a missing folder: said
     train_dir = os.path.join(cfg.root, "train")
     doc = train_done(cfg)
     if doc:
@@ -562,7 +565,7 @@ def stream_train(cfg: Config, link: Link, policy: Policy, connections: int, veri
 
 def stream_flat(cfg: Config, split: str, link: Link, policy: Policy, connections: int,
                 verify: bool) -> int:
-    from .unzip import FlatWriter, finish_flat, prepare_final, resolve_final
+    from .unzip import FlatWriter, finish_flat, prepare_final
     final = resolve_final(cfg.root, split)
     doc = done_marker(cfg, split, final)
     if doc:
@@ -570,6 +573,9 @@ def stream_flat(cfg: Config, split: str, link: Link, policy: Policy, connections
                  human(doc["bytes"]), final)
         return 0
     with Lock(cfg.marker(split) + ".lock", "another 01_unzip.sh is extracting %s" % split, wait=True):
+        if done_marker(cfg, split, final):
+            log.info("%s: already done by another process; nothing to do", split)
+            return 0
         clear_temps(cfg.state, "stream-%s.json" % split)
         cp = checkpoint_for(cfg, split, link, verify)
         partial = os.path.join(os.path.dirname(final), ".%s.tmp-stream" % os.path.basename(final))

@@ -16,7 +16,7 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator, Optional
 
-from .console import PrepError, human, thousands
+from .console import PrepError, human, shown, thousands
 
 BLOCK = 512
 ZERO = bytes(BLOCK)
@@ -53,7 +53,7 @@ class Member:
         """'name', or 'name -> target is a symbolic link' for anything but a file."""
         if self.is_file():
             return self.name
-        return "%s%s is a %s" % (self.name, " -> " + self.linkname if self.linkname else "",
+        return "%s%s is a %s" % (shown(self.name), " -> " + shown(self.linkname) if self.linkname else "",
                                  self.kind())
 
 
@@ -196,7 +196,7 @@ def iter_tar(src: Source, start: int, end: int, label: str, need_eof: bool) -> I
     while True:
         if pos >= end and not need_eof:
             return
-        after = (" (after member %s)" % prev) if prev else " (at its first member)"
+        after = (" (after member %s)" % shown(prev)) if prev else " (at its first member)"
         src.skip_to(pos)
         h = src.read(BLOCK)
         if len(h) < BLOCK or pos + BLOCK > end:
@@ -217,7 +217,7 @@ def iter_tar(src: Source, start: int, end: int, label: str, need_eof: bool) -> I
             name = text(h[345:500]) + "/" + name
         if data + size > end:
             raise PrepError("%s: truncated inside member %s (needs bytes up to %d, the archive ends at "
-                            "%d); %s" % (label, ext.name(name), data + size, end, REDO))
+                            "%d); %s" % (label, shown(ext.name(name)), data + size, end, REDO))
         nxt = data + (size + BLOCK - 1) // BLOCK * BLOCK
         if typ in (b"L", b"K", b"x", b"g"):
             if size > EXT_MAX:
@@ -241,7 +241,7 @@ def read_data(src: Source, m: Member, chunk: int, label: str) -> Iterator[bytes]
     while left:
         buf = src.read(min(left, chunk))
         if not buf:
-            raise PrepError("%s: truncated inside member %s; %s" % (label, m.name, REDO))
+            raise PrepError("%s: truncated inside member %s; %s" % (label, shown(m.name), REDO))
         left -= len(buf)
         yield buf
 

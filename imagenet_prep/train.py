@@ -16,17 +16,18 @@ from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
 from . import facts, manifest, valfolders
-from .console import DISK_FULL, ErrorList, PrepError, disk_full_text, human, log, preflight, some
-from .extract import (Config, check_archive, find_archive, maybe_remove, official_counts,
-                      refuse_unless_file, write_member)
+from .console import (DISK_FULL, ErrorList, PrepError, disk_full_text, human, log, preflight, shown,
+                      some)
+from .extract import (Config, check_archive, find_archive, maybe_remove, official_counts, read_marker,
+                      refuse_unless_file, resolve_final, write_member)
 from .files import (Lock, clear_leftover, open_dir, read_json, remove_tree, temp_name, temp_of,
                     try_flock, write_json)
 from .parallel import run_parallel
 from .progress import Progress
 from .tarstream import Member, Source, iter_tar
 
-RE_OUTER = re.compile(r"n\d{8}\.tar\Z")
-FLAT_NAME = re.compile(r"ILSVRC2012_(val|test)_\d{8}\.JPEG\Z")
+RE_OUTER = re.compile(r"n[0-9]{8}\.tar\Z")                 # [0-9]: \d takes any Unicode digit
+FLAT_NAME = re.compile(r"ILSVRC2012_(val|test)_[0-9]{8}\.JPEG\Z")
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,9 @@ def read_record(records: str, wnid: str) -> Optional[dict]:
     return doc
 
 
-def foreign_reason(folder: str, rec: Optional[dict]) -> Optional[str]:
-    """None if `folder` holds exactly the files 01_unzip.sh recorded writing into it, else why not."""
+def foreign_reason(folder: str, rec: Optional[dict], sizes: bool = False) -> Optional[str]:
+    """None if `folder` holds exactly the files 01_unzip.sh recorded writing into it (by name; with
+    `sizes`, each of its recorded size too), else why not."""
     names = os.listdir(folder)
     if rec is None:
         return "%d files, not written by 01_unzip.sh" % len(names)
@@ -77,6 +79,12 @@ def foreign_reason(folder: str, rec: Optional[dict]) -> Optional[str]:
         same = sorted(names) == [f[0] for f in rec["files"]]
     if not same:
         return "%d files, but 01_unzip.sh wrote %d into it" % (len(names), rec["images"])
+    if sizes and rec.get("files"):
+        changed = [f[0] for f in rec["files"]
+                   if os.lstat(os.path.join(folder, f[0])).st_size != f[1]]
+        if changed:
+            return "%d file(s) of another size than 01_unzip.sh wrote (%s)" % (len(changed),
+                                                                                some(changed, 3))
     return None
 
 
@@ -104,7 +112,7 @@ def check_class_folders(train_dir: str, records: str, wnids: Iterable[str]) -> N
 # ----------------------------------------------------------------------------- one class
 
 def class_pattern(wnid: str) -> re.Pattern:
-    return re.compile(re.escape(wnid) + r"_\d+\.JPEG\Z")
+    return re.compile(re.escape(wnid) + r"_[0-9]+\.JPEG\Z")
 
 
 def check_class_member(m: Member, wnid: str, label: str, pattern: re.Pattern, seen: set) -> None:
@@ -112,9 +120,9 @@ def check_class_member(m: Member, wnid: str, label: str, pattern: re.Pattern, se
     refuse_unless_file(m, label, wnid + "_<number>.JPEG")
     if not pattern.match(m.name):
         raise PrepError("%s: member %s refused: names in this class must look like %s_<number>.JPEG"
-                        % (label, m.name, wnid))
+                        % (label, shown(m.name), wnid))
     if m.name in seen:
-        raise PrepError("%s: member %s appears twice; refused" % (label, m.name))
+        raise PrepError("%s: member %s appears twice; refused" % (label, shown(m.name)))
     seen.add(m.name)
 
 
@@ -238,10 +246,10 @@ def refused_text(label: str, refused: list[str]) -> str:
 def train_done(cfg: Config) -> Optional[dict]:
     """The done marker, if every class it lists is still there (else it is removed)."""
     train_dir = os.path.join(cfg.root, "train")
-    doc = read_json(cfg.marker("train"))
-    if not isinstance(doc, dict):
+    doc = read_marker(cfg, "train")
+    if doc is None:
         return None
-    missing = [w for w in doc.get("classes", []) if not os.path.isdir(os.path.join(train_dir, w))]
+    missing = [w for w in doc["classes"] if not os.path.isdir(os.path.join(train_dir, w))]
     if missing:
         log.info("train: %d classes recorded as done are missing (e.g. %s); extracting them again",
                  len(missing), missing[0])
@@ -299,6 +307,7 @@ def extract_share(cfg: Config, archive: str, todo: list[ClassTar], errors: Error
 
 
 def do_train(cfg: Config) -> int:
+    resolve_final(cfg.root, "train")                   # a link to a missing folder: said
     train_dir, records = os.path.join(cfg.root, "train"), os.path.join(cfg.state, "train")
     doc = train_done(cfg)
     if doc:
@@ -368,6 +377,9 @@ def finish_train(cfg: Config, archive_name: str, archive_size: int, wnids: list[
             manifest.write(cfg.root, "train", sums)
         doc.update(archive=archive_name, archive_size=archive_size, manifest=sums is not None)
         write_json(cfg.marker("train"), doc)
+        stale = os.path.join(cfg.state, "stream-train.json")     # of a --stream given up on
+        if os.path.exists(stale):
+            os.remove(stale)
         log.info("train: complete: %d classes, %d images, %s in %s%s", len(wnids), doc["images"],
                  human(doc["bytes"]), train_dir, ", manifest meta/SHA256SUMS.train" if sums else "")
     return True
@@ -384,7 +396,7 @@ def verify_train(cfg: Config, wnids: list[str],
     for w in wnids:
         folder = os.path.join(train_dir, w)
         rec = read_record(records, w)
-        why = foreign_reason(folder, rec)
+        why = foreign_reason(folder, rec, sizes=True)
         if why:
             raise PrepError("train: %s holds %s; delete that folder and run again to extract the "
                             "class anew" % (folder, why))

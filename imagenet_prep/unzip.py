@@ -13,8 +13,8 @@ from typing import Optional
 
 from . import facts, manifest
 from .console import (DISK_FULL, PrepError, Parser, disk_full_text, human, jobs_option, log, preflight, run,
-                      some, thousands)
-from .extract import (Config, check_archive, done_marker, find_archive, maybe_remove,
+                      shown, some, thousands)
+from .extract import (Config, check_archive, done_marker, find_archive, maybe_remove, resolve_final,
                       official_counts, refuse_unless_file, safe_mode, write_member)
 from .files import Lock, clear_temps, open_dir, remove_tree, temp_beside, write_json
 from .progress import Progress
@@ -23,8 +23,8 @@ from .train import RE_OUTER, do_train
 
 PROG = "01_unzip.sh"
 MAX_SHARDS = 10000     # --shard K/N: N at most this (the release has 1,000 classes)
-RE_FLAT = {"val": re.compile(r"(ILSVRC2012_val_\d{8}\.JPEG)\Z"),
-           "test": re.compile(r"(?:test/)?(ILSVRC2012_test_\d{8}\.JPEG)\Z")}
+RE_FLAT = {"val": re.compile(r"(ILSVRC2012_val_[0-9]{8}\.JPEG)\Z"),     # [0-9], not \d (any Unicode digit)
+           "test": re.compile(r"(?:test/)?(ILSVRC2012_test_[0-9]{8}\.JPEG)\Z")}
 PATTERN_TEXT = {"val": "ILSVRC2012_val_<8 digits>.JPEG",
                 "test": "[test/]ILSVRC2012_test_<8 digits>.JPEG"}
 INTERRUPTED = "complete work is kept and a rerun resumes"
@@ -32,26 +32,12 @@ INTERRUPTED = "complete work is kept and a rerun resumes"
 
 # ----------------------------------------------------------------------------- where a split goes
 
-def resolve_final(root: str, split: str) -> str:
-    """Where a split's folder goes: ROOT/SPLIT, or the folder it links to (e.g. on another disk).
-    The split is built beside it and renamed into place."""
-    link = os.path.join(root, split)
-    if not os.path.islink(link):
-        return link
-    target = os.path.realpath(link)
-    if not os.path.isdir(target):
-        raise PrepError("%s: %s is a symbolic link to %s, which is not a folder: create that folder "
-                        "(mkdir -p %s) or remove the link, then run again"
-                        % (split, link, target, target))
-    return target
-
-
 def prepare_final(cfg: Config, final: str, split: str) -> None:
     """Clear leftovers; refuse a folder under the final name that this script did not finish."""
     clear_temps(os.path.dirname(final), os.path.basename(final))
     clear_temps(cfg.state, split + ".done")
-    if os.path.exists(cfg.marker(split)):
-        os.remove(cfg.marker(split))
+    if os.path.exists(cfg.marker(split)) and not os.path.isdir(final):
+        os.remove(cfg.marker(split))                 # the split it spoke of is gone
     if os.path.isdir(final) and not os.listdir(final):
         return                                   # an empty folder: the rename replaces it
     if os.path.lexists(final):
@@ -81,7 +67,7 @@ class FlatNames:
             self.refused.append(m.name)
             return None
         if match.group(1) in self.seen:
-            raise PrepError("%s: member %s appears twice; refused" % (self.label, m.name))
+            raise PrepError("%s: member %s appears twice; refused" % (self.label, shown(m.name)))
         self.seen.add(match.group(1))
         return match.group(1)
 
@@ -144,6 +130,9 @@ def finish_flat(cfg: Config, split: str, tmp: str, final: str, archive: tuple[st
         manifest.write(cfg.root, split, [("%s/%s" % (split, n), d) for n, d in sums])
     write_json(cfg.marker(split), {"images": count, "bytes": nbytes, "archive": archive[0],
                                    "archive_size": archive[1], "manifest": with_manifest})
+    stale = os.path.join(cfg.state, "stream-%s.json" % split)     # of a --stream given up on
+    if os.path.exists(stale):
+        os.remove(stale)
     os.rename(tmp, final)
     log.info("%s: complete: %d images in %s%s", split, count, final,
              ", manifest meta/SHA256SUMS.%s" % split if with_manifest else "")
@@ -318,9 +307,11 @@ def check_stream_options(parser: Parser, args, splits: list[str]) -> int:
                         (args.remove_archive, "--remove-archive")):
         if given:
             parser.error("%s does not go with --stream (no archive is stored)" % name)
-    if "devkit" in splits:
+    if "devkit" in splits and "all" not in args.splits:
         parser.error("--stream is for train, val and test; download the devkit (small) with "
                      "00_download.sh devkit and extract it with 01_unzip.sh devkit")
+    if "devkit" in splits:
+        splits.remove("devkit")                      # --stream all: train, val and test
     if not re.fullmatch(r"[1-9][0-9]?", args.connections) or int(args.connections) > 32:
         parser.error("--connections must be a whole number from 1 to 32, not '%s'" % args.connections)
     return int(args.connections)

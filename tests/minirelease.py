@@ -485,7 +485,8 @@ def raw_header(name: str, size: int, typ: bytes = b"0", mode: int = 0o644,
     """One ustar header block, made by hand so that a test can put any value in any field
     (raw_size: the bytes of the size field as they are, e.g. base-256 or junk)."""
     h = bytearray(512)
-    h[0:len(name)] = name.encode()
+    encoded = name.encode()
+    h[0:len(encoded)] = encoded
     h[100:108] = b"%07o\0" % mode
     h[108:116] = h[116:124] = b"0000000\0"
     h[124:136] = raw_size.ljust(12, b"\0") if raw_size else b"%011o\0" % size

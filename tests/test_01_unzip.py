@@ -5,6 +5,7 @@ import contextlib
 import fcntl
 import gzip
 import io
+import json
 import os
 import random
 import shutil
@@ -883,3 +884,86 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# ----------------------------------------------------------------------------- review findings
+
+def test_a_link_to_a_missing_train_folder_is_said(tmp_path, release):
+    root = make_root(tmp_path, release, ["train"])
+    (root / "train").symlink_to(tmp_path / "gone")
+    r = unzip(root, "train")
+    assert r.returncode == 1
+    assert "train: %s is a symbolic link to %s, which is not a folder: create that folder" \
+        % (root / "train", tmp_path / "gone") in r.stderr
+    assert "Errno" not in r.stderr
+
+
+@pytest.mark.parametrize("split, edit, said", [
+    ("train", lambda d: d.pop("classes"), "classes is not a list"),
+    ("train", lambda d: d.update(classes=[None]), "classes holds other things than WNIDs"),
+    ("val", lambda d: d.pop("images"), "images is not a whole number"),
+    ("val", lambda d: d.update(bytes=None), "bytes is not a whole number"),
+    ("val", lambda d: d.update(images="many"), "images is not a whole number"),
+])
+def test_a_marker_edited_by_hand_is_an_error_not_a_traceback(tmp_path, release, split, edit, said):
+    root = make_root(tmp_path, release, [split])
+    assert unzip(root, split).returncode == 0
+    marker = root / STATE / (split + ".done")
+    doc = json.loads(marker.read_text())
+    edit(doc)
+    marker.write_text(json.dumps(doc))
+    before = files(root / split)
+    r = unzip(root, split)
+    assert r.returncode == 1, r.stderr
+    assert "%s is damaged or not 01_unzip.sh's (%s); delete it" % (marker, said) in r.stderr
+    assert "Traceback" not in r.stderr
+    assert files(root / split) == before
+
+
+def test_a_truncated_file_in_a_class_is_noticed_before_done(tmp_path, release):
+    root = make_root(tmp_path, release, ["train"])
+    wnids = release.wnids_sorted
+    assert unzip(root, "--shard", "0/2", "train").returncode == 0
+    victim = next((root / "train" / wnids[0]).iterdir())
+    victim.write_bytes(victim.read_bytes()[:10])
+    r = unzip(root, "--shard", "1/2", "train")
+    assert r.returncode == 1
+    assert "1 file(s) of another size than 01_unzip.sh wrote (%s)" % victim.name in r.stderr
+    assert not (root / STATE / "train.done").exists()
+
+
+def test_names_with_other_digits_or_control_characters_are_refused_and_shown_escaped(tmp_path):
+    root = tmp_path / "root"
+    (root / "downloads").mkdir(parents=True)
+    body = raw_member("n01000001.tar", class_tar("n01000001"))
+    body += raw_member("n0100000\uff13.tar", class_tar("n01000002"))        # a full-width 3
+    body += raw_member("n01000004.tar\n\x1b[31mforged line", class_tar("n01000004"))
+    (root / "downloads" / TRAIN).write_bytes(raw_end(body))
+    r = unzip(root, "train")
+    assert r.returncode == 1
+    assert "2 member(s) refused" in r.stderr
+    assert "n0100000\uff13.tar" in r.stderr and "n01000004.tar\\n\\x1b[31mforged line" in r.stderr
+    assert "\x1b" not in r.stderr and "\nforged" not in r.stderr
+    assert sorted(p.name for p in (root / "train").iterdir()) == ["n01000001"]
+    assert "Traceback" not in r.stderr
+
+
+def test_a_link_given_as_a_split_is_never_printed(tmp_path):
+    r = unzip(tmp_path, "https://image-net.org/x/ILSVRC2012_img_val.tar?token=S3CRET")
+    assert r.returncode == 2
+    assert "S3CRET" not in r.stderr and "<link>" in r.stderr
+    assert "a link belongs in urls.sh" in r.stderr
+
+
+def test_no_free_inodes_is_said_as_such(tmp_path, release):
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m,nr_inodes=40", "tmpfs", str(small)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        r = unzip(small, "--jobs", "1", "--archive", release.archives["train"], "train")
+        assert r.returncode == 1
+        assert "has almost no free inodes left" in r.stderr, r.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(small)], capture_output=True)
