@@ -134,6 +134,7 @@ class Spool:
             os.remove(e.path)
         self.threads = [threading.Thread(target=self._fetcher, daemon=True) for _ in range(n)]
         self.stopping = False
+        self.readers: set[RangeReader] = set()          # the windows being fetched
         for t in self.threads:
             t.start()
 
@@ -158,6 +159,10 @@ class Spool:
             try:
                 reader = RangeReader(self.link.url, a, b, self.policy, self.link.shown, self.etag,
                                      self.total)
+                with self.cond:
+                    if self.stopping:
+                        return
+                    self.readers.add(reader)             # close() ends it, even mid-pause
                 with reader, open(path, "wb") as out:
                     while True:
                         buf = reader.read(1 << 20)
@@ -172,6 +177,7 @@ class Spool:
                     self.cond.notify_all()
                 return
             with self.cond:
+                self.readers.discard(reader)
                 self.ready[a] = path
                 self.cond.notify_all()
 
@@ -202,6 +208,9 @@ class Spool:
         with self.cond:
             self.stopping = True
             self.cond.notify_all()
+            readers = list(self.readers)
+        for reader in readers:
+            reader.close()                            # ends its curl and any retry pause
         for t in self.threads:
             t.join(timeout=60)
         if self.current is not None:
@@ -248,7 +257,10 @@ def open_bytes(cfg: Config, link: Link, cp: Checkpoint, policy: Policy, connecti
         if cp.offset == 0:                             # a login page, or not a tar at all?
             first += reader.read(4095)
             sniff(link.name, cp.total, first, False, "%s archive" % link.split)
-        if connections > 1:
+        if connections > 1 and reader.first is not None and reader.first.status == 200:
+            log.warning("%s: %s ignores byte ranges, which --connections needs: going on over one "
+                        "connection", link.split, link.host)
+        elif connections > 1:
             reader.close()
             spool = Spool(link, cp.offset, cp.total, cp.etag, policy, connections,
                           os.path.join(cfg.state, "spool"))

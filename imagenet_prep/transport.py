@@ -18,7 +18,7 @@ import os
 import re
 import subprocess
 import sys
-import time
+import threading
 from dataclasses import dataclass
 from typing import Callable, Mapping, Optional
 
@@ -181,6 +181,10 @@ class RangeReader(io.RawIOBase):
         self.proc: Optional[subprocess.Popen] = None
         self.fails = 0
         self.first: Optional[Response] = None
+        # close() may come from another thread while one reads: it sets `stop` (which ends a
+        # retry pause at once and forbids a new attempt), kills curl, then waits for `busy`,
+        # held by the reading thread, before it tidies up
+        self.stop, self.busy = threading.Event(), threading.Lock()
 
     def readable(self) -> bool:
         return True
@@ -188,12 +192,14 @@ class RangeReader(io.RawIOBase):
     # -- one attempt
     def _connect(self) -> None:
         args = ["curl", "-sS", *self.policy.curl_args(), "-D", "-", "-o", "-", "-K", "-"]
-        if self.pos > 0 or self.end is not None:
-            args += ["-r", "%d-%s" % (self.pos, "" if self.end is None else self.end - 1)]
-            if self.etag:
-                args += ["-H", "If-Range: " + self.etag]
+        # always a range, "bytes=0-" too: a 206 or a 200 to it says whether the server honours them
+        args += ["-r", "%d-%s" % (self.pos, "" if self.end is None else self.end - 1)]
+        if self.etag:
+            args += ["-H", "If-Range: " + self.etag]
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE)
+        if self.stop.is_set():                      # closed while it started: close() may not
+            self.proc.kill()                        # have seen it; its output ends at once
         url = self.url.replace("\\", "\\\\").replace('"', '\\"')
         self.proc.stdin.write(('url = "%s"\n' % url).encode())
         self.proc.stdin.close()
@@ -244,6 +250,10 @@ class RangeReader(io.RawIOBase):
             self._kill()
             raise PrepError("%s: asked for bytes from %d, the server sent them from %d; it cannot be "
                             "trusted with byte ranges" % (self.label, self.pos, resp.start))
+        if resp.status == 200 and self.end is not None:
+            self._kill()                    # a window of many: the whole file for each is no way
+            raise PrepError("%s: the server ignores byte ranges (it sent the whole file for bytes "
+                            "%d-%d); run without --connections" % (self.label, self.pos, self.end - 1))
         if resp.status == 200 and self.pos > 0:
             self.on_wait("%s: the server ignores byte ranges: reading %d bytes again to resume"
                          % (self.label, self.pos))
@@ -264,12 +274,17 @@ class RangeReader(io.RawIOBase):
             self.proc = None
 
     def _attempt_ended(self, progressed: bool) -> None:
-        """curl ended before `end`: decide whether to retry (and wait), or raise."""
+        """curl ended before `end`: decide whether to retry (and wait), or raise. Nothing of
+        this when the reader is being closed: curl was ended on purpose."""
         proc, self.proc = self.proc, None
+        if proc is None:
+            return
         rc = proc.wait()
         err = proc.stderr.read().decode("utf-8", "replace").strip().splitlines()
         proc.stdout.close()
         proc.stderr.close()
+        if self.stop.is_set():
+            return
         code = 0
         m = re.search(r"error: ([0-9]{3})", err[-1]) if err else None
         if m:
@@ -284,16 +299,20 @@ class RangeReader(io.RawIOBase):
                 "; rerun later: the work done is kept" if action == "give-up" else ""))
         self.on_wait("%s: %s; retrying in %gs from byte %d" % (
             self.label, scrub(err[-1]) if err else "the connection ended early", wait, self.pos))
-        time.sleep(wait)
+        self.stop.wait(wait)                 # a close() ends the pause
 
     # -- reading
     def readinto(self, b) -> int:
+        with self.busy:
+            return self._readinto(b)
+
+    def _readinto(self, b) -> int:
         want = len(b) if self.end is None else min(len(b), self.end - self.pos)
         if want <= 0:
             self._kill()
             return 0
         while True:
-            if self.closed:                  # closed from another thread: no new attempt
+            if self.stop.is_set():           # closed from another thread: no new attempt
                 return 0
             if self.proc is None:
                 self._connect()
@@ -310,7 +329,13 @@ class RangeReader(io.RawIOBase):
             self._attempt_ended(progressed=False)
 
     def close(self) -> None:
-        self._kill()
+        """Safe from any thread, also while another one reads: that read returns 0 bytes."""
+        self.stop.set()
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        with self.busy:
+            self._kill()
         super().close()
 
 

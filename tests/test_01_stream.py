@@ -239,3 +239,48 @@ def test_stream_usage_errors(tmp_path, args, said):
     r = run(["bash", UNZIP, "--root", tmp_path, *args], env=env())
     assert r.returncode == 2 and said in r.stderr, r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("connections", [1, 3])
+def test_sigterm_while_the_link_fails_stops_at_once_without_a_retry(tmp_path, rel, server, connections):
+    """Stopped while a connection is waiting out its retry pause (or reading): the stop ends curl
+    and the pause at once; no attempt is reported as retried after the stop, no traceback."""
+    server.set_faults(rate=200_000, cut_after=400_000)      # cut, then a long pause before retrying
+    root = tmp_path / "root"
+    root.mkdir()
+    urls = urls_file(tmp_path, rel, "http://127.0.0.1:%d" % server.port, ("train",))
+    proc = subprocess.Popen(["bash", str(UNZIP), "--root", str(root), "--stream", "--urls", str(urls),
+                             "--connections", str(connections), "train"],
+                            env=env(DOWNLOAD_RETRY_DELAY="60", DOWNLOAD_RETRY_DELAY_MAX="60"),
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        time.sleep(3.0)                                # the cut has come: a retry pause of 60 s runs
+        proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        err = proc.communicate(timeout=30)[1]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert time.monotonic() - t0 < 5, "the stop waited for the retry pause"
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and "Error:" not in err, err
+    stopped = err.index("stopped by SIGTERM") if "stopped by SIGTERM" in err else len(err)
+    assert "retrying" not in err[stopped:], err
+    assert "retrying in 60s" in err[:stopped], err                # the pause was really running
+    assert not (root / ".01_unzip" / "spool").exists()
+    assert not list(root.rglob("*tmp-*"))
+
+
+def test_connections_with_a_server_that_ignores_ranges_falls_back_to_one(tmp_path, rel, server):
+    """Asking windows of a server that always sends the whole file would read it once per
+    window: the first answer tells, and the stream goes on over that one connection."""
+    server.set_faults(ignore_range=True)
+    root = tmp_path / "root"
+    urls = urls_file(tmp_path, rel, "http://127.0.0.1:%d" % server.port, ("train",))
+    server.reset_log()
+    r = stream(root, urls, "--connections", "4", "train")
+    assert r.returncode == 0, r.stderr
+    check_tree(root, rel, ("train",))
+    assert "ignores byte ranges" in r.stderr and "one connection" in r.stderr, r.stderr
+    size = rel.archives["train"].stat().st_size
+    assert server.bytes_sent() <= size * 1.05, (server.bytes_sent(), size)
