@@ -27,7 +27,6 @@ connection. In the same run it measures:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import signal
@@ -40,7 +39,7 @@ from pathlib import Path
 from typing import Optional
 
 from benchpaths import REPO
-from benchmark import print_table
+import benchmark
 from httpserver import FaultServer
 
 SCRIPT = REPO / "00_download.sh"
@@ -277,10 +276,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def report(a, rows: list[dict], what: str, ok: bool) -> int:
     print("\n00_download.sh benchmark: %s, %d cores" % (what, os.cpu_count() or 0))
-    rows = [dict(benchmark="download", **r) for r in rows]
-    print_table(rows)
-    if a.json:
-        a.json.write_text(json.dumps(rows, indent=1) + "\n")
+    benchmark.report([dict(benchmark="download", **r) for r in rows], a.json)
     if not ok:
         print("goal not met (see the table)", file=sys.stderr)
     return 0

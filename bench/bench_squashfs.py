@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from benchpaths import REPO
-from benchmark import drop_caches, print_table
+from benchmark import drop_caches, remove_work, report
 from bench_unzip import generate, timed
 
 SCRIPTS = ("01_unzip.sh", "05_pack_squashfs.py")
@@ -204,17 +204,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("\n05_pack_squashfs.py benchmark (%s, %d cores, median of %d rounds; every time "
               "includes sync)" % ("cold cache" if cold else "warm cache (could not drop caches)",
                                   os.cpu_count() or 0, args.repeat))
-        print("rounds: " + "; ".join("%s %s" % (k, " ".join("%.2f" % t for t in v))
-                                     for k, v in allt.items()))
-        print_table(rows)
-        if args.json:
-            args.json.write_text(json.dumps(rows, indent=1) + "\n")
+        report(rows, args.json, allt)
     finally:
         if not args.keep:
-            for g in generated:
-                shutil.rmtree(g, ignore_errors=True)
-            if args.work is None:
-                shutil.rmtree(work, ignore_errors=True)
+            remove_work(generated, work, args.work is None)
     return 0
 
 

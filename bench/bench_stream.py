@@ -20,7 +20,6 @@ Timing lives here, never in the tests.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Optional
 
 import benchpaths  # noqa: F401  (puts the repository and tests/ on sys.path)
-from benchmark import drop_caches, print_table
+from benchmark import drop_caches, report
 from benchpaths import REPO
 
 import minirelease
@@ -165,10 +164,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             minirelease.make_release(rel_dir, **opts)
         rows = run_all(work, rel_dir, a.jobs)
     print("\n01_unzip.sh --stream benchmark: %s, %d cores" % (rel_dir, os.cpu_count() or 0))
-    rows = [dict(benchmark="stream", **r) for r in rows]
-    print_table(rows)
-    if a.json:
-        a.json.write_text(json.dumps(rows, indent=1) + "\n")
+    report([dict(benchmark="stream", **r) for r in rows], a.json)
     return 0
 
 

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Optional
 
 from benchpaths import REPO, TESTS
-from benchmark import drop_caches, print_table
+from benchmark import drop_caches, remove_work, report
 import minirelease
 
 SCRIPT = REPO / "01_unzip.sh"
@@ -255,17 +255,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             ]
         print("\n01_unzip.sh benchmark (%s, %d cores, median of %d rounds; every time includes sync)"
               % (note, os.cpu_count() or 0, args.repeat))
-        print("rounds: " + "; ".join("%s %s" % (k, " ".join("%.2f" % t for t in v)) for k, v in allt.items()))
-        rows = [dict(benchmark="unzip", **r) for r in rows]
-        print_table(rows)
-        if args.json:
-            args.json.write_text(json.dumps(rows, indent=1) + "\n")
+        report([dict(benchmark="unzip", **r) for r in rows], args.json, allt)
     finally:
         if not args.keep:
-            for g in generated:
-                shutil.rmtree(g, ignore_errors=True)
-            if args.work is None:
-                shutil.rmtree(work, ignore_errors=True)
+            remove_work(generated, work, args.work is None)
     return 0
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import random
 import shutil
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 from benchpaths import REPO
-from benchmark import print_table
+from benchmark import report
 
 SCRIPT = REPO / "03_build_val_class_folders.py"
 VAL = "ILSVRC2012_val_%08d.JPEG"
@@ -153,11 +152,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                      "baseline": None, "ratio": None, "goal": ""})
     print("contender runs: %s s; baseline %.2f s" % (", ".join("%.3f" % r for r in runs), t_base),
           file=sys.stderr)
-    print_table(rows)
+    report(rows, args.json)
     met = t_ours < GOAL_SECONDS and t_base / t_ours >= GOAL_RATIO
     print("goal (%s): %s" % (goal, "met" if met else "NOT met"))
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1) + "\n")
     return 0
 
 

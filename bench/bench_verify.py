@@ -25,7 +25,6 @@ end unless --keep. Prints a table; --json writes the rows for bench/benchmark.py
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -37,7 +36,7 @@ from pathlib import Path
 from typing import Optional
 
 from benchpaths import REPO
-from benchmark import drop_caches, print_table
+from benchmark import drop_caches, report
 import minirelease
 
 VERIFY = REPO / "04_verify.py"
@@ -191,12 +190,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                 print("kept %s" % work, file=sys.stderr)
             else:
                 shutil.rmtree(work, ignore_errors=True)
-    print_table(rows)
+    report(rows, args.json)
     full = [r for r in rows if r["goal"]]
     print("goal (--full <= %gx sha256sum -c): %s" % (
         GOAL_FULL, "met" if all(r["ratio"] <= GOAL_FULL for r in full) else "NOT met"))
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1) + "\n")
     return 0
 
 

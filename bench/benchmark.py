@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -63,6 +64,25 @@ def print_table(rows: list[dict]) -> None:
         print("| " + " | ".join(v.ljust(w) for v, w in zip(row, widths)) + " |")
 
 
+def report(rows: list[dict], json_path: Optional[Path], rounds: Optional[dict] = None) -> None:
+    """The table on stdout (after the times of every round, when given) and, for --json, the rows
+    in that file, as this runner reads them."""
+    if rounds:
+        print("rounds: " + "; ".join("%s %s" % (k, " ".join("%.2f" % t for t in v))
+                                     for k, v in rounds.items()))
+    print_table(rows)
+    if json_path:
+        json_path.write_text(json.dumps(rows, indent=1) + "\n")
+
+
+def remove_work(generated: list[Path], work: Path, own_work: bool) -> None:
+    """Delete the releases a benchmark generated, and its work folder if it made that too."""
+    for g in generated:
+        shutil.rmtree(g, ignore_errors=True)
+    if own_work:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -92,9 +112,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 continue
             rows.extend(json.loads(out.read_text()))
     print()
-    print_table(rows)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+    report(rows, args.json)
     if failed:
         print("benchmarks that failed: %s" % ", ".join(failed), file=sys.stderr)
         return 1
