@@ -118,6 +118,14 @@ def test_stream_from_a_file_link(tmp_path, rel):
     check_tree(root, rel, ("train", "test"))
 
 
+def test_stream_all_is_train_val_and_test(tmp_path, rel):
+    root = tmp_path / "root"
+    r = stream(root, urls_file(tmp_path, rel, "file://" + str(rel.out)), "all")
+    assert r.returncode == 0, r.stderr
+    check_tree(root, rel)
+    assert not (root / "devkit").exists()
+
+
 @pytest.mark.parametrize("faults", [
     dict(cut_after=300_000), dict(cut_after=300_000, cut_times=3, ignore_range=True),
     dict(fail_status=503, fail_count=3), dict(redirect=True), dict(no_etag=True, cut_after=500_000)])
