@@ -5,6 +5,8 @@
   folders); this module makes and recognises them.
 - atomic_write / write_json: temporary file, fsync, rename.
 - Lock: an flock on a file or a folder, released when the process ends, even by SIGKILL.
+- entry_kind / open_regular: a file of a tree is opened only if it is a regular file (a FIFO, a
+  device, a socket or a symbolic link put in a tree would hang or mislead a reader).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 from typing import Any, Iterator, Optional
 
 from .console import PrepError, log
@@ -149,6 +152,54 @@ def open_dir(path: str) -> Iterator[int]:
         yield fd
     finally:
         os.close(fd)
+
+
+# ----------------------------------------------------------------------------- regular files only
+
+LINK = "a symbolic link"
+KINDS = ((stat.S_ISLNK, LINK), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+         (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+         (stat.S_ISDIR, "a folder"), (stat.S_ISREG, "a regular file"))
+
+
+class NotRegular(Exception):
+    """A path that is not a regular file where one was expected; str: 'not a regular file: a
+    FIFO' (or a socket, a device, a symbolic link, a folder)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__("not a regular file: %s" % kind)
+        self.kind = kind
+
+
+def kind_of(mode: int) -> str:
+    """'a FIFO', 'a symbolic link', ... for an lstat st_mode."""
+    return next((word for test, word in KINDS if test(mode)), "of an unknown kind")
+
+
+def entry_kind(e: os.DirEntry) -> Optional[str]:
+    """None for a regular file or a folder (a symbolic link is not followed), else what the
+    entry is. From the listing's file type: an lstat only where the file system gives none."""
+    if e.is_file(follow_symlinks=False) or e.is_dir(follow_symlinks=False):
+        return None
+    try:
+        return kind_of(e.stat(follow_symlinks=False).st_mode)
+    except OSError:
+        return "gone while being listed"
+
+
+def open_regular(path: str) -> int:
+    """A descriptor of `path`, opened only if it is a regular file: lstat first, then an open
+    that follows no symbolic link and does not wait (a FIFO put there meanwhile), then fstat.
+    Anything else raises NotRegular, having opened nothing but, at worst, that FIFO."""
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise NotRegular(kind_of(st.st_mode))
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise NotRegular(kind_of(st.st_mode))
+    return fd
 
 
 # ----------------------------------------------------------------------------- locks

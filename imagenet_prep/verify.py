@@ -71,6 +71,9 @@ STRAY = "stray entries (not images of this split; loaders may read them)"
 EMPTY = "empty files"
 NOT_AN_IMAGE = "files that are not images (they start like neither a JPEG nor a PNG)"
 UNREADABLE = "files that cannot be read"
+NOT_REGULAR = ("entries that are not regular files, never opened (a FIFO, device or socket would "
+               "hang or mislead a loader, a symbolic link may lead anywhere): put the image files "
+               "themselves there")
 LABELS = "validation labels unusable"
 MANIFEST = "manifest unusable"
 GONE = "files in the manifest but not in the tree"
@@ -88,6 +91,7 @@ class Findings:
     notes: list[str] = field(default_factory=list)
     summary: str = ""
     checked: list[str] = field(default_factory=list)
+    links: dict[str, str] = field(default_factory=dict)   # 03 --symlink's links -> their original
 
     def add(self, title: str, items: Iterable[str]) -> None:
         items = list(items)
@@ -96,6 +100,11 @@ class Findings:
 
     def count(self) -> int:
         return sum(len(v) for v in self.problems.values())
+
+    def lines(self) -> list[str]:
+        """One line per kind of problem: what, how many, the first few."""
+        return ["%s (%d): %s" % (title, len(items), some(sorted(items)))
+                for title, items in self.problems.items()]
 
 
 @dataclass
@@ -108,6 +117,7 @@ class Context:
     jobs: int
     full: bool = False
     decoder: Optional[Callable[[bytes], Optional[str]]] = None
+    val_labels: Optional[dict[str, str]] = None   # given (05 --labels): not looked for
 
     @property
     def official(self) -> bool:
@@ -191,14 +201,22 @@ def _other(f: Findings, rel: str, is_dir: bool) -> None:
         f.add(STRAY, [shown])
 
 
+def _not_regular(f: Findings, rel: str, kind: str) -> None:
+    f.add(NOT_REGULAR, ["%s (not a regular file: %s)" % (rel, kind)])
+
+
 def _listing(root: str, rel: str, images: Optional["re.Pattern[str]"], f: Findings,
              folders: Optional["re.Pattern[str]"] = None) -> tuple[list[str], list[str]]:
-    """(names of files matching `images`, names of folders matching `folders`) in ROOT/rel,
-    both sorted; any other entry is reported."""
+    """(names of regular files matching `images`, names of folders matching `folders`) in
+    ROOT/rel, both sorted; any other entry is reported (a symbolic link is not followed)."""
     names, dirs = [], []
     with os.scandir(os.path.join(root, rel)) as it:
         for e in it:
-            is_dir = e.is_dir()
+            kind = files.entry_kind(e)
+            if kind is not None:
+                _not_regular(f, "%s/%s" % (rel, e.name), kind)
+                continue
+            is_dir = e.is_dir(follow_symlinks=False)
             if not is_dir and images is not None and images.match(e.name):
                 names.append(e.name)
             elif is_dir and folders is not None and folders.match(e.name):
@@ -257,17 +275,51 @@ def _val_places(ctx: Context, s: valfolders.Scan, f: Findings) -> dict[str, list
     """{val image name: the folders it is in ("val" when flat, "val/WNID", "val_blacklisted/
     WNID")}; entries that are no val image are reported."""
     for path in s.others + s.temps:
-        _other(f, os.path.relpath(path.rstrip("/"), ctx.root), path.endswith("/"))
+        if path.rstrip("/") not in s.kinds:          # those are reported as not regular
+            _other(f, os.path.relpath(path.rstrip("/"), ctx.root), path.endswith("/"))
     where: dict[str, list[str]] = {}
     for name in s.flat:
         where.setdefault(name, []).append(valfolders.VAL_DIR)
     for name, at in s.placed.items():
         for tree, wnid in [at] + s.extra.get(name, []):
             where.setdefault(name, []).append("%s/%s" % (tree, wnid))
+    f.links = _val_not_regular(ctx, s, where, f)
     for name in [n for n in where if not VAL_RE.match(n)]:
         for folder in where.pop(name):
             _other(f, "%s/%s" % (folder, name), False)
     return where
+
+
+def _val_not_regular(ctx: Context, s: valfolders.Scan, where: dict[str, list[str]],
+                     f: Findings) -> dict[str, str]:
+    """The val entries that are not regular files: the links 03 --symlink makes (val/WNID/NAME ->
+    ../NAME, val_blacklisted/WNID/NAME -> ../../val/NAME) are read through their flat original:
+    {link: original}; any other is reported and taken out of `where` (never opened)."""
+    links = {}
+    for full, kind in sorted(s.kinds.items()):
+        rel = os.path.relpath(full, ctx.root)
+        folder, name = os.path.split(rel)
+        original = "%s/%s" % (valfolders.VAL_DIR, name)
+        if kind == files.LINK and folder.count("/") == 1 and _points_to(full, rel, original):
+            links[rel] = original
+            continue
+        _not_regular(f, rel, kind)
+        if folder in where.get(name, ()):
+            where[name].remove(folder)
+            if not where[name]:
+                del where[name]
+    return links
+
+
+def _points_to(full: str, rel: str, original: str) -> bool:
+    """The symbolic link `full` (ROOT/`rel`) names `original` (relative to ROOT) 03's way: by a
+    relative path."""
+    try:
+        text = os.readlink(full)
+    except OSError:
+        return False
+    return not os.path.isabs(text) and \
+        os.path.normpath(os.path.join(os.path.dirname(rel), text)) == original
 
 
 def _val_against_labels(where: dict[str, list[str]], labels: dict[str, str],
@@ -304,8 +356,8 @@ def check_val(ctx: Context, f: Findings) -> list[str]:
     where = _val_places(ctx, s, f)
     flat = valfolders.VAL_DIR
     sort = any(d != flat for ds in where.values() for d in ds)
-    labels = None
-    if ctx.classes is not None:
+    labels = ctx.val_labels
+    if labels is None and ctx.classes is not None:
         try:
             labels, source = load_val_labels(Path(ctx.root), ctx.classes)
         except PrepError as e:
@@ -457,8 +509,10 @@ class _Inspector:
     workers, not sent through the pipes; a job is two numbers."""
 
     def __init__(self, root: str, paths: list[str], expected: Optional[list[Optional[str]]],
-                 decoder: Optional[Callable[[bytes], Optional[str]]]) -> None:
+                 decoder: Optional[Callable[[bytes], Optional[str]]],
+                 links: Optional[dict[str, str]] = None) -> None:
         self.root, self.paths, self.expected, self.decoder = root, paths, expected, decoder
+        self.links = links or {}                 # read these paths through their original
         self.reads = expected is not None or decoder is not None     # whole files
 
     def __call__(self, span: tuple[int, int]) -> _Chunk:
@@ -475,10 +529,13 @@ class _Inspector:
             self.judge(i, self.look(i), out)
         return out
 
-    def look(self, i: int) -> Union[OSError, tuple[int, Optional[str], Optional[bytes]]]:
-        """(size, kind, the bytes when whole files are read) of file i, or the error."""
+    def look(self, i: int) -> Union[OSError, files.NotRegular,
+                                    tuple[int, Optional[str], Optional[bytes]]]:
+        """(size, kind, the bytes when whole files are read) of file i, or the error. Only a
+        regular file is opened (files.open_regular): a FIFO or a device would never end."""
+        rel = self.links.get(self.paths[i], self.paths[i])
         try:
-            fd = os.open(os.path.join(self.root, self.paths[i]), os.O_RDONLY | os.O_CLOEXEC)
+            fd = files.open_regular(os.path.join(self.root, rel))
             try:
                 if not self.reads:
                     size = os.fstat(fd).st_size
@@ -487,12 +544,16 @@ class _Inspector:
                 return len(data), image_kind(data), data
             finally:
                 os.close(fd)
-        except OSError as e:
+        except (OSError, files.NotRegular) as e:
             return e
 
-    def judge(self, i: int, seen: Union[OSError, tuple[int, Optional[str], Optional[bytes]]],
+    def judge(self, i: int, seen: Union[OSError, files.NotRegular,
+                                        tuple[int, Optional[str], Optional[bytes]]],
               out: _Chunk) -> None:
         rel = self.paths[i]
+        if isinstance(seen, files.NotRegular):
+            out.problems.append((NOT_REGULAR, "%s (%s)" % (rel, seen)))
+            return
         if isinstance(seen, OSError):
             out.problems.append((UNREADABLE, "%s (%s)" % (rel, seen.strerror or seen)))
             return
@@ -540,7 +601,7 @@ def inspect(ctx: Context, paths: list[str], expected: Optional[list[Optional[str
             f: Findings) -> None:
     """Open every file of `paths` in worker processes; add what they find to `f`."""
     n = len(paths)
-    work = _Inspector(ctx.root, paths, expected, ctx.decoder)
+    work = _Inspector(ctx.root, paths, expected, ctx.decoder, f.links)
     step = max(16, min(CHUNK_MAX, n // (ctx.jobs * 32) + 1))
     spans = ((lo, min(lo + step, n)) for lo in range(0, n, step))
     what = "decoding" if ctx.decoder else "hashing" if expected else "reading"
@@ -582,17 +643,28 @@ def _kinds_note(ctx: Context, kinds: list[tuple[str, str]], f: Findings) -> None
 
 # ----------------------------------------------------------------------------- the stage
 
-def check_split(ctx: Context, split: str) -> Findings:
+def check_structure(ctx: Context, split: str) -> tuple[Findings, list[str],
+                                                      Optional[list[Optional[str]]]]:
+    """The checks that open no image: the split's folders, names and counts, and with ctx.full
+    its paths against the manifest. (findings, the image paths, the SHA-256 each must have or
+    None). 05_pack_squashfs.py --from-tree checks a tree with it before packing it."""
     f = Findings(split)
     if not os.path.isdir(os.path.join(ctx.root, split)):
         f.add(NO_SPLIT, ["%s/ is not in %s (%s %s extracts it)" % (split, ctx.root, STAGE_01,
                                                                     split)])
-        return f
-    if split != "test" and ctx.classes is None:
-        f.add(NO_CLASSES, [ctx.class_source])
+        return f, [], None
     paths = CHECKS[split](ctx, f)
     f.checked.append("structure")
     expected = against_manifest(ctx, paths, f) if ctx.full else None
+    return f, paths, expected
+
+
+def check_split(ctx: Context, split: str) -> Findings:
+    f, paths, expected = check_structure(ctx, split)
+    if not f.checked:
+        return f
+    if split != "test" and ctx.classes is None:
+        f.add(NO_CLASSES, [ctx.class_source])
     inspect(ctx, paths, expected, f)
     if ctx.decoder is not None:
         f.checked.append("every image decoded")
@@ -602,8 +674,8 @@ def check_split(ctx: Context, split: str) -> Findings:
 def report(f: Findings) -> int:
     """Log the problems (the first few of each kind, and how many), the notes, and a summary;
     returns the number of problems."""
-    for title, items in f.problems.items():
-        log.error("%s: error: %s (%d): %s", f.split, title, len(items), some(sorted(items)))
+    for line in f.lines():
+        log.error("%s: error: %s", f.split, line)
     for text in f.notes:
         log.info("%s: note: %s", f.split, text)
     n = f.count()

@@ -7,6 +7,8 @@ import hashlib
 import os
 import random
 import shutil
+import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -81,10 +83,10 @@ def tree(made, tmp_path) -> Path:
     return root
 
 
-def run04(root: Path, *args, env=None) -> subprocess.CompletedProcess:
+def run04(root: Path, *args, env=None, timeout: float = 120) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items() if k != "IMAGENET_ROOT"}
     full.update(env or {})
-    return run([sys.executable, VERIFY, "--root", root, *args], env=full)
+    return run([sys.executable, VERIFY, "--root", root, *args], env=full, timeout=timeout)
 
 
 def snapshot(root: Path) -> dict:
@@ -269,10 +271,11 @@ def _damage(kind: str, root: Path, release) -> tuple[list[str], list[str]]:
     if kind == "test-missing":
         (root / "test" / release.test[4]).unlink()
         return [], [verify.GAPS, "test/" + release.test[4]]
-    if kind == "unreadable":
+    if kind == "dangling-symlink":
         (root / image).unlink()
         (root / image).symlink_to("/nonexistent/image.JPEG")
-        return [], [verify.UNREADABLE, image]
+        return [], [verify.NOT_REGULAR, image + " (not a regular file: a symbolic link)",
+                    verify.COUNT, wnid]
     raise AssertionError(kind)
 
 
@@ -304,7 +307,7 @@ def _damage_val(kind: str, root: Path, release) -> tuple[list[str], list[str]]:
 
 DAMAGE = ["deleted", "truncated", "flipped", "stray", "stray-jpeg", "empty", "missing-class",
           "extra-class", "wrong-folder", "hidden", "temporary", "not-an-image", "test-missing",
-          "val-missing", "val-still-flat", "val-unlabelled", "unreadable"]
+          "val-missing", "val-still-flat", "val-unlabelled", "dangling-symlink"]
 
 
 @pytest.mark.parametrize("kind", DAMAGE)
@@ -352,6 +355,56 @@ def test_a_damaged_manifest_is_named(tree):
     with open(tree / "meta" / "SHA256SUMS.test", "a") as f:
         f.write("deadbeef  test/x.JPEG\n")
     fails(run04(tree, "--full", "test"), verify.MANIFEST, "SHA256SUMS.test line")
+
+
+# ----------------------------------------------------------------------------- not regular files
+
+@pytest.mark.parametrize("mode", [[], ["--full"], ["--decode"]])
+def test_fifos_and_links_to_devices_are_reported_never_opened(tree, release, mode):
+    """A FIFO named like an image, a symlink to /dev/zero and one to /dev/stdin: opening or
+    reading any of them would hang; each is an error, and 04 ends within the timeout."""
+    fifo = a_train_image(release, 2)
+    (tree / fifo).unlink()
+    os.mkfifo(tree / fifo)
+    links = {}
+    for k, device in ((5, "/dev/zero"), (6, "/dev/stdin")):
+        name = VAL % k
+        links[device] = "val/%s/%s" % (release.val[name], name)
+        (tree / links[device]).unlink()
+        (tree / links[device]).symlink_to(device)
+    test = "test/" + release.test[3]
+    (tree / test).unlink()
+    os.mkfifo(tree / test)
+    before = snapshot(tree)
+    fails(run04(tree, *mode, "all", timeout=30), verify.NOT_REGULAR,
+          "%s (not a regular file: a FIFO)" % fifo, "%s (not a regular file: a FIFO)" % test,
+          *["%s (not a regular file: a symbolic link)" % p for p in links.values()])
+    assert snapshot(tree) == before
+
+
+def test_sockets_devices_and_linked_class_folders_are_not_regular(tree, release, monkeypatch):
+    wnids = sorted(release.train)
+    odd = "train/%s/x.JPEG" % wnids[0]            # a FIFO by any name is never opened either
+    os.mkfifo(tree / odd)
+    sock = "test/" + release.test[2]
+    (tree / sock).unlink()
+    monkeypatch.chdir(tree / "test")              # a socket's path must be short
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(release.test[2])
+    words = [verify.NOT_REGULAR, "%s (not a regular file: a FIFO)" % odd,
+             "%s (not a regular file: a socket)" % sock,
+             "train/%s (not a regular file: a symbolic link)" % wnids[1]]
+    os.rename(tree / "train" / wnids[1], tree / "elsewhere")
+    (tree / "train" / wnids[1]).symlink_to(tree / "elsewhere")
+    if os.geteuid() == 0:                          # mknod needs root
+        dev = "train/%s/%s" % (wnids[2], release.train[wnids[2]][0])
+        (tree / dev).unlink()
+        os.mknod(tree / dev, stat.S_IFCHR | 0o600, os.makedev(1, 5))     # /dev/zero's numbers
+        words.append("%s (not a regular file: a character device)" % dev)
+    try:
+        fails(run04(tree, "--full", "all", timeout=30), *words)
+    finally:
+        server.close()
 
 
 # ----------------------------------------------------------------------------- what is missing
