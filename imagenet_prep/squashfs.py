@@ -42,15 +42,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from . import facts
+from . import files, manifest, verify
 from .console import PrepError, disk_full_text, human, log, preflight, some, thousands
 from .extract import STATE, Config, check_archive, find_archive, official_counts
 from .files import Lock, clear_temps, fsync_dir, read_json, temp_beside, temp_of, write_json
 from .progress import Progress
 from .tarstream import Source, iter_tar
 from .train import ClassTar, check_class_member, class_pattern, index_outer, refused_text
-from .unzip import PATTERN_TEXT, RE_FLAT, FlatNames
-from .valfolders import val_labels
+from .unzip import FlatNames
+from .valfolders import read_synsets, val_labels
 
 PROG = "05_pack_squashfs.py"
 SPLITS = ("train", "val", "test")
@@ -296,23 +296,27 @@ class Pack:
         self.listing.add(path, True, 0)
         self.top_folders += "/" not in path
 
-    def file(self, piece: Piece, mtime: float, fd: int, pos: Optional[int] = None) -> None:
+    def file(self, piece: Piece, mtime: float, fd: int, pos: Optional[int] = None,
+             hashed: bool = False) -> Optional[str]:
         """Member piece.path: piece.size bytes at piece.offset of `fd` (open on piece.source);
-        `pos`: where the source is now, for the progress (default: the bytes streamed so far)."""
+        `pos`: where the source is now, for the progress (default: the bytes streamed so far).
+        `hashed`: the bytes pass through here (no sendfile) and their SHA-256 is returned."""
         self._write(tar_header(piece.path, piece.size, self._time(mtime), False))
-        self._copy(fd, piece.offset, piece.size, piece.source)
+        h = hashlib.sha256() if hashed else None
+        self._copy(fd, piece.offset, piece.size, piece.source, h)
         self._write(bytes(-piece.size % tarfile.BLOCKSIZE))
         self.listing.add(piece.path, False, piece.size)
         self.sample.offer(piece)
         if self.listing.files % 64 == 0:
             self.bar.update(self.listing.bytes if pos is None else pos,
                             "%s files" % thousands(self.listing.files))
+        return h.hexdigest() if h is not None else None
 
-    def _copy(self, fd: int, offset: int, size: int, source: str) -> None:
+    def _copy(self, fd: int, offset: int, size: int, source: str, h=None) -> None:
         left = size
         while left:
             n = 0
-            if self.sendfile:
+            if self.sendfile and h is None:
                 try:
                     n = os.sendfile(self.fd, fd, offset, min(left, CHUNK))
                 except OSError as e:
@@ -322,6 +326,8 @@ class Pack:
                     continue
             else:
                 buf = os.pread(fd, min(left, CHUNK), offset)
+                if h is not None:
+                    h.update(buf)
                 self._write(buf)
                 n = len(buf)
             if n == 0:
@@ -362,6 +368,7 @@ class FlatItem:
     size: int
     mtime: float
     archived: bool = True
+    rel: str = ""                    # a tree's file: its path relative to ROOT (the manifest's)
 
 
 def plan_train_archive(archive: str) -> Plan:
@@ -435,7 +442,7 @@ def place_val(cfg: Settings, items: list[FlatItem]) -> tuple[list[str], list[Fla
                         % (len(wnid_of), len(names), len(unlabelled), some(unlabelled),
                            len(absent), some(absent)))
     placed = [FlatItem("%s/%s" % (wnid_of[it.path], it.path), it.source, it.offset, it.size,
-                       it.mtime, it.archived) for it in items]
+                       it.mtime, it.archived, it.rel) for it in items]
     return sorted(set(wnid_of.values())), placed
 
 
@@ -452,7 +459,8 @@ def plan_flat_archive(cfg: Settings, split: str, archive: str) -> Plan:
                 lambda pack: feed_flat(pack, folders, items, epoch))
 
 
-def feed_flat(pack: Pack, folders: list[str], items: list[FlatItem], epoch: int) -> None:
+def feed_flat(pack: Pack, folders: list[str], items: list[FlatItem], epoch: int,
+              sums: Optional["Sums"] = None) -> None:
     """The folders (time: the image's), then every item; a tree's files are opened one by one."""
     for f in folders:
         pack.folder(f, epoch)
@@ -467,7 +475,7 @@ def feed_flat(pack: Pack, folders: list[str], items: list[FlatItem], epoch: int)
                 pack.file(Piece(it.path, it.source, it.offset, it.size), it.mtime, archive_fd,
                           pos=it.offset + it.size)
             else:
-                feed_tree_file(pack, it.path, it.source, it.size)
+                feed_tree_file(pack, it.path, it.source, it.size, sums, it.rel)
     finally:
         if archive_fd >= 0:
             os.close(archive_fd)
@@ -475,19 +483,74 @@ def feed_flat(pack: Pack, folders: list[str], items: list[FlatItem], epoch: int)
 
 # ----------------------------------------------------------------------------- sources: a tree
 
-def feed_tree_file(pack: Pack, path: str, source: str, size: Optional[int] = None) -> None:
-    """One file of a tree (no symbolic link followed) as member `path`."""
+def reextract(split: str) -> str:
+    return "01_unzip.sh %s%s" % (split, ", then 03_build_val_class_folders.py" if split == "val"
+                                 else "")
+
+
+@dataclass(frozen=True)
+class Sums:
+    """ROOT/meta/SHA256SUMS.SPLIT of a tree being packed: each file is hashed while it is
+    streamed (no second read) and must have the SHA-256 the manifest lists for it."""
+    split: str
+    path: str
+    digest_of: dict                  # path relative to ROOT -> SHA-256
+
+    def check(self, rel: str, source: str, got: Optional[str]) -> None:
+        want = self.digest_of.get(rel)
+        if want is not None and got != want:
+            raise PrepError("%s: %s is not the file 01_unzip.sh extracted: its SHA-256 differs "
+                            "from the one %s lists (changed, truncated or damaged since); nothing "
+                            "was built: extract the split again (%s), or run 04_verify.py --full "
+                            "%s to find every such file" % (self.split, source, self.path,
+                                                            reextract(self.split), self.split))
+
+
+def check_tree(cfg: Settings, split: str) -> tuple[list[str], Optional[Sums]]:
+    """04's checks that open no image (verify.check_structure), before the builder starts: the
+    class folders, names and counts, no entry that is not a regular file, and the paths against
+    ROOT/meta/SHA256SUMS.SPLIT when it is there. A problem refuses the tree. Returns the image
+    paths (relative to ROOT) and the manifest's hashes, checked while streaming."""
+    root = Path(cfg.root)
+    classes, source = (read_synsets(Path(cfg.meta)), cfg.meta) if cfg.meta \
+        else verify.load_classes(root)
+    labels = None
+    if split == "val" and classes is not None and (cfg.labels or cfg.meta):
+        labels = val_labels(root, cfg.meta and Path(cfg.meta), cfg.labels and Path(cfg.labels))
+    sums = manifest.path_of(cfg.root, split)
+    ctx = verify.Context(cfg.root, classes, source, 1, os.path.isfile(sums), val_labels=labels)
+    f, paths, expected = verify.check_structure(ctx, split)
+    if classes is None and split != "test":
+        log.info("%s: the class folders are not checked against a class list: %s", split, source)
+    if f.problems:
+        raise PrepError("%s: %s is not the tree %s extracted, nothing was built:\n  %s\nif "
+                        "entries do not belong there, move them out (an image holds the split and "
+                        "nothing else); if images are missing or damaged, extract it again (%s); "
+                        "04_verify.py --full %s lists every problem"
+                        % (split, os.path.join(cfg.root, split), "01_unzip.sh",
+                           "\n  ".join(f.lines()), reextract(split), split))
+    if expected is None:
+        return paths, None
+    return paths, Sums(split, os.path.relpath(sums, cfg.root), dict(zip(paths, expected)))
+
+
+def feed_tree_file(pack: Pack, path: str, source: str, size: Optional[int] = None,
+                   sums: Optional[Sums] = None, rel: str = "") -> None:
+    """One file of a tree as member `path`, opened only if it is a regular file (no symbolic
+    link followed); with `sums`, hashed on the way and checked against the manifest (`rel`)."""
     try:
-        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as e:
+        fd = files.open_regular(source)
+    except (OSError, files.NotRegular) as e:
         raise PrepError("%s: cannot read it (%s); the tree changed while being packed? run again"
-                        % (source, e.strerror)) from None
+                        % (source, getattr(e, "strerror", None) or e)) from None
     try:
         st = os.fstat(fd)
         if size is not None and st.st_size != size:
             raise PrepError("%s changed while being packed (%s bytes, was %s); run again"
                             % (source, thousands(st.st_size), thousands(size)))
-        pack.file(Piece(path, source, 0, st.st_size), st.st_mtime, fd)
+        got = pack.file(Piece(path, source, 0, st.st_size), st.st_mtime, fd, hashed=bool(sums))
+        if sums is not None:
+            sums.check(rel, source, got)
     finally:
         os.close(fd)
 
@@ -502,82 +565,69 @@ def tree_done(root: str, split: str) -> dict:
     return doc
 
 
-def refuse_strays(folder: str, strays: list[str], what: str) -> None:
-    if strays:
-        raise PrepError("%s holds %d entries that are not %s: %s; move them out of %s (an image "
-                        "holds the split and nothing else), then run again"
-                        % (folder, len(strays), what, some(sorted(strays)), folder))
-
-
-def plan_train_tree(root: str) -> Plan:
-    doc = tree_done(root, "train")
-    top = os.path.join(root, "train")
-    classes, strays = [], []
-    with os.scandir(top) as it:
-        for e in it:
-            if facts.WNID_RE.match(e.name) and e.is_dir(follow_symlinks=False):
-                classes.append((e.name, int(e.stat(follow_symlinks=False).st_mtime)))
-            else:
-                strays.append(e.name)
-    refuse_strays(top, strays, "class folders (WNID)")
+def plan_train_tree(cfg: Settings) -> Plan:
+    """ROOT/train as 01 made it, checked (check_tree) before anything is built."""
+    doc = tree_done(cfg.root, "train")
+    top = os.path.join(cfg.root, "train")
+    paths, sums = check_tree(cfg, "train")
+    names: dict[str, list[str]] = {}
+    for p in paths:                                  # train/WNID/NAME, sorted
+        _, wnid, name = p.split("/")
+        names.setdefault(wnid, []).append(name)
+    with os.scandir(top) as it:                      # only class folders: checked above
+        classes = sorted((e.name, int(e.stat(follow_symlinks=False).st_mtime)) for e in it)
     if not classes:
         raise PrepError("%s holds no class folders: run 01_unzip.sh train" % top)
-    classes.sort()
+    empty = [os.path.join(top, w) for w, _ in classes if w not in names]
+    if empty:
+        raise PrepError("%s: %d class folders are empty (%s); run 01_unzip.sh train to extract "
+                        "them again" % (top, len(empty), some(empty)))
     log.info("train: %s holds %d class folders (%s images, %s, says 01_unzip.sh)", top,
              len(classes), thousands(doc["images"]), human(doc.get("bytes", 0)))
     return Plan("train", "tree", top, str(doc.get("archive")), int(doc.get("archive_size") or 0),
                 int(doc.get("bytes") or 0), Pack.epoch_of(m for _, m in classes),
-                lambda pack: feed_train_tree(pack, top, classes), classes=True,
+                lambda pack: feed_train_tree(pack, top, classes, names, sums), classes=True,
                 expect_files=doc["images"])
 
 
-def feed_train_tree(pack: Pack, top: str, classes: list[tuple[str, int]]) -> None:
+def feed_train_tree(pack: Pack, top: str, classes: list[tuple[str, int]],
+                    names: dict[str, list[str]], sums: Optional[Sums]) -> None:
     for wnid, mtime in classes:
-        folder = os.path.join(top, wnid)
-        pattern = re.compile(re.escape(wnid) + r"_\d+\.JPEG\Z")
-        with os.scandir(folder) as it:
-            entries = sorted((e.name, e.is_file(follow_symlinks=False)) for e in it)
-        refuse_strays(folder, [n for n, is_file in entries if not (is_file and pattern.match(n))],
-                      "files named %s_<number>.JPEG" % wnid)
-        if not entries:
-            raise PrepError("%s is empty; run 01_unzip.sh train to extract it again" % folder)
         pack.folder(wnid, mtime)
-        for name, _ in entries:
-            feed_tree_file(pack, "%s/%s" % (wnid, name), os.path.join(folder, name))
-
-
-def scan_flat_tree(top: str, split: str) -> tuple[dict[str, list[str]], list[str], list[str]]:
-    """ROOT/val or ROOT/test: ({WNID: image names} of class folders, flat image names, strays)."""
-    pattern = RE_FLAT[split]             # (a file name has no "test/" before it)
-    classes: dict[str, list[str]] = {}
-    flat, strays = [], []
-    with os.scandir(top) as it:
-        for e in it:
-            if pattern.match(e.name) and e.is_file(follow_symlinks=False):
-                flat.append(e.name)
-            elif split == "val" and facts.WNID_RE.match(e.name) and e.is_dir(follow_symlinks=False):
-                classes[e.name] = []
-            else:
-                strays.append(e.name)
-    for wnid in classes:
-        folder = os.path.join(top, wnid)
-        with os.scandir(folder) as it:
-            for e in it:
-                if pattern.match(e.name) and (e.is_file(follow_symlinks=False) or e.is_symlink()):
-                    classes[wnid].append(e.name)
-                else:
-                    strays.append("%s/%s" % (wnid, e.name))
-    return classes, sorted(flat), strays
+        for name in names[wnid]:
+            feed_tree_file(pack, "%s/%s" % (wnid, name), os.path.join(top, wnid, name), None,
+                           sums, "train/%s/%s" % (wnid, name))
 
 
 def tree_item(top: str, path: str, rel: str) -> FlatItem:
-    """A file of ROOT/val or ROOT/test; a symbolic link (03 --symlink) only to a file in `top`."""
-    full = os.path.join(top, rel)
+    """A file of ROOT/val or ROOT/test (`rel`: relative to ROOT); a symbolic link (03 --symlink)
+    only to a file in `top`."""
+    full = os.path.join(os.path.dirname(top), rel)
     real = os.path.realpath(full)
     if real != full and not (real.startswith(os.path.realpath(top) + os.sep) and os.path.isfile(real)):
         raise PrepError("%s is a symbolic link to %s, outside %s; refused" % (full, real, top))
     st = os.stat(real)
-    return FlatItem(path, real, 0, st.st_size, st.st_mtime, archived=False)
+    return FlatItem(path, real, 0, st.st_size, st.st_mtime, archived=False, rel=rel)
+
+
+def flat_tree_items(cfg: Settings, split: str, top: str,
+                    paths: list[str]) -> tuple[list[str], list[FlatItem]]:
+    """(class folders, items) of ROOT/val (sorted by 03 into class folders: as it is; still
+    flat: placed by the labels) or ROOT/test, from the checked paths."""
+    mine = [p for p in paths if p.startswith(split + "/")]        # not val_blacklisted/
+    in_folders = [p for p in mine if p.count("/") == 2]
+    flat = [p for p in mine if p.count("/") == 1]
+    if in_folders:
+        if flat:
+            log.info("val: %d flat images of %s left out: the class folders hold the split (03 "
+                     "--copy or --link keeps the flat files)", len(flat), top)
+        return (sorted({p.split("/")[1] for p in in_folders}),
+                [tree_item(top, p.split("/", 1)[1], p) for p in in_folders])
+    items = [tree_item(top, p.split("/", 1)[1], p) for p in flat]
+    if split != "val":
+        return [], items
+    folders, items = place_val(cfg, items)
+    return folders, sorted(items, key=lambda it: it.path)   # as 03 sorts: the same image
 
 
 def plan_flat_tree(cfg: Settings, split: str) -> Plan:
@@ -585,21 +635,8 @@ def plan_flat_tree(cfg: Settings, split: str) -> Plan:
     root = cfg.root
     doc = tree_done(root, split)
     top = os.path.join(root, split)
-    classes, flat, strays = scan_flat_tree(top, split)
-    refuse_strays(top, strays, "images named %s%s" % (PATTERN_TEXT[split].replace("[test/]", ""),
-                                                      " (flat or in WNID folders)" if split == "val" else ""))
-    folders = sorted(classes)
-    if classes:
-        items = [tree_item(top, "%s/%s" % (w, n), os.path.join(w, n))
-                 for w in folders for n in sorted(classes[w])]
-        if flat:
-            log.info("val: %d flat images of %s left out: the class folders hold the split (03 "
-                     "--copy or --link keeps the flat files)", len(flat), top)
-    else:
-        items = [tree_item(top, n, n) for n in flat]
-        if split == "val":
-            folders, items = place_val(cfg, items)
-            items.sort(key=lambda it: it.path)       # as sorted by 03: the same image either way
+    paths, sums = check_tree(cfg, split)
+    folders, items = flat_tree_items(cfg, split, top, paths)
     if not items:
         raise PrepError("%s holds no images: run 01_unzip.sh %s" % (top, split))
     set_aside = split == "val" and os.path.isdir(os.path.join(root, "val_blacklisted"))
@@ -610,8 +647,8 @@ def plan_flat_tree(cfg: Settings, split: str) -> Plan:
     epoch = Pack.epoch_of(it.mtime for it in items)
     return Plan(split, "tree", top, str(doc.get("archive")), int(doc.get("archive_size") or 0),
                 sum(it.size for it in items), epoch,
-                lambda pack: feed_flat(pack, folders, items, epoch), check_official=not set_aside,
-                expect_files=None if set_aside else doc["images"])
+                lambda pack: feed_flat(pack, folders, items, epoch, sums),
+                check_official=not set_aside, expect_files=None if set_aside else doc["images"])
 
 
 FROM_TREE_HINT = "pack the tree 01_unzip.sh made with --from-tree"
@@ -619,7 +656,7 @@ FROM_TREE_HINT = "pack the tree 01_unzip.sh made with --from-tree"
 
 def make_plan(cfg: Settings, split: str) -> Plan:
     if cfg.from_tree:
-        return plan_train_tree(cfg.root) if split == "train" else plan_flat_tree(cfg, split)
+        return plan_train_tree(cfg) if split == "train" else plan_flat_tree(cfg, split)
     archive = find_archive(Config(cfg.root), split, FROM_TREE_HINT)
     check_archive(archive, split)
     if split == "train":

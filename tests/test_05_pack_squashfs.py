@@ -411,9 +411,75 @@ def test_from_tree_refuses_a_tree_with_other_files(tmp_path, release):
     assert r.returncode == 1 and "notes.txt" in r.stderr and "move them out" in r.stderr
     (root / "train" / wnid / "notes.txt").unlink()
     (root / "train" / wnid / (release.train[wnid][0])).unlink()
+    r = pack(root, "--from-tree", "train")              # the manifest says so before building
+    assert r.returncode == 1 and "files in the manifest but not in the tree (1): train/%s/%s" \
+        % (wnid, release.train[wnid][0]) in r.stderr, r.stderr
+    (root / "meta" / "SHA256SUMS.train").unlink()       # without it (and no class list), 01's count
     r = pack(root, "--from-tree", "train")
     assert r.returncode == 1 and "but 01_unzip.sh extracted" in r.stderr, r.stderr
     assert leftovers(root) == [] and not (root / "squashfs" / "train.sqfs").exists()
+
+
+def extracted(tmp_path: Path, release, meta: bool = True) -> Path:
+    """ROOT with train extracted by 01 (and its manifest); with meta, the devkit and 02 too."""
+    root = make_root(tmp_path, release, ["train"], meta=meta)
+    r = run(["bash", UNZIP, "--root", root, "train"], env=clean_env())
+    assert r.returncode == 0, r.stderr
+    return root
+
+
+def refused(root: Path, r: subprocess.CompletedProcess, *words: str) -> None:
+    """Exit 1, the words said, no traceback, no image under its name, no temporary image."""
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    for w in words:
+        assert w in r.stderr, (w, r.stderr)
+    assert not (root / "squashfs" / "train.sqfs").exists()
+    assert not (root / "squashfs" / "train.sqfs.json").exists()
+    assert leftovers(root) == []
+
+
+@needs_tools
+def test_from_tree_hashes_each_file_against_the_manifest_while_streaming(tmp_path, release):
+    """A byte changed after extraction: the structure is right, only the hash can see it."""
+    root = extracted(tmp_path, release)
+    wnid = release.wnids_sorted[4]
+    rel = "train/%s/%s" % (wnid, release.train[wnid][-1])
+    data = bytearray((root / rel).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (root / rel).write_bytes(bytes(data))
+    r = pack(root, "--from-tree", "train")
+    refused(root, r, rel, "SHA256SUMS.train", "01_unzip.sh train", "04_verify.py --full train")
+    assert "sqfstar" in r.stderr                       # found while streaming, in one read
+    (root / rel).write_bytes(bytes(data[:-10]))         # truncated: the same
+    refused(root, pack(root, "--from-tree", "train"), rel, "SHA256SUMS.train")
+
+
+@needs_tools
+def test_from_tree_refuses_a_missing_class_before_building(tmp_path, release):
+    root = extracted(tmp_path, release)
+    wnid = release.wnids_sorted[2]
+    shutil.rmtree(root / "train" / wnid)
+    (root / "meta" / "SHA256SUMS.train").unlink()       # the class list alone finds it
+    r = pack(root, "--from-tree", "train")
+    refused(root, r, "class folders missing (1): " + wnid, "01_unzip.sh train",
+            "04_verify.py --full train")
+    assert "sqfstar" not in r.stderr                   # before the builder started
+
+
+@needs_tools
+def test_from_tree_refuses_fifos_and_links_never_opening_them(tmp_path, release):
+    root = extracted(tmp_path, release)
+    wnid = release.wnids_sorted[1]
+    fifo = "train/%s/%s" % (wnid, release.train[wnid][0])
+    (root / fifo).unlink()
+    os.mkfifo(root / fifo)
+    link = "train/%s/%s" % (wnid, release.train[wnid][1])
+    (root / link).unlink()
+    (root / link).symlink_to("/dev/zero")
+    r = pack(root, "--from-tree", "train", timeout=30)
+    refused(root, r, fifo + " (not a regular file: a FIFO)",
+            link + " (not a regular file: a symbolic link)")
 
 
 # ----------------------------------------------------------------------------- the fallback builder
