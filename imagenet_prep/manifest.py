@@ -33,8 +33,14 @@ def write(root: str, split: str, entries: Iterable[tuple[str, str]]) -> str:
     return path
 
 
+def inside(rel: str) -> bool:
+    """A path relative to ROOT that stays inside it: not absolute, no empty, '.' or '..' part."""
+    return not rel.startswith("/") and all(p not in ("", ".", "..") for p in rel.split("/"))
+
+
 def read(path: str) -> dict[str, str]:
-    """{path relative to ROOT: hex digest}; a malformed line is an error naming it."""
+    """{path relative to ROOT: hex digest}; a malformed line, or a path that would lead out of
+    ROOT (absolute, or with '..'), is an error naming it: such a path is never followed."""
     out: dict[str, str] = {}
     try:
         with open(path, encoding="ascii", newline="\n") as f:
@@ -44,6 +50,12 @@ def read(path: str) -> dict[str, str]:
                     raise PrepError("%s line %d is not '<sha256>  <path>' (or repeats a path): %r; "
                                     "the manifest is damaged: extract the split again to rewrite it"
                                     % (path, n, line[:120]))
+                if not inside(m.group(2)):
+                    raise PrepError("%s line %d: %r is not a path inside ROOT (it is absolute, or "
+                                    "has a '..', '.' or empty part), refused and not followed; the "
+                                    "manifest is damaged or not one 01_unzip.sh wrote: extract the "
+                                    "split again to rewrite it, or delete it"
+                                    % (path, n, m.group(2)))
                 out[m.group(2)] = m.group(1)
     except UnicodeDecodeError:
         raise PrepError("%s is not a SHA256SUMS manifest (not ASCII text)" % path) from None

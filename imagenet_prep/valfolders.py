@@ -89,6 +89,8 @@ class Scan:
     class_dirs: list[tuple[str, str]] = field(default_factory=list)  # (tree, wnid) folders
     temps: list[str] = field(default_factory=list)               # leftovers of a killed run
     others: list[str] = field(default_factory=list)              # anything else (left alone)
+    kinds: dict[str, str] = field(default_factory=dict)          # path -> "a FIFO", "a symbolic
+    #                      link", ...: every entry above that is not a regular file or a folder
 
 
 @dataclass
@@ -113,12 +115,25 @@ def problem_text(problems: Problems) -> str:
 
 # ----------------------------------------------------------------------------- the labels
 
+def is_number(text: str) -> bool:
+    """Digits 0-9 only: str.isdigit (like a regex digit class) also takes '²' and '٣', which
+    int() refuses or reads as a number."""
+    return text.isascii() and text.isdigit()
+
+
+def not_a_folder(path: Path, what: str) -> None:
+    """A file option given a folder: say so, rather than 'not found' or a read error."""
+    if path.is_dir():
+        raise PrepError("%s is a folder, not a file: pass %s" % (path, what))
+
+
 def read_synsets(path: Path) -> dict[str, ClassRow]:
     """synsets.csv (the contract of 02) -> {WNID: ClassRow} in devkit ID order (the file's).
 
     Checks the header, every row's numbers, WNIDs and IDs unique, and class_index = the place in
     sorted-WNID order; any problem is a PrepError saying to rerun 02."""
     rerun = "rerun %s" % STAGE_02
+    not_a_folder(path, "the synsets.csv that %s writes (--meta CSV)" % STAGE_02)
     if not path.is_file():
         raise PrepError("%s not found: run %s first (or pass --meta CSV)" % (path, STAGE_02))
     try:
@@ -200,7 +215,7 @@ def _parse_devkit(lines: list[str], classes: dict[str, ClassRow]) -> _Parsed:
     by_id = {c.ilsvrc_id: c.wnid for c in classes.values()}
     for n, line in enumerate(lines, start=1):
         value = line.strip()
-        if not value.isdigit():
+        if not is_number(value):
             out.bad.append("line %d: %r" % (n, line))
         elif int(value) not in by_id:
             out.unknown.append("line %d: %s" % (n, value))
@@ -224,7 +239,7 @@ def _parse_wnids(lines: list[str], classes: dict[str, ClassRow]) -> _Parsed:
 def _label_form(first: str) -> Optional[str]:
     if first.split(",")[:2] == KAGGLE_HEADER:
         return "kaggle"
-    if first.isdigit():
+    if is_number(first):
         return "devkit"
     return "wnid" if facts.WNID_RE.match(first) else None
 
@@ -276,6 +291,8 @@ def load_labels(root: Optional[Path], synsets_csv: Optional[Path] = None,
         raise ValueError("load_labels: without a root, pass both synsets_csv and labels_file")
     classes = read_synsets(synsets_csv or root / SYNSETS_CSV)
     path = labels_file or find_labels(root)
+    not_a_folder(path, "the labels file itself with --labels (e.g. the devkit's "
+                       "data/%s)" % DEVKIT_LABEL_FILES[0])
     if not path.is_file():
         raise PrepError("the labels file %s does not exist" % path)
     labels = read_labels(path, classes)
@@ -301,13 +318,14 @@ def val_labels(root: Optional[Path], synsets_csv: Optional[Path] = None,
 def read_blacklist(path: Path, names: Collection[str]) -> set[str]:
     """Image numbers (1-based, one per line) or file names -> the set of file names; each must
     be one of `names` (the labelled images)."""
+    not_a_folder(path, "the blacklist file itself (one image number or file name per line)")
     try:
         lines = [x.strip() for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
     except (OSError, UnicodeDecodeError) as e:
         raise PrepError("cannot read the blacklist %s (%s)" % (path, e)) from None
     found, bad = set(), []
     for n, value in enumerate(lines, start=1):
-        name = facts.VAL_NAME % int(value) if value.isdigit() else _jpeg_name(value)
+        name = facts.VAL_NAME % int(value) if is_number(value) else _jpeg_name(value)
         if name in names and NAME_RE.match(name):
             found.add(name)
         else:
@@ -333,6 +351,9 @@ def _scan_class_dir(s: Scan, top: str, tree: str, wnid: str) -> None:
     with os.scandir(os.path.join(top, wnid)) as it:
         for e in it:
             name = e.name
+            kind = files.entry_kind(e)
+            if kind is not None:
+                s.kinds[e.path] = kind
             if is_image(name) and not e.is_dir(follow_symlinks=False):
                 if name in placed:
                     s.extra.setdefault(name, []).append(where)
@@ -347,7 +368,8 @@ def _scan_class_dir(s: Scan, top: str, tree: str, wnid: str) -> None:
 
 
 def scan(root: Path) -> Scan:
-    """One scandir of ROOT/val, ROOT/val_blacklisted and each WNID folder: no per-file stat."""
+    """One scandir of ROOT/val, ROOT/val_blacklisted and each WNID folder: no per-file stat (the
+    listing's file types say which entries are not regular files or folders: Scan.kinds)."""
     s = Scan()
     for tree in (VAL_DIR, BLACKLIST_DIR):
         top = os.path.join(root, tree)
@@ -356,6 +378,9 @@ def scan(root: Path) -> Scan:
         subdirs = []
         with os.scandir(top) as it:
             for e in it:
+                kind = files.entry_kind(e)
+                if kind is not None:
+                    s.kinds[e.path] = kind
                 if e.is_dir():
                     if facts.WNID_RE.match(e.name):
                         subdirs.append(e.name)
@@ -466,6 +491,17 @@ def plan_forward(root: Path, labels: Labels, excluded: Collection[str], s: Scan,
         else:
             f.again(name, wnid, tree, at)
     return f.finish(labels.wnid_of)
+
+
+def foreign_folders(root: Path, s: Scan, classes: Collection[str]) -> Problems:
+    """Class folders named like a class that the class list does not have: a loader would take
+    each for a class (none: no problem). --undo is the way to empty them."""
+    foreign = sorted("%s/%s" % (t, w) for t, w in s.class_dirs if w not in classes)
+    if not foreign:
+        return []
+    return [("folders named like a class that %s does not have (a loader takes every folder for "
+             "a class): move them out of %s (or run --undo, which empties and removes them)"
+             % (SYNSETS_CSV.name, root / VAL_DIR), foreign)]
 
 
 def plan_undo(root: Path, s: Scan) -> Plan:
@@ -700,6 +736,7 @@ def sort_val(root: Path, mode: str = "move", dry_run: bool = False,
                         % (root / VAL_DIR))
     s = scan(root)
     plan = plan_forward(root, labels, excluded, s, mode)
+    plan.problems.extend(foreign_folders(root, s, classes))
     if plan.problems:
         raise PrepError("the plan has problems, nothing was changed:\n%s"
                         % problem_text(plan.problems))

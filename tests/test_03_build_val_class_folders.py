@@ -828,3 +828,63 @@ def test_real_ground_truth_puts_50000_images_where_kaggle_says(tmp_path, referen
     assert "val_blacklisted/: " in r.stderr and "= 1762" in r.stderr
     ok(run03("--root", root, "--undo"))
     assert image_tree(root) == {"val/" + n for n in kaggle}
+
+
+# ----------------------------------------------------------------------------- hostile input
+
+@pytest.mark.parametrize("option", ["--labels", "--meta", "--exclude-blacklist"])
+def test_a_folder_given_for_a_file_is_said_plainly(tmp_path, release, option):
+    root = make_root(tmp_path, release)
+    folder = tmp_path / "somewhere"
+    folder.mkdir()
+    before = snapshot(tmp_path)
+    r = run03("--root", root, option, folder)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "%s is a folder, not a file" % folder in r.stderr, r.stderr
+    assert snapshot(tmp_path) == before
+
+
+def test_a_stray_class_folder_is_refused_and_named(tmp_path, release):
+    """val/n99999999 is not a class of the devkit: a loader would take it for one."""
+    root = make_root(tmp_path, release)
+    (root / "val" / "n99999999").mkdir()
+    before = snapshot(tmp_path)
+    for args in ([], ["--dry-run"], ["--copy"]):
+        r = run03("--root", root, *args)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert "val/n99999999" in r.stderr and "synsets.csv" in r.stderr, r.stderr
+        assert "nothing was changed" in r.stderr
+        assert snapshot(tmp_path) == before
+    ok(run03("--root", root, "--undo"))                # the way out: it removes the empty folder
+    assert not (root / "val" / "n99999999").exists()
+    ok(run03("--root", root))
+
+
+@pytest.mark.parametrize("bad", ["val/../../../etc/hostname", "/etc/hostname",
+                                 "val/./ILSVRC2012_val_00000001.JPEG", "val//x.JPEG"])
+def test_a_manifest_path_that_leaves_the_tree_is_refused(tmp_path, release, bad):
+    root = make_root(tmp_path, release)
+    path = write_manifest(root)
+    with open(path, "a") as f:
+        f.write("%s  %s\n" % ("0" * 64, bad))
+    before = snapshot(tmp_path)
+    r = run03("--root", root)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert repr(bad) in r.stderr and "not a path inside ROOT" in r.stderr, r.stderr
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("where, line", [("blacklist", "\u00b2"), ("labels", "\u0663")])
+def test_only_ascii_digits_are_numbers(tmp_path, release, where, line):
+    """'²' and '٣' are digits to str.isdigit (and \\d): refused as lines, no traceback."""
+    root = make_root(tmp_path, release)
+    lines = _lines(release)
+    if where == "blacklist":
+        args = ["--exclude-blacklist", _labels(tmp_path, ["3", line])]
+    else:
+        args = ["--labels", _labels(tmp_path, lines[:4] + [line] + lines[5:])]
+    before = snapshot(tmp_path)
+    r = run03("--root", root, *args)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "line %d" % (2 if where == "blacklist" else 5) in r.stderr, r.stderr
+    assert snapshot(tmp_path) == before
