@@ -154,8 +154,8 @@ is stopped. Exit codes: 0 all requested splits present and verified, 1 failure, 
 EOF
 }
 
-usage_error() {
-  printf '%s: %s\n\n' "$PROG" "$1" >&2
+usage_error() {  # usage_error MESSAGE...
+  printf '%s: %s\n\n' "$PROG" "$*" >&2
   usage >&2
   exit 2
 }
@@ -362,12 +362,12 @@ on_signal() {
 }
 
 # on_stop PID: Ctrl-Z (TSTP) reaches the terminal's foreground group, the main process only: stop the
-# split's group too, then this process. on_continue PID: fg / bg (CONT) continues the split's group.
+# split's group too, then this process; once fg / bg continues it (kill returns), continue the split's
+# group. No trap on CONT: bash 5.2 runs only the CONT trap when TERM and CONT arrive together (as GNU
+# timeout sends them), and the TERM is lost: the download would go on to the end.
 on_stop() {
   if [[ -n ${1:-} ]]; then kill -STOP -- "-$1" 2>/dev/null || true; fi
   kill -STOP "$BASHPID"
-}
-on_continue() {
   if [[ -n ${1:-} ]]; then kill -CONT -- "-$1" 2>/dev/null || true; fi
 }
 
@@ -384,7 +384,6 @@ set_traps() {
     trap "on_signal TERM$named" TERM
     trap "on_signal HUP$named" HUP
     trap "on_stop$pidarg" TSTP
-    trap "on_continue$pidarg" CONT
   }
 }
 
@@ -395,12 +394,13 @@ set_traps() {
 # `head -c N` onto the end of FILE: at most N bytes are written, whatever the server sends. With
 # --bar, curl draws its progress bar on the terminal. Results in the associative array RES: rc
 # (curl's exit code; 0 once the N bytes are in), code (last HTTP status, 000 for none), hdr (file
-# with the response headers), msg (curl's error line, without the URL).
+# with the response headers), msg (curl's error line, without the URL), curl (curl's own exit code:
+# 23 with --cap when it still had bytes to write after the N).
 # shellcheck disable=SC2034  # VAR_ is a nameref (local -n): the caller reads what is assigned
 run_curl() {
   local -n res_=$1
   shift
-  local cap="" capfile="" bar=0 before=0 url=${URL//\\/\\\\} base=$TMPD/curl.$BASHPID st rc=0 code msg
+  local cap="" capfile="" bar=0 before=0 url=${URL//\\/\\\\} base=$TMPD/curl.$BASHPID st rc=0 code msg raw
   if [[ $1 == --cap ]]; then
     cap=$2 capfile=$3
     shift 3
@@ -424,11 +424,12 @@ run_curl() {
     printf 'url = "%s"\n' "$url" | curl -sS -D "$base.hdr" "$@" -K - >/dev/null 2>"$base.err" &
   fi
   wait "$!" || rc=$?
+  raw=$rc
   if [[ -n $cap ]]; then
     st="143 0"  # no status: the pipeline was killed
     [[ ! -f $base.rc ]] || read -r st <"$base.rc" || true
     [[ $st =~ ^[0-9]{1,3}\ [0-9]{1,3}$ ]] || st="143 0"
-    rc=${st%% *}
+    rc=${st%% *} raw=${st%% *}
     if [[ ${st#* } != 0 ]]; then  # head could not write: the disk
       rc=23
       cp -f -- "$base.herr" "$base.err" 2>/dev/null || true
@@ -440,7 +441,7 @@ run_curl() {
   [[ $code =~ ^[0-9]{3}$ ]] || code=000
   msg=$(grep -v '^$' "$base.err" | tail -n 1 || true)
   msg=$(scrub_links "${msg//"$URL"/"$SHOW"}")
-  res_=([rc]="$rc" [code]="$code" [hdr]="$base.hdr" [msg]="$msg")
+  res_=([rc]="$rc" [code]="$code" [hdr]="$base.hdr" [msg]="$msg" [curl]="$raw")
 }
 
 scrub_links() {  # scrub_links TEXT: TEXT with every remaining scheme://... replaced by <link>
@@ -501,15 +502,71 @@ header_value() {
     END { print v }' "$1"
 }
 
-# web_page_error [FILE]: say that the link answered with a web page; FILE (what came) becomes NAME.html.
+# web_page_error [FILE [KEPT]]: say that the link answered with a web page; FILE (what came, if
+# given) becomes NAME.html; KEPT says what stays on disk for the rerun.
 web_page_error() {
-  local saved=""
+  local saved="" kept=${2:+ $2.}
   if [[ -n ${1:-} && -e $1 ]]; then
     if mv -f -- "$1" "$FINAL.html"; then saved=" (it was saved as $FINAL.html)"; else rm -f -- "$1"; fi
   fi
   err "$SPLIT: the link answered with a web page (HTML), not with $NAME$saved: it has expired, or" \
-    "the site wants you to log in. Log in at image-net.org, copy a fresh link for $NAME into" \
+    "the site wants you to log in.$kept Log in at image-net.org, copy a fresh link for $NAME into" \
     "DOWNLOAD_URL_$SUF ($URL_FROM) and rerun."
+}
+
+# kept_note: what a stop leaves on disk for the rerun, for a message.
+kept_note() {
+  local n pieces=""
+  n=$(stat -c %s -- "$PART" "$PART".[0-9]*-[0-9]* 2>/dev/null | awk '{ s += $1 } END { print s + 0 }')
+  [[ -z $(list_segments) ]] || pieces=" and its pieces"
+  printf '%s' "The $(human "$n") already in $NAME.part$pieces are kept as they are (nothing was discarded)"
+}
+
+# whole_again HDR [SAMPLE]: the last response in HDR, a 200 to a resume (or, with SAMPLE, its first
+# bytes: to a fresh start), is the whole of NAME again, as a server that ignores byte ranges sends
+# it: not a web page (by its Content-Type or its first bytes) and a Content-Length equal to the
+# known size of NAME. Else it says what came instead and what is kept, and returns 1: a login page
+# of an expired link, or another file, must never make the bytes already here be thrown away.
+whole_again() {
+  local ctype len="" what
+  ctype=$(header_value "$1" Content-Type)
+  if [[ ${ctype,,} == text/html* || ${ctype,,} == application/xhtml* ]] \
+    || { [[ -n ${2:-} ]] && looks_like_html "$2"; }; then
+    web_page_error "" "$(kept_note)"
+    return 1
+  fi
+  what=$(header_value "$1" Content-Length)
+  [[ -z $what ]] || to_count len "$what" || { bad_number Content-Length; return 1; }
+  [[ -n $len && -n $END_TOTAL && $len == "$END_TOTAL" ]] && return 0
+  what="a body of unknown length (no Content-Length)"
+  [[ -z $len ]] || what="$len bytes"
+  if [[ -z $END_TOTAL ]]; then
+    err "$SPLIT: $HOST ignores byte ranges and does not tell the size of $NAME, so it cannot be" \
+      "checked that starting over would bring the same file. $(kept_note). Set SIZE_$SUF in" \
+      "$URLS_FROM if you know the size, or remove $PART* to start over."
+  else
+    err "$SPLIT: $HOST ignored the byte range of a resume and sent a whole file (HTTP 200) of" \
+      "$what, but $NAME has $END_TOTAL bytes: the link now leads to another file, or the server" \
+      "changed it. $(kept_note). Check DOWNLOAD_URL_$SUF in $URL_FROM (a fresh link?) and rerun;" \
+      "remove $PART* only if you want to start over."
+  fi
+  return 1
+}
+
+# restart_ok: starting NAME over from byte 0 would throw away what NAME.part and its pieces hold:
+# allowed only when the link still serves the whole file (whole_again). One small GET looks at what a
+# start from byte 0 would get: its headers and first 512 bytes. Returns 1 after saying why not.
+restart_ok() {
+  local sample=$TMPD/$SPLIT.sample
+  local -A res=()
+  : >"$sample" || { err "$SPLIT: cannot write in $TMPD; check TMPDIR"; return 1; }
+  run_curl res --cap 512 "$sample" "${CURL_BASE[@]}" --max-time 300
+  if [[ ${res[rc]} != 0 ]]; then
+    err "$SPLIT: $HOST ignored a byte range, and asking what a fresh start of $NAME would bring" \
+      "failed (${res[msg]:-curl exit code ${res[rc]}}). $(kept_note). Rerun later."
+    return 1
+  fi
+  whole_again "${res[hdr]}" "$sample"
 }
 
 looks_like_html() {  # looks_like_html FILE: FILE starts like an HTML (or XML) page, not an archive
@@ -597,32 +654,25 @@ probe() {
 # fetch_range OUT START END MODE: make OUT hold bytes [START, END) of the file (END "" = to the end),
 # continuing after the bytes already in OUT. MODE single: the whole file, plain resume. MODE head:
 # NAME.part in a ranged download (the joiner may append behind it, so it is never cut back). MODE
-# piece: a NAME.part.START-END file; once the joiner appended and removed it, it is done. In a
-# ranged download the bytes are counted: nothing past END is written, whatever the server sends.
-# Returns 0 done, 1 failed (message printed), 3 the server ignored the Range (nothing was written).
+# piece: a NAME.part.START-END file; once the joiner appended and removed it, it is done. Whenever
+# END is known the bytes are counted: nothing past END is written, whatever the server sends.
+# Returns 0 done, 1 failed (message printed), 3 the server ignored the Range and offers the whole
+# file again (nothing was written; the caller decides whether to start over).
 fetch_range() {
   local out=$1 start=$2 end=$3 mode=$4
   local have now off fails=0
-  local -a bar=()
   local -A res=()
-  [[ $mode == single && -t 2 ]] && bar=(--bar)
   while :; do
     have=$(fsize "$out")
     # a piece is removed only once complete and appended to NAME.part by the joiner
     [[ $mode == piece && ! -e $out ]] && return 0
     if [[ -n $end ]] && ((start + have >= end)); then
-      if ((start + have > end)) && [[ $mode != head ]] && ! truncate -s "$((end - start))" -- "$out"; then
-        err "$SPLIT: cannot cut $out back to its $((end - start)) bytes; remove it and rerun"
-        return 1
-      fi
-      return 0
+      ((start + have > end)) || return 0
+      range_too_long "$out" "$((end - start))" "$mode"
+      return
     fi
     off=$((start + have))
-    if [[ $mode == single ]]; then
-      run_curl res "${bar[@]}" "${CURL_BASE[@]}" -C "$off" -o "$out"
-    else
-      run_curl res --cap "$((end - off))" "$out" "${CURL_BASE[@]}" -C "$off" -H "Range: bytes=$off-$((end - 1))"
-    fi
+    fetch_once res "$out" "$off" "$end" "$mode"
     [[ $mode == piece && ! -e $out ]] && return 0
     now=$(fsize "$out")
     if ((off == 0 && now > 0)) && looks_like_html "$out"; then
@@ -631,8 +681,12 @@ fetch_range() {
     fi
     if ((res[rc] == 0)); then
       [[ -z $end ]] && return 0
-      ((start + now >= end)) && continue
+      if ((start + now >= end)); then
+        [[ $mode != single ]] || ! sent_more res "$((end - off))" || return 1
+        continue
+      fi
     elif ((res[rc] == 33)); then
+      ignored_range res "$mode" || return 1
       return 3
     elif [[ ${res[rc]} == 22 && ${res[code]} == 416 ]]; then
       [[ -z $end ]] && return 0  # size unknown: the server says nothing is left
@@ -644,6 +698,73 @@ fetch_range() {
     if ((now > have)); then fails=0; else fails=$((fails + 1)); fi
     after_failure res "$fails" "downloading $NAME" "$((start + now))" || return 1
   done
+}
+
+# fetch_once RES OUT OFF END MODE: one curl attempt from byte OFF into OUT (see fetch_range). With END
+# known the body goes through --cap (at most END - OFF bytes); in a ranged download the Range asks
+# for [OFF, END). Only one connection to a file of unknown size, on a terminal, shows curl's bar.
+# shellcheck disable=SC2034  # VAR_ is a nameref (local -n): the caller reads what is assigned
+fetch_once() {
+  local -n once_=$1
+  local out=$2 off=$3 end=$4 mode=$5
+  if [[ $mode != single ]]; then
+    run_curl once_ --cap "$((end - off))" "$out" "${CURL_BASE[@]}" -C "$off" -H "Range: bytes=$off-$((end - 1))"
+  elif [[ -n $end ]]; then
+    run_curl once_ --cap "$((end - off))" "$out" "${CURL_BASE[@]}" -C "$off"
+  elif [[ -t 2 ]]; then
+    run_curl once_ --bar "${CURL_BASE[@]}" -C "$off" -o "$out"
+  else
+    run_curl once_ "${CURL_BASE[@]}" -C "$off" -o "$out"
+  fi
+}
+
+# range_too_long OUT LEN MODE: OUT holds more than its LEN bytes. A piece is cut back to them (what
+# lies past its end is the next piece's, in a file of its own); NAME.part in a ranged download may
+# be ahead of its range while a piece is appended: it is done. NAME.part alone is never cut: said.
+range_too_long() {
+  local out=$1 len=$2 mode=$3
+  case $mode in
+    head) return 0 ;;
+    piece) truncate -s "$len" -- "$out" && return 0
+      err "$SPLIT: cannot cut $out back to its $len bytes; remove it and rerun" ;;
+    *) err "$SPLIT: $NAME.part holds $(fsize "$out") bytes, more than the $len bytes of $NAME. It is" \
+      "kept as it is; move it away (mv $PART $PART.bad) and rerun to download $NAME again." ;;
+  esac
+  return 1
+}
+
+# sent_more RES CAP: the answer in RES (its CAP bytes written) had more than CAP bytes: a larger
+# Content-Length, or curl still writing when the cap was reached. Says so (nothing past the file's
+# size was written) and returns 0.
+sent_more() {
+  local -n more_=$1
+  local len="" what
+  what=$(header_value "${more_[hdr]}" Content-Length)
+  [[ -z $what ]] || to_count len "$what" || len=""
+  if [[ -n $len ]] && ((len > $2)); then
+    what="it announced $len bytes from byte $((END_TOTAL - $2)), $((len - $2)) more than the file has"
+  elif [[ ${more_[curl]} == 23 ]]; then
+    what="it went on sending after the last byte"
+  else
+    return 1
+  fi
+  err "$SPLIT: $HOST sent more than the $END_TOTAL bytes of $NAME ($what): the file on the server" \
+    "is not the one expected, or the server misreports its length. $NAME.part holds its first" \
+    "$END_TOTAL bytes, nothing past them. Check DOWNLOAD_URL_$SUF in $URL_FROM; rerun to check" \
+    "what is there (remove $PART to download it again)."
+  return 0
+}
+
+# ignored_range RES MODE: a resume was answered 200 (curl exit 33: nothing was written). Returns 0
+# when that answer is the whole file again (whole_again), so that starting over is worth asking;
+# else 1 after the message, said once for all the connections of a ranged download.
+ignored_range() {
+  local -n ign_=$1
+  local said=$TMPD/$SPLIT.said.$BASHPID
+  whole_again "${ign_[hdr]}" 2>"$said" && { rm -f -- "$said"; return 0; }
+  if [[ $2 == single ]] || (set -C && : >"$TMPD/$SPLIT.said") 2>/dev/null; then cat -- "$said" >&2; fi
+  rm -f -- "$said"
+  return 1
 }
 
 # --- progress --------------------------------------------------------------------------------------
@@ -676,13 +797,13 @@ progress_watch() {
 }
 
 # start_progress PIDVAR MODE TOTAL T0_BYTES: the progress watcher (PIDVAR: its pid, "" for none:
-# one connection on a terminal shows curl's own bar).
+# one connection to a file of unknown size, on a terminal, shows curl's own bar).
 # shellcheck disable=SC2034  # VAR_ is a nameref (local -n): the caller reads what is assigned
 start_progress() {
   local -n watcher_=$1
   local me=$BASHPID
   watcher_=""
-  [[ $2 == single && -t 2 ]] && return 0
+  [[ $2 == single && -t 2 && -z $3 ]] && return 0
   progress_watch "$3" "$4" "$me" {LOCK_FD}>&- &  # a leftover sleep must not hold the lock
   watcher_=$!
 }
@@ -767,14 +888,25 @@ empty_part() {
   return 1
 }
 
+# start_over WHY: discard NAME.part and its pieces, and fetch NAME from byte 0 — only once the link
+# is seen to serve the whole file again (restart_ok); else nothing is touched and it returns 1.
+# WHY: what the server did, for the log. STARTED_OVER tells the final count that it happened.
+start_over() {
+  restart_ok || return 1
+  log "$SPLIT: $1: discarding the $(human "$(fsize "$PART")") in $NAME.part and starting over," \
+    "so no byte is duplicated"
+  remove_segments
+  empty_part || return 1
+  STARTED_OVER=1
+}
+
 # download_single RANGES: NAME.part gets the whole file over one connection (RANGES: whether the
 # server serves byte ranges: yes / no / "" unknown).
 download_single() {
   local ranges=$1 have rc=0 restarts=0 best=0 got watcher answer delay
   have=$(fsize "$PART")
   if [[ $ranges == no ]] && ((have > 0)); then
-    log "$SPLIT: $HOST does not support resuming (no byte ranges): discarding the $(human "$have") in $NAME.part, starting over"
-    empty_part || return 1
+    start_over "$HOST does not support resuming (no byte ranges)" || return 1
     have=0
   fi
   if [[ -n $END_TOTAL ]]; then
@@ -800,9 +932,8 @@ download_single() {
     fi
     delay=${answer#retry }
     [[ $delay =~ ^[0-9]{1,9}(\.[0-9]{1,6})?$ ]] || delay=$RETRY_DELAY_MAX
-    log "$SPLIT: $HOST ignored the byte range of a resume (it sent the whole file again): discarding" \
-      "the $(human "$got") in $NAME.part and starting over, so no byte is duplicated"
-    empty_part || { rc=1; break; }
+    start_over "$HOST ignored the byte range of a resume (it sent the whole file again)" \
+      || { rc=1; break; }
     nap "$delay"
   done
   stop_progress "$watcher"
@@ -931,11 +1062,16 @@ queue_pieces() {
       return 1
     fi
   done
-  if (($(fsize "$PART") > starts[0])) && ! truncate -s "${starts[0]}" -- "$PART"; then
-    err "$SPLIT: cannot cut $PART back to ${starts[0]} bytes; remove $PART* and rerun"
-    return 1
-  fi
   got=$(fsize "$PART")
+  if ((got > starts[0])); then  # a join was interrupted: what is past the piece's start is in it
+    if ((got > ends[0])) || (($(fsize "${paths[0]}") != ends[0] - starts[0])); then
+      err "$SPLIT: $NAME.part holds $got bytes, past the start of its first piece (${starts[0]}), and" \
+        "is not what an interrupted join leaves. $(kept_note). Remove $PART* and rerun to start over."
+      return 1
+    fi
+    truncate -s "${starts[0]}" -- "$PART" || { err "$SPLIT: cannot cut $PART back to ${starts[0]} bytes; remove $PART* and rerun"; return 1; }
+    got=${starts[0]}
+  fi
   longest_=0
   : >"$queue"
   if ((got < starts[0])); then printf '%s %s head %s\n' 0 "${starts[0]}" "$PART" >>"$queue"; fi
@@ -965,10 +1101,8 @@ download_segmented() {
   run_workers "$n" "$queue" || rc=$?
   stop_progress "$watcher"
   if ((rc == 3)); then
-    log "$SPLIT: $HOST ignored a byte-range request: it cannot serve ranges; discarding the pieces" \
-      "and fetching $NAME over one connection from the start"
-    remove_segments
-    empty_part || return 1
+    start_over "$HOST ignored a byte-range request (it cannot serve ranges; the pieces go too)" \
+      || return 1
     download_single no
     return
   fi
@@ -1119,6 +1253,7 @@ download_split() {
   readonly URLS_FROM=$9 URL_FROM=${10} SUF=${SUFFIX[$1]}
   readonly SHOW="$NAME from $HOST" FINAL=$DL/$NAME PART=$DL/$NAME.part
   readonly STATE=$PART.md5state
+  STARTED_OVER=0  # set by start_over: NAME.part was discarded in this run
   local me=$BASHPID rc=0 watchdog fd  # (the arguments of a command run with & expand in the child)
   watch_main "$$" "$me" "$FINAL.lock" &
   watchdog=$!
@@ -1160,7 +1295,7 @@ take_lock() {
 }
 
 fetch_split() {
-  local part_size t0 t_last="" total ranges follower rc=0
+  local part_size t_last=""
   if [[ -e $FINAL ]]; then
     check_final
     return
@@ -1178,23 +1313,73 @@ fetch_split() {
     log "$SPLIT: $NAME.part is complete already ($(human "$part_size")); no need to ask the server"
     readonly END_TOTAL=$EXP_SIZE
   else
-    probe total ranges || return 1
-    if [[ -n $EXP_SIZE && -n $total ]] && ((total != EXP_SIZE)); then
-      err "$SPLIT: $HOST reports $total bytes for $NAME, but it should be $EXP_SIZE bytes" \
-        "($SIZE_FROM): the link may point to another file, or the server misreports the length." \
-        "Check DOWNLOAD_URL_$SUF in $URL_FROM."
-      return 1
-    fi
-    end_total "$total"
-    t0=$(now)
-    start_follower follower
-    fetch_body "$ranges" || rc=$?
-    t_last=$(now)
-    stop_follower "$follower"
-    ((rc == 0)) || return 1
-    log "$SPLIT: fetched $(($(fsize "$PART") - part_size)) bytes in $(seconds_between "$t0" "$t_last") s"
+    fetch_missing t_last || return 1
   fi
   finish_file "$t_last"
+}
+
+# fetch_missing TLASTVAR: ask for the size, then fetch what NAME.part (and its pieces) lack, with the
+# MD5 followed meanwhile; TLASTVAR: when the last byte came. NAME.part is never cut back to a size:
+# one longer than the expected size, or than the size the server now reports, stops the run.
+# shellcheck disable=SC2034  # VAR_ is a nameref (local -n): the caller reads what is assigned
+fetch_missing() {
+  local -n t_last_=$1
+  local before total ranges follower rc=0 t0 have
+  have=$(fsize "$PART")
+  if [[ -n $EXP_SIZE ]] && ((have > EXP_SIZE)); then
+    range_too_long "$PART" "$EXP_SIZE" single
+    return 1
+  fi
+  probe total ranges || return 1
+  if [[ -n $EXP_SIZE && -n $total ]] && ((total != EXP_SIZE)); then
+    err "$SPLIT: $HOST reports $total bytes for $NAME, but it should be $EXP_SIZE bytes" \
+      "($SIZE_FROM): the link may point to another file, or the server misreports the length." \
+      "Check DOWNLOAD_URL_$SUF in $URL_FROM."
+    return 1
+  fi
+  end_total "$total"
+  if [[ -n $END_TOTAL ]] && ((have > END_TOTAL)); then
+    err "$SPLIT: $HOST now reports $END_TOTAL bytes for $NAME, a smaller size than the $have bytes" \
+      "already downloaded into $NAME.part: the file on the server changed, the link leads to another" \
+      "file, or the server misreports the length. Nothing was fetched; $NAME.part is kept as it is." \
+      "Check DOWNLOAD_URL_$SUF in $URL_FROM (a fresh link?) and rerun; only if the server is right," \
+      "move $PART away and rerun to download $NAME again."
+    return 1
+  fi
+  before=$(bytes_here)
+  t0=$(now)
+  start_follower follower
+  fetch_body "$ranges" || rc=$?
+  t_last_=$(now)
+  stop_follower "$follower"
+  [[ -e $PART ]] || drop_md5_state  # (set aside as NAME.html: the state describes no file now)
+  ((rc == 0)) || return 1
+  log "$SPLIT: $(fetched_text "$before") in $(seconds_between "$t0" "$t_last_") s"
+}
+
+# bytes_here: the bytes of NAME on disk: NAME.part up to where its pieces start, and the pieces.
+bytes_here() {
+  local b e f n=0 part
+  part=$(fsize "$PART")
+  while read -r b e f; do
+    ((part <= b)) || part=$b
+    n=$((n + $(fsize "$f")))
+  done < <(list_segments)
+  printf '%s' "$((part + n))"
+}
+
+# fetched_text BEFORE: "fetched N bytes", N what this run added to the BEFORE bytes there were (all
+# of NAME.part when it started over; never a negative count).
+fetched_text() {
+  local after n
+  after=$(fsize "$PART")
+  if ((STARTED_OVER)); then
+    printf 'fetched %s bytes (%s was started over from byte 0)' "$after" "$NAME"
+    return
+  fi
+  n=$((after - $1))
+  ((n >= 0)) || n=0
+  printf 'fetched %s bytes' "$n"
 }
 
 # end_total TOTAL: the file's expected length, END_TOTAL (readonly; "" if unknown): the expected
@@ -1221,7 +1406,9 @@ fetch_body() {
       return
     fi
     log "$SPLIT: $HOST does not serve byte ranges: one connection, no resume"
-    remove_segments
+    if [[ -n $(list_segments) ]] || (($(fsize "$PART") > 0)); then
+      start_over "$HOST cannot resume" || return 1
+    fi
   elif ((CONNECTIONS > 1)); then
     log "$SPLIT: one connection for $SHOW (several need an http(s) link with a known size)"
   fi
@@ -1256,12 +1443,30 @@ run_split() {
 
 # --- main ------------------------------------------------------------------------------------------
 
+# no_links ARG...: a link on the command line (pasted as a SPLIT, or as the value of an option) is
+# refused before anything prints the command line: it may carry a token, and links live in urls.sh.
+no_links() {
+  local a re='[?&][A-Za-z0-9_.~-]*='
+  for a in "$@"; do
+    if [[ $a == *://* || $a =~ $re ]]; then
+      usage_error "an argument looks like a link (not shown: it may carry a token). Links are not" \
+        "given on the command line: put each into urls.sh as DOWNLOAD_URL_<split>=\"...\" (cp" \
+        "urls.sh.example urls.sh && chmod 600 urls.sh), then run $PROG SPLIT..."
+    fi
+  done
+}
+
+shown() {  # shown ARG: ARG for a message if it is a plain word, else a note that it is not shown
+  if [[ $1 =~ ^[A-Za-z0-9_.,+-]{1,40}$ ]]; then printf '%s' "$1"; else printf '(not shown)'; fi
+}
+
 # parse_args ARG...: the options, readonly once parsed: ROOT, URLS_ARG, CONNECTIONS, RETRIES_ARG
 # ("" unless --retries), VERIFY, and WANT (the splits, each once, in the order given).
 parse_args() {
   local root=${IMAGENET_ROOT:-.} urls="" connections=1 retries="" verify=1 s
   local -a want=()
   local -A seen=()
+  no_links "$@"
   while (($#)); do
     case $1 in
       -h|--help) usage; exit 0 ;;
@@ -1274,18 +1479,18 @@ parse_args() {
       --retries) (($# >= 2)) || usage_error "--retries needs a number"; retries=$2; shift ;;
       --retries=*) retries=${1#*=} ;;
       --no-verify) verify=0 ;;
-      -*) usage_error "unknown option: $1" ;;
+      -*) usage_error "unknown option: $(shown "${1%%=*}")" ;;
       all) want+=("${SPLITS[@]}") ;;
-      *) [[ -n ${SUFFIX[$1]:-} ]] || usage_error "unknown split: $1 (use: ${SPLITS[*]} all)"
+      *) [[ -n ${SUFFIX[$1]:-} ]] || usage_error "unknown split: $(shown "$1") (use: ${SPLITS[*]} all)"
         want+=("$1") ;;
     esac
     shift
   done
   ((${#want[@]})) || usage_error "no SPLIT given"
   if ! [[ $connections =~ ^[1-9][0-9]?$ ]] || ((connections > 32)); then
-    usage_error "--connections must be a whole number from 1 to 32, not '$connections'"
+    usage_error "--connections must be a whole number from 1 to 32, not '$(shown "$connections")'"
   fi
-  [[ -z $retries || $retries =~ ^[1-9][0-9]{0,8}$ ]] || usage_error "--retries must be a whole number >= 1, not '$retries'"
+  [[ -z $retries || $retries =~ ^[1-9][0-9]{0,8}$ ]] || usage_error "--retries must be a whole number >= 1, not '$(shown "$retries")'"
   declare -ga WANT=()
   for s in "${want[@]}"; do
     [[ -n ${seen[$s]:-} ]] || WANT+=("$s")

@@ -5,8 +5,10 @@ urls.sh may hold NAME=value lines (the value in "..." or '...', or a word withou
 ``export NAME=...``, comments and blank lines; DOWNLOAD_URL_<s>, MD5_<s> and SIZE_<s> for
 s = train, val, test, devkit_t12. A setting already in the environment wins over the file.
 Anything else stops the run with the line number and the variable's name, never the value: a
-link may carry a token. The file is looked for as --urls FILE, else $IMAGENET_URLS, else
-./urls.sh, else urls.sh in the repository folder (the one that holds this package).
+link may carry a token. A UTF-8 byte order mark before the first line is ignored; a space in a
+file:// link is refused with a note to write it as %20. The file is looked for as --urls FILE,
+else $IMAGENET_URLS, else ./urls.sh, else urls.sh in the repository folder (the one that holds
+this package).
 
 00_download.sh reads the links through ``python3 -m imagenet_prep.urls`` (see main); this is the
 only parser of urls.sh.
@@ -33,6 +35,7 @@ MD5_RE = re.compile(r"[0-9a-fA-F]{32}\Z")
 SIZE_RE = re.compile(r"[0-9]+\Z|[0-9]{1,3}(,[0-9]{3})+\Z|[0-9]{1,3}(_[0-9]{3})+\Z")
 MAX_DIGITS = 18                  # longest size taken (leading zeros aside): below 2^63 for bash
 ENVIRONMENT = "the environment"  # where a setting came from, when not from a file
+BOM = "\ufeff"                   # the UTF-8 byte order mark some Windows editors put first
 
 
 def parse_size(text: str) -> Optional[int]:
@@ -125,9 +128,10 @@ def read_file(path: str, env: Mapping[str, str], prog: Optional[str] = None) -> 
     crlf = False
     try:
         with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
-            lines = f.read().split("\n")
+            text = f.read()
     except OSError as e:
         raise PrepError("cannot read %s (%s); check its permissions" % (path, e.strerror)) from None
+    lines = text.removeprefix(BOM).split("\n")  # an editor's UTF-8 byte order mark is not a line
     for n, line in enumerate(lines, start=1):
         if line.endswith("\r"):
             line, crlf = line[:-1], True
@@ -215,6 +219,10 @@ def link_for(split: str, settings: Mapping[str, str], urls_from: str, verify: bo
     if "://" not in url:
         raise PrepError("%s: %s in %s is not a link (expected https://..., http://... or file://...)"
                         % (split, var, where(var)))
+    if url.startswith("file:") and " " in url and not re.search(r"[\x00-\x1f\x7f]", url):
+        raise PrepError("%s: %s in %s is a file:// link with a space in its path; a link has none: "
+                        "write each space as %%20 (file:///data/my%%20copy/%s)"
+                        % (split, var, where(var), url_name(url) or "ILSVRC2012_img_val.tar"))
     if re.search(r"[\s\x00-\x1f\x7f]", url):
         raise PrepError("%s: %s in %s holds a space or a control character (a Windows line ending?); "
                         "a link has none" % (split, var, where(var)))

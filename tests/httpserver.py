@@ -27,6 +27,13 @@ it sends. Faults (all off by default; each can be changed while the server runs)
     login         a login page instead of the file: "page" (200 text/html), "redirect" (302 to
                   /login, a 200 text/html page), "disguised" (200 HTML labelled octet-stream)
     range_no_end  honour the start of a byte range but not its end: send to the end of the file
+    get_200       answer every GET (with or without Range; HEAD is left alone, as with a link that
+                  expires between the two) with 200 and: "page" the login page (text/html),
+                  "padded-page" the login page padded with spaces to the file's size and labelled
+                  application/octet-stream, "other" another file (half the size, octet-stream)
+    overrun       GETs only: the file goes on for this many zero bytes past its end (counted in
+                  Content-Length and Content-Range; a range's end is not honoured); HEAD tells the
+                  real size
 """
 from __future__ import annotations
 
@@ -83,6 +90,8 @@ class Faults:
     range_no_end: bool = False
     no_etag: bool = False
     flip_at: int = -1
+    get_200: str = ""
+    overrun: int = 0
 
 
 class FaultServer(ThreadingHTTPServer):
@@ -239,7 +248,11 @@ class Handler(BaseHTTPRequestHandler):
             return
         st = path.stat()
         real = st.st_size
-        claimed = real + f.extra_length
+        if f.get_200 and not head:
+            self._get_200(req, f.get_200, real)
+            return
+        overrun = 0 if head else f.overrun
+        claimed = real + f.extra_length + overrun
         start, end = 0, claimed - 1
         partial = False
         etag = None if f.no_etag else '"%x-%x"' % (st.st_mtime_ns, real)
@@ -254,7 +267,7 @@ class Handler(BaseHTTPRequestHandler):
             if m.group(1):
                 start = int(m.group(1))
                 end = min(int(m.group(2)), claimed - 1) if m.group(2) else claimed - 1
-                if f.range_no_end:
+                if f.range_no_end or overrun:
                     end = claimed - 1
             else:
                 start, end = max(0, claimed - int(m.group(2))), claimed - 1
@@ -286,6 +299,8 @@ class Handler(BaseHTTPRequestHandler):
         if head:
             return
         self._send_body(req, path, start, min(end, real - 1), nth, f)
+        if overrun and end >= real and req.sent == real - start:
+            self._send_zeros(req, end - max(start, real) + 1)
         if req.sent < length:  # cut, stall or lie: the client must see a short body
             self.close_connection = True
 
@@ -323,6 +338,36 @@ class Handler(BaseHTTPRequestHandler):
                     ahead = req.sent / f.rate - (time.monotonic() - t0)
                     if ahead > 0:
                         time.sleep(min(ahead, 0.5))
+
+    def _get_200(self, req: Request, kind: str, size: int) -> None:
+        """A 200 to a GET that is not the file (see get_200); the body is written in full."""
+        if kind == "page":
+            body, ctype = LOGIN_PAGE, "text/html; charset=utf-8"
+        elif kind == "padded-page":
+            body, ctype = (LOGIN_PAGE + b" " * size)[:size], "application/octet-stream"
+        else:
+            body, ctype = bytes(size // 2), "application/octet-stream"
+        req.status = 200
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except OSError:
+            self.close_connection = True
+            return
+        with self.server.lock:
+            req.sent += len(body)
+
+    def _send_zeros(self, req: Request, count: int) -> None:
+        """`count` zero bytes after the file's last byte (the overrun fault)."""
+        try:
+            self.wfile.write(bytes(count))
+        except OSError:
+            return
+        with self.server.lock:
+            req.sent += count
 
     def _send_flipped(self, req: Request, path: Path, start: int, limit: int, at: int) -> None:
         """The body with the byte at file offset `at` changed (a damaged transfer)."""
