@@ -34,6 +34,7 @@ readonly PROG=00_download.sh
 readonly LINK_FIELDS=10   # per split from imagenet_prep.urls: split url name host md5 md5_from
                           # size size_from urls_from url_from
 readonly MAX_DIGITS=18    # longest number taken from outside: below 2^63, so no overflow
+readonly MAX_FILE_SIZE=1125899906842624  # 1 PiB: no file of the release comes near; sizes above are refused
 readonly PIECES_PER_CONNECTION=8  # pieces per connection: joins overlap the download
 readonly LOCK_WAIT=3      # seconds to wait for NAME.lock (a killed run's helpers may still be stopping)
 readonly STOP_WAIT=50     # tenths of a second to wait for helpers to stop after TERM, then KILL
@@ -538,7 +539,7 @@ whole_again() {
   what=$(header_value "$1" Content-Length)
   [[ -z $what ]] || to_count len "$what" || { bad_number Content-Length; return 1; }
   [[ -n $len && -n $END_TOTAL && $len == "$END_TOTAL" ]] && return 0
-  what="a body of unknown length (no Content-Length)"
+  what="unknown length (no Content-Length)"
   [[ -z $len ]] || what="$len bytes"
   if [[ -z $END_TOTAL ]]; then
     err "$SPLIT: $HOST ignores byte ranges and does not tell the size of $NAME, so it cannot be" \
@@ -566,7 +567,23 @@ restart_ok() {
       "failed (${res[msg]:-curl exit code ${res[rc]}}). $(kept_note). Rerun later."
     return 1
   fi
-  whole_again "${res[hdr]}" "$sample"
+  whole_again "${res[hdr]}" "$sample" || return 1
+  same_start "$sample"
+}
+
+# same_start SAMPLE: the first bytes of what the link sends now (SAMPLE) are those NAME.part begins
+# with. A mirror without SIZE_<s> gives no size to check a 200 against; another file under the same
+# name still shows in its first bytes (a tar header names its first member), and NAME.part is kept.
+same_start() {
+  local n
+  n=$(fsize "$PART")
+  ((n <= 512)) || n=512
+  (($(fsize "$1") >= n)) || n=$(fsize "$1")
+  ((n == 0)) || cmp -s -n "$n" -- "$1" "$PART" && return 0
+  err "$SPLIT: $HOST ignores byte ranges, and what it sends now does not begin with the bytes" \
+    "$NAME.part begins with: the link leads to another file than the one begun. $(kept_note)." \
+    "Check DOWNLOAD_URL_$SUF in $URL_FROM (a fresh link?) and rerun; remove $PART* only to start over."
+  return 1
 }
 
 looks_like_html() {  # looks_like_html FILE: FILE starts like an HTML (or XML) page, not an archive
@@ -1042,8 +1059,8 @@ run_workers() {
   join_ready || return 1
 }
 
-# queue_pieces QUEUE MAXVAR HAVEVAR: check that the piece files tile [first start, END_TOTAL), cut
-# back a NAME.part that an interrupted join left too long, and write the work into QUEUE (one
+# queue_pieces QUEUE MAXVAR HAVEVAR: with the piece files checked (pieces_fit), cut back a NAME.part
+# that an interrupted join left too long, and write the work into QUEUE (one
 # "START END MODE OUT" line per item). MAXVAR: the longest piece; HAVEVAR: bytes already on disk.
 # shellcheck disable=SC2034  # VAR_ is a nameref (local -n): the caller reads what is assigned
 queue_pieces() {
@@ -1053,15 +1070,6 @@ queue_pieces() {
   while read -r b e f; do
     starts+=("$b") ends+=("$e") paths+=("$f")
   done < <(list_segments)
-  for ((i = 0; i < ${#starts[@]}; i++)); do
-    e=${ends[i]}
-    if ((i + 1 < ${#starts[@]})); then b=${starts[i + 1]}; else b=$END_TOTAL; fi
-    if ((e != b || starts[i] >= e)); then
-      err "$SPLIT: the piece files $NAME.part.* do not fit a file of $END_TOTAL bytes (did the" \
-        "file on the server change?). Remove $PART* and rerun to start over."
-      return 1
-    fi
-  done
   got=$(fsize "$PART")
   if ((got > starts[0])); then  # a join was interrupted: what is past the piece's start is in it
     if ((got > ends[0])) || (($(fsize "${paths[0]}") != ends[0] - starts[0])); then
@@ -1083,10 +1091,35 @@ queue_pieces() {
   have_=$got
 }
 
+# pieces_fit: the piece files tile [first start, END_TOTAL): each ends where the next starts. Piece
+# files that do not, and are all empty (an earlier run planned them for another size and stopped at
+# once, e.g. at the preflight), are removed; pieces with bytes in them are kept and it says so.
+pieces_fit() {
+  local b e f prev="" bytes=0
+  while read -r b e f; do
+    if [[ -n $prev ]] && ((b != prev)) || ((b >= e || e > END_TOTAL)); then prev=bad; break; fi
+    prev=$e
+  done < <(list_segments)
+  [[ $prev == bad || ($prev != "" && $prev != "$END_TOTAL") ]] || return 0
+  while read -r b e f; do bytes=$((bytes + $(fsize "$f"))); done < <(list_segments)
+  if ((bytes == 0)); then
+    log "$SPLIT: removing the empty piece files of an earlier run, planned for another size"
+    remove_segments
+    return 0
+  fi
+  err "$SPLIT: the piece files $NAME.part.[0-9]*-[0-9]* ($(human "$bytes")) do not fit a file of" \
+    "$END_TOTAL bytes (did the file on the server change?). $NAME.part is not the problem: remove" \
+    "only the pieces (rm $PART.[0-9]*-[0-9]*) and rerun."
+  return 1
+}
+
 # download_segmented N: NAME.part gets the whole file over N connections (see list_segments).
 download_segmented() {
   local n=$1 rc=0 maxlen have watcher queue=$TMPD/$SPLIT.queue
+  pieces_fit || return 1
   if [[ -z $(list_segments) ]]; then
+    have=$(fsize "$PART")  # room first: no piece file is made for a download that cannot fit
+    preflight "$((END_TOTAL - have))" "$(human "$((END_TOTAL - have))") left to fetch" || return 1
     plan_pieces "$n" || rc=$?
     ((rc != 2)) || { download_single yes; return; }
     ((rc == 0)) || return 1
@@ -1337,7 +1370,7 @@ fetch_missing() {
       "Check DOWNLOAD_URL_$SUF in $URL_FROM."
     return 1
   fi
-  end_total "$total"
+  end_total "$total" || return 1
   if [[ -n $END_TOTAL ]] && ((have > END_TOTAL)); then
     err "$SPLIT: $HOST now reports $END_TOTAL bytes for $NAME, a smaller size than the $have bytes" \
       "already downloaded into $NAME.part: the file on the server changed, the link leads to another" \
@@ -1390,6 +1423,11 @@ end_total() {
     last=$(list_segments | tail -n 1)
     [[ -n $last ]] && end=$(awk '{ print $2 }' <<<"$last")
   fi
+  if [[ -n $end ]] && ((end > MAX_FILE_SIZE)); then  # (digits only, at most MAX_DIGITS: checked)
+    err "$SPLIT: the size of $NAME would be $end bytes, more than 1 PiB: no archive of the release is" \
+      "near that; $HOST misreports it, or SIZE_$SUF in $URLS_FROM is wrong. Nothing was fetched."
+    return 1
+  fi
   readonly END_TOTAL=$end
 }
 
@@ -1425,7 +1463,9 @@ fetch_body() {
 run_split() {
   local rc pid lock=$DL/$3.lock
   set -m
-  ( set -e; download_split "$@" ) &
+  # TTOU/TTIN ignored: the split's group is in the background of a terminal, and with `stty tostop`
+  # its first log line would stop the whole group (and the run would wait for it forever)
+  ( trap '' TTOU TTIN; set -e; download_split "$@" ) &
   pid=$!
   set +m
   set_traps "$pid" "$lock"
@@ -1449,9 +1489,10 @@ no_links() {
   local a re='[?&][A-Za-z0-9_.~-]*='
   for a in "$@"; do
     if [[ $a == *://* || $a =~ $re ]]; then
-      usage_error "an argument looks like a link (not shown: it may carry a token). Links are not" \
-        "given on the command line: put each into urls.sh as DOWNLOAD_URL_<split>=\"...\" (cp" \
-        "urls.sh.example urls.sh && chmod 600 urls.sh), then run $PROG SPLIT..."
+      usage_error "an argument (or \$IMAGENET_ROOT, \$IMAGENET_URLS) looks like a link (not shown: it" \
+        "may carry a token). Links are not given on the command line: put each into urls.sh as" \
+        "DOWNLOAD_URL_<split>=\"...\" (cp urls.sh.example urls.sh && chmod 600 urls.sh), then run" \
+        "$PROG SPLIT..."
     fi
   done
 }
@@ -1466,7 +1507,7 @@ parse_args() {
   local root=${IMAGENET_ROOT:-.} urls="" connections=1 retries="" verify=1 s
   local -a want=()
   local -A seen=()
-  no_links "$@"
+  no_links "$@" "${IMAGENET_ROOT:-}" "${IMAGENET_URLS:-}"
   while (($#)); do
     case $1 in
       -h|--help) usage; exit 0 ;;

@@ -201,11 +201,12 @@ def follow(path: str, state: str, fw: Follow, flags: Flags, parent: Optional[int
 
 
 def follow_then_save(path: str, state: str, talk: bool) -> int:
-    """follow, and on the way out (parent gone, SIGTERM, SIGINT) save how far it got: the state
+    """follow, and on the way out (parent gone, SIGTERM, SIGINT, SIGHUP) save how far it got: the state
     saved is always one whose MD5, inode and fingerprint belong together."""
     flags = Flags()
     signal.signal(signal.SIGTERM, flags.handler)
     signal.signal(signal.SIGINT, flags.handler)
+    signal.signal(signal.SIGHUP, flags.handler)         # an orphaned, stopped group gets HUP + CONT
     fw = Follow()
     try:
         fw, had_state = load(path, state)
@@ -221,6 +222,7 @@ def follow_then_save(path: str, state: str, talk: bool) -> int:
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)   # the last save is not cut short
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         try:
             save(state, fw)
         except OSError:

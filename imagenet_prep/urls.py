@@ -247,6 +247,10 @@ def link_for(split: str, settings: Mapping[str, str], urls_from: str, verify: bo
         if size is None:
             raise PrepError("%s: %s in %s is not a size in bytes (digits only, such as 6744924160 or "
                             "6,744,924,160; no units or decimals)" % (split, sizev, where(sizev)))
+        if size == 0:
+            raise PrepError("%s: %s in %s is 0: no archive is empty; give the size in bytes, or "
+                            "remove the line to take the size the server reports"
+                            % (split, sizev, where(sizev)))
     else:
         size, size_from = (official.size if official and not settings.get(md5v) else None), "official size"
     return Link(split, url, name, url_host(url), md5.lower() if md5 else None, md5_from, size,
