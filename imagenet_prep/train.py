@@ -415,8 +415,8 @@ def verify_train(cfg: Config, wnids: list[str],
         raise PrepError("train: %s holds %d folder(s) that are not classes of the archive (a class "
                         "loader would take them for classes): %s; move them elsewhere and run again"
                         % (train_dir, len(strays), some(strays)))
-    log.info("train: verified %d classes, %d images, %s", len(wnids), total_images,
-             human(total_bytes))
+    log.info("train: checked %d classes, %d images, %s: names and sizes as 01_unzip.sh wrote them "
+             "(every byte: 04_verify.py --full train)", len(wnids), total_images, human(total_bytes))
     official_counts("train", archive_size, len(wnids), total_images)
     warnings = compare_with_synsets(cfg.root, per_class)
     report_specials(special)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -36,6 +37,7 @@ KNOBS = {
 KIND_RE = {"count": re.compile(r"[1-9][0-9]{0,8}\Z"), "seconds": re.compile(r"[0-9]{1,6}(\.[0-9]{1,6})?\Z")}
 KIND_TEXT = {"count": "a whole number of at least 1 (no leading zero)",
              "seconds": "a number of seconds such as 5 or 0.5"}
+STOP_SIGNALS = (-signal.SIGINT, -signal.SIGTERM, -signal.SIGHUP)   # curl killed by one (as Popen says)
 MAX_DOUBLINGS = 64                 # the pause stops doubling long before; no huge powers of two
 RETRY_HTTP = {408, 425, 429}
 TLS = {51, 58, 59, 60, 77, 83, 90, 91}
@@ -135,7 +137,7 @@ class Response:
     html: bool                     # Content-Type says it is a web page
 
 
-CONTENT_RANGE = re.compile(r"bytes ([0-9]{1,15})-([0-9]{1,15})/([0-9]{1,15})\Z")
+CONTENT_RANGE = re.compile(r"bytes ([0-9]{1,15})-([0-9]{1,15})/([0-9]{1,15}|\*)\Z")   # */: size not said
 
 
 def parse_headers(blocks: list[list[str]], asked_from: int) -> Response:
@@ -155,7 +157,7 @@ def parse_headers(blocks: list[list[str]], asked_from: int) -> Response:
         cr = CONTENT_RANGE.match(head.get("content-range", ""))
         if not cr:
             raise PrepError("the server answered a byte range without a usable Content-Range")
-        start, total = int(cr.group(1)), int(cr.group(3))
+        start, total = int(cr.group(1)), None if cr.group(3) == "*" else int(cr.group(3))
     elif re.fullmatch(r"[0-9]{1,15}", head.get("content-length", "")):
         total = int(head["content-length"])
     return Response(status, total, start, head.get("etag"),
@@ -203,7 +205,11 @@ class RangeReader(io.RawIOBase):
         url = self.url.replace("\\", "\\\\").replace('"', '\\"')
         self.proc.stdin.write(('url = "%s"\n' % url).encode())
         self.proc.stdin.close()
-        resp = self._read_headers()
+        try:
+            resp = self._read_headers()
+        except PrepError as e:
+            self._kill()
+            raise PrepError("%s: %s" % (self.label, e)) from None
         if resp is None:
             return                                  # failed before an answer: _attempt_ended says
         self._accept(resp)
@@ -283,6 +289,10 @@ class RangeReader(io.RawIOBase):
         err = proc.stderr.read().decode("utf-8", "replace").strip().splitlines()
         proc.stdout.close()
         proc.stderr.close()
+        if rc in STOP_SIGNALS and not self.stop.is_set():
+            # curl was stopped by a signal: most often a Ctrl-C, scancel or timeout sent to the whole
+            # process group, which this process is about to act on; a moment to see it
+            self.stop.wait(1.0)
         if self.stop.is_set():
             return
         code = 0

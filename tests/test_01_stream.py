@@ -292,3 +292,41 @@ def test_connections_with_a_server_that_ignores_ranges_falls_back_to_one(tmp_pat
     assert "ignores byte ranges" in r.stderr and "one connection" in r.stderr, r.stderr
     size = rel.archives["train"].stat().st_size
     assert server.bytes_sent() <= size * 1.05, (server.bytes_sent(), size)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("connections", [1, 3])
+def test_a_signal_to_the_whole_group_is_a_stop_not_a_failed_connection(tmp_path, rel, server, sig,
+                                                                       code, connections):
+    """Ctrl-C on a terminal, scancel and timeout signal the whole process group: curl dies too,
+    and that is no broken connection to report as 'retrying'."""
+    server.set_faults(rate=300_000)
+    root = tmp_path / "root"
+    root.mkdir()
+    urls = urls_file(tmp_path, rel, "http://127.0.0.1:%d" % server.port, ("train",))
+    proc = subprocess.Popen(["bash", str(UNZIP), "--root", str(root), "--stream", "--urls", str(urls),
+                             "--connections", str(connections), "train"],
+                            env=env(), stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        time.sleep(2.0)
+        os.killpg(proc.pid, sig)
+        err = proc.communicate(timeout=30)[1]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == code, err
+    assert "retrying" not in err and "Traceback" not in err, err
+    assert "stopped by" in err
+
+
+def test_a_server_that_hides_the_size_needs_size_in_urls_sh(tmp_path, rel, server):
+    server.set_faults(hide_length=True)                    # Content-Range: bytes a-b/*
+    urls = urls_file(tmp_path, rel, "http://127.0.0.1:%d" % server.port, ("train",))
+    r = stream(tmp_path / "a", urls, "train")
+    assert r.returncode == 1
+    assert "did not say how big" in r.stderr and "set SIZE_train in %s" % urls in r.stderr, r.stderr
+    with urls.open("a") as f:
+        f.write("SIZE_train=%d\n" % rel.archives["train"].stat().st_size)
+    r = stream(tmp_path / "b", urls, "train")
+    assert r.returncode == 0, r.stderr
+    check_tree(tmp_path / "b", rel, ("train",))

@@ -191,7 +191,7 @@ def test_all_splits_give_exact_trees_and_rerun_is_noop(tmp_path, release):
         check = run(["sha256sum", "-c", "--quiet", "meta/SHA256SUMS." + split], cwd=root)
         assert check.returncode == 0 and check.stdout == "", check.stdout + check.stderr
     n_train = sum(len(v) for v in release.train.values())
-    assert "train: verified %d classes, %d images" % (len(release.train), n_train) in r.stderr
+    assert "train: checked %d classes, %d images" % (len(release.train), n_train) in r.stderr
     assert "val: verified %d images" % len(release.val) in r.stderr
     # the PNG and the CMYK JPEGs are reported by name
     for name, kind in release.special.items():
