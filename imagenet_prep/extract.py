@@ -73,6 +73,10 @@ def resolve_final(root: str, split: str) -> str:
     if not os.path.islink(link):
         return link
     target = os.path.realpath(link)
+    if os.path.lexists(target) and not os.path.isdir(target) or target == link:
+        raise PrepError("%s: %s is a symbolic link to %s, which is not a folder (or leads back to "
+                        "itself): remove the link, or point it to a folder, then run again"
+                        % (split, link, target))
     if not os.path.isdir(target):
         raise PrepError("%s: %s is a symbolic link to %s, which is not a folder: create that folder "
                         "(mkdir -p %s) or remove the link, then run again"
@@ -98,9 +102,9 @@ def read_marker(cfg: Config, split: str) -> Optional[dict]:
     bad = "not JSON" if not isinstance(doc, dict) else next(
         ("%s is not %s" % (k, TYPE_WORDS[t]) for k, t in MARKER_FIELDS[split].items()
          if not isinstance(doc.get(k), t) or isinstance(doc.get(k), bool)), None)
-    if bad is None and split == "train" and not all(isinstance(w, str) and w.isascii()
-                                                    for w in doc["classes"]):
-        bad = "classes holds other things than WNIDs"
+    if bad is None and split == "train" and not (doc["classes"] and all(
+            isinstance(w, str) and facts.WNID_RE.match(w) for w in doc["classes"])):
+        bad = "classes holds other things than WNIDs" if doc["classes"] else "it lists no class"
     if bad:
         raise PrepError("%s is damaged or not 01_unzip.sh's (%s); delete it%s and run again"
                         % (path, bad, "" if split == "train" else

@@ -412,6 +412,15 @@ def verify_train(cfg: Config, wnids: list[str],
     strays = sorted(e.name for e in os.scandir(train_dir)
                     if e.is_dir() and not e.name.startswith(".") and e.name not in per_class)
     if strays:
+        ours = [w for w in strays if read_record(records, w) is not None]
+        if ours:
+            raise PrepError(
+                "train: %s holds %d class folder(s) that 01_unzip.sh wrote from another archive "
+                "than this one (e.g. the file behind the link changed during an earlier --stream): "
+                "%s; they are not classes of this archive: delete each with its record (rm -r %s "
+                "%s), and run again" % (train_dir, len(ours), some(ours),
+                                        os.path.join(train_dir, ours[0]),
+                                        os.path.join(records, ours[0] + ".json")))
         raise PrepError("train: %s holds %d folder(s) that are not classes of the archive (a class "
                         "loader would take them for classes): %s; move them elsewhere and run again"
                         % (train_dir, len(strays), some(strays)))

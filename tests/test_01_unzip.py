@@ -967,3 +967,38 @@ def test_no_free_inodes_is_said_as_such(tmp_path, release):
         assert "has almost no free inodes left" in r.stderr, r.stderr
     finally:
         subprocess.run(["umount", "-l", str(small)], capture_output=True)
+
+
+def test_a_train_marker_listing_no_class_is_not_taken_for_done(tmp_path, release):
+    root = make_root(tmp_path, release, ["train"])
+    assert unzip(root, "train").returncode == 0
+    marker = root / STATE / "train.done"
+    doc = json.loads(marker.read_text())
+    marker.write_text(json.dumps(dict(doc, classes=[])))
+    r = unzip(root, "train")
+    assert r.returncode == 1 and "(it lists no class)" in r.stderr, r.stderr
+
+
+def test_a_train_link_to_a_file_is_said_without_impossible_advice(tmp_path, release):
+    root = make_root(tmp_path, release, ["train"])
+    (tmp_path / "afile").write_text("x")
+    (root / "train").symlink_to(tmp_path / "afile")
+    r = unzip(root, "train")
+    assert r.returncode == 1
+    assert "which is not a folder (or leads back to itself): remove the link" in r.stderr, r.stderr
+    assert "mkdir" not in r.stderr
+
+
+def test_classes_01_wrote_from_another_archive_are_named_as_such(tmp_path, release):
+    """An earlier run wrote classes of another archive under the same name (a link that served
+    another file): the classes are 01's own, and the message says so and how to clear them."""
+    other = minirelease.make_release(tmp_path / "other", classes=3, images=(2, 3), seed=99)
+    assert not set(other.wnids_sorted) & set(release.wnids_sorted)
+    root = make_root(tmp_path, release, ["train"])
+    assert unzip(root, "--archive", other.archives["train"], "train").returncode == 0
+    (root / STATE / "train.done").unlink()
+    r = unzip(root, "train")
+    assert r.returncode == 1
+    w = other.wnids_sorted[0]
+    assert "3 class folder(s) that 01_unzip.sh wrote from another archive" in r.stderr, r.stderr
+    assert "rm -r %s %s" % (root / "train" / w, root / STATE / "train" / (w + ".json")) in r.stderr
