@@ -112,7 +112,7 @@ def check_class_folders(train_dir: str, records: str, wnids: Iterable[str]) -> N
 # ----------------------------------------------------------------------------- one class
 
 def class_pattern(wnid: str) -> re.Pattern:
-    return re.compile(re.escape(wnid) + r"_[0-9]+\.JPEG\Z")
+    return re.compile(re.escape(wnid) + r"_[0-9]{1,20}\.JPEG\Z")     # (a name fits a file system)
 
 
 def check_class_member(m: Member, wnid: str, label: str, pattern: re.Pattern, seen: set) -> None:

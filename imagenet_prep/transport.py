@@ -153,6 +153,9 @@ def parse_headers(blocks: list[list[str]], asked_from: int) -> Response:
         k, _, v = line.partition(":")
         head[k.strip().lower()] = v.strip()
     status, total, start = int(m.group(1)), None, 0
+    if "content-length" in head and not re.fullmatch(r"[0-9]{1,15}", head["content-length"]):
+        raise PrepError("the server sent a Content-Length that is not a number (%d characters): a "
+                        "broken or hostile server; check the link" % len(head["content-length"]))
     if status == 206:
         cr = CONTENT_RANGE.match(head.get("content-range", ""))
         if not cr:

@@ -330,3 +330,13 @@ def test_a_server_that_hides_the_size_needs_size_in_urls_sh(tmp_path, rel, serve
     r = stream(tmp_path / "b", urls, "train")
     assert r.returncode == 0, r.stderr
     check_tree(tmp_path / "b", rel, ("train",))
+
+
+def test_a_content_length_that_is_not_a_number_stops_the_stream(tmp_path, rel, server):
+    """curl would take its leading digits and deliver that many bytes per request, for ever."""
+    server.set_faults(content_length="1000+0*BASH_VERSINFO[$(touch %s)]" % (tmp_path / "pwned"))
+    urls = urls_file(tmp_path, rel, "http://127.0.0.1:%d" % server.port, ("val",))
+    r = stream(tmp_path / "root", urls, "val", timeout=60)
+    assert r.returncode == 1
+    assert "sent a Content-Length that is not a number" in r.stderr, r.stderr
+    assert not (tmp_path / "pwned").exists()

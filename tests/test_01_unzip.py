@@ -1002,3 +1002,20 @@ def test_classes_01_wrote_from_another_archive_are_named_as_such(tmp_path, relea
     w = other.wnids_sorted[0]
     assert "3 class folder(s) that 01_unzip.sh wrote from another archive" in r.stderr, r.stderr
     assert "rm -r %s %s" % (root / "train" / w, root / STATE / "train" / (w + ".json")) in r.stderr
+
+
+def test_a_member_number_too_long_for_a_file_name_is_refused_plainly(tmp_path):
+    root = tmp_path / "root"
+    (root / "downloads").mkdir(parents=True)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as t:   # a GNU long name
+        data = b"\xff\xd8\xff" + bytes(100)
+        info = tarfile.TarInfo("n01000001_%s.JPEG" % ("9" * 300))
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data))
+    inner = buf.getvalue()
+    (root / "downloads" / TRAIN).write_bytes(raw_end(raw_member("n01000001.tar", inner)))
+    r = unzip(root, "train")
+    assert r.returncode == 1
+    assert "names in this class must look like n01000001_<number>.JPEG" in r.stderr, r.stderr
+    assert "Errno" not in r.stderr and "Traceback" not in r.stderr
