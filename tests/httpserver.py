@@ -44,7 +44,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Optional
@@ -390,23 +390,25 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
+CLI_DEFAULTS = {"fail_status": 503}     # on the command line, --fail-count N alone fails with 503
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    """Every fault of Faults as an option (--cut-after N, --ignore-range, --login page, ...), with
+    the docstring above as the reference."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="faults: see the "
+                                "docstring of tests/httpserver.py",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("dir", type=Path, help="folder whose files are served by name")
     p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (0: any free port)")
-    p.add_argument("--rate", type=float, default=0.0, help="bytes/s cap per connection (0: none)")
-    p.add_argument("--cut-after", type=int, default=0, help="close after N body bytes (0: never)")
-    p.add_argument("--cut-times", type=int, default=10 ** 9, help="cut only the first N GETs")
-    p.add_argument("--fail-status", type=int, default=503, help="status for --fail-count")
-    p.add_argument("--fail-count", type=int, default=0, help="fail the first N GETs")
-    p.add_argument("--stall-after", type=int, default=-1, help="stall after N bytes (-1: never)")
-    p.add_argument("--stall-seconds", type=float, default=0.0, help="how long a stall lasts")
-    p.add_argument("--stall-times", type=int, default=10 ** 9, help="stall only the first N GETs")
-    p.add_argument("--ignore-range", action="store_true", help="answer 200 to every Range")
-    p.add_argument("--hide-length", action="store_true", help="never reveal the total size")
-    p.add_argument("--extra-length", type=int, default=0, help="claim N more bytes than exist")
-    p.add_argument("--status", type=int, default=0, help="answer everything with this status")
+    for f in fields(Faults):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            p.add_argument(flag, action="store_true", help="fault %s" % f.name)
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type), str)
+            default = CLI_DEFAULTS.get(f.name, f.default)
+            p.add_argument(flag, type=kind, default=default, help="fault %s" % f.name)
     return p
 
 
@@ -415,11 +417,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not a.dir.is_dir():
         print("error: %s is not a folder" % a.dir, file=sys.stderr)
         return 2
-    srv = FaultServer(a.dir, a.port, rate=a.rate, cut_after=a.cut_after, cut_times=a.cut_times,
-                      fail_status=a.fail_status, fail_count=a.fail_count,
-                      stall_after=a.stall_after, stall_seconds=a.stall_seconds,
-                      stall_times=a.stall_times, ignore_range=a.ignore_range,
-                      hide_length=a.hide_length, extra_length=a.extra_length, status=a.status)
+    srv = FaultServer(a.dir, a.port, **{f.name: getattr(a, f.name) for f in fields(Faults)})
     print("serving %s on http://127.0.0.1:%d/" % (a.dir, srv.port), flush=True)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     srv.start()
