@@ -7,6 +7,9 @@
 - Lock: an flock on a file or a folder, released when the process ends, even by SIGKILL.
 - entry_kind / open_regular: a file of a tree is opened only if it is a regular file (a FIFO, a
   device, a socket or a symbolic link put in a tree would hang or mislead a reader).
+- open_input / read_regular / read_regular_text / read_json(path, what): the one way stages 03, 04
+  and 05 read an input file (a class list, labels, a blacklist, a manifest, a done marker): only a
+  regular file, only up to a size, else a PrepError naming the path, what it is and what to do.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import socket
 import stat
 from typing import Any, Iterator, Optional
 
-from .console import PrepError, log
+from .console import PrepError, human, log
 
 TMP_MARK = ".tmp-"
 
@@ -86,12 +89,14 @@ def atomic_write(path: str, data: bytes, sync: bool = True) -> None:
 
 
 def write_if_changed(path: str, data: bytes) -> bool:
-    """atomic_write unless `path` already holds exactly `data`; True if it wrote."""
+    """atomic_write unless `path` already holds exactly `data`; True if it wrote. What is there
+    is read only if it is a regular file (a FIFO there would never answer): anything else is
+    replaced."""
     try:
-        with open(path, "rb") as f:
-            if f.read() == data:
+        with os.fdopen(open_regular(path), "rb") as f:
+            if f.read(len(data) + 1) == data:
                 return False
-    except OSError:
+    except (OSError, NotRegular):
         pass
     atomic_write(path, data)
     return True
@@ -102,9 +107,13 @@ def write_json(path: str, doc: Any, sync: bool = True) -> None:
     atomic_write(path, text.encode("utf-8"), sync=sync)
 
 
-def read_json(path: str) -> Any:
-    """The document in `path`, or None if it is missing or not JSON."""
+def read_json(path: str, what: Optional[str] = None) -> Any:
+    """The document in `path`, or None if it is missing or not JSON. With `what` (what to do
+    about it), the file is read only if it is a regular file of at most INPUT_MAX bytes
+    (read_regular), else a PrepError: stages 03-05 read 01's and 05's markers so."""
     try:
+        if what is not None:
+            return json.loads(read_regular(path, what))
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except (OSError, ValueError):
@@ -200,6 +209,64 @@ def open_regular(path: str) -> int:
         os.close(fd)
         raise NotRegular(kind_of(st.st_mode))
     return fd
+
+
+INPUT_MAX = 1 << 30     # the largest input read whole (the train manifest: 0.14 GiB)
+NOT_READ = ("%s is not a regular file (%s), so it was not read (a FIFO, a device or a link to "
+            "one could keep the run waiting, or reading, forever); %s")
+
+
+def open_input(path: str, what: str, limit: int = INPUT_MAX, follow: bool = False) -> int:
+    """A descriptor of the input file `path` (a class list, labels, a manifest, a done marker),
+    opened only if it is a regular file (open_regular) of at most `limit` bytes. Anything else
+    is a PrepError: 'PATH is not a regular file (a FIFO), so it was not read (...); WHAT', `what`
+    saying what to do. A missing file raises FileNotFoundError: the caller says what that means.
+    `follow`: a path the user named may be a symbolic link, to a regular file."""
+    target = os.path.realpath(path) if follow else path
+    try:
+        fd = open_regular(target)
+    except NotRegular as e:
+        kind = e.kind
+        if kind == LINK:
+            with contextlib.suppress(OSError):
+                kind += " to %s" % os.readlink(path)
+        elif follow and os.path.islink(path):
+            kind = "a symbolic link to %s, %s" % (target, kind)
+        raise PrepError(NOT_READ % (path, kind, what)) from None
+    size = os.fstat(fd).st_size
+    if size > limit:
+        os.close(fd)
+        raise PrepError(too_large(path, size, limit, what))
+    return fd
+
+
+def too_large(path: str, size: int, limit: int, what: str) -> str:
+    return ("%s is %s, more than the %s such a file can be, so it was not read; %s"
+            % (path, human(size), human(limit), what))
+
+
+def read_regular(path: str, what: str, limit: int = INPUT_MAX, follow: bool = False) -> bytes:
+    """The bytes of the input file `path`, opened with open_input; never more than `limit`
+    bytes are read, even from a file that grows meanwhile."""
+    fd = open_input(path, what, limit, follow)
+    parts, total = [], 0
+    try:
+        while True:
+            part = os.read(fd, min(1 << 20, limit + 1 - total))
+            if not part:
+                return b"".join(parts)
+            parts.append(part)
+            total += len(part)
+            if total > limit:
+                raise PrepError(too_large(path, total, limit, what))
+    finally:
+        os.close(fd)
+
+
+def read_regular_text(path: str, what: str, encoding: str = "utf-8", limit: int = INPUT_MAX,
+                      follow: bool = False) -> str:
+    """read_regular, decoded (a UnicodeDecodeError is the caller's to word)."""
+    return read_regular(path, what, limit, follow).decode(encoding)
 
 
 # ----------------------------------------------------------------------------- locks

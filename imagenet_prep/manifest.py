@@ -3,14 +3,21 @@
 One line per file, ``<64 hex>  <path relative to ROOT>``, sorted by path, so that
 ``cd ROOT && sha256sum -c --quiet meta/SHA256SUMS.train`` checks a tree. 01_unzip.sh writes it from
 the hashes it took while writing the files; 03 rewrites the val paths when it moves images.
+
+Reading (03, 04, 05): read() opens it only if it is a regular file (files.open_input); load() also
+refuses a manifest that is missing although 01's done marker (ROOT/.01_unzip/SPLIT.done) says
+"manifest": true, and rewrite_hint() says how to get it back.
 """
 from __future__ import annotations
 
 import os
 import re
-from typing import Iterable
+import stat
+from typing import Iterable, Optional
 
+from . import files
 from .console import PrepError
+from .extract import STATE
 from .files import atomic_write
 
 LINE = re.compile(r"([0-9a-f]{64})  ([A-Za-z0-9_./-]+)\Z")
@@ -38,12 +45,79 @@ def inside(rel: str) -> bool:
     return not rel.startswith("/") and all(p not in ("", ".", "..") for p in rel.split("/"))
 
 
+def done_path(root: str, split: str) -> str:
+    """01_unzip.sh's done marker of the split."""
+    return os.path.join(root, STATE, split + ".done")
+
+
+def read_done(root: str, split: str) -> object:
+    """01's done marker of the split (None: missing or not JSON), read only if it is a regular
+    file: anything else is a PrepError."""
+    path = done_path(root, split)
+    return files.read_json(path, "01_unzip.sh writes it when %s is complete: remove it, then "
+                                 "run 01_unzip.sh %s again" % (split, split))
+
+
+def written_by_01(root: str, split: str) -> bool:
+    """01_unzip.sh wrote the split's manifest: its done marker says "manifest": true."""
+    doc = read_done(root, split)
+    return isinstance(doc, dict) and doc.get("manifest") is True
+
+
+def rewrite_hint(root: str, split: str) -> str:
+    """How to get the split's manifest back: restore it, or have 01 write it again."""
+    if split == "train":
+        again = ("have 01_unzip.sh write it again: delete %s and run 01_unzip.sh train (with the "
+                 "archive in ROOT/downloads/: the class folders as it wrote them are kept, checked "
+                 "by name and size, and the manifest is written from its records)"
+                 % done_path(root, split))
+    else:
+        again = ("extract %s again: move %s away and run 01_unzip.sh %s (with the archive in "
+                 "ROOT/downloads/)%s" % (split, os.path.join(root, split), split,
+                                         ", then 03_build_val_class_folders.py"
+                                         if split == "val" else ""))
+    return "restore it (from a backup or another copy of ROOT/meta/), or %s" % again
+
+
+def present(root: str, split: str) -> bool:
+    """True if the split has a manifest to read (a regular file), False if it has none and 01
+    wrote none (01 ran with --no-manifest, or other tools made the tree). Missing although 01
+    wrote one, or not a regular file: a PrepError saying what to do."""
+    path = path_of(root, split)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        if written_by_01(root, split):
+            raise PrepError("%s is missing, but 01_unzip.sh wrote it when it extracted %s (%s says "
+                            "\"manifest\": true): without it the files cannot be checked against "
+                            "what was extracted (04_verify.py --full, 05_pack_squashfs.py "
+                            "--from-tree); %s" % (path, split, done_path(root, split),
+                                                        rewrite_hint(root, split))) from None
+        return False
+    if not stat.S_ISREG(st.st_mode):
+        os.close(files.open_input(path, _fix(path)))       # raises, saying what it is
+    return True
+
+
+def load(root: str, split: str) -> Optional[dict[str, str]]:
+    """The split's manifest (read()) if present(), else None."""
+    return read(path_of(root, split)) if present(root, split) else None
+
+
+def _fix(path: str) -> str:
+    """What to do about the manifest `path` (ROOT/meta/SHA256SUMS.SPLIT) that cannot be read."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+    return "remove it, then %s" % rewrite_hint(root, os.path.basename(path).rsplit(".", 1)[-1])
+
+
 def read(path: str) -> dict[str, str]:
     """{path relative to ROOT: hex digest}; a malformed line, or a path that would lead out of
-    ROOT (absolute, or with '..'), is an error naming it: such a path is never followed."""
+    ROOT (absolute, or with '..'), is an error naming it: such a path is never followed. Opened
+    only if it is a regular file of at most files.INPUT_MAX bytes (files.open_input)."""
     out: dict[str, str] = {}
+    fd = files.open_input(path, _fix(path))
     try:
-        with open(path, encoding="ascii", newline="\n") as f:
+        with open(fd, encoding="ascii", newline="\n") as f:
             for n, line in enumerate(f, start=1):
                 m = LINE.match(line.rstrip("\n"))
                 if not m or m.group(2) in out:

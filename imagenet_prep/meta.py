@@ -327,18 +327,30 @@ def _label(path: Path, root: Path) -> str:
         return full.as_posix()
 
 
-def read_mat_file(path: Path, root: Path) -> MatSource:
-    """The bytes of a .mat file (`root`: for the label synsets.json gives its source)."""
-    if not path.exists():
+def read_mat_file(path: Path, root: Path, given: bool = False) -> MatSource:
+    """The bytes of a .mat file (`root`: for the label synsets.json gives its source). One found
+    under a folder (ROOT/devkit/) is read only if it is a regular file (files.read_regular: a
+    FIFO or /dev/zero there would never end); one `given` (02 --mat) is read as asked (a pipe
+    too), but never more than MAX_MAT_BYTES."""
+    if not path.exists() and not path.is_symlink():
         raise PrepError("%s: no such file" % path)
     if path.is_dir():
         raise PrepError("%s is a folder; pass the .mat file itself (e.g. %s)"
                         % (path, path / "data" / "meta.mat"))
-    size = path.stat().st_size
-    if size > MAX_MAT_BYTES:
-        raise PrepError("%s: %s is far too large for a devkit meta file" % (path, human(size)))
     try:
-        data = path.read_bytes()
+        if not given:
+            data = files.read_regular(str(path), "put the devkit's file itself there (%s)"
+                                      % REDO, limit=MAX_MAT_BYTES)
+        else:
+            size = path.stat().st_size
+            if size > MAX_MAT_BYTES:
+                raise PrepError("%s: %s is far too large for a devkit meta file"
+                                % (path, human(size)))
+            with open(path, "rb") as f:
+                data = f.read(MAX_MAT_BYTES + 1)
+            if len(data) > MAX_MAT_BYTES:
+                raise PrepError("%s: more than %s, far too large for a devkit meta file"
+                                % (path, human(MAX_MAT_BYTES)))
     except OSError as e:
         raise PrepError("cannot read %s: %s" % (path, e.strerror or e)) from None
     return MatSource(label=_label(path, root), shown=str(path), data=data)
@@ -346,12 +358,13 @@ def read_mat_file(path: Path, root: Path) -> MatSource:
 
 def find_in_folder(folder: Path) -> list[Path]:
     """meta_clsloc.mat / meta.mat files under `folder`, newer devkit first; hidden (temporary)
-    folders such as an unfinished extraction are skipped."""
+    folders such as an unfinished extraction are skipped. Entries of those names that are not
+    regular files (a FIFO, a link) are found too: read_mat_file refuses them, saying so."""
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in META_NAMES:
-            if name in filenames and (Path(dirpath) / name).is_file():
+            if name in filenames:
                 found.append(Path(dirpath) / name)
     return sorted(found, key=lambda p: (META_NAMES.index(p.name), p.as_posix()))
 
@@ -504,7 +517,7 @@ def convert(root: Path, out: Path, mat: Optional[Path] = None, devkit: Optional[
     """Stage 02: read the .mat (`mat`, else from the `devkit` archive or folder, else found under
     ROOT/devkit/), check it holds `expect` classes, write the outputs into `out`. Returns 0."""
     if mat is not None:
-        src = read_mat_file(mat, root)
+        src = read_mat_file(mat, root, given=True)
     elif devkit is not None:
         src = read_from_archive(devkit, root)
     else:

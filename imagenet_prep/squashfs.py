@@ -509,16 +509,23 @@ class Sums:
 def check_tree(cfg: Settings, split: str) -> tuple[list[str], Optional[Sums]]:
     """04's checks that open no image (verify.check_structure), before the builder starts: the
     class folders, names and counts, no entry that is not a regular file, and the paths against
-    ROOT/meta/SHA256SUMS.SPLIT when it is there. A problem refuses the tree. Returns the image
-    paths (relative to ROOT) and the manifest's hashes, checked while streaming."""
+    ROOT/meta/SHA256SUMS.SPLIT when it is there. A problem refuses the tree, and so does a
+    manifest that is not a regular file, or missing although 01 wrote one (manifest.present).
+    Returns the image paths (relative to ROOT) and the manifest's hashes, checked while
+    streaming."""
     root = Path(cfg.root)
-    classes, source = (read_synsets(Path(cfg.meta)), cfg.meta) if cfg.meta \
+    try:
+        with_sums = manifest.present(cfg.root, split)
+    except PrepError as e:
+        raise PrepError("%s: %s; nothing was built (or pack the archive: without --from-tree)"
+                        % (split, e)) from None
+    classes, source = (read_synsets(Path(cfg.meta), given=True), cfg.meta) if cfg.meta \
         else verify.load_classes(root)
     labels = None
     if split == "val" and classes is not None and (cfg.labels or cfg.meta):
         labels = val_labels(root, cfg.meta and Path(cfg.meta), cfg.labels and Path(cfg.labels))
     sums = manifest.path_of(cfg.root, split)
-    ctx = verify.Context(cfg.root, classes, source, 1, os.path.isfile(sums), val_labels=labels)
+    ctx = verify.Context(cfg.root, classes, source, 1, with_sums, val_labels=labels)
     f, paths, expected = verify.check_structure(ctx, split)
     if classes is None and split != "test":
         log.info("%s: the class folders are not checked against a class list: %s", split, source)
@@ -557,7 +564,7 @@ def feed_tree_file(pack: Pack, path: str, source: str, size: Optional[int] = Non
 
 def tree_done(root: str, split: str) -> dict:
     """01's done marker of the split: the tree is complete and verified."""
-    doc = read_json(os.path.join(root, STATE, split + ".done"))
+    doc = manifest.read_done(root, split)
     if not isinstance(doc, dict) or not isinstance(doc.get("images"), int):
         raise PrepError("%s: %s is not complete (01_unzip.sh has not marked it done in %s): run "
                         "01_unzip.sh %s first, or pack the archive (without --from-tree)"
@@ -565,15 +572,65 @@ def tree_done(root: str, split: str) -> dict:
     return doc
 
 
+def recorded_sizes(root: str, wnid: str) -> Optional[dict[str, int]]:
+    """{name: size} of the files 01 wrote into train/WNID, from its record ROOT/.01_unzip/train/
+    WNID.json ([name, size, sha256] per file); None when there is no usable one (older records
+    hold no files). Read only if it is a regular file."""
+    doc = read_json(os.path.join(root, STATE, "train", wnid + ".json"),
+                    "01_unzip.sh writes it: remove it, and the folder train/%s, then run "
+                    "01_unzip.sh train to extract the class again" % wnid)
+    got = doc.get("files") if isinstance(doc, dict) else None
+    if not isinstance(got, list) or not all(
+            isinstance(f, list) and len(f) >= 2 and isinstance(f[0], str) and
+            isinstance(f[1], int) and not isinstance(f[1], bool) for f in got):
+        return None
+    return {f[0]: f[1] for f in got}
+
+
+def check_sizes(cfg: Settings, split: str, size: dict[str, int], doc: dict,
+                records: bool) -> None:
+    """The sizes of the tree's files ({path relative to ROOT: size}, from their metadata),
+    before anything is read: each against 01's record (`records`: train), the total against
+    01's done marker. A file of another size (e.g. a huge sparse file put in place of an image)
+    is refused before it is read, let alone hashed."""
+    wrong = []
+    if records:
+        recs: dict[str, Optional[dict[str, int]]] = {}
+        for p in size:                               # train/WNID/NAME
+            _, wnid, name = p.split("/")
+            if wnid not in recs:
+                recs[wnid] = recorded_sizes(cfg.root, wnid)
+            want = (recs[wnid] or {}).get(name)
+            if want is not None and size[p] != want:
+                wrong.append("%s (%s B, 01_unzip.sh wrote %s B)"
+                             % (p, thousands(size[p]), thousands(want)))
+    total, want_total = sum(size.values()), doc.get("bytes")
+    if not wrong and isinstance(want_total, int) and total != want_total:
+        big = sorted(size, key=lambda p: -size[p])[:3]
+        wrong.append("in all %s B, but 01_unzip.sh extracted %s B (%s); the largest: %s"
+                     % (thousands(total), thousands(want_total), manifest.done_path(cfg.root, split),
+                        ", ".join("%s (%s)" % (p, human(size[p])) for p in big)))
+    if wrong:
+        raise PrepError("%s: files of another size than 01_unzip.sh wrote (changed, truncated or "
+                        "replaced since), nothing was built and none was read: %s; %s, or run "
+                        "04_verify.py --full %s to find every such file"
+                        % (split, some(wrong), "delete the class folders that hold them and run "
+                           "01_unzip.sh train: it extracts those classes again" if records else
+                           "move %s away and extract it again (%s)"
+                           % (os.path.join(cfg.root, split), reextract(split)), split))
+
+
 def plan_train_tree(cfg: Settings) -> Plan:
-    """ROOT/train as 01 made it, checked (check_tree) before anything is built."""
+    """ROOT/train as 01 made it, checked (check_tree, check_sizes) before anything is built."""
     doc = tree_done(cfg.root, "train")
     top = os.path.join(cfg.root, "train")
     paths, sums = check_tree(cfg, "train")
-    names: dict[str, list[str]] = {}
+    sizes = {p: os.lstat(os.path.join(cfg.root, p)).st_size for p in paths}
+    check_sizes(cfg, "train", sizes, doc, records=True)
+    names: dict[str, list[tuple[str, int]]] = {}
     for p in paths:                                  # train/WNID/NAME, sorted
         _, wnid, name = p.split("/")
-        names.setdefault(wnid, []).append(name)
+        names.setdefault(wnid, []).append((name, sizes[p]))
     with os.scandir(top) as it:                      # only class folders: checked above
         classes = sorted((e.name, int(e.stat(follow_symlinks=False).st_mtime)) for e in it)
     if not classes:
@@ -591,11 +648,11 @@ def plan_train_tree(cfg: Settings) -> Plan:
 
 
 def feed_train_tree(pack: Pack, top: str, classes: list[tuple[str, int]],
-                    names: dict[str, list[str]], sums: Optional[Sums]) -> None:
+                    names: dict[str, list[tuple[str, int]]], sums: Optional[Sums]) -> None:
     for wnid, mtime in classes:
         pack.folder(wnid, mtime)
-        for name in names[wnid]:
-            feed_tree_file(pack, "%s/%s" % (wnid, name), os.path.join(top, wnid, name), None,
+        for name, size in names[wnid]:
+            feed_tree_file(pack, "%s/%s" % (wnid, name), os.path.join(top, wnid, name), size,
                            sums, "train/%s/%s" % (wnid, name))
 
 
@@ -640,6 +697,8 @@ def plan_flat_tree(cfg: Settings, split: str) -> Plan:
     if not items:
         raise PrepError("%s holds no images: run 01_unzip.sh %s" % (top, split))
     set_aside = split == "val" and os.path.isdir(os.path.join(root, "val_blacklisted"))
+    if not set_aside:                                # the sizes, before anything is read
+        check_sizes(cfg, split, {it.rel: it.size for it in items}, doc, records=False)
     if set_aside:
         log.info("val: %s exists (03 --exclude-blacklist): packing the %d images of %s; the "
                  "official count is not checked", os.path.join(root, "val_blacklisted"),
@@ -847,7 +906,8 @@ def marker_of(image: str) -> str:
 
 def finished(image: str) -> Optional[dict]:
     """The image's done marker, if the image is there with the size it records."""
-    doc = read_json(marker_of(image))
+    doc = read_json(marker_of(image), "%s writes it when the image is complete: remove it, and "
+                                      "the image if it was not built here, then run again" % PROG)
     try:
         ok = isinstance(doc, dict) and os.path.getsize(image) == doc.get("image_bytes")
     except OSError:

@@ -7,6 +7,8 @@ The labels, callable on their own (04 verifies with them, 05 places images with 
   forms (devkit class IDs, Kaggle LOC_val_solution.csv, one WNID per line), checked
 - val_labels(root): both in one call -> {image file name: WNID}
 - read_blacklist(path, names): the images to set aside
+Each reads its file only if it is a regular file, up to 1 GiB (files.read_regular_text; a path
+given with --meta, --labels or --exclude-blacklist may be a symbolic link to one).
 The tree: scan (one scandir per folder, no per-file stat) -> plan_forward / plan_undo (every
 problem found before anything changes) -> execute (renames; links; copies under a temporary name)
 -> a fresh scan to verify -> ROOT/meta/SHA256SUMS.val rewritten with the images' new places
@@ -127,18 +129,26 @@ def not_a_folder(path: Path, what: str) -> None:
         raise PrepError("%s is a folder, not a file: pass %s" % (path, what))
 
 
-def read_synsets(path: Path) -> dict[str, ClassRow]:
+def missing(path: Path) -> bool:
+    """Nothing at `path` (a symbolic link, even one leading nowhere, is something)."""
+    return not os.path.lexists(path)
+
+
+def read_synsets(path: Path, given: bool = False) -> dict[str, ClassRow]:
     """synsets.csv (the contract of 02) -> {WNID: ClassRow} in devkit ID order (the file's).
 
     Checks the header, every row's numbers, WNIDs and IDs unique, and class_index = the place in
-    sorted-WNID order; any problem is a PrepError saying to rerun 02."""
+    sorted-WNID order; any problem is a PrepError saying to rerun 02. Read only if it is a
+    regular file (files.read_regular_text); `given` (--meta CSV): a symbolic link to one too."""
     rerun = "rerun %s" % STAGE_02
     not_a_folder(path, "the synsets.csv that %s writes (--meta CSV)" % STAGE_02)
-    if not path.is_file():
+    if missing(path):
         raise PrepError("%s not found: run %s first (or pass --meta CSV)" % (path, STAGE_02))
+    what = ("pass the CSV file itself with --meta" if given else
+            "%s writes it: remove it and %s" % (STAGE_02, rerun))
     try:
-        with open(path, encoding="utf-8", newline="") as f:
-            rows = list(csv.reader(f))
+        text = files.read_regular_text(str(path), what, follow=given)
+        rows = list(csv.reader(io.StringIO(text, newline="")))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise PrepError("cannot read %s (%s): %s" % (path, e, rerun)) from None
     if not rows or rows[0] != SYNSETS_COLUMNS:
@@ -244,11 +254,15 @@ def _label_form(first: str) -> Optional[str]:
     return "wnid" if facts.WNID_RE.match(first) else None
 
 
-def read_labels(path: Path, classes: dict[str, ClassRow]) -> Labels:
+def read_labels(path: Path, classes: dict[str, ClassRow], given: bool = False) -> Labels:
     """Detect the form of a labels file, parse it, check every image name and class against
-    `classes` (read_synsets). Any problem is a PrepError listing the offending lines."""
+    `classes` (read_synsets). Any problem is a PrepError listing the offending lines. Read only
+    if it is a regular file (files.read_regular_text); `given` (--labels FILE): a symbolic link
+    to one too."""
+    what = ("pass the labels file itself with --labels" if given else
+            "put the devkit's file itself there (01_unzip.sh devkit extracts it)")
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = files.read_regular_text(str(path), what, encoding="utf-8-sig", follow=given)
     except (OSError, UnicodeDecodeError) as e:
         raise PrepError("cannot read the labels %s (%s)" % (path, e)) from None
     lines = text.splitlines()
@@ -289,13 +303,13 @@ def load_labels(root: Optional[Path], synsets_csv: Optional[Path] = None,
     read. `root` may be None when both paths are given."""
     if root is None and (synsets_csv is None or labels_file is None):
         raise ValueError("load_labels: without a root, pass both synsets_csv and labels_file")
-    classes = read_synsets(synsets_csv or root / SYNSETS_CSV)
+    classes = read_synsets(synsets_csv or root / SYNSETS_CSV, given=synsets_csv is not None)
     path = labels_file or find_labels(root)
     not_a_folder(path, "the labels file itself with --labels (e.g. the devkit's "
                        "data/%s)" % DEVKIT_LABEL_FILES[0])
-    if not path.is_file():
+    if missing(path):
         raise PrepError("the labels file %s does not exist" % path)
-    labels = read_labels(path, classes)
+    labels = read_labels(path, classes, given=labels_file is not None)
     log.info("labels: %s (%d images), read as %s", path, len(labels.wnid_of),
              FORM_NAMES[labels.form])
     real = facts.images("val")
@@ -320,7 +334,9 @@ def read_blacklist(path: Path, names: Collection[str]) -> set[str]:
     be one of `names` (the labelled images)."""
     not_a_folder(path, "the blacklist file itself (one image number or file name per line)")
     try:
-        lines = [x.strip() for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+        text = files.read_regular_text(str(path), "pass the blacklist file itself with "
+                                                  "--exclude-blacklist", follow=True)
+        lines = [x.strip() for x in text.splitlines() if x.strip()]
     except (OSError, UnicodeDecodeError) as e:
         raise PrepError("cannot read the blacklist %s (%s)" % (path, e)) from None
     found, bad = set(), []
@@ -618,12 +634,16 @@ class ValManifest:
 
     @classmethod
     def load(cls, root: Path) -> Optional["ValManifest"]:
-        """The manifest, or None when there is none (nothing to keep in step). A damaged one is
-        a PrepError, raised before anything changes."""
+        """The manifest, or None when there is none and 01 wrote none (nothing to keep in step).
+        A damaged one, one that is not a regular file, or one missing although 01_unzip.sh
+        wrote it (manifest.load) is a PrepError, raised before anything changes."""
         path = manifest.path_of(str(root), VAL_DIR)
-        if not os.path.isfile(path):
+        try:
+            lines = manifest.load(str(root), VAL_DIR)
+        except PrepError as e:
+            raise PrepError("%s; nothing was changed" % e) from None
+        if lines is None:
             return None
-        lines = manifest.read(path)
         digest_of: dict[str, str] = {}
         clash = []
         for rel, digest in lines.items():

@@ -30,7 +30,6 @@ from typing import Callable, Iterable, Optional, Union
 
 from . import facts, files, manifest, valfolders
 from .console import PrepError, human, log, some, thousands
-from .extract import STATE as STATE_01   # 01_unzip.sh's done markers: SPLIT.done {"images": N}
 from .images import image_kind
 from .parallel import run_parallel
 from .progress import Progress
@@ -92,6 +91,7 @@ class Findings:
     summary: str = ""
     checked: list[str] = field(default_factory=list)
     links: dict[str, str] = field(default_factory=dict)   # 03 --symlink's links -> their original
+    odd: set[str] = field(default_factory=set)   # entries reported as not regular files
 
     def add(self, title: str, items: Iterable[str]) -> None:
         items = list(items)
@@ -127,7 +127,7 @@ class Context:
     def expected_images(self, split: str) -> Optional[int]:
         """How many images val or test must hold: what 01_unzip.sh extracted (its done marker),
         else the release's count when the class set is the release's, else not known."""
-        doc = files.read_json(os.path.join(self.root, STATE_01, split + ".done"))
+        doc = manifest.read_done(self.root, split)
         if isinstance(doc, dict) and isinstance(doc.get("images"), int):
             return doc["images"]
         return facts.images(split) if self.official else None
@@ -137,9 +137,10 @@ class Context:
 
 def load_classes(root: Path) -> tuple[Optional[dict[str, ClassRow]], str]:
     """The classes from ROOT/meta/synsets.csv (02's output), else from the devkit's .mat under
-    ROOT/devkit/, and where they came from; (None, how to get them) when neither is there."""
+    ROOT/devkit/, and where they came from; (None, how to get them) when neither is there. Only
+    a regular file is read: a synsets.csv that is anything else is a PrepError."""
     path = root / valfolders.SYNSETS_CSV
-    if path.is_file():
+    if os.path.lexists(path):
         return valfolders.read_synsets(path), str(path)
     if (root / valfolders.DEVKIT_DIR).is_dir():
         from . import meta                   # scipy: only when the .mat must be read
@@ -158,19 +159,26 @@ def load_val_labels(root: Path, classes: dict[str, ClassRow]) -> tuple[Optional[
                                                                         str]:
     """{val image name: WNID} from the devkit's ground truth (as 03 reads it), else from
     ROOT/meta/val_labels.csv (written by 03), and where from; (None, why not) when neither is
-    there. Labels that do not fit the classes are a PrepError."""
+    there. Labels that do not fit the classes, or a file that is not a regular file, are a
+    PrepError."""
     try:
         path = valfolders.find_labels(root)
     except PrepError as e:
         csv_path = root / valfolders.VAL_LABELS_CSV
-        if not csv_path.is_file():
+        if not os.path.lexists(csv_path):
             return None, "%s; nor is there %s" % (e, csv_path)
         return _read_val_labels_csv(csv_path, classes), str(csv_path)
     return valfolders.read_labels(path, classes).wnid_of, str(path)
 
 
 def _read_val_labels_csv(path: Path, classes: dict[str, ClassRow]) -> dict[str, str]:
-    rows = path.read_text(encoding="utf-8").splitlines()
+    try:
+        text = files.read_regular_text(str(path), "%s writes it: remove it and rerun %s"
+                                       % (STAGE_03, STAGE_03))
+    except (OSError, UnicodeDecodeError) as e:
+        raise PrepError("cannot read %s (%s): rerun %s to rewrite it" % (path, e, STAGE_03)) \
+            from None
+    rows = text.splitlines()
     if not rows or rows[0].split(",") != valfolders.VAL_LABELS_COLUMNS:
         raise PrepError("%s does not start with %s: rerun %s to rewrite it"
                         % (path, ",".join(valfolders.VAL_LABELS_COLUMNS), STAGE_03))
@@ -203,6 +211,13 @@ def _other(f: Findings, rel: str, is_dir: bool) -> None:
 
 def _not_regular(f: Findings, rel: str, kind: str) -> None:
     f.add(NOT_REGULAR, ["%s (not a regular file: %s)" % (rel, kind)])
+    f.odd.add(rel)
+
+
+def _reported(f: Findings, rel: str) -> bool:
+    """`rel`, or a folder it is in, was reported as not a regular file (a FIFO, a link)."""
+    parts = rel.split("/")
+    return any("/".join(parts[:k]) in f.odd for k in range(1, len(parts) + 1))
 
 
 def _listing(root: str, rel: str, images: Optional["re.Pattern[str]"], f: Findings,
@@ -405,20 +420,30 @@ CHECKS = {"train": check_train, "val": check_val, "test": check_test}
 
 def against_manifest(ctx: Context, paths: list[str], f: Findings) -> Optional[list[Optional[str]]]:
     """--full: the tree's image paths against ROOT/meta/SHA256SUMS.SPLIT (missing, extra); the
-    SHA-256 each path must have (None: not listed), or None when there is no manifest."""
+    SHA-256 each path must have (None: not listed), or None when there is no manifest. A
+    manifest that is not a regular file is a problem, never opened; a listed path already
+    reported as not a regular file is not reported again as missing."""
     path = manifest.path_of(ctx.root, f.split)
     shown = os.path.relpath(path, ctx.root)
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         f.notes.append("no manifest %s: --full needs one (%s writes it while extracting); the "
-                       "structure was checked, not the bytes" % (shown, STAGE_01))
+                       "structure was checked, not the bytes%s" % (
+                           shown, STAGE_01, "; %s wrote one when it extracted %s (%s says so): %s"
+                           % (STAGE_01, f.split, os.path.relpath(manifest.done_path(
+                               ctx.root, f.split), ctx.root), manifest.rewrite_hint(
+                                   ctx.root, f.split))
+                           if manifest.written_by_01(ctx.root, f.split) else ""))
         return None
     try:
         listed = manifest.read(path)
     except PrepError as e:
         f.add(MANIFEST, [str(e)])
         return None
+    except OSError as e:
+        f.add(MANIFEST, ["cannot read %s: %s" % (path, e.strerror or e)])
+        return None
     on_disk = set(paths)
-    gone = sorted(p for p in listed if p not in on_disk)
+    gone = sorted(p for p in listed if p not in on_disk and not _reported(f, p))
     extra = [p for p in paths if p not in listed]
     f.add(GONE, gone)
     f.add(NOT_LISTED, extra)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import json
 import os
 import random
+import resource
 import signal
 import subprocess
 import sys
@@ -842,6 +844,85 @@ def test_a_folder_given_for_a_file_is_said_plainly(tmp_path, release, option):
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert "%s is a folder, not a file" % folder in r.stderr, r.stderr
     assert snapshot(tmp_path) == before
+
+
+def capped() -> None:
+    """In the child: at most 4 GiB of address space, so that a read of /dev/zero fails quickly
+    instead of taking the machine's memory."""
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+
+@pytest.mark.parametrize("what", ["--labels", "ground truth", "--meta", "synsets.csv",
+                                  "--exclude-blacklist"])
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_inputs_that_are_not_regular_files_are_refused_plainly(tmp_path, release, what, kind):
+    """A FIFO (reading it waits forever) or a link to /dev/zero (reading it never ends) given
+    or found as labels, class list or blacklist: named as not a regular file (not as missing),
+    within seconds, nothing changed."""
+    root = make_root(tmp_path, release)
+    if what == "ground truth":
+        path = root / "devkit" / "ILSVRC2012_devkit_t12" / "data" / \
+            "ILSVRC2012_validation_ground_truth.txt"
+    elif what == "synsets.csv":
+        path = root / "meta" / "synsets.csv"
+    else:
+        path = tmp_path / "hostile.txt"
+    if path.exists():
+        path.unlink()
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    args = [what, path] if what.startswith("--") else []
+    t0 = time.monotonic()
+    r = run03("--root", root, *args, timeout=30, preexec_fn=capped)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "%s is not a regular file (" % path in r.stderr, r.stderr
+    assert ("a FIFO" if kind == "fifo" else "/dev/zero") in r.stderr, r.stderr
+    assert "does not exist" not in r.stderr and "not found" not in r.stderr
+    assert time.monotonic() - t0 < 20
+    assert image_tree(root) == flat_tree(release)
+    assert not (root / "meta" / "val_labels.csv").exists()
+
+
+def test_a_labels_file_named_through_a_symbolic_link_is_read(tmp_path, release):
+    """--labels names a link to a regular file: read (a file found in ROOT must be one)."""
+    root = make_root(tmp_path, release, devkit="")
+    link = tmp_path / "labels.txt"
+    link.symlink_to(release.labels["devkit"])
+    ok(run03("--root", root, "--labels", link))
+    assert image_tree(root) == expected_tree(release)
+
+
+@pytest.mark.parametrize("kind", ["missing", "fifo", "folder"])
+def test_a_manifest_01_wrote_that_is_missing_or_not_a_file_stops_the_run(tmp_path, release,
+                                                                          kind):
+    """01's done marker says it wrote SHA256SUMS.val: 03 does not move the images leaving it
+    behind (missing), nor read a FIFO or a folder in its place; it says how to get it back."""
+    root = make_root(tmp_path, release)
+    path = write_manifest(root)
+    marker = root / ".01_unzip" / "val.done"
+    marker.parent.mkdir()
+    marker.write_text(json.dumps({"images": len(release.val), "bytes": 1, "manifest": True}))
+    path.unlink()
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "folder":
+        path.mkdir()
+    for args in ([], ["--dry-run"], ["--undo"]):
+        r = run03("--root", root, *args, timeout=30)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert str(path) in r.stderr and "nothing was changed" in r.stderr, r.stderr
+        assert ("is missing, but 01_unzip.sh wrote it" if kind == "missing" else
+                "is not a regular file (a %s)" % ("FIFO" if kind == "fifo" else "folder")) \
+            in r.stderr, r.stderr
+        assert "01_unzip.sh val" in r.stderr and "restore it" in r.stderr
+        assert image_tree(root) == flat_tree(release)
+        assert not (root / "meta" / "val_labels.csv").exists()
+    if kind == "missing":                             # 01 --no-manifest: nothing to keep in step
+        marker.write_text(json.dumps({"images": len(release.val), "bytes": 1, "manifest": False}))
+        r = ok(run03("--root", root))
+        assert "SHA256SUMS" not in r.stderr and image_tree(root) == expected_tree(release)
 
 
 def test_a_stray_class_folder_is_refused_and_named(tmp_path, release):

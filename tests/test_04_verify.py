@@ -6,11 +6,13 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import resource
 import shutil
 import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -83,10 +85,10 @@ def tree(made, tmp_path) -> Path:
     return root
 
 
-def run04(root: Path, *args, env=None, timeout: float = 120) -> subprocess.CompletedProcess:
+def run04(root: Path, *args, env=None, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items() if k != "IMAGENET_ROOT"}
     full.update(env or {})
-    return run([sys.executable, VERIFY, "--root", root, *args], env=full, timeout=timeout)
+    return run([sys.executable, VERIFY, "--root", root, *args], env=full, timeout=timeout, **kw)
 
 
 def snapshot(root: Path) -> dict:
@@ -407,6 +409,102 @@ def test_sockets_devices_and_linked_class_folders_are_not_regular(tree, release,
         server.close()
 
 
+GROUND_TRUTH = "devkit/ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt"
+META_MAT = "devkit/ILSVRC2012_devkit_t12/data/meta.mat"
+
+
+def capped() -> None:
+    """In the child: at most 4 GiB of address space, so that a read of /dev/zero fails quickly
+    instead of taking the machine's memory (the test then fails, it does not hurt the host)."""
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+
+def hostile(path: Path, kind: str) -> str:
+    """Put a FIFO nobody writes to, or a symbolic link to /dev/zero, at `path`; the words 04
+    must say about it."""
+    if path.exists() or path.is_symlink():
+        path.unlink()
+    if kind == "fifo":
+        os.mkfifo(path)
+        return "%s is not a regular file (a FIFO)" % path
+    path.symlink_to("/dev/zero")
+    return "%s is not a regular file (a symbolic link to /dev/zero)" % path
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_val_ground_truth_that_is_not_a_regular_file_fails_at_once(tree, kind):
+    """The devkit's labels as a FIFO (reading it waits forever) or a link to /dev/zero (reading
+    it never ends and fills the memory): named, exit 1, within seconds."""
+    said = hostile(tree / GROUND_TRUTH, kind)
+    t0 = time.monotonic()
+    r = run04(tree, "val", timeout=30, preexec_fn=capped)
+    fails(r, verify.LABELS, said, "put the devkit's file itself there")
+    assert time.monotonic() - t0 < 20
+
+
+@pytest.mark.parametrize("what", ["synsets.csv", "meta.mat", "test.done", "val_labels.csv"])
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_other_inputs_that_are_not_regular_files_are_named(tree, what, kind):
+    """The class list (meta/synsets.csv, else the devkit's meta.mat), 01's done marker and 03's
+    val_labels.csv: never read unless regular files; said as such, not as missing."""
+    if what == "meta.mat":
+        (tree / "meta" / "synsets.csv").unlink()                 # the devkit's .mat is read
+        path, split = tree / META_MAT, "train"
+    elif what == "val_labels.csv":
+        shutil.rmtree(tree / "devkit")                           # 03's labels are read
+        path, split = tree / "meta" / "val_labels.csv", "val"
+    elif what == "test.done":
+        path, split = tree / ".01_unzip" / "test.done", "test"
+    else:
+        path, split = tree / "meta" / "synsets.csv", "train"
+    said = hostile(path, kind)
+    r = run04(tree, split, timeout=30, preexec_fn=capped)
+    assert r.returncode == 1, r.stderr
+    assert said in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert "no meta_clsloc.mat or meta.mat" not in r.stderr
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "dev-zero"])
+def test_full_with_a_manifest_that_is_not_a_regular_file_fails(tree, kind):
+    """Not "no manifest" (a note, exit 0): a manifest is there but cannot be read."""
+    path = tree / "meta" / "SHA256SUMS.train"
+    if kind == "folder":
+        path.unlink()
+        path.mkdir()
+        said = "%s is not a regular file (a folder)" % path
+    else:
+        said = hostile(path, kind)
+    err = fails(run04(tree, "--full", "train", timeout=30, preexec_fn=capped), verify.MANIFEST,
+                said, "01_unzip.sh train")
+    assert "no manifest" not in err
+
+
+def test_an_image_that_is_not_a_regular_file_is_reported_once(tree, release, monkeypatch):
+    """A FIFO, a link or a socket in place of a listed image: one line, as not a regular file,
+    not again as missing from the tree."""
+    fifo = a_train_image(release, 3)
+    (tree / fifo).unlink()
+    os.mkfifo(tree / fifo)
+    name = VAL % 7
+    link = "val/%s/%s" % (release.val[name], name)
+    (tree / link).unlink()
+    (tree / link).symlink_to("/dev/zero")
+    sock = "test/" + release.test[4]
+    (tree / sock).unlink()
+    monkeypatch.chdir(tree / "test")                   # a socket's path must be short
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(release.test[4])
+    wnid = sorted(release.train)[5]                    # a class folder that is a link
+    os.rename(tree / "train" / wnid, tree / "elsewhere")
+    (tree / "train" / wnid).symlink_to(tree / "elsewhere")
+    try:
+        err = fails(run04(tree, "--full", "all", timeout=30), verify.NOT_REGULAR, fifo, link,
+                    sock, "train/%s (not a regular file: a symbolic link)" % wnid)
+    finally:
+        server.close()
+    assert verify.GONE not in err, err
+
+
 # ----------------------------------------------------------------------------- what is missing
 
 def test_without_a_manifest_full_checks_the_structure_and_says_so(tree):
@@ -415,6 +513,7 @@ def test_without_a_manifest_full_checks_the_structure_and_says_so(tree):
     err = passes(run04(tree, "--full", "all"))
     for split in ("train", "val", "test"):
         assert "%s: note: no manifest meta/SHA256SUMS.%s: --full needs one" % (split, split) in err
+        assert "01_unzip.sh wrote one when it extracted %s" % split in err   # and how to restore
 
 
 def test_without_a_class_list_says_how_to_make_one(tree):

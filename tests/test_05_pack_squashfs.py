@@ -2,10 +2,13 @@
 rerun, hostile archives, missing tools, --from-tree, mounting; and the SLURM example that uses them."""
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import json
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -41,9 +44,9 @@ def clean_env(**extra) -> dict:
     return env
 
 
-def pack(root: Path, *args, env=None, timeout=120) -> subprocess.CompletedProcess:
+def pack(root: Path, *args, env=None, timeout=120, **kw) -> subprocess.CompletedProcess:
     return run([sys.executable, PACK, "--root", root, *args], timeout=timeout,
-               env=env or clean_env())
+               env=env or clean_env(), **kw)
 
 
 def make_root(tmp_path: Path, rel: minirelease.Release, splits=("train", "val", "test"),
@@ -414,10 +417,25 @@ def test_from_tree_refuses_a_tree_with_other_files(tmp_path, release):
     r = pack(root, "--from-tree", "train")              # the manifest says so before building
     assert r.returncode == 1 and "files in the manifest but not in the tree (1): train/%s/%s" \
         % (wnid, release.train[wnid][0]) in r.stderr, r.stderr
-    (root / "meta" / "SHA256SUMS.train").unlink()       # without it (and no class list), 01's count
+    (root / "meta" / "SHA256SUMS.train").unlink()       # 01 wrote it: not without it
+    r = pack(root, "--from-tree", "train")
+    assert r.returncode == 1 and "SHA256SUMS.train is missing, but 01_unzip.sh wrote it" \
+        in r.stderr, r.stderr
+    no_manifest(root, "train")                          # without one (and no class list): 01's bytes
     r = pack(root, "--from-tree", "train")
     assert r.returncode == 1 and "but 01_unzip.sh extracted" in r.stderr, r.stderr
     assert leftovers(root) == [] and not (root / "squashfs" / "train.sqfs").exists()
+
+
+def no_manifest(root: Path, split: str) -> None:
+    """The tree as `01_unzip.sh --no-manifest` leaves it: no manifest, and a done marker that
+    says so."""
+    with contextlib.suppress(FileNotFoundError):
+        (root / "meta" / ("SHA256SUMS." + split)).unlink()
+    marker = root / ".01_unzip" / (split + ".done")
+    doc = json.loads(marker.read_text())
+    doc["manifest"] = False
+    marker.write_text(json.dumps(doc))
 
 
 def extracted(tmp_path: Path, release, meta: bool = True) -> Path:
@@ -451,8 +469,10 @@ def test_from_tree_hashes_each_file_against_the_manifest_while_streaming(tmp_pat
     r = pack(root, "--from-tree", "train")
     refused(root, r, rel, "SHA256SUMS.train", "01_unzip.sh train", "04_verify.py --full train")
     assert "sqfstar" in r.stderr                       # found while streaming, in one read
-    (root / rel).write_bytes(bytes(data[:-10]))         # truncated: the same
-    refused(root, pack(root, "--from-tree", "train"), rel, "SHA256SUMS.train")
+    (root / rel).write_bytes(bytes(data[:-10]))         # truncated: its size says so at once
+    r = pack(root, "--from-tree", "train")
+    refused(root, r, rel, "01_unzip.sh wrote %s B" % format(len(data), ","))
+    assert "sqfstar" not in r.stderr
 
 
 @needs_tools
@@ -460,7 +480,7 @@ def test_from_tree_refuses_a_missing_class_before_building(tmp_path, release):
     root = extracted(tmp_path, release)
     wnid = release.wnids_sorted[2]
     shutil.rmtree(root / "train" / wnid)
-    (root / "meta" / "SHA256SUMS.train").unlink()       # the class list alone finds it
+    no_manifest(root, "train")                          # the class list alone finds it
     r = pack(root, "--from-tree", "train")
     refused(root, r, "class folders missing (1): " + wnid, "01_unzip.sh train",
             "04_verify.py --full train")
@@ -480,6 +500,97 @@ def test_from_tree_refuses_fifos_and_links_never_opening_them(tmp_path, release)
     r = pack(root, "--from-tree", "train", timeout=30)
     refused(root, r, fifo + " (not a regular file: a FIFO)",
             link + " (not a regular file: a symbolic link)")
+
+
+def capped() -> None:
+    """In the child: at most 4 GiB of address space, so that a read of /dev/zero fails quickly
+    instead of taking the machine's memory."""
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+
+@needs_tools
+@pytest.mark.parametrize("kind", ["missing", "fifo", "folder", "dev-zero"])
+def test_from_tree_refuses_a_manifest_01_wrote_that_is_missing_or_not_a_file(tmp_path, release,
+                                                                             kind):
+    """01's done marker says "manifest": true: a tree whose manifest is gone, or replaced by a
+    FIFO, a folder or a link, cannot be checked against what was extracted; no image is built.
+    For a missing one the way out the message gives works: 01 writes it again."""
+    root = extracted(tmp_path, release)
+    path = root / "meta" / "SHA256SUMS.train"
+    path.unlink()
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "dev-zero":
+        path.symlink_to("/dev/zero")
+    said = {"missing": "%s is missing, but 01_unzip.sh wrote it" % path,
+            "fifo": "%s is not a regular file (a FIFO)" % path,
+            "folder": "%s is not a regular file (a folder)" % path,
+            "dev-zero": "%s is not a regular file (a symbolic link to /dev/zero)" % path}[kind]
+    r = pack(root, "--from-tree", "train", timeout=30, preexec_fn=capped)
+    refused(root, r, said, "restore it", "01_unzip.sh train", "nothing was built")
+    assert "sqfstar" not in r.stderr
+    if kind != "missing":
+        return
+    (root / ".01_unzip" / "train.done").unlink()        # as the message says
+    r = run(["bash", UNZIP, "--root", root, "train"], env=clean_env())
+    assert r.returncode == 0 and path.is_file(), r.stderr
+    r = pack(root, "--from-tree", "train")
+    assert r.returncode == 0, r.stderr
+    assert listing(root / "squashfs" / "train.sqfs") == \
+        expected_listing(expected_files(release, "train"))
+
+
+@needs_tools
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_from_tree_refuses_a_file_of_another_size_before_reading_it(tmp_path, release, split):
+    """A 5 GB sparse file in place of an image: its size (train: 01's record of each file;
+    test: the bytes 01 extracted in all) refuses it before the builder starts, without reading
+    it (hashing 5 GB would take a while)."""
+    root = make_root(tmp_path, release, [split], meta=False)
+    assert run(["bash", UNZIP, "--root", root, split], env=clean_env()).returncode == 0
+    if split == "train":
+        wnid = release.wnids_sorted[3]
+        rel = "train/%s/%s" % (wnid, release.train[wnid][1])
+    else:
+        rel = "test/" + release.test[5]
+    was = (root / rel).stat().st_size
+    with open(root / rel, "r+b") as f:
+        f.truncate(5 << 30)
+    t0 = time.monotonic()
+    r = pack(root, "--from-tree", split, timeout=60)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert rel in r.stderr and "files of another size than 01_unzip.sh wrote" in r.stderr, r.stderr
+    if split == "train":
+        assert "%s (5,368,709,120 B, 01_unzip.sh wrote %s B)" % (rel, format(was, ",")) \
+            in r.stderr
+    assert "sqfstar" not in r.stderr and time.monotonic() - t0 < 30
+    assert leftovers(root) == [] and not (root / "squashfs" / (split + ".sqfs")).exists()
+
+
+@needs_tools
+@pytest.mark.parametrize("which", ["01's done marker", "05's marker", "--labels", "--meta"])
+def test_markers_and_inputs_that_are_not_regular_files_are_refused(tmp_path, release, which):
+    """A FIFO where 05 reads a done marker, the labels or the class list: named, at once."""
+    if which in ("01's done marker", "05's marker"):
+        root = extracted(tmp_path, release, meta=False)
+        split, args = "train", ["--from-tree"]
+        path = root / (".01_unzip/train.done" if which == "01's done marker"
+                       else "squashfs/train.sqfs.json")
+        path.parent.mkdir(exist_ok=True)
+        if path.exists():
+            path.unlink()
+    else:
+        root = make_root(tmp_path, release, ["val"])
+        split, path = "val", tmp_path / "hostile.txt"
+        args = [which, path]
+    os.mkfifo(path)
+    r = pack(root, *args, split, timeout=30, preexec_fn=capped)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "%s is not a regular file (a FIFO)" % path in r.stderr, r.stderr
+    assert "sqfstar" not in r.stderr
+    assert not (root / "squashfs" / (split + ".sqfs")).exists()
 
 
 # ----------------------------------------------------------------------------- the fallback builder
