@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,26 @@ def run(cmd: list, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
         proc.communicate()
         raise
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@contextlib.contextmanager
+def small_tmpfs(folder: Path, options: str):
+    """A tmpfs mounted at `folder` (made here) with mount `options` (e.g. "size=64k" or
+    "size=20m,nr_inodes=40"), for disk-full and no-inode tests; the test is skipped where mounting
+    is not allowed (it needs root). Unmounted afterwards, lazily if something still holds it."""
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root and mount rights)")
+    try:
+        yield folder
+    finally:
+        for _ in range(20):
+            if subprocess.run(["umount", str(folder)], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.2)
+        else:
+            subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
 @pytest.fixture(scope="session")

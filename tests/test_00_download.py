@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run
+from conftest import REPO, run, small_tmpfs
 from httpserver import FaultServer
 
 # TEST_00_SCRIPT=/tmp/old_00_download.sh runs these tests against another version of the script
@@ -627,25 +627,12 @@ def test_not_enough_disk_space_is_refused_before_fetching(tmp_path, blob, server
 
 
 def test_disk_full_while_writing(tmp_path, blob, server):
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                       capture_output=True)
-    if r.returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
-    try:
+    with small_tmpfs(tmp_path / "small", "size=1m") as mnt:
         server.set_faults(hide_length=True)  # size unknown: the preflight cannot see it coming
         r = dl(mnt, val_urls(tmp_path, server, blob), "val")
         assert r.returncode == 1
         assert "disk full?" in r.stderr and "Free some space and rerun" in r.stderr
         assert no_final(mnt)
-    finally:
-        for _ in range(20):
-            if subprocess.run(["umount", str(mnt)], capture_output=True).returncode == 0:
-                break
-            time.sleep(0.2)
-        else:
-            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 def test_lock_stops_a_second_downloader(tmp_path, blob, server):

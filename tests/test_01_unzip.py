@@ -19,7 +19,7 @@ import pytest
 
 import minirelease
 from minirelease import raw_end, raw_header, raw_member
-from conftest import run, script
+from conftest import run, script, small_tmpfs
 
 UNZIP = script("01_unzip.sh")
 TRAIN, VAL, TEST, DEVKIT = (minirelease.TRAIN_TAR, minirelease.VAL_TAR, minirelease.TEST_TAR,
@@ -564,19 +564,12 @@ def test_empty_tar_is_refused(tmp_path):
 
 
 def test_disk_preflight_refuses_when_space_is_short(tmp_path, release):
-    small = tmp_path / "small"
-    small.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
-    try:
+    with small_tmpfs(tmp_path / "small", "size=64k") as small:
         r = unzip(small, "--archive", release.archives["train"], "train")
         assert r.returncode == 1
         assert "train: not enough free space in %s" % small in r.stderr
         assert "to write" in r.stderr and "free" in r.stderr
         assert not [p for p in (small / "train").iterdir()]
-    finally:
-        subprocess.run(["umount", str(small)], check=True)
 
 
 # ----------------------------------------------------------------------------- --remove-archive
@@ -753,21 +746,6 @@ def test_bad_numbers_in_a_header_are_errors(tmp_path, raw, said):
     assert "Traceback" not in r.stderr
 
 
-def _mount_tmpfs(folder: Path, size: str) -> None:
-    folder.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + size, "tmpfs", str(folder)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
-
-
-def _umount(folder: Path) -> None:
-    for _ in range(20):
-        if subprocess.run(["umount", str(folder)], capture_output=True).returncode == 0:
-            return
-        time.sleep(0.2)
-    subprocess.run(["umount", "-l", str(folder)], capture_output=True)
-
-
 def test_a_full_disk_while_extracting_the_devkit_says_disk_full(tmp_path):
     """The devkit passes the preflight (it compresses 1000:1 here) and fills the disk."""
     src = tmp_path / DEVKIT
@@ -777,9 +755,7 @@ def test_a_full_disk_while_extracting_the_devkit_says_disk_full(tmp_path):
             ti = tarfile.TarInfo(name)
             ti.size = len(data)
             tar.addfile(ti, io.BytesIO(data))
-    small = tmp_path / "small"
-    _mount_tmpfs(small, "2m")
-    try:
+    with small_tmpfs(tmp_path / "small", "size=2m") as small:
         (small / "downloads").mkdir()
         shutil.copy(src, small / "downloads" / DEVKIT)
         r = unzip(small, "devkit")
@@ -787,8 +763,6 @@ def test_a_full_disk_while_extracting_the_devkit_says_disk_full(tmp_path):
         assert "not enough free space in %s" % small in r.stderr     # the preflight knows now
         assert "damaged" not in r.stderr
         assert sorted(p.name for p in small.iterdir()) == [".01_unzip", "downloads"]
-    finally:
-        _umount(small)
 
 
 def test_a_full_disk_while_extracting_train_is_said_once(tmp_path):
@@ -796,9 +770,7 @@ def test_a_full_disk_while_extracting_train_is_said_once(tmp_path):
     One disk-full message and a count, not one line per remaining class."""
     rel = minirelease.make_release(tmp_path / "rel", classes=40, images=(20, 30), val_per_class=1,
                                    test=2, kib=0.1, seed=5)
-    small = tmp_path / "small"
-    _mount_tmpfs(small, "2m")
-    try:
+    with small_tmpfs(tmp_path / "small", "size=2m") as small:
         r = unzip(small, "--jobs", "2", "--archive", rel.archives["train"], "train")
         assert r.returncode == 1
         assert "the disk is full (or the quota is used up): cannot write to %s" % (small / "train") \
@@ -807,8 +779,6 @@ def test_a_full_disk_while_extracting_train_is_said_once(tmp_path):
         assert "the disk filled up:" in r.stderr and "not started" in r.stderr
         assert len(r.stderr.splitlines()) < 25, r.stderr
         assert not [p for p in (small / "train").iterdir() if p.name.startswith(".")]
-    finally:
-        _umount(small)
 
 
 def test_val_as_a_link_to_a_folder_on_another_disk(tmp_path, release):
@@ -956,17 +926,10 @@ def test_a_link_given_as_a_split_is_never_printed(tmp_path):
 
 
 def test_no_free_inodes_is_said_as_such(tmp_path, release):
-    small = tmp_path / "small"
-    small.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m,nr_inodes=40", "tmpfs", str(small)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
-    try:
+    with small_tmpfs(tmp_path / "small", "size=20m,nr_inodes=40") as small:
         r = unzip(small, "--jobs", "1", "--archive", release.archives["train"], "train")
         assert r.returncode == 1
         assert "has almost no free inodes left" in r.stderr, r.stderr
-    finally:
-        subprocess.run(["umount", "-l", str(small)], capture_output=True)
 
 
 def test_a_train_marker_listing_no_class_is_not_taken_for_done(tmp_path, release):

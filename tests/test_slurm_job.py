@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run
+from conftest import REPO, run, small_tmpfs
 from slurmcluster import SlurmCluster, SlurmError
 
 # the job scripts as a user names them, from the repository folder
@@ -416,15 +416,9 @@ def test_local_variant_prefers_slurm_tmpdir_and_passes_on_the_exit_code(release,
 
 def test_local_variant_refuses_a_too_small_local_disk(release, tmp_path):
     clone, shared = downloaded(tmp_path, release)
-    tiny = tmp_path / "tiny"
-    tiny.mkdir()
-    if run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", tiny]).returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here (needs root and mount rights)")
-    try:
+    with small_tmpfs(tmp_path / "tiny", "size=64k") as tiny:
         r = prep(clone, PREP_LOCAL, "true", env={"IMAGENET_ROOT": str(shared), "TMPDIR": str(tiny)})
         left = list(tiny.iterdir())
-    finally:
-        run(["umount", tiny])
     assert r.returncode == 1
     assert re.search(r"error: %s has 64\.0 KiB free, the archives and their extracted copy need "
                      r"[0-9.]+ MiB: ask for a node with a bigger local disk" % re.escape(str(tiny)),
