@@ -426,13 +426,15 @@ def against_manifest(ctx: Context, paths: list[str], f: Findings) -> Optional[li
     path = manifest.path_of(ctx.root, f.split)
     shown = os.path.relpath(path, ctx.root)
     if not os.path.lexists(path):
+        if manifest.written_by_01(ctx.root, f.split):       # it was there: its loss is a problem
+            f.add(MANIFEST, ["%s is missing, but %s wrote one when it extracted %s (%s says so), "
+                             "so the bytes cannot be checked: %s" % (
+                                 shown, STAGE_01, f.split, os.path.relpath(manifest.done_path(
+                                     ctx.root, f.split), ctx.root),
+                                 manifest.rewrite_hint(ctx.root, f.split))])
+            return None
         f.notes.append("no manifest %s: --full needs one (%s writes it while extracting); the "
-                       "structure was checked, not the bytes%s" % (
-                           shown, STAGE_01, "; %s wrote one when it extracted %s (%s says so): %s"
-                           % (STAGE_01, f.split, os.path.relpath(manifest.done_path(
-                               ctx.root, f.split), ctx.root), manifest.rewrite_hint(
-                                   ctx.root, f.split))
-                           if manifest.written_by_01(ctx.root, f.split) else ""))
+                       "structure was checked, not the bytes" % (shown, STAGE_01))
         return None
     try:
         listed = manifest.read(path)

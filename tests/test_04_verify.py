@@ -4,6 +4,7 @@ checked, and that the tree was left as it was."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import resource
@@ -508,12 +509,21 @@ def test_an_image_that_is_not_a_regular_file_is_reported_once(tree, release, mon
 # ----------------------------------------------------------------------------- what is missing
 
 def test_without_a_manifest_full_checks_the_structure_and_says_so(tree):
+    """A manifest 01 wrote and that is gone: --full cannot check the bytes, an error saying how to
+    get it back. A tree 01 extracted with --no-manifest (its markers say so): a note."""
     for split in ("train", "val", "test"):
         (tree / "meta" / ("SHA256SUMS." + split)).unlink()
+    err = fails(run04(tree, "--full", "all"), verify.MANIFEST)
+    for split in ("train", "val", "test"):
+        assert "meta/SHA256SUMS.%s is missing, but 01_unzip.sh wrote one when it extracted %s" \
+            % (split, split) in err
+    assert "delete %s and run 01_unzip.sh train" % (tree / ".01_unzip" / "train.done") in err
+    for split in ("train", "val", "test"):             # as 01_unzip.sh --no-manifest leaves them
+        marker = tree / ".01_unzip" / (split + ".done")
+        marker.write_text(json.dumps(dict(json.loads(marker.read_text()), manifest=False)))
     err = passes(run04(tree, "--full", "all"))
     for split in ("train", "val", "test"):
         assert "%s: note: no manifest meta/SHA256SUMS.%s: --full needs one" % (split, split) in err
-        assert "01_unzip.sh wrote one when it extracted %s" % split in err   # and how to restore
 
 
 def test_without_a_class_list_says_how_to_make_one(tree):
