@@ -332,12 +332,17 @@ drop_lock() {
 # finds the file free.
 watch_main() {
   local main=$1 split=$2 lock=$3 st
+  # Ctrl-Z then kill -9 of the main process orphans the stopped group: the kernel sends it HUP and
+  # CONT. This process outlives the HUP to clean up after the CONT.
+  trap '' HUP
   while st=$(stat_of "$split"); do
     st=${st#* }
     [[ ${st%% *} == "$main" ]] || break
     sleep 0.5 >/dev/null 2>&1 || true
   done
-  alive "$split" || exit 0
+  if ! alive "$split"; then  # the split ended: the main process cleans up, if it is still there
+    alive "$main" && exit 0
+  fi
   trap '' TERM INT PIPE  # the group is stopped from here; this process finishes the clean-up
   stop_group "$split" "$BASHPID"
   drop_lock "$lock"

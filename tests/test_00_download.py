@@ -1538,3 +1538,37 @@ def test_a_size_of_zero_in_urls_sh_is_refused(tmp_path, blob):
     r = dl(tmp_path / "root", urls, "val")
     assert r.returncode != 0
     assert "SIZE_val in %s is 0" % urls in r.stderr, r.stderr
+
+
+def test_ctrl_z_then_kill_9_of_the_main_process_leaves_no_lock(tmp_path, blob, server):
+    """Ctrl-Z, then `kill -9 %1`: the stopped group is orphaned and gets HUP + CONT. The watchdog
+    lives on to stop the group and remove the lock; the MD5 follower saves its state."""
+    server.set_faults(rate=200_000)
+    root = tmp_path / "root"
+    dl_dir = root / "downloads"
+    mark = "run-%d" % random.randrange(10 ** 12)
+    p = subprocess.Popen([SCRIPT, "--root", root, "--urls", val_urls(tmp_path, server, blob), "val"],
+                         env=clean_env(TEST_RUN_MARK=mark), start_new_session=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not (dl_dir / (VAL + ".part")).exists() or (dl_dir / (VAL + ".part")).stat().st_size \
+                < 200_000:
+            assert time.monotonic() < deadline, "the download did not start"
+            time.sleep(0.05)
+        os.kill(p.pid, signal.SIGTSTP)
+        time.sleep(1.0)
+        os.kill(p.pid, signal.SIGKILL)
+        err = p.communicate(timeout=10)[1]
+        deadline = time.monotonic() + 8
+        while (run_processes(mark) or (dl_dir / (VAL + ".lock")).exists()) \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert run_processes(mark) == [], "processes of the killed run are left"
+        assert not (dl_dir / (VAL + ".lock")).exists(), err
+        assert (dl_dir / (VAL + ".part.md5state")).exists()
+    finally:
+        kill_run(mark)
+    server.set_faults()
+    r = dl(root, val_urls(tmp_path, server, blob), "val")
+    assert r.returncode == 0 and final_ok(root, blob), r.stderr
