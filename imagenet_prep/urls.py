@@ -35,6 +35,7 @@ MD5_RE = re.compile(r"[0-9a-fA-F]{32}\Z")
 SIZE_RE = re.compile(r"[0-9]+\Z|[0-9]{1,3}(,[0-9]{3})+\Z|[0-9]{1,3}(_[0-9]{3})+\Z")
 MAX_DIGITS = 18                  # longest size taken (leading zeros aside): below 2^63 for bash
 ENVIRONMENT = "the environment"  # where a setting came from, when not from a file
+TYPOGRAPHIC_QUOTES = "\u201c\u201d\u201e\u2018\u2019\u00ab\u00bb"    # curly and angle quotes
 BOM = "\ufeff"                   # the UTF-8 byte order mark some Windows editors put first
 
 
@@ -84,6 +85,10 @@ def parse_value(name: str, text: str) -> tuple[str, str]:
                              'Write %s="..." with no space after the =' % (name, name))
         return "", ""
     value = re.split(r"\s", text, maxsplit=1)[0]
+    if value[:1] in TYPOGRAPHIC_QUOTES:
+        raise ValueError("%s starts with a typographic quote (%s), as word processors and some web "
+                         'pages write them: use plain quotes, %s="https://..."'
+                         % (name, value[0], name))
     if "&" in value:
         raise ValueError('%s has an & outside quotes: a link with & in it must be quoted, '
                          '%s="https://..."' % (name, name))

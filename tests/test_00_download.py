@@ -928,6 +928,7 @@ def test_windows_line_endings_are_read_and_said(tmp_path, blob, server):
     ('DOWNLOAD_URL_val="{url}" x', "line 2: something after the value of DOWNLOAD_URL_val"),
     ('DOWNLOAD_URL_val="$(echo {url})"', "line 2: DOWNLOAD_URL_val has a $ or ` inside double"),
     ('DOWNLOAD_URL_val="{url}"\rx', "line 2: a control character"),
+    ("DOWNLOAD_URL_val=\u201c{url}\u201d", "line 2: DOWNLOAD_URL_val starts with a typographic quote"),
 ])
 def test_a_mistake_in_urls_sh_never_prints_the_link(tmp_path, blob, server, line, says):
     """Items 9 and 10: urls.sh is read, not run; a mistake names its line and variable only."""
