@@ -37,21 +37,13 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Optional
 
-from benchpaths import REPO
+from benchpaths import copy_scripts
 from benchmark import drop_caches, remove_work, report
 from bench_unzip import generate, timed
 
 SCRIPTS = ("01_unzip.sh", "05_pack_squashfs.py")
-PACKAGE = REPO / "imagenet_prep"
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
 QUICK_CLASSES = 50
-
-
-def copy_scripts(work: Path) -> None:
-    for name in SCRIPTS:
-        shutil.copy(REPO / name, work / name)
-    shutil.copytree(PACKAGE, work / PACKAGE.name, ignore=shutil.ignore_patterns("__pycache__"),
-                    dirs_exist_ok=True)
 
 
 def make_root(work: Path, release: Path) -> Path:
@@ -183,7 +175,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         raise SystemExit("bench_squashfs: needs sqfstar (Debian package squashfs-tools >= 4.5.1)")
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-squashfs-", dir="/var/tmp"))
     work.mkdir(parents=True, exist_ok=True)
-    copy_scripts(work)
+    copy_scripts(work, *SCRIPTS)
     generated = []
     try:
         rel = args.release

@@ -40,12 +40,11 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from benchpaths import REPO, TESTS
+from benchpaths import REPO, TESTS, copy_scripts
 from benchmark import drop_caches, remove_work, report
 import minirelease
 
 SCRIPT = REPO / "01_unzip.sh"
-PACKAGE = REPO / "imagenet_prep"   # 01_unzip.sh needs it beside itself
 GOAL_RATIO = 0.50          # 01_unzip.sh / two-pass on 2 cores
 GOAL_MEM_MIB = 256         # peak RSS per worker
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
@@ -97,13 +96,6 @@ def build_flat(archive: Path, flat: Path) -> None:
                 data = inner.extractfile(im)
                 im.name = "train/%s/%s" % (wnid, im.name)
                 out.addfile(im, data)
-
-
-def copy_scripts(work: Path) -> None:
-    """01_unzip.sh and its package into the scratch folder, to be run from there."""
-    shutil.copy(SCRIPT, work / SCRIPT.name)
-    shutil.copytree(PACKAGE, work / PACKAGE.name, ignore=shutil.ignore_patterns("__pycache__"),
-                    dirs_exist_ok=True)
 
 
 def largest_member(archive: Path) -> int:
@@ -204,7 +196,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         args.repeat = 1
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-unzip-", dir="/var/tmp"))
     work.mkdir(parents=True, exist_ok=True)
-    copy_scripts(work)     # run a copy: editing the checkout cannot disturb it
+    copy_scripts(work, SCRIPT.name)
     generated = []
     rows = []
     try:
