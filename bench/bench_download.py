@@ -27,6 +27,7 @@ connection. In the same run it measures:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import signal
@@ -167,20 +168,28 @@ def tail(root: Path, urls: Path, connections: int, follow: bool) -> dict:
             "fetch": float(fetched.group(2)) if fetched else None}
 
 
-def tail_rows(work: Path, size: int, rate: float, n: int) -> list[dict]:
-    """The tail measurement (see the module's docstring) on a file of `size` bytes."""
-    src = work / "tail-src"
+@contextlib.contextmanager
+def served(work: Path, prefix: str, size: int, rate: float):
+    """(server, urls.sh): a file of `size` random bytes under the val name in work/PREFIXsrc,
+    served by the loopback server capped at `rate` B/s per connection, and a urls.sh for it."""
+    src = work / (prefix + "src")
     src.mkdir()
     digest = make_file(src / NAME, size)
     srv = FaultServer(src, rate=rate).start()
     try:
-        urls = work / "tail-urls.sh"
+        urls = work / (prefix + "urls.sh")
         urls.write_text('DOWNLOAD_URL_val="%s?token=x"\nMD5_val="%s"\n' % (srv.url(NAME), digest))
+        yield srv, urls
+    finally:
+        srv.stop()
+
+
+def tail_rows(work: Path, size: int, rate: float, n: int) -> list[dict]:
+    """The tail measurement (see the module's docstring) on a file of `size` bytes."""
+    with served(work, "tail-", size, rate) as (_, urls):
         old = tail(work / "tail-old", urls, 1, follow=False)
         new = tail(work / "tail-new", urls, 1, follow=True)
         many = tail(work / ("tail-new%d" % n), urls, n, follow=True)
-    finally:
-        srv.stop()
     mb = size / 1e6
     rows = [{"measure": "last byte -> MD5 verified, old way: md5sum reads %d MB again" % mb,
              "value": old["verify"], "unit": "s", "baseline": None, "ratio": None, "goal": "report"}]
@@ -230,13 +239,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return report(a, rows, "last byte to verified, %d MB file" % (tail_size / 1e6), True)
     with tempfile.TemporaryDirectory(dir=a.work) as tmp:
         work = Path(tmp)
-        src = work / "src"
-        src.mkdir()
-        digest = make_file(src / NAME, size)
-        srv = FaultServer(src, rate=rate).start()
-        try:
-            urls = work / "urls.sh"
-            urls.write_text('DOWNLOAD_URL_val="%s?token=x"\nMD5_val="%s"\n' % (srv.url(NAME), digest))
+        with served(work, "", size, rate) as (srv, urls):
             res: dict[int, list[tuple[float, float]]] = {1: [], n: []}
             for k in range(a.repeat):
                 for c in (1, n):  # alternate, so drift in machine load hits both alike
@@ -246,8 +249,6 @@ def main(argv: Optional[list[str]] = None) -> int:
                     assert srv.bytes_sent() == size, "bytes served %d != %d" % (srv.bytes_sent(), size)
                     (root / "downloads" / NAME).unlink()
             resume = {c: killed_then_resumed(work / ("kill%d" % c), urls, srv, size, c) for c in (1, n)}
-        finally:
-            srv.stop()
         tail = [] if a.no_tail else tail_rows(work, tail_size, a.tail_rate_mb * 1e6, n)
     t1 = statistics.median(t for t, _ in res[1])
     tn = statistics.median(t for t, _ in res[n])
