@@ -40,6 +40,16 @@ class Config:
     def marker(self, split: str) -> str:
         return os.path.join(self.state, split + ".done")
 
+    def checkpoint(self, split: str) -> str:
+        """Where 01 --stream records how far the split's stream got."""
+        return os.path.join(self.state, "stream-%s.json" % split)
+
+    def forget_stream(self, split: str) -> None:
+        """The split is done: a stream checkpoint left (this run's, or of a --stream given up
+        on) speaks of work that is finished."""
+        if os.path.exists(self.checkpoint(split)):
+            os.remove(self.checkpoint(split))
+
 
 def find_archive(cfg: Config, split: str,
                  other: str = "name the file with --archive PATH") -> str:

@@ -469,7 +469,7 @@ def checkpoint_for(cfg: Config, split: str, link: Link, verify: bool) -> Checkpo
                         "libcrypto with MD5_Init/MD5_Update/MD5_Final (Debian package %s), and %s. "
                         "Install it, or pass --no-verify to check only the size"
                         % (split, md5state.DEBIAN_PACKAGE, md5state.unavailable_reason()))
-    return Checkpoint(os.path.join(cfg.state, "stream-%s.json" % split), link,
+    return Checkpoint(cfg.checkpoint(split), link,
                       verify and link.md5 is not None)
 
 
@@ -568,8 +568,7 @@ def stream_train(cfg: Config, link: Link, policy: Policy, connections: int, veri
         if run.refused:
             raise PrepError(refused_text(link.name, run.refused))
         check_whole(link, cp, src.pos)
-    if finish_train(cfg, link.name, src.pos, sorted(run.wnids)):
-        cp.remove()
+    finish_train(cfg, link.name, src.pos, sorted(run.wnids))      # (removes the checkpoint)
     return 0
 
 
@@ -588,7 +587,7 @@ def stream_flat(cfg: Config, split: str, link: Link, policy: Policy, connections
         if done_marker(cfg, split, final):
             log.info("%s: already done by another process; nothing to do", split)
             return 0
-        clear_temps(cfg.state, "stream-%s.json" % split)
+        clear_temps(cfg.state, os.path.basename(cfg.checkpoint(split)))
         cp = checkpoint_for(cfg, split, link, verify)
         partial = os.path.join(os.path.dirname(final), ".%s.tmp-stream" % os.path.basename(final))
         resumed = cp.load() and os.path.isdir(partial)
@@ -608,7 +607,6 @@ def stream_flat(cfg: Config, split: str, link: Link, policy: Policy, connections
         finally:
             raw.close()
         finish_flat(cfg, split, partial, final, (link.name, cp.total), (out.count, out.bytes, out.sums))
-        cp.remove()
     return 0
 
 

@@ -377,9 +377,7 @@ def finish_train(cfg: Config, archive_name: str, archive_size: int, wnids: list[
             manifest.write(cfg.root, "train", sums)
         doc.update(archive=archive_name, archive_size=archive_size, manifest=sums is not None)
         write_json(cfg.marker("train"), doc)
-        stale = os.path.join(cfg.state, "stream-train.json")     # of a --stream given up on
-        if os.path.exists(stale):
-            os.remove(stale)
+        cfg.forget_stream("train")
         log.info("train: complete: %d classes, %d images, %s in %s%s", len(wnids), doc["images"],
                  human(doc["bytes"]), train_dir, ", manifest meta/SHA256SUMS.train" if sums else "")
     return True

@@ -130,10 +130,8 @@ def finish_flat(cfg: Config, split: str, tmp: str, final: str, archive: tuple[st
         manifest.write(cfg.root, split, [("%s/%s" % (split, n), d) for n, d in sums])
     write_json(cfg.marker(split), {"images": count, "bytes": nbytes, "archive": archive[0],
                                    "archive_size": archive[1], "manifest": with_manifest})
-    stale = os.path.join(cfg.state, "stream-%s.json" % split)     # of a --stream given up on
-    if os.path.exists(stale):
-        os.remove(stale)
     os.rename(tmp, final)
+    cfg.forget_stream(split)
     log.info("%s: complete: %d images in %s%s", split, count, final,
              ", manifest meta/SHA256SUMS.%s" % split if with_manifest else "")
 
