@@ -69,11 +69,12 @@ def run(prog: str, argv: Sequence[str], body: Callable[[], int], interrupted: st
 
 # ----------------------------------------------------------------------------- words and numbers
 
-LINK = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]*")
+LINK = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S*")    # to the next space: a token may hold anything
 
 
 def scrub_links(text: str) -> str:
-    """`text` with every link replaced by <link>: a link may carry a token, never printed."""
+    """`text` (an argument, a message of curl's) with every link replaced by <link>: a link may
+    carry a token, never printed."""
     return LINK.sub("<link>", text)
 
 

@@ -23,7 +23,7 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Mapping, Optional
 
-from .console import PrepError, log
+from .console import PrepError, log, scrub_links
 
 # environment variable: (default, kind); kinds: count (whole >= 1), seconds (e.g. 5 or 0.5)
 KNOBS = {
@@ -308,10 +308,10 @@ class RangeReader(io.RawIOBase):
         action, wait, why = decide(self.policy, rc, code, max(self.fails, 1))
         if action != "retry":
             raise PrepError("%s: %s at byte %d (%s)%s" % (
-                self.label, why, self.pos, scrub(err[-1]) if err else "curl exit code %d" % rc,
+                self.label, why, self.pos, scrub_links(err[-1]) if err else "curl exit code %d" % rc,
                 "; rerun later: the work done is kept" if action == "give-up" else ""))
         self.on_wait("%s: %s; retrying in %gs from byte %d" % (
-            self.label, scrub(err[-1]) if err else "the connection ended early", wait, self.pos))
+            self.label, scrub_links(err[-1]) if err else "the connection ended early", wait, self.pos))
         self.stop.wait(wait)                 # a close() ends the pause
 
     # -- reading
@@ -350,11 +350,6 @@ class RangeReader(io.RawIOBase):
         with self.busy:
             self._kill()
         super().close()
-
-
-def scrub(text: str) -> str:
-    """curl's message with any link replaced by <link> (it may carry a token)."""
-    return re.sub(r"[A-Za-z][A-Za-z0-9+.-]*://\S*", "<link>", text)
 
 
 # ----------------------------------------------------------------------------- 00_download.sh asks
