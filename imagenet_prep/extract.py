@@ -108,7 +108,8 @@ def read_marker(cfg: Config, split: str) -> Optional[dict]:
     path = cfg.marker(split)
     if not os.path.lexists(path):
         return None
-    doc = read_json(path)
+    doc = read_json(path, "01_unzip.sh writes it when %s is complete: remove it, then run "
+                          "01_unzip.sh %s again" % (split, split))
     bad = "not JSON" if not isinstance(doc, dict) else next(
         ("%s is not %s" % (k, TYPE_WORDS[t]) for k, t in MARKER_FIELDS[split].items()
          if not isinstance(doc.get(k), t) or isinstance(doc.get(k), bool)), None)

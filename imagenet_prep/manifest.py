@@ -17,7 +17,7 @@ from typing import Iterable, Optional
 
 from . import files
 from .console import PrepError
-from .extract import STATE
+from .extract import Config
 from .files import atomic_write
 
 LINE = re.compile(r"([0-9a-f]{64})  ([A-Za-z0-9_./-]+)\Z")
@@ -47,7 +47,7 @@ def inside(rel: str) -> bool:
 
 def done_path(root: str, split: str) -> str:
     """01_unzip.sh's done marker of the split."""
-    return os.path.join(root, STATE, split + ".done")
+    return Config(root).marker(split)
 
 
 def read_done(root: str, split: str) -> object:

@@ -48,7 +48,8 @@ from .extract import STATE, Config, check_archive, find_archive, official_counts
 from .files import Lock, clear_temps, fsync_dir, read_json, temp_beside, temp_of, write_json
 from .progress import Progress
 from .tarstream import Source, iter_tar
-from .train import ClassTar, check_class_member, class_pattern, index_outer, refused_text
+from .train import (ClassTar, check_class_member, class_pattern, index_outer, read_record,
+                    refused_text)
 from .unzip import FlatNames
 from .valfolders import read_synsets, val_labels
 
@@ -576,15 +577,9 @@ def recorded_sizes(root: str, wnid: str) -> Optional[dict[str, int]]:
     """{name: size} of the files 01 wrote into train/WNID, from its record ROOT/.01_unzip/train/
     WNID.json ([name, size, sha256] per file); None when there is no usable one (older records
     hold no files). Read only if it is a regular file."""
-    doc = read_json(os.path.join(root, STATE, "train", wnid + ".json"),
-                    "01_unzip.sh writes it: remove it, and the folder train/%s, then run "
-                    "01_unzip.sh train to extract the class again" % wnid)
-    got = doc.get("files") if isinstance(doc, dict) else None
-    if not isinstance(got, list) or not all(
-            isinstance(f, list) and len(f) >= 2 and isinstance(f[0], str) and
-            isinstance(f[1], int) and not isinstance(f[1], bool) for f in got):
-        return None
-    return {f[0]: f[1] for f in got}
+    rec = read_record(os.path.join(root, STATE, "train"), wnid)
+    got = rec.get("files") if rec else None
+    return {f[0]: f[1] for f in got} if got else None
 
 
 def check_sizes(cfg: Settings, split: str, size: dict[str, int], doc: dict,

@@ -56,13 +56,17 @@ def read_record(records: str, wnid: str) -> Optional[dict]:
 
     files: [[name, size, sha256 or null], ...] sorted by name (records of older versions have no
     files and are trusted by their count)."""
-    doc = read_json(os.path.join(records, wnid + ".json"))
+    doc = read_json(os.path.join(records, wnid + ".json"),
+                    "01_unzip.sh writes it: remove it and the folder train/%s, then run "
+                    "01_unzip.sh train to extract the class again" % wnid)
     if not (isinstance(doc, dict) and isinstance(doc.get("images"), int)
             and isinstance(doc.get("bytes"), int) and isinstance(doc.get("special"), dict)):
         return None
     files = doc.get("files")
     if files is not None and not (isinstance(files, list) and len(files) == doc["images"]
-                                  and all(isinstance(f, list) and len(f) == 3 for f in files)):
+                                  and all(isinstance(f, list) and len(f) == 3 and isinstance(f[0], str)
+                                          and type(f[1]) is int and (f[2] is None or isinstance(f[2], str))
+                                          for f in files)):
         return None
     return doc
 

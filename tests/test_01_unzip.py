@@ -982,3 +982,19 @@ def test_a_member_number_too_long_for_a_file_name_is_refused_plainly(tmp_path):
     assert r.returncode == 1
     assert "names in this class must look like n01000001_<number>.JPEG" in r.stderr, r.stderr
     assert "Errno" not in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_marker_or_record_that_is_a_fifo_is_refused_not_waited_on(tmp_path, release):
+    root = make_root(tmp_path, release, ["train", "val"])
+    assert unzip(root, "train", "val").returncode == 0
+    marker = root / STATE / "val.done"
+    marker.unlink()
+    os.mkfifo(marker)
+    r = unzip(root, "val", timeout=30)
+    assert r.returncode == 1 and "%s is not a regular file (a FIFO)" % marker in r.stderr, r.stderr
+    (root / STATE / "train.done").unlink()
+    record = next((root / STATE / "train").glob("*.json"))
+    record.unlink()
+    os.mkfifo(record)
+    r = unzip(root, "train", timeout=30)
+    assert r.returncode == 1 and "%s is not a regular file (a FIFO)" % record in r.stderr, r.stderr
