@@ -221,11 +221,14 @@ def open_input(path: str, what: str, limit: int = INPUT_MAX, follow: bool = Fals
     opened only if it is a regular file (open_regular) of at most `limit` bytes. Anything else
     is a PrepError: 'PATH is not a regular file (a FIFO), so it was not read (...); WHAT', `what`
     saying what to do. A missing file raises FileNotFoundError: the caller says what that means.
-    `follow`: a path the user named may be a symbolic link, to a regular file."""
+    `follow`: a path the user named: it may be a symbolic link to a regular file, and a folder
+    is said as 'PATH is a folder, not a file: WHAT'."""
     target = os.path.realpath(path) if follow else path
     try:
         fd = open_regular(target)
     except NotRegular as e:
+        if follow and e.kind == "a folder":          # a folder named for a file: said plainly
+            raise PrepError("%s is a folder, not a file: %s" % (path, what)) from None
         kind = e.kind
         if kind == LINK:
             with contextlib.suppress(OSError):

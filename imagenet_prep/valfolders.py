@@ -123,12 +123,6 @@ def is_number(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
-def not_a_folder(path: Path, what: str) -> None:
-    """A file option given a folder: say so, rather than 'not found' or a read error."""
-    if path.is_dir():
-        raise PrepError("%s is a folder, not a file: pass %s" % (path, what))
-
-
 def missing(path: Path) -> bool:
     """Nothing at `path` (a symbolic link, even one leading nowhere, is something)."""
     return not os.path.lexists(path)
@@ -141,7 +135,6 @@ def read_synsets(path: Path, given: bool = False) -> dict[str, ClassRow]:
     sorted-WNID order; any problem is a PrepError saying to rerun 02. Read only if it is a
     regular file (files.read_regular_text); `given` (--meta CSV): a symbolic link to one too."""
     rerun = "rerun %s" % STAGE_02
-    not_a_folder(path, "the synsets.csv that %s writes (--meta CSV)" % STAGE_02)
     if missing(path):
         raise PrepError("%s not found: run %s first (or pass --meta CSV)" % (path, STAGE_02))
     what = ("pass the CSV file itself with --meta" if given else
@@ -305,8 +298,6 @@ def load_labels(root: Optional[Path], synsets_csv: Optional[Path] = None,
         raise ValueError("load_labels: without a root, pass both synsets_csv and labels_file")
     classes = read_synsets(synsets_csv or root / SYNSETS_CSV, given=synsets_csv is not None)
     path = labels_file or find_labels(root)
-    not_a_folder(path, "the labels file itself with --labels (e.g. the devkit's "
-                       "data/%s)" % DEVKIT_LABEL_FILES[0])
     if missing(path):
         raise PrepError("the labels file %s does not exist" % path)
     labels = read_labels(path, classes, given=labels_file is not None)
@@ -332,7 +323,6 @@ def val_labels(root: Optional[Path], synsets_csv: Optional[Path] = None,
 def read_blacklist(path: Path, names: Collection[str]) -> set[str]:
     """Image numbers (1-based, one per line) or file names -> the set of file names; each must
     be one of `names` (the labelled images)."""
-    not_a_folder(path, "the blacklist file itself (one image number or file name per line)")
     try:
         text = files.read_regular_text(str(path), "pass the blacklist file itself with "
                                                   "--exclude-blacklist", follow=True)
