@@ -166,6 +166,9 @@ def test_root_must_exist(tmp_path):
     r = unzip(tmp_path / "nope", "val")
     assert r.returncode == 1
     assert "is not a folder" in r.stderr
+    assert "mkdir -p %s" % (tmp_path / "nope") in r.stderr and "holding downloads/" in r.stderr
+    r = unzip(tmp_path / "nope", "--stream", "val")       # no downloads/ with --stream
+    assert r.returncode == 1 and "(where the tree goes)" in r.stderr, r.stderr
 
 
 # ----------------------------------------------------------------------------- exact trees
