@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 TSV = Path(__file__).resolve().parent / "release.tsv"
+HF_TSV = Path(__file__).resolve().parent / "hf_release.tsv"
 SPLITS = ("train", "val", "test", "devkit")
 
 # Facts the archives' table does not hold.
@@ -84,3 +85,45 @@ def images(split: str) -> int:
     count = official(split).images
     assert count is not None, split
     return count
+
+
+# ----------------------------------------------------------------------------- Hugging Face
+
+HF_REPO = "ILSVRC/imagenet-1k"
+HF_SPLITS = ("train", "val", "test")
+SHA256_RE = re.compile(r"[0-9a-f]{64}\Z")
+
+
+@dataclass(frozen=True)
+class HubFile:
+    split: str
+    path: str                            # in the repository: data/...
+    size: int
+    sha256: str
+
+
+@functools.lru_cache(maxsize=None)
+def hf_release() -> tuple[str, tuple[HubFile, ...]]:
+    """The Hub's tar.gz revision (a commit hash) and its files, from hf_release.tsv."""
+    revision, rows = None, []
+    with open(HF_TSV, encoding="utf-8", newline="") as f:
+        for row in csv.reader(f, delimiter="\t"):
+            if row and row[0] == "#revision" and len(row) == 2:
+                revision = row[1]
+                continue
+            if not row or row[0].startswith("#"):
+                continue
+            if len(row) != 4 or row[0] not in HF_SPLITS or not SHA256_RE.match(row[3]):
+                raise ValueError("%s: bad row %r" % (HF_TSV, row))
+            size = _number(row[2])
+            if size is None:
+                raise ValueError("%s: bad row %r" % (HF_TSV, row))
+            rows.append(HubFile(row[0], row[1], size, row[3]))
+    if not revision or not re.fullmatch(r"[0-9a-f]{40}", revision):
+        raise ValueError("%s: no #revision line with a commit hash" % HF_TSV)
+    return revision, tuple(rows)
+
+
+def hf_files(split: str) -> list[HubFile]:
+    """The files of a split at the Hub's tar.gz revision."""
+    return [f for f in hf_release()[1] if f.split == split]
