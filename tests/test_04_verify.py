@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import minirelease
-from conftest import load_script, run, script
+from conftest import assert_usage_error, load_script, run, script
 from imagenet_prep import verify
 
 VERIFY = script("04_verify.py")
@@ -135,10 +135,12 @@ def test_imports_without_running_and_has_help():
     for text in ("--root DIR", "--full", "--decode", "--jobs N", "train val test all",
                  "IMAGENET_ROOT", "Exit codes"):
         assert text in r.stdout
+    usage = r.stdout.split("\n\n")[0]
+    assert usage.rstrip().endswith(" SPLIT [SPLIT ...]"), usage       # required, not [SPLIT ...]
 
 
 @pytest.mark.parametrize("args, message", [
-    ([], "name at least one SPLIT"),
+    ([], "name at least one SPLIT (train val test all)"),
     (["trian"], "unknown split 'trian'"),
     (["--jobs", "0", "train"], "--jobs wants a number"),
     (["--jobs", "x", "train"], "--jobs wants a number from 1 to 1024"),
@@ -146,8 +148,7 @@ def test_imports_without_running_and_has_help():
 ])
 def test_usage_errors_exit_2(tmp_path, args, message):
     r = run([sys.executable, VERIFY, "--root", tmp_path, *args])
-    assert r.returncode == 2, r.stderr
-    assert message in r.stderr and "Usage:" in r.stderr
+    assert_usage_error(r, "04_verify.py", message)
 
 
 def test_copied_alone_says_the_package_is_missing(tmp_path):

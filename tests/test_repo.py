@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 
 import pytest
 
@@ -101,3 +102,28 @@ def test_ruff_clean():
     need_tool("ruff", "pip install ruff")
     r = run(["ruff", "check", "--no-cache", "."], cwd=REPO)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+PYTHON_SCRIPT = re.compile(r"(?<![\w/.$-])0[2-5]_[a-z_]+\.py\b")
+
+
+def test_examples_run_the_python_scripts_with_python3():
+    """README, docs and the --help texts show a Python script as it is run, `python3 0N_....py`
+    (log lines, which name the script, aside)."""
+    bad = []
+    for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        inside = False
+        for n, line in enumerate(doc.read_text().splitlines(), start=1):
+            if line.startswith("```"):
+                inside = not inside
+            elif inside and not re.search(r"\b[0-9]{2}:[0-9]{2}:[0-9]{2}\b", line):
+                bad += ["%s:%d: %s" % (doc.name, n, line) for m in PYTHON_SCRIPT.finditer(line)
+                        if not line[:m.start()].endswith("python3 ")]
+    for name in SCRIPTS:
+        if name.endswith(".py"):
+            r = run([sys.executable, REPO / name, "--help"])
+            assert r.returncode == 0, r.stderr
+            example = r.stdout[r.stdout.index("Example:"):]
+            bad += ["%s --help: %s" % (name, m.group()) for m in PYTHON_SCRIPT.finditer(example)
+                    if not example[:m.start()].endswith("python3 ")]
+    assert not bad, "\n".join(bad)
