@@ -15,6 +15,8 @@ import sys
 import time
 from typing import Callable, Iterable, Optional, Sequence
 
+from . import bootstrap
+
 OK, FAILURE, USAGE, INTERRUPTED, TERMINATED = 0, 1, 2, 130, 143
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -44,6 +46,8 @@ def run(prog: str, argv: Sequence[str], body: Callable[[], int], interrupted: st
     message and an exit code. `interrupted` says what state Ctrl-C / SIGTERM leave behind."""
     setup_logging(prog)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    if bootstrap.quiet_interrupt_installed():       # from now on Ctrl-C unwinds, with a message
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     start = time.monotonic()
     log.info("%s %s", prog, scrub_links(" ".join(argv)))
     try:

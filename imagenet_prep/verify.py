@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Union
 
-from . import facts, files, manifest, valfolders
+from . import bootstrap, facts, files, manifest, valfolders
 from .console import PrepError, human, log, some, thousands
 from .images import image_kind
 from .parallel import run_parallel
@@ -143,7 +143,11 @@ def load_classes(root: Path) -> tuple[Optional[dict[str, ClassRow]], str]:
     if os.path.lexists(path):
         return valfolders.read_synsets(path), str(path)
     if (root / valfolders.DEVKIT_DIR).is_dir():
-        from . import meta                   # scipy: only when the .mat must be read
+        try:
+            from . import meta               # scipy: only when the .mat must be read
+        except ImportError as e:
+            raise PrepError("reading the class list from %s %s" % (
+                root / valfolders.DEVKIT_DIR, bootstrap.lacking_text([e.name or "scipy"]))) from None
         src = meta.find_meta(root)
         _, found = meta.load_classes(src, None)          # any number (miniature devkits too)
         index = {w: i for i, w in enumerate(sorted(s.wnid for s in found))}

@@ -63,15 +63,30 @@ def test_top_level_layout():
 def test_ci_runs_the_readme_test_command():
     readme = (REPO / "README.md").read_text()
     ci = (REPO / ".ci" / "run").read_text()
-    m = re.search(r"^(python3 -m pytest tests)\s", readme, re.M)
-    assert m, "README Quickstart must show the test command"
+    m = re.search(r"^(bash tests/run\.sh)\s", readme, re.M)
+    assert m, "README must show the test command"
     assert re.search(r"^%s \|\| status" % re.escape(m.group(1)), ci, re.M)
-    assert "pip install --quiet --disable-pip-version-check -r requirements.txt" in ci
+    assert re.search(r"^  exec python3 -m pytest \"\$@\"$", (REPO / "tests" / "run.sh").read_text(),
+                     re.M)
+    # ruff goes where the tests run: .venv/ where python3 lacks the packages
+    assert ci.index("python3 -m imagenet_prep.bootstrap") < ci.index('"ruff==')
+
+
+def test_the_set_up_installs_what_the_scripts_and_tests_import():
+    """imagenet_prep/bootstrap.py checks the packages of requirements.txt by their import names:
+    the two lists must name the same packages, the scripts' ones first."""
+    from imagenet_prep import bootstrap
+    names = [re.split(r"[<>=!~; \[]", line, maxsplit=1)[0]
+             for line in (REPO / "requirements.txt").read_text().splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    imports = ["PIL" if n == "Pillow" else n.lower() for n in names]
+    assert imports == list(bootstrap.TESTS)
+    assert imports[:len(bootstrap.SCRIPTS)] == list(bootstrap.SCRIPTS)
 
 
 def test_gitignore_keeps_urls_and_data_out():
     lines = (REPO / ".gitignore").read_text().split()
-    for pat in ("urls.sh", "*.part", "/train/", "/val/", "/downloads/"):
+    for pat in ("urls.sh", "*.part", "/train/", "/val/", "/downloads/", "/.venv/"):
         assert pat in lines
 
 
