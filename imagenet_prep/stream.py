@@ -256,7 +256,7 @@ def open_bytes(cfg: Config, link: Link, cp: Checkpoint, policy: Policy, connecti
                                      link.urls_from))
         if cp.offset == 0:                             # a login page, or not a tar at all?
             first += reader.read(4095)
-            sniff(link.name, cp.total, first, False, "%s archive" % link.split)
+            sniff(link.shown, cp.total, first, False, "%s archive" % link.split, link=True)
         if connections > 1 and reader.first is not None and reader.first.status == 200:
             log.warning("%s: %s ignores byte ranges, which --connections needs: going on over one "
                         "connection", link.split, link.host)
