@@ -16,10 +16,10 @@ from .console import (DISK_FULL, PrepError, Parser, disk_full_text, human, jobs_
                       shown, some, thousands)
 from .extract import (Config, check_archive, done_marker, find_archive, maybe_remove, resolve_final,
                       official_counts, refuse_unless_file, safe_mode, write_member)
-from .files import Lock, clear_temps, open_dir, remove_tree, temp_beside, write_json
+from .files import Lock, open_dir, remove_tree, temp_beside, write_json
 from .progress import Progress
 from .tarstream import Source, iter_tar, read_tarfile
-from .train import RE_OUTER, do_train
+from .train import RE_OUTER, clear_split_leftovers, do_train
 
 PROG = "01_unzip.sh"
 MAX_SHARDS = 10000     # --shard K/N: N at most this (the release has 1,000 classes)
@@ -35,8 +35,7 @@ INTERRUPTED = "complete work is kept and a rerun resumes"
 
 def prepare_final(cfg: Config, final: str, split: str) -> None:
     """Clear leftovers; refuse a folder under the final name that this script did not finish."""
-    clear_temps(os.path.dirname(final), os.path.basename(final))
-    clear_temps(cfg.state, split + ".done")
+    clear_split_leftovers(cfg, split, final)
     if os.path.exists(cfg.marker(split)) and not os.path.isdir(final):
         os.remove(cfg.marker(split))                 # the split it spoke of is gone
     if os.path.isdir(final) and not os.listdir(final):
@@ -143,6 +142,7 @@ def do_flat(cfg: Config, split: str) -> int:
     if doc:
         log.info("%s: already done (%d images, %s in %s); nothing to do", split, doc["images"],
                  human(doc["bytes"]), final)
+        clear_split_leftovers(cfg, split, final)
         maybe_remove(cfg, split, None, doc)
         return 0
     archive = find_archive(cfg, split)
@@ -224,6 +224,7 @@ def do_devkit(cfg: Config) -> int:
     doc = done_marker(cfg, "devkit", final)
     if doc:
         log.info("devkit: already done (%s in %s); nothing to do", doc.get("top"), final)
+        clear_split_leftovers(cfg, "devkit", final)
         maybe_remove(cfg, "devkit", None, doc)
         return 0
     archive = find_archive(cfg, "devkit")

@@ -11,6 +11,7 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -456,6 +457,46 @@ def test_a_leftover_held_by_a_live_run_is_left_alone(tmp_path, release):
     finally:
         os.close(fd)
     assert r.returncode == 0, r.stderr
+    assert files(root / "train") == expected_train(release.archives["train"])
+
+
+def test_a_rerun_of_a_done_split_clears_what_dead_runs_left(tmp_path, release):
+    """docs/state.md: a rerun removes the temporary files and folders of dead runs, and 04 tells
+    the user to rerun for them. That holds once the split is done too, when the rerun only says
+    "already done"; what a live run holds is left alone."""
+    root = make_root(tmp_path, release, ["train", "val", "devkit"])
+    assert unzip(root, "train", "val", "devkit").returncode == 0
+    first, second = release.wnids_sorted[:2]
+    folders = [root / "train" / (".%s.tmp-otherhost.999" % first), root / ".val.tmp-otherhost.999",
+               root / ".devkit.tmp-otherhost.999"]
+    for folder in folders:
+        folder.mkdir()
+        (folder / "half.JPEG").write_bytes(b"half")
+    leftovers = [root / STATE / ".val.done.tmp-otherhost.999",
+                 root / STATE / "train" / (".%s.json.tmp-otherhost.999" % first),
+                 root / "meta" / ".SHA256SUMS.train.tmp-otherhost.999"]
+    for f in leftovers:
+        f.write_text("half")
+    verify = [sys.executable, script("04_verify.py"), "--root", root, "train"]
+    r = run(verify)
+    assert r.returncode == 1 and "temporary files of a stopped run (rerun the stage that made " \
+        "them: it clears them) (1): train/.%s.tmp-otherhost.999/" % first in r.stderr, r.stderr
+    live = root / "train" / (".%s.tmp-otherhost.1" % second)
+    live.mkdir()
+    fd = os.open(live, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        r = unzip(root, "train", "val", "devkit")
+    finally:
+        os.close(fd)
+    assert r.returncode == 0, r.stderr
+    for split in ("train", "val", "devkit"):
+        assert "%s: already done" % split in r.stderr
+    assert [p for p in folders + leftovers if os.path.lexists(p)] == []
+    assert live.is_dir() and "%s is being written by another run; leaving it alone" % live in r.stderr
+    live.rmdir()
+    r = run(verify)
+    assert r.returncode == 0 and "temporary" not in r.stderr, r.stderr
     assert files(root / "train") == expected_train(release.archives["train"])
 
 
