@@ -142,3 +142,14 @@ def test_examples_run_the_python_scripts_with_python3():
             bad += ["%s --help: %s" % (name, m.group()) for m in PYTHON_SCRIPT.finditer(example)
                     if not example[:m.start()].endswith("python3 ")]
     assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("args, said", [
+    (["--dir", "MISSING"], "--dir MISSING is not a folder"),
+    (["--repeat", "0"], "--repeat wants a number from 1 to 1000"),
+    (["--classes", "0"], "--classes wants a number from 1 to 100000"),
+])
+def test_the_val_benchmark_refuses_bad_options_without_a_traceback(tmp_path, args, said):
+    r = run([sys.executable, REPO / "bench" / "bench_val.py", *args], cwd=tmp_path)
+    assert r.returncode == 2 and said in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == []
