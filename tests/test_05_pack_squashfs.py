@@ -212,6 +212,28 @@ def test_rerun_is_already_done_and_changes_nothing(built):
 
 
 @needs_tools
+def test_already_done_says_when_the_source_was_another_roots(tmp_path, built, release):
+    """The images of a ROOT copied elsewhere (or moved into another ROOT) were built from the
+    first ROOT's archives: "already done" says so, instead of naming them as this ROOT's."""
+    r = pack(built, "train")
+    archive = built / "downloads" / release.archives["train"].name
+    assert "built from the archive %s); nothing to do" % archive in r.stderr, r.stderr
+    copy = tmp_path / "copy"
+    shutil.copytree(built, copy, symlinks=True)
+    other = tmp_path / "other"
+    (other / "squashfs").mkdir(parents=True)
+    for name in ("train.sqfs", "train.sqfs.json"):
+        shutil.copy2(built / "squashfs" / name, other / "squashfs" / name)
+    for root in (copy, other):
+        r = pack(root, "train")
+        assert r.returncode == 0, r.stderr
+        assert "train: already done (%d files, " % sum(len(v) for v in release.train.values()) \
+            in r.stderr
+        assert "built from the archive %s of another ROOT: the image was copied or moved here "\
+            "since); nothing to do" % archive in r.stderr, r.stderr
+
+
+@needs_tools
 def test_unpacked_image_is_the_tree_01_makes_with_its_times(tmp_path, built, release):
     """Names, bytes and times (files and class folders) equal 01's tree (val: after 03)."""
     root = make_root(tmp_path, release)
