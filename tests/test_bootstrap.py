@@ -35,35 +35,50 @@ def command(name: str, root: Path) -> list:
 
 # ----------------------------------------------------------------------------- an early Ctrl-C
 
-CONSOLE = re.compile(r"^import time:.*\|\s+imagenet_prep\.console$")   # its import has ended
+IMPORTED = re.compile(r"^import time:.*\|\s+(\S+)$")     # Python's line as an import ends
 
 
-@pytest.mark.parametrize("name", ["01", "02", "03", "04", "05"])
-def test_ctrl_c_while_the_script_is_still_importing_exits_130_without_a_traceback(tmp_path, name):
-    """SIGINT is sent the moment the script has imported imagenet_prep.console (Python reports
-    each import as it ends with PYTHONPROFILEIMPORTTIME): the rest of its imports are still to
-    come. Before console.run() takes over, Ctrl-C must end the run as quietly as after it."""
-    proc = subprocess.Popen([str(c) for c in command(name, tmp_path / "missing")],
-                            stderr=subprocess.PIPE, text=True,
+def interrupt_while_importing(cmd: list) -> tuple[int, str, bool]:
+    """Run `cmd` with PYTHONPROFILEIMPORTTIME (Python reports each import as it ends) and send it
+    SIGINT at the first import that ends after imagenet_prep.bootstrap's, that is, once start()
+    has run and while the script's own imports go on (where there is no bootstrap: once
+    imagenet_prep.console is imported). (exit code, what it said but the import lines, whether
+    SIGINT was sent)."""
+    proc = subprocess.Popen([str(c) for c in cmd], stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, PYTHONPROFILEIMPORTTIME="1"),
                             start_new_session=True)
-    lines = []
+    lines, after, sent = [], False, False
     try:
         for line in proc.stderr:                      # ends when the process closes stderr
             lines.append(line)
-            if CONSOLE.search(line):
+            m = IMPORTED.match(line)
+            if m and (after or m.group(1) == "imagenet_prep.console"):
                 proc.send_signal(signal.SIGINT)
+                sent = True
                 break
+            after = after or bool(m and m.group(1) == "imagenet_prep.bootstrap")
         lines += proc.stderr.read().splitlines(True)
         rc = proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    said = "".join(x for x in lines if not x.startswith("import time:"))
-    assert any(CONSOLE.search(x) for x in lines), said
-    assert "Traceback" not in said and "KeyboardInterrupt" not in said, said
-    assert rc == 130, (rc, said)
+    return rc, "".join(x for x in lines if not x.startswith("import time:")), sent
+
+
+@pytest.mark.parametrize("name", ["01", "02", "03", "04", "05"])
+def test_ctrl_c_while_the_script_is_still_importing_exits_130_without_a_traceback(tmp_path, name):
+    """Before console.run() takes over, Ctrl-C must end a run as quietly as after it: no
+    traceback from inside an import, exit code 130. On a busy machine the run may end before the
+    signal arrives (it stops at once on a missing ROOT): then it is tried again."""
+    for _ in range(5):
+        rc, said, sent = interrupt_while_importing(command(name, tmp_path / "missing"))
+        assert sent, said
+        assert "Traceback" not in said and "KeyboardInterrupt" not in said, said
+        if rc == 130:
+            return
+        assert rc == 1 and "finished in" in said, (rc, said)       # it ended before the signal
+    pytest.skip("the run ended before the signal arrived, 5 times in a row (a busy machine?)")
 
 
 # ----------------------------------------------------------------------------- .venv/
