@@ -92,7 +92,7 @@ def test_gitignore_keeps_urls_and_data_out():
 
 def test_the_shell_files_are_all_found():
     found = shell_files()
-    for name in ("00_download.sh", "01_unzip.sh", "tests/demo.sh", ".ci/run",
+    for name in ("00_download.sh", "01_unzip.sh", "tests/demo.sh", "tests/run.sh", ".ci/run",
                  "examples/slurm/imagenet_prep.sbatch", "examples/slurm/imagenet_prep_local.sbatch"):
         assert name in found, (name, found)
 
