@@ -248,14 +248,22 @@ def read_data(src: Source, m: Member, chunk: int, label: str) -> Iterator[bytes]
 
 # ----------------------------------------------------------------------------- what a file is
 
-def sniff(path: str, size: int, head: bytes, allow_gzip: bool, what: str = "archive") -> str:
+def sniff(path: str, size: int, head: bytes, allow_gzip: bool, what: str = "archive",
+          link: bool = False) -> str:
     """'tar' or 'gz' for the file at `path` whose first bytes are `head`; else a PrepError saying
-    what the file is instead (empty, a web page, compressed, ...). `what` names it in messages."""
-    redo = "download it again (00_download.sh resumes and checks it)"
+    what the file is instead (empty, a web page, compressed, ...). `what` names it in messages;
+    `link`: the bytes come straight from a link (01 --stream), so the remedy is a fresh link, not
+    another download."""
+    redo = ("check the link in urls.sh (or get a fresh one from image-net.org) and run again" if link
+            else "download it again (00_download.sh resumes and checks it)")
     if size == 0:
         raise PrepError("%s is empty; %s" % (path, redo))
     low = head[:1024].lstrip().lower()
     if low.startswith((b"<!doctype", b"<html", b"<?xml", b"<head", b"<body")) or b"<html" in low:
+        if link:
+            raise PrepError("%s: the link sent a web page (HTML), not the archive: it has expired, "
+                            "or it needs you to be logged in; get a fresh link from image-net.org "
+                            "into urls.sh and run again" % path)
         raise PrepError("%s is an HTML page, not a tar archive (a login or error page was saved "
                         "instead of the data?); check your download link and %s" % (path, redo))
     if head[:2] == b"\x1f\x8b":
