@@ -31,18 +31,15 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import signal
 import sys
 import tempfile
-import threading
-import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Optional
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from fakestorage import Call, Storage, auth_kind
+from fakestorage import (Call, FakeHandler, Loopback, Storage, auth_kind, fake_parser,
+                         serve_until_stopped)
 
 REPO = "ILSVRC/imagenet-1k"
 TARGZ_REVISION = "1500f8c59b214ce459c0a593fa1c87993aeb7700"     # the real revisions' hashes
@@ -91,34 +88,20 @@ class Revision:
         return out
 
 
-class FakeHub(ThreadingHTTPServer):
-    """The Hub on 127.0.0.1:port, its LFS files on `storage`. tokens: token -> has access."""
-
-    daemon_threads = True
-    allow_reuse_address = True
+class FakeHub(Loopback):
+    """The Hub on 127.0.0.1:port (`endpoint` is what HF_ENDPOINT is set to), its LFS files on
+    `storage`. tokens: token -> has access."""
 
     def __init__(self, storage: Storage, port: int = 0, tokens: Optional[dict[str, bool]] = None,
                  link_ttl: Optional[float] = None, link_uses: Optional[int] = None) -> None:
-        super().__init__(("127.0.0.1", port), HubHandler)
+        super().__init__(port, HubHandler)
         self.storage = storage
         self.tokens = dict(tokens) if tokens is not None else {GOOD_TOKEN: True, NO_ACCESS_TOKEN: False}
         self.revisions: dict[str, Revision] = {}        # commit hash -> revision
         self.branches: dict[str, str] = {}              # branch or tag -> commit hash
-        self.calls: list[Call] = []
-        self.lock = threading.Lock()
         self.rate_limit = 0                             # the next N requests get 429
         self.retry_after = 1
         self.link_ttl, self.link_uses = link_ttl, link_uses
-        self.thread: Optional[threading.Thread] = None
-
-    @property
-    def port(self) -> int:
-        return self.server_address[1]
-
-    @property
-    def endpoint(self) -> str:
-        """What HF_ENDPOINT is set to."""
-        return "http://127.0.0.1:%d" % self.port
 
     def resolve_url(self, rev: str, path: str) -> str:
         return "%s/datasets/%s/resolve/%s/%s" % (self.endpoint, REPO, rev, path)
@@ -147,67 +130,20 @@ class FakeHub(ThreadingHTTPServer):
         with self.lock:
             return self.revisions.get(self.branches.get(name, name))
 
-    def get_calls(self) -> list[Call]:
-        with self.lock:
-            return list(self.calls)
 
-    def start(self) -> "FakeHub":
-        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-        if self.thread:
-            self.thread.join(timeout=5)
-
-    def __enter__(self) -> "FakeHub":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
-class HubHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class HubHandler(FakeHandler):
     server: FakeHub
 
-    def log_message(self, fmt, *args) -> None:     # quiet: the log is server.calls
-        pass
-
-    def do_GET(self) -> None:
-        self._route()
-
-    def do_HEAD(self) -> None:
-        self._route()
-
-    def do_POST(self) -> None:
-        self._route()
-
     # -- answers --------------------------------------------------------------------------------
-    def _send(self, status: int, body: bytes = b"", headers: Optional[dict] = None,
-              ctype: str = "application/json") -> None:
-        self.call.status = status
-        self.send_response(status)
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
     def _error(self, status: int, code: Optional[str], message: str, extra: Optional[dict] = None) -> None:
         headers = dict(extra or {})
         if code:
             headers["X-Error-Code"] = code
         headers["X-Error-Message"] = message
-        self._send(status, json.dumps({"error": message}).encode(), headers)
+        self.send(status, json.dumps({"error": message}).encode(), headers)
 
     def _json(self, doc, commit: Optional[str] = None) -> None:
-        self._send(200, json.dumps(doc).encode(), {"X-Repo-Commit": commit} if commit else None)
+        self.send(200, json.dumps(doc).encode(), {"X-Repo-Commit": commit} if commit else None)
 
     # -- the routes -----------------------------------------------------------------------------
     def _route(self) -> None:
@@ -215,9 +151,8 @@ class HubHandler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         parts = [unquote(p) for p in url.path.split("/")[1:]]
         auth = self.headers.get("Authorization")
-        self.call = Call(self.command, unquote(url.path), auth_kind(auth))
+        self.call = srv.record(Call(self.command, unquote(url.path), auth_kind(auth)))
         with srv.lock:
-            srv.calls.append(self.call)
             limited = srv.rate_limit > 0
             if limited:
                 srv.rate_limit -= 1
@@ -285,12 +220,12 @@ class HubHandler(BaseHTTPRequestHandler):
             self._error(404, "EntryNotFound", "Entry not found")
             return
         if f.blob is None:
-            self._send(200, f.data, {"ETag": '"%s"' % f.oid, "X-Repo-Commit": rev.commit,
+            self.send(200, f.data, {"ETag": '"%s"' % f.oid, "X-Repo-Commit": rev.commit,
                                      "Accept-Ranges": "bytes"}, "text/plain; charset=utf-8")
             return
         link = self.server.storage.sign(f.blob, self.server.link_ttl, self.server.link_uses,
                                         path.rsplit("/", 1)[-1])
-        self._send(302, ("Found. Redirecting to %s" % link).encode(), {
+        self.send(302, ("Found. Redirecting to %s" % link).encode(), {
             "Location": link, "ETag": '"%s"' % f.sha256, "X-Linked-Etag": '"%s"' % f.sha256,
             "X-Linked-Size": str(f.size), "X-Repo-Commit": rev.commit}, "text/plain; charset=utf-8")
 
@@ -335,16 +270,8 @@ class HubHandler(BaseHTTPRequestHandler):
 # ----------------------------------------------------------------------------- on its own
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("out", type=Path, nargs="?", help="folder for the miniature release (default: "
-                   "a temporary one)")
-    p.add_argument("--port", type=int, default=8000, help="the Hub's port on 127.0.0.1 (0: any)")
-    p.add_argument("--storage-port", type=int, default=0, help="the storage's port (0: any)")
-    p.add_argument("--classes", type=int, default=12, help="classes of the miniature release")
+    p = fake_parser(__doc__, "Hub", 8000)
     p.add_argument("--prefix", default="", help="a folder in front of the tar.gz members")
-    p.add_argument("--rate", type=float, default=0.0, help="the storage's cap per connection, "
-                   "bytes per second (0: none)")
     p.add_argument("--rate-limit", type=int, default=0, help="answer the first N requests 429")
     return p
 
@@ -364,20 +291,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     hub.add_revision(targz, TARGZ_REVISION, ("targz",))
     hub.add_revision(parquet, PARQUET_REVISION, ("main",))
     hub.start()
-    print("HF_ENDPOINT=%s  HF_TOKEN=%s (no access: %s)\nrevisions: %s (tar.gz), %s = main (Parquet); "
-          "storage on port %d" % (hub.endpoint, GOOD_TOKEN, NO_ACCESS_TOKEN, TARGZ_REVISION,
-                                  PARQUET_REVISION, storage.port), flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        hub.stop()
-        storage.stop()
-        print("served %d requests (%d to the storage, %d of them refused for an Authorization "
-              "header)" % (len(hub.calls), len(storage.calls), storage.auth_refused), file=sys.stderr)
+    serve_until_stopped(hub, storage, "HF_ENDPOINT=%s  HF_TOKEN=%s (no access: %s)\nrevisions: %s "
+                        "(tar.gz), %s = main (Parquet); storage on port %d"
+                        % (hub.endpoint, GOOD_TOKEN, NO_ACCESS_TOKEN, TARGZ_REVISION, PARQUET_REVISION,
+                           storage.port))
     return 0
 
 

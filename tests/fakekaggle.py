@@ -23,17 +23,14 @@ import argparse
 import base64
 import binascii
 import json
-import signal
 import sys
 import tempfile
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Optional
 from urllib.parse import unquote, urlsplit
 
-from fakestorage import Call, Storage, auth_kind
+from fakestorage import (Call, FakeHandler, Loopback, Storage, auth_kind, fake_parser,
+                         serve_until_stopped)
 
 COMPETITION = "imagenet-object-localization-challenge"
 DOWNLOAD_PATH = "/api/v1/competitions/data/download-all/" + COMPETITION
@@ -43,37 +40,22 @@ TOKEN = "KGAT_fake0123456789abcdef"
 RULES = "https://www.kaggle.com/competitions/%s/rules" % COMPETITION
 
 
-class FakeKaggle(ThreadingHTTPServer):
-    """The API on 127.0.0.1:port. users: name -> key; tokens: token -> user; accepted: the users
-    who accepted the rules."""
-
-    daemon_threads = True
-    allow_reuse_address = True
+class FakeKaggle(Loopback):
+    """The API on 127.0.0.1:port (`endpoint` is what KAGGLE_API_ENDPOINT is set to). users: name
+    -> key; tokens: token -> user; accepted: the users who accepted the rules."""
 
     def __init__(self, storage: Storage, port: int = 0, users: Optional[dict[str, str]] = None,
                  tokens: Optional[dict[str, str]] = None, accepted: Optional[set[str]] = None,
                  link_ttl: Optional[float] = None, link_uses: Optional[int] = None) -> None:
-        super().__init__(("127.0.0.1", port), KaggleHandler)
+        super().__init__(port, KaggleHandler)
         self.storage = storage
         self.users = dict(users) if users is not None else {USER: KEY, "no-rules": KEY}
         self.tokens = dict(tokens) if tokens is not None else {TOKEN: USER}
         self.accepted = set(accepted) if accepted is not None else {USER}
         self.link_ttl, self.link_uses = link_ttl, link_uses
         self.blob: Optional[str] = None
-        self.calls: list[Call] = []
-        self.lock = threading.Lock()
         self.quota = 0                     # the next N download requests get 429
         self.retry_after = 1
-        self.thread: Optional[threading.Thread] = None
-
-    @property
-    def port(self) -> int:
-        return self.server_address[1]
-
-    @property
-    def endpoint(self) -> str:
-        """What KAGGLE_API_ENDPOINT is set to."""
-        return "http://127.0.0.1:%d" % self.port
 
     @property
     def download_url(self) -> str:
@@ -84,53 +66,12 @@ class FakeKaggle(ThreadingHTTPServer):
         self.blob = self.storage.add(Path(path))
         return self.blob
 
-    def get_calls(self) -> list[Call]:
-        with self.lock:
-            return list(self.calls)
 
-    def start(self) -> "FakeKaggle":
-        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-        if self.thread:
-            self.thread.join(timeout=5)
-
-    def __enter__(self) -> "FakeKaggle":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
-class KaggleHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class KaggleHandler(FakeHandler):
     server: FakeKaggle
 
-    def log_message(self, fmt, *args) -> None:     # quiet: the log is server.calls
-        pass
-
-    def do_GET(self) -> None:
-        self._route()
-
-    def do_HEAD(self) -> None:
-        self._route()
-
     def _send(self, status: int, doc: Optional[dict], headers: Optional[dict] = None) -> None:
-        body = json.dumps(doc).encode() if doc is not None else b""
-        self.call.status = status
-        self.send_response(status)
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        self.send(status, json.dumps(doc).encode() if doc is not None else b"", headers)
 
     def _user(self, auth: Optional[str]) -> Optional[str]:
         """The user the credentials are of, or None."""
@@ -152,10 +93,8 @@ class KaggleHandler(BaseHTTPRequestHandler):
         srv = self.server
         path = unquote(urlsplit(self.path).path)
         auth = self.headers.get("Authorization")
-        self.call = Call(self.command, path, auth_kind(auth))
-        with srv.lock:
-            srv.calls.append(self.call)
-        if path != DOWNLOAD_PATH:
+        self.call = srv.record(Call(self.command, path, auth_kind(auth)))
+        if path != DOWNLOAD_PATH or self.command == "POST":
             self._send(404, {"code": 404, "message": "Not found"})
             return
         user = self._user(auth)
@@ -186,18 +125,10 @@ class KaggleHandler(BaseHTTPRequestHandler):
 # ----------------------------------------------------------------------------- on its own
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("out", type=Path, nargs="?", help="folder for the miniature release (default: "
-                   "a temporary one)")
-    p.add_argument("--port", type=int, default=8001, help="the API's port on 127.0.0.1 (0: any)")
-    p.add_argument("--storage-port", type=int, default=0, help="the storage's port (0: any)")
-    p.add_argument("--classes", type=int, default=12, help="classes of the miniature release")
+    p = fake_parser(__doc__, "API", 8001)
     p.add_argument("--shape", choices=("inline", "nested"), default="inline",
                    help="the tree in the zip, or in the tar.gz inside it")
     p.add_argument("--zip64", action="store_true", help="Zip64 extra fields in every local header")
-    p.add_argument("--rate", type=float, default=0.0, help="the storage's cap per connection, "
-                   "bytes per second (0: none)")
     p.add_argument("--quota", type=int, default=0, help="answer the first N downloads 429")
     p.add_argument("--link-ttl", type=float, help="signed links expire after this many seconds")
     p.add_argument("--link-uses", type=int, help="signed links expire after this many requests")
@@ -216,20 +147,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     api.quota = a.quota
     api.set_zip(z.file.local)
     api.start()
-    print("KAGGLE_API_ENDPOINT=%s  KAGGLE_USERNAME=%s KAGGLE_KEY=%s (or KAGGLE_API_TOKEN=%s)\n"
-          "zip: %d bytes, %s shape; storage on port %d" % (api.endpoint, USER, KEY, TOKEN, z.file.size,
-                                                           a.shape, storage.port), flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        api.stop()
-        storage.stop()
-        print("served %d requests (%d to the storage, %d of them refused for an Authorization "
-              "header)" % (len(api.calls), len(storage.calls), storage.auth_refused), file=sys.stderr)
+    serve_until_stopped(api, storage, "KAGGLE_API_ENDPOINT=%s  KAGGLE_USERNAME=%s KAGGLE_KEY=%s (or "
+                        "KAGGLE_API_TOKEN=%s)\nzip: %d bytes, %s shape; storage on port %d"
+                        % (api.endpoint, USER, KEY, TOKEN, z.file.size, a.shape, storage.port))
     return 0
 
 

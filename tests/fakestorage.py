@@ -16,14 +16,20 @@ Every request is recorded in `calls` (method, path, which auth it carried, Range
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import http.client
 import json
 import secrets
+import select
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Optional, Union
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -55,11 +61,121 @@ def request(url: str, method: str = "GET", headers: Optional[dict] = None,
         c.close()
 
 
+def banner(proc: subprocess.Popen, timeout: float = 60) -> str:
+    """The first line a fake run by hand prints (its endpoint), waited for at most `timeout`
+    seconds: a fake that dies or hangs before it fails the test instead of hanging it."""
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    line = proc.stdout.readline() if ready else ""
+    if not line:
+        raise AssertionError("the fake printed nothing in %d s (exit code %s)" % (timeout, proc.poll()))
+    return line
+
+
 def auth_kind(header: Optional[str]) -> str:
     if not header:
         return "none"
     scheme = header.split(" ", 1)[0].lower()
     return scheme if scheme in ("bearer", "basic") else "other"
+
+
+class Loopback(ThreadingHTTPServer):
+    """A fake's HTTP server on 127.0.0.1 with a request log (`calls`); started, stopped and used
+    as a context manager as tests/httpserver.py's FaultServer is (its very methods)."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    port = httpserver.FaultServer.port
+    start = httpserver.FaultServer.start
+    stop = httpserver.FaultServer.stop
+    __enter__ = httpserver.FaultServer.__enter__
+    __exit__ = httpserver.FaultServer.__exit__
+
+    def __init__(self, port: int, handler) -> None:
+        super().__init__(("127.0.0.1", port), handler)
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.thread: Optional[threading.Thread] = None
+        self.calls: list[Call] = []
+
+    @property
+    def endpoint(self) -> str:
+        return "http://127.0.0.1:%d" % self.port
+
+    def get_calls(self) -> list[Call]:
+        with self.lock:
+            return list(self.calls)
+
+    def record(self, call: Call) -> Call:
+        with self.lock:
+            self.calls.append(call)
+        return call
+
+
+class FakeHandler(BaseHTTPRequestHandler):
+    """What the fakes' handlers share: HTTP/1.1, quiet (the log is server.calls), every method
+    to _route(), and send() for an answer with a body, whose status goes to the call's record."""
+
+    protocol_version = "HTTP/1.1"
+    call: Call
+
+    def log_message(self, fmt, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self._route()
+
+    def do_HEAD(self) -> None:
+        self._route()
+
+    def do_POST(self) -> None:
+        self._route()
+
+    def _route(self) -> None:
+        raise NotImplementedError
+
+    def send(self, status: int, body: bytes = b"", headers: Optional[dict] = None,
+             ctype: str = "application/json") -> None:
+        self.call.status = status
+        self.send_response(status)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+
+def fake_parser(doc: str, what: str, port: int) -> argparse.ArgumentParser:
+    """The options both fakes take when run by hand: where the miniature release goes, the two
+    ports, its size, the storage's rate cap."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("out", type=Path, nargs="?", help="folder for the miniature release (default: "
+                   "a temporary one)")
+    p.add_argument("--port", type=int, default=port, help="the %s's port on 127.0.0.1 (0: any)" % what)
+    p.add_argument("--storage-port", type=int, default=0, help="the storage's port (0: any)")
+    p.add_argument("--classes", type=int, default=12, help="classes of the miniature release")
+    p.add_argument("--rate", type=float, default=0.0, help="the storage's cap per connection, "
+                   "bytes per second (0: none)")
+    return p
+
+
+def serve_until_stopped(api: Loopback, storage: "Storage", banner: str) -> None:
+    """A fake run by hand: print `banner` (once SIGTERM is caught: a caller may stop it as soon as
+    it reads it), serve until Ctrl-C or SIGTERM, then stop both servers and say what was served."""
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    print(banner, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        api.stop()
+        storage.stop()
+        print("served %d requests (%d to the storage, %d of them refused for an Authorization "
+              "header)" % (len(api.calls), len(storage.calls), storage.auth_refused), file=sys.stderr)
 
 
 @dataclass

@@ -17,7 +17,7 @@ import sourcerelease
 from conftest import TESTS
 from fakehub import (GOOD_TOKEN, NO_ACCESS_TOKEN, PARQUET_REVISION, REPO, TARGZ_REVISION, FakeHub,
                      git_blob_id)
-from fakestorage import Storage, request
+from fakestorage import Storage, banner, request
 
 
 BEARER = {"Authorization": "Bearer " + GOOD_TOKEN}
@@ -155,8 +155,7 @@ def test_it_runs_on_its_own(tmp_path):
     proc = subprocess.Popen([sys.executable, str(TESTS / "fakehub.py"), str(tmp_path), "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        line = proc.stdout.readline()
-        endpoint = line.split()[0].split("=", 1)[1]
+        endpoint = banner(proc).split()[0].split("=", 1)[1]
         status, h, _ = request("%s/datasets/%s/resolve/main/data/test-00000-of-00002.parquet"
                                % (endpoint, REPO), headers=BEARER)
         assert status == 302 and request(h["location"])[0] == 200

@@ -16,7 +16,7 @@ import pytest
 import sourcerelease
 from conftest import TESTS
 from fakekaggle import KEY, RULES, TOKEN, USER, FakeKaggle
-from fakestorage import Storage, request
+from fakestorage import Storage, banner, request
 from imagenet_prep.tarstream import Source
 from imagenet_prep.zipread import ZipDirectory
 
@@ -106,7 +106,7 @@ def test_it_runs_on_its_own(tmp_path):
                              "--shape", "nested", "--quota", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        endpoint = proc.stdout.readline().split()[0].split("=", 1)[1]
+        endpoint = banner(proc).split()[0].split("=", 1)[1]
         url = endpoint + "/api/v1/competitions/data/download-all/imagenet-object-localization-challenge"
         assert request(url, headers=basic(USER, KEY))[0] == 429
         status, h, _ = request(url, headers=basic(USER, KEY))
