@@ -9,14 +9,22 @@ and at the end of each member its CRC-32 and ISIZE (the length modulo 2**32) aga
 that came out. A gzip file may hold several members one after another (gzip -c a b, pigz,
 bgzip): they are read as one stream. Anything else after the last member (zeros included) is an
 error, and so is a stream that ends before its last trailer.
+
+Resuming inside the stream (gzpoints): with `span`, the reader keeps a few resume points (one
+after every `span` bytes of output, at a deflate block boundary; point_before(pos) gives the last
+one at or before a position); a reader made with `point` starts there, fed with the compressed
+bytes from point.offset on (or from `skip` bytes before it: they are dropped), and checks the
+member's CRC-32 and length at its end as if it had read it all.
 """
 from __future__ import annotations
 
+import collections
 import struct
 import zlib
 from typing import BinaryIO, Optional
 
 from .console import PrepError, thousands
+from .gzpoints import Point, PointInflater
 from .tarstream import REDO
 
 MAGIC = b"\x1f\x8b"
@@ -25,21 +33,40 @@ FTEXT, FHCRC, FEXTRA, FNAME, FCOMMENT = 1, 2, 4, 8, 16
 RESERVED = 0xE0
 TEXT_MAX = 1 << 16                   # the longest file name or comment read from a header
 IN_CHUNK = 1 << 18                   # compressed bytes read at a time
+POINTS_KEPT = 8                      # resume points kept (32 KiB each)
 
 
 class GunzipReader:
     """The decompressed bytes of the gzip stream `raw`. `label` names it in messages.
 
     pos: decompressed bytes handed out; raw_pos: compressed bytes used so far (the header,
-    deflate data and trailers read); members: gzip members finished."""
+    deflate data and trailers read); members: gzip members finished. span, point, skip: resume
+    points (see the module's docstring)."""
 
-    def __init__(self, raw: BinaryIO, label: str) -> None:
-        self.raw, self.label = raw, label
+    def __init__(self, raw: BinaryIO, label: str, span: int = 0, point: Optional[Point] = None,
+                 skip: int = 0) -> None:
+        self.raw, self.label, self.span = raw, label, span
         self.pos = self.raw_pos = self.members = 0
         self.buf = b""                   # compressed bytes read but not used yet
-        self.inflate: Optional["zlib._Decompress"] = None
+        self.inflate = None              # zlib's decompressor, or a PointInflater
         self.crc = self.isize = 0
         self.started = self.done = False
+        self.points: collections.deque = collections.deque(maxlen=POINTS_KEPT)
+        if point is not None:
+            while skip > 0:
+                dropped = len(self.raw.read(min(skip, IN_CHUNK)))
+                if not dropped:
+                    raise self._truncated("the bytes before the resume point")
+                skip -= dropped
+            self.started = True
+            self.inflate = PointInflater(point=point, span=span)
+            self.pos, self.raw_pos, self.members = point.pos, point.offset, point.member
+            self.crc, self.isize = point.crc, point.size
+            self.points.append(point)
+
+    def point_before(self, pos: int) -> Optional[Point]:
+        """The last resume point kept at or before decompressed position `pos`."""
+        return next((p for p in reversed(self.points) if p.pos <= pos), None)
 
     # -- the compressed side --------------------------------------------------------------------
     def _fill(self) -> bool:
@@ -105,18 +132,18 @@ class GunzipReader:
             want = struct.unpack("<H", self._take(2, "the gzip header's CRC"))[0]
             if zlib.crc32(header) & 0xFFFF != want:
                 raise PrepError("%s: its CRC-16 does not match; %s" % (where, REDO))
-        self.inflate = zlib.decompressobj(-15)
+        self.inflate = PointInflater(span=self.span) if self.span else zlib.decompressobj(-15)
         self.crc = self.isize = 0
 
     def _trailer(self) -> None:
         crc, isize = struct.unpack("<II", self._take(8, "a gzip trailer (CRC-32 and size)"))
         if crc != self.crc:
             raise PrepError("%s: CRC-32 mismatch at the end of gzip member %d (the data gives %08x, "
-                            "the file says %08x): the data is damaged; %s"
+                            "the file says %08x): %s"
                             % (self.label, self.members + 1, self.crc, crc, REDO))
         if isize != self.isize & 0xFFFFFFFF:
             raise PrepError("%s: gzip member %d decompressed to %s bytes, its trailer says %s "
-                            "(modulo 4 GiB): the data is damaged; %s"
+                            "(modulo 4 GiB): %s"
                             % (self.label, self.members + 1, thousands(self.isize), thousands(isize),
                                REDO))
         self.members += 1
@@ -153,6 +180,8 @@ class GunzipReader:
             except zlib.error as e:
                 raise PrepError("%s: the compressed data is corrupt near byte %s (%s); %s"
                                 % (self.label, thousands(self.raw_pos), e, REDO)) from None
+            if self.span:
+                self._keep_points(d.found, out)
             # (at the end, unconsumed_tail may still hold what unused_data holds: not counted twice)
             self.raw_pos += len(data) - len(d.unused_data if d.eof else d.unconsumed_tail)
             if out:
@@ -165,6 +194,13 @@ class GunzipReader:
             if out:
                 return out
         return b""
+
+    def _keep_points(self, found: list, out: bytes) -> None:
+        """The block boundaries the last decompress() call passed, as resume points."""
+        for produced, consumed, bits, byte, window in found:
+            self.points.append(Point(self.raw_pos + consumed, bits, byte, window, self.pos + produced,
+                                     self.members, zlib.crc32(out[:produced], self.crc),
+                                     self.isize + produced))
 
     def read(self, n: int = -1) -> bytes:
         """Exactly n decompressed bytes (n < 0: all of them), fewer only at the end."""

@@ -109,7 +109,7 @@ class HfNames:
         parts = name.split("/")
         if len(parts) == 1:
             folder, base = "", parts[0]
-        elif len(parts) == 2 and FOLDER.match(parts[0]) and parts[0] not in (".", ".."):
+        elif len(parts) == 2 and self.folder_ok(parts[0]):
             folder, base = parts[0] + "/", parts[1]
         else:
             raise _refuse(self.label, name, "names must be %s, with at most one folder in front"
@@ -121,11 +121,16 @@ class HfNames:
                           "for all, or none)" % (_folder_text(folder), _folder_text(self.folder)))
         return base
 
+    @staticmethod
+    def folder_ok(folder: str) -> bool:
+        """A name the one folder in front of the Hub's names may have."""
+        return bool(FOLDER.match(folder)) and folder not in (".", "..")
+
     def folder_entry(self, name: str) -> None:
         """A folder entry (of a tar): only the one folder the names may be in, which is skipped.
         Anything else is refused."""
         parts = name.rstrip("/").split("/")
-        if len(parts) == 1 and FOLDER.match(parts[0]) and parts[0] not in (".", ".."):
+        if len(parts) == 1 and self.folder_ok(parts[0]):
             self._base(parts[0] + "/")
             return
         raise _refuse(self.label, name, "a folder; the names must be %s, with at most one folder "

@@ -22,9 +22,10 @@ from typing import BinaryIO, Callable, Iterator, Optional
 from .console import shown
 from .extract import CHUNK, refuse_unless_file
 from .gunzip import GunzipReader
+from .gzpoints import Point
 from .parquetread import ParquetRows
 from .sourcenames import HF_FORMS, KAGGLE_FORMS, KAGGLE_NESTED, NESTED, HfNames, Named, kaggle_member
-from .tarstream import Member, Source, iter_tar, read_data
+from .tarstream import BLOCK, Member, Source, iter_tar, read_data
 from .zipread import ZipDirectory, ZipMember
 
 
@@ -68,17 +69,68 @@ def _tar_entry(src: Source, m: Member, named: Named, label: str) -> Entry:
 
 # ----------------------------------------------------------------------------- Hugging Face
 
+class HfTarReader:
+    """The images of one of the Hub's tar.gz files (of `split`), read from `raw`: its compressed
+    bytes from the first, or, to resume, from a checkpoint's point.offset (or `skip` bytes before
+    it) with `resume` that checkpoint.
+
+    With `span` (bytes of output between resume points; gzpoints must be available),
+    checkpoint() gives, once an entry's data has been read, where a reader may start again after
+    it: {"point": a gzip resume point, "next": the next tar header's position, "folder": the
+    folder the names are in}. A resumed reader checks the rest of the file as strictly (the gzip
+    member's CRC-32 and length cover the bytes before the point too)."""
+
+    def __init__(self, raw: BinaryIO, split: str, label: str, span: int = 0,
+                 resume: Optional[dict] = None, skip: int = 0) -> None:
+        self.split, self.label = split, label
+        self.names = HfNames(split, label)
+        self.next = self.data_end = 0             # after the last entry: its next header, its data's end
+        point = None
+        if resume is not None:
+            point, self.next, folder = self._resume(resume)
+            self.names.folder, self.data_end = folder, self.next
+        self.gz = GunzipReader(raw, label, span, point, skip)
+        while self.gz.pos < self.next:
+            if not self.gz.read(min(self.next - self.gz.pos, CHUNK)):
+                break                                 # iter_tar says where it ends
+        self.src = Source(self.gz, pos=self.gz.pos, seekable=False)
+
+    @staticmethod
+    def _resume(doc: dict) -> tuple[Point, int, Optional[str]]:
+        """A checkpoint's fields, checked; ValueError when it is not one."""
+        point = Point.from_json(doc.get("point") if isinstance(doc, dict) else None)
+        nxt, folder = doc.get("next"), doc.get("folder")
+        if type(nxt) is not int or nxt < point.pos or nxt % BLOCK:
+            raise ValueError("the checkpoint's next tar header is not a block boundary after its point")
+        if folder is not None and not (isinstance(folder, str) and (folder == "" or (
+                folder.endswith("/") and HfNames.folder_ok(folder[:-1])))):
+            raise ValueError("the checkpoint's folder is not a folder name")
+        return point, nxt, folder
+
+    def entries(self) -> Iterator[Entry]:
+        for m in iter_tar(self.src, self.next, None, self.label, need_eof=True):
+            if m.type == b"5":
+                self.names.folder_entry(m.name)
+                continue
+            refuse_unless_file(m, self.label, HF_FORMS[self.split])
+            entry = _tar_entry(self.src, m, self.names.name(m.name), self.label)
+            self.next = m.offset + (m.size + BLOCK - 1) // BLOCK * BLOCK
+            self.data_end = m.offset + m.size
+            yield entry
+
+    def checkpoint(self) -> Optional[dict]:
+        """Where a reader may start after the entries handed out so far (their data read), or
+        None (no resume point yet)."""
+        point = self.gz.point_before(self.next)
+        if point is None or self.src.pos < self.data_end:
+            return None
+        return {"point": point.to_json(), "next": self.next, "folder": self.names.folder}
+
+
 def hf_tar_entries(raw: BinaryIO, split: str, label: str) -> Iterator[Entry]:
     """The images of one of the Hub's tar.gz files (of `split`), read from `raw`, the
     compressed bytes from the first."""
-    src = Source(GunzipReader(raw, label), seekable=False)
-    names = HfNames(split, label)
-    for m in iter_tar(src, 0, None, label, need_eof=True):
-        if m.type == b"5":
-            names.folder_entry(m.name)
-            continue
-        refuse_unless_file(m, label, HF_FORMS[split])
-        yield _tar_entry(src, m, names.name(m.name), label)
+    return HfTarReader(raw, split, label).entries()
 
 
 def hf_parquet_entries(path: str, split: str, wnids: list[str],
