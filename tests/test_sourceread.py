@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import gzip
 import io
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
 import sourcerelease
+from conftest import TESTS
 from imagenet_prep.console import PrepError
 from imagenet_prep.sourceread import hf_parquet_entries, hf_tar_entries, kaggle_entries
 from imagenet_prep.tarstream import Source
@@ -160,3 +163,13 @@ def test_a_parquet_label_that_disagrees_with_its_name(release, images, tmp_path)
     pq.write_table(table.set_column(1, "label", pa.array(labels, pa.int64())), f.local)
     with pytest.raises(PrepError, match=r"row 1 \(ILSVRC2012_val_.*\): its label .* its name says"):
         collect(hf_parquet_entries(str(f.local), "val", release.wnids_sorted))
+
+
+def test_sourcerelease_runs_on_its_own(tmp_path):
+    r = subprocess.run([sys.executable, str(TESTS / "sourcerelease.py"), str(tmp_path), "--classes", "3",
+                        "--prefix", "images/"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("hf tar.gz") == 5 and r.stdout.count("hf parquet") == 7
+    assert (tmp_path / "kaggle-nested" / sourcerelease.KAGGLE_ZIP).is_file()
+    with tarfile.open(tmp_path / "hf-targz" / "data" / "val_images.tar.gz") as t:
+        assert t.getnames()[0] == "images" and t.getnames()[1].startswith("images/ILSVRC2012_val_")
