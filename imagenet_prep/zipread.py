@@ -606,8 +606,7 @@ class ZipMember:
             raise self._fail("%s bytes, the central directory says %s"
                              % (thousands(out_total), thousands(e.size)))
         if crc != e.crc:
-            raise self._fail("CRC-32 mismatch (%08x, the central directory says %08x): the data is "
-                             "damaged" % (crc, e.crc))
+            raise self._fail("CRC-32 mismatch (%08x, the central directory says %08x)" % (crc, e.crc))
 
     def read_all(self, limit: int) -> bytes:
         """Its whole data (checked), for a small member of at most `limit` bytes."""

@@ -427,11 +427,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             make_hf_parquet(rel, a.out / "hf-parquet", seed=a.seed, images=images)]
     for layout in made:
         for f in layout.files:
-            print("  %-10s %12d B  sha256 %s  %s" % (layout.layout, f.size, f.sha256, f.local))
+            print("  %-13s %12d B  sha256 %s  %s" % ("hf " + layout.layout, f.size, f.sha256, f.local))
     for shape in ("inline", "nested"):
         z = make_kaggle_zip(rel, a.out / ("kaggle" if shape == "inline" else "kaggle-nested"), shape,
                             a.zip64, images=images)
-        print("  %-10s %12d B  sha256 %s  %s" % ("kaggle " + shape[:6], z.file.size, z.file.sha256,
+        print("  %-13s %12d B  sha256 %s  %s" % ("kaggle " + shape, z.file.size, z.file.sha256,
                                                  z.file.local))
     return 0
 
