@@ -19,6 +19,9 @@ if [[ ! -f $here/imagenet_prep/unzip.py ]]; then
   exit 1
 fi
 command -v python3 >/dev/null 2>&1 || { echo "01_unzip.sh: error: need 'python3' (not found in PATH)" >&2; exit 1; }
-# the package from this folder, before anything of the same name in the current folder or PYTHONPATH
+# the package from this folder, before anything of the same name in the current folder or PYTHONPATH;
+# bootstrap.start: a quiet Ctrl-C until the run is set up, and python3 from .venv/ beside this
+# script when the python3 on PATH lacks the packages of requirements.txt (see imagenet_prep/bootstrap.py)
 exec python3 -c 'import runpy, sys; sys.path.insert(0, sys.argv.pop(1))
+from imagenet_prep import bootstrap; bootstrap.start("01_unzip.sh")
 runpy.run_module("imagenet_prep.unzip", run_name="__main__", alter_sys=True)' "$here" "$@"

@@ -9,8 +9,8 @@ Usage:
     02_convert_meta_clsloc.py [--root DIR] [--mat PATH | --devkit ARCHIVE] [--out DIR]
 
 Example:
-    02_convert_meta_clsloc.py --root /data/imagenet
-    02_convert_meta_clsloc.py --root /data/imagenet \
+    python3 02_convert_meta_clsloc.py --root /data/imagenet
+    python3 02_convert_meta_clsloc.py --root /data/imagenet \
         --devkit /data/imagenet/downloads/ILSVRC2012_devkit_t12.tar.gz
 
 Before (after 01_unzip.sh; either devkit, or both)::
@@ -37,15 +37,19 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
-from typing import Optional
 
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 try:
-    import imagenet_prep  # noqa: F401  (the package beside this script)
+    from imagenet_prep import bootstrap  # the package beside this script
 except ImportError:
     sys.exit("%s: error: needs the folder imagenet_prep/ beside it (in %s): copy or clone the "
              "whole repository folder, not the script alone" % (sys.argv[0], sys.path[0]))
+if __name__ == "__main__":      # first: a quiet Ctrl-C, and the packages from .venv/ if need be
+    bootstrap.start(os.path.basename(__file__), needs=("numpy", "scipy"))
+
+from pathlib import Path
+from typing import Optional
+
 from imagenet_prep import console, facts, meta
 
 PROG = meta.PROG
@@ -58,7 +62,7 @@ def build_parser() -> console.Parser:
                     "into ROOT/meta/synsets.csv, synsets.json, class_index.json,\n"
                     "LOC_synset_mapping.txt and map_clsloc.txt.",
         epilog="Exit codes: 0 ok (a rerun with unchanged output says 'already done'), 1 failure,\n"
-               "2 usage, 130 Ctrl-C, 143 SIGTERM. Example: %s --root /data/imagenet" % PROG)
+               "2 usage, 130 Ctrl-C, 143 SIGTERM.\nExample: python3 %s --root /data/imagenet" % PROG)
     p.add_argument("--root", type=Path, default=Path(os.environ.get("IMAGENET_ROOT", ".")),
                    metavar="DIR",
                    help="dataset root: $IMAGENET_ROOT if set, else the current folder")

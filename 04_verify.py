@@ -28,15 +28,19 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
-from typing import Optional
 
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 try:
-    import imagenet_prep  # noqa: F401  (the package beside this script)
+    from imagenet_prep import bootstrap  # the package beside this script
 except ImportError:
     sys.exit("%s: error: needs the folder imagenet_prep/ beside it (in %s): copy or clone the "
              "whole repository folder, not the script alone" % (sys.argv[0], sys.path[0]))
+if __name__ == "__main__":      # first: a quiet Ctrl-C, and the packages from .venv/ if need be
+    bootstrap.start(os.path.basename(__file__))
+
+from pathlib import Path
+from typing import Optional
+
 from imagenet_prep import console, verify
 
 PROG = verify.PROG
@@ -50,8 +54,8 @@ def build_parser() -> console.Parser:
                     "(--decode). Reads only.",
         epilog="SPLIT: train, val, test, or all (those of the three that are in ROOT).\n"
                "Exit codes: 0 everything checks, 1 a problem (each listed on stderr), 2 usage,\n"
-               "130 Ctrl-C, 143 SIGTERM. Example: %s --root /data/imagenet --full all" % PROG)
-    p.add_argument("splits", nargs="*", metavar="SPLIT", help="train val test all")
+               "130 Ctrl-C, 143 SIGTERM.\nExample: python3 %s --root /data/imagenet --full all" % PROG)
+    p.add_argument("splits", nargs="+", metavar="SPLIT", help="train val test all")
     p.add_argument("--root", type=Path, default=None, metavar="DIR",
                    help="dataset root (default: $IMAGENET_ROOT, else the current directory)")
     p.add_argument("--full", action="store_true",
@@ -66,8 +70,6 @@ def build_parser() -> console.Parser:
 
 def splits_of(parser: console.Parser, names: list[str]) -> tuple[list[str], bool]:
     """The splits asked for, in train, val, test order; True if 'all' was asked."""
-    if not names:
-        parser.error("name at least one SPLIT (train val test all)")
     unknown = [s for s in names if s not in verify.SPLITS + ("all",)]
     if unknown:
         parser.error("unknown split '%s' (one of: %s all)" % (unknown[0], " ".join(verify.SPLITS)))

@@ -11,7 +11,7 @@ Usage:
                         [--processors N] SPLIT...          SPLIT: train val test all
 
 Example:
-    05_pack_squashfs.py --root /data/imagenet train val
+    python3 05_pack_squashfs.py --root /data/imagenet train val
     squashfuse /data/imagenet/squashfs/train.sqfs /data/imagenet/train        # no root needed
 
 Before (after 00_download.sh; for val also 01_unzip.sh devkit and 02_convert_meta_clsloc.py)::
@@ -39,15 +39,19 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
-from typing import Optional
 
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 try:
-    import imagenet_prep  # noqa: F401  (the package beside this script)
+    from imagenet_prep import bootstrap  # the package beside this script
 except ImportError:
     sys.exit("%s: error: needs the folder imagenet_prep/ beside it (in %s): copy or clone the "
              "whole repository folder, not the script alone" % (sys.argv[0], sys.path[0]))
+if __name__ == "__main__":      # first: a quiet Ctrl-C, and the packages from .venv/ if need be
+    bootstrap.start(os.path.basename(__file__))
+
+from pathlib import Path
+from typing import Optional
+
 from imagenet_prep import console, squashfs
 
 PROG = squashfs.PROG
@@ -66,7 +70,8 @@ def build_parser() -> console.Parser:
                "  test   ILSVRC2012_img_test*.tar  -> squashfs/test.sqfs   ILSVRC2012_test_N.JPEG\n\n"
                "Needs sqfstar (squashfs-tools >= 4.5.1) or tar2sqfs (squashfs-tools-ng), and\n"
                "unsquashfs. Exit codes: 0 ok (a finished image says 'already done'), 1 failure,\n"
-               "2 usage, 130 Ctrl-C, 143 SIGTERM. Example: %s --root /data/imagenet train val" % PROG)
+               "2 usage, 130 Ctrl-C, 143 SIGTERM.\n"
+               "Example: python3 %s --root /data/imagenet train val" % PROG)
     p.add_argument("splits", nargs="+", metavar="SPLIT", help="train val test, or all")
     p.add_argument("--root", type=Path, default=None, metavar="DIR",
                    help="dataset root (default: $IMAGENET_ROOT, else the current directory)")

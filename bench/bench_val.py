@@ -102,7 +102,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = p.parse_args(argv)
     if args.quick:
         args.files, args.classes = 5_000, 100
-    work = Path(tempfile.mkdtemp(prefix="bench_val.", dir=args.dir))
+    if args.dir is not None and not args.dir.is_dir():
+        p.error("--dir %s is not a folder: create it, or leave --dir out (a temporary folder in "
+                "$TMPDIR is used)" % args.dir)
+    for name, value, low, high in (("--files", args.files, 1, 10_000_000),
+                                   ("--classes", args.classes, 1, 100_000),
+                                   ("--repeat", args.repeat, 1, 1000)):
+        if not low <= value <= high:
+            p.error("%s wants a number from %d to %d (got %d)" % (name, low, high, value))
+    try:
+        work = Path(tempfile.mkdtemp(prefix="bench_val.", dir=args.dir))
+    except OSError as e:
+        p.error("cannot make a work folder in %s (%s): pass --dir DIR where you can write"
+                % (args.dir or tempfile.gettempdir(), e.strerror or e))
     try:
         print("writing 2 x %d flat files under %s ..." % (args.files, work), file=sys.stderr)
         ours, theirs = work / "ours", work / "valprep"

@@ -15,6 +15,8 @@ import sys
 import time
 from typing import Callable, Iterable, Optional, Sequence
 
+from . import bootstrap
+
 OK, FAILURE, USAGE, INTERRUPTED, TERMINATED = 0, 1, 2, 130, 143
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -44,6 +46,8 @@ def run(prog: str, argv: Sequence[str], body: Callable[[], int], interrupted: st
     message and an exit code. `interrupted` says what state Ctrl-C / SIGTERM leave behind."""
     setup_logging(prog)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    if bootstrap.quiet_interrupt_installed():       # from now on Ctrl-C unwinds, with a message
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     start = time.monotonic()
     log.info("%s %s", prog, scrub_links(" ".join(argv)))
     try:
@@ -196,11 +200,23 @@ def jobs_option(parser: argparse.ArgumentParser, text: Optional[str]) -> int:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with our help format; a usage error prints the message, then the help, exit 2."""
+    """argparse with our help format. A usage error is two log lines, the error last (where it is
+    seen): a one-line usage, then the message; exit code 2. --help prints the whole help."""
 
     def __init__(self, **kw) -> None:
         kw.setdefault("formatter_class", HelpFormatter)
         super().__init__(**kw)
+
+    def short_usage(self) -> str:
+        """'PROG [options] SPLIT...': the arguments, without the options --help lists."""
+        words = [self.prog]
+        if any(a.option_strings and a.dest != "help" for a in self._actions):
+            words.append("[options]")
+        for a in self._get_positional_actions():
+            name = a.metavar if isinstance(a.metavar, str) else a.dest.upper()
+            words.append({"+": name + "...", "*": "[%s...]" % name, "?": "[%s]" % name}.get(
+                a.nargs, name))
+        return " ".join(words)
 
     def error(self, message: str):
         message = scrub_links(message)
@@ -210,4 +226,18 @@ class Parser(argparse.ArgumentParser):
             words = message.split(": ", 1)[1].split()
             message = "unknown option '%s'" % words[0] if words[0].startswith("-") else \
                 "unexpected argument '%s'" % words[0]
-        self.exit(USAGE, "%s: %s\n\n%s" % (self.prog, message, self.format_help()))
+        if message.startswith("the following arguments are required: "):
+            message = "; ".join(self._missing_text(name) for name in
+                                message.split(": ", 1)[1].split(", "))
+        setup_logging(self.prog)
+        log.error("usage: %s (--help lists the options)", self.short_usage())
+        log.error("error: %s", message)
+        self.exit(USAGE)
+
+    def _missing_text(self, name: str) -> str:
+        for a in self._get_positional_actions():
+            if name in (a.metavar, a.dest):
+                what = " (%s)" % a.help if a.help else ""
+                return ("name at least one %s%s" if a.nargs == "+" else "name the %s%s") % (name,
+                                                                                           what)
+        return "%s is required" % name

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from . import files, manifest, verify
-from .console import PrepError, disk_full_text, human, log, preflight, some, thousands
+from .console import PrepError, disk_full_text, human, log, preflight, shown, some, thousands
 from .extract import STATE, Config, check_archive, find_archive, official_counts
 from .files import Lock, clear_temps, fsync_dir, read_json, temp_beside, temp_of, write_json
 from .progress import Progress
@@ -910,10 +910,24 @@ def finished(image: str) -> Optional[dict]:
     return doc if ok else None
 
 
+def built_from(cfg: Settings, split: str, doc: dict) -> str:
+    """What the marker says the image was built from, named in this ROOT, or, when that was
+    another ROOT's (the image was copied or moved since), with that ROOT's path and saying so."""
+    origin, source = str(doc.get("origin")), str(doc.get("source"))
+    if origin == "archive":
+        here = os.path.join(cfg.root, "downloads", os.path.basename(source))
+    else:
+        here = os.path.join(cfg.root, split)
+    if os.path.realpath(source) == os.path.realpath(here):
+        return "the %s %s" % (origin, here)
+    return "the %s %s of another ROOT: the image was copied or moved here since" % (
+        shown(origin), shown(source))
+
+
 def already_done(cfg: Settings, split: str, doc: dict) -> None:
-    log.info("%s: already done (%s files, %s in %s, built from the %s %s); nothing to do", split,
+    log.info("%s: already done (%s files, %s in %s, built from %s); nothing to do", split,
              thousands(doc.get("files") or 0), human(doc["image_bytes"]),
-             os.path.join(cfg.out, split + ".sqfs"), doc.get("origin"), doc.get("source"))
+             os.path.join(cfg.out, split + ".sqfs"), built_from(cfg, split, doc))
     if not cfg.from_tree and doc.get("origin") == "archive":
         try:
             archive = find_archive(Config(cfg.root), split, FROM_TREE_HINT)

@@ -30,8 +30,8 @@ from .extract import Config, done_marker, resolve_final
 from .files import Lock, clear_temps, open_dir, read_json, remove_tree, temp_of, try_flock, write_json
 from .progress import Progress
 from .tarstream import BLOCK, Source, iter_tar, sniff
-from .train import (RE_OUTER, ClassTar, check_class_folders, finish_train, refused_text, train_done,
-                    write_class)
+from .train import (RE_OUTER, ClassTar, check_class_folders, clear_split_leftovers, finish_train,
+                    refused_text, train_done, write_class)
 from .transport import FileChanged, Policy, RangeReader
 from .urls import Link
 
@@ -256,7 +256,7 @@ def open_bytes(cfg: Config, link: Link, cp: Checkpoint, policy: Policy, connecti
                                      link.urls_from))
         if cp.offset == 0:                             # a login page, or not a tar at all?
             first += reader.read(4095)
-            sniff(link.name, cp.total, first, False, "%s archive" % link.split)
+            sniff(link.shown, cp.total, first, False, "%s archive" % link.split, link=True)
         if connections > 1 and reader.first is not None and reader.first.status == 200:
             log.warning("%s: %s ignores byte ranges, which --connections needs: going on over one "
                         "connection", link.split, link.host)
@@ -535,6 +535,7 @@ def stream_train(cfg: Config, link: Link, policy: Policy, connections: int, veri
     if doc:
         log.info("train: already done (%d classes, %d images, %s in %s); nothing to do",
                  len(doc["classes"]), doc["images"], human(doc["bytes"]), train_dir)
+        clear_split_leftovers(cfg, "train", train_dir)
         return 0
     with Lock(os.path.join(cfg.state, "train.shard-0-of-1.lock"),
               "another 01_unzip.sh is extracting train into this ROOT; let it finish, or stop it, "
@@ -582,6 +583,7 @@ def stream_flat(cfg: Config, split: str, link: Link, policy: Policy, connections
     if doc:
         log.info("%s: already done (%d images, %s in %s); nothing to do", split, doc["images"],
                  human(doc["bytes"]), final)
+        clear_split_leftovers(cfg, split, final)
         return 0
     with Lock(cfg.marker(split) + ".lock", "another 01_unzip.sh is extracting %s" % split, wait=True):
         if done_marker(cfg, split, final):

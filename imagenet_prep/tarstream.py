@@ -140,9 +140,14 @@ def parse_pax(payload: bytes, where: str) -> dict[str, str]:
     return out
 
 
-def check_tail(src: Source, pos: int, end: int, label: str) -> None:
+def check_tail(src: Source, pos: int, end: Optional[int], label: str) -> None:
     """The end-of-archive blocks start at `pos`: up to `end` (the archive's size) there may be only
-    zeros, and no more than one record of them."""
+    zeros, and no more than one record of them. end None: a stream whose length is known only at
+    its end (a tar read through gunzip): it must go on with the second zero block, then only
+    zeros up to its end, a record's worth at most."""
+    if end is None:
+        check_stream_tail(src, pos, label)
+        return
     tail = end - pos
     if tail > TAIL_MAX:
         raise PrepError("%s: the archive's members end at byte %s, but the file goes on for %s more: "
@@ -159,6 +164,27 @@ def check_tail(src: Source, pos: int, end: int, label: str) -> None:
     if rest.strip(b"\0"):
         raise PrepError("%s: data after the end-of-archive marker at byte %s; the file is damaged or "
                         "two files were joined: download it again" % (label, thousands(pos)))
+
+
+def check_stream_tail(src: Source, pos: int, label: str) -> None:
+    """check_tail for a stream of unknown length (iter_tar has read the first zero block)."""
+    src.skip_to(pos + BLOCK)
+    got = 0
+    while got <= TAIL_MAX:
+        part = src.read(min(1 << 16, TAIL_MAX + 1 - got))
+        if not part:
+            break
+        if part.strip(b"\0"):
+            raise PrepError("%s: data after the end-of-archive marker at byte %s; the file is damaged "
+                            "or two files were joined: download it again" % (label, thousands(pos)))
+        got += len(part)
+    if got + BLOCK > TAIL_MAX:
+        raise PrepError("%s: the archive's members end at byte %s, but the stream goes on with more "
+                        "than %s of zeros: something was appended to it; download it again"
+                        % (label, thousands(pos), human(TAIL_MAX)))
+    if got < BLOCK:
+        raise PrepError("%s: truncated at byte %s, in the end-of-archive blocks; %s"
+                        % (label, thousands(src.pos), REDO))
 
 
 class _Extended:
@@ -183,25 +209,32 @@ class _Extended:
         return self.longname or self.pax.get("path") or fallback
 
 
-def iter_tar(src: Source, start: int, end: int, label: str, need_eof: bool) -> Iterator[Member]:
+def iter_tar(src: Source, start: int, end: Optional[int], label: str,
+             need_eof: bool) -> Iterator[Member]:
     """Yield the Members of the tar stored in bytes [start, end) of `src`.
 
     Only headers are read: the caller may read a member's data (m.size bytes at m.offset) before
     asking for the next member. need_eof: the tar fills [start, end) exactly, as a whole archive
     file does: it must end with its end-of-archive blocks, followed by zeros up to `end` and
     nothing else. Without it, reading stops at the end-of-archive blocks or at `end` (a tar
-    stored as a member of another). Raises PrepError naming the member where the archive breaks.
+    stored as a member of another). end None (with need_eof): the tar fills the rest of a stream
+    whose length is known only at its end (gunzip's output): both end-of-archive blocks, then
+    only zeros up to the stream's end. Raises PrepError naming the member where the archive
+    breaks.
     """
     pos, prev, ext = start, None, _Extended()
+    if end is None and not need_eof:
+        raise ValueError("an archive of unknown length must be read to its end (need_eof)")
     while True:
-        if pos >= end and not need_eof:
+        if end is not None and pos >= end and not need_eof:
             return
         after = (" (after member %s)" % shown(prev)) if prev else " (at its first member)"
         src.skip_to(pos)
         h = src.read(BLOCK)
-        if len(h) < BLOCK or pos + BLOCK > end:
+        if len(h) < BLOCK or (end is not None and pos + BLOCK > end):
+            at = src.pos if end is None else min(end, pos + len(h))
             raise PrepError("%s: truncated: the archive ends at byte %d, inside or before a tar "
-                            "header%s; %s" % (label, min(end, pos + len(h)), after, REDO))
+                            "header%s; %s" % (label, at, after, REDO))
         if h == ZERO:
             if need_eof:
                 check_tail(src, pos, end, label)
@@ -215,7 +248,7 @@ def iter_tar(src: Source, start: int, end: int, label: str, need_eof: bool) -> I
         name = text(h[0:100])
         if h[257:263] == b"ustar\0" and h[345] != 0:          # POSIX ustar name prefix
             name = text(h[345:500]) + "/" + name
-        if data + size > end:
+        if end is not None and data + size > end:
             raise PrepError("%s: truncated inside member %s (needs bytes up to %d, the archive ends at "
                             "%d); %s" % (label, shown(ext.name(name)), data + size, end, REDO))
         nxt = data + (size + BLOCK - 1) // BLOCK * BLOCK
@@ -248,14 +281,22 @@ def read_data(src: Source, m: Member, chunk: int, label: str) -> Iterator[bytes]
 
 # ----------------------------------------------------------------------------- what a file is
 
-def sniff(path: str, size: int, head: bytes, allow_gzip: bool, what: str = "archive") -> str:
+def sniff(path: str, size: int, head: bytes, allow_gzip: bool, what: str = "archive",
+          link: bool = False) -> str:
     """'tar' or 'gz' for the file at `path` whose first bytes are `head`; else a PrepError saying
-    what the file is instead (empty, a web page, compressed, ...). `what` names it in messages."""
-    redo = "download it again (00_download.sh resumes and checks it)"
+    what the file is instead (empty, a web page, compressed, ...). `what` names it in messages;
+    `link`: the bytes come straight from a link (01 --stream), so the remedy is a fresh link, not
+    another download."""
+    redo = ("check the link in urls.sh (or get a fresh one from image-net.org) and run again" if link
+            else "download it again (00_download.sh resumes and checks it)")
     if size == 0:
         raise PrepError("%s is empty; %s" % (path, redo))
     low = head[:1024].lstrip().lower()
     if low.startswith((b"<!doctype", b"<html", b"<?xml", b"<head", b"<body")) or b"<html" in low:
+        if link:
+            raise PrepError("%s: the link sent a web page (HTML), not the archive: it has expired, "
+                            "or it needs you to be logged in; get a fresh link from image-net.org "
+                            "into urls.sh and run again" % path)
         raise PrepError("%s is an HTML page, not a tar archive (a login or error page was saved "
                         "instead of the data?); check your download link and %s" % (path, redo))
     if head[:2] == b"\x1f\x8b":

@@ -20,8 +20,8 @@ from .console import (DISK_FULL, ErrorList, PrepError, disk_full_text, human, lo
                       some)
 from .extract import (Config, check_archive, find_archive, maybe_remove, official_counts, read_marker,
                       refuse_unless_file, resolve_final, write_member)
-from .files import (Lock, clear_leftover, open_dir, read_json, remove_tree, temp_name, temp_of,
-                    try_flock, write_json)
+from .files import (Lock, clear_leftover, clear_temps, open_dir, read_json, remove_tree, temp_name,
+                    temp_of, try_flock, write_json)
 from .parallel import run_parallel
 from .progress import Progress
 from .tarstream import Member, Source, iter_tar
@@ -262,6 +262,28 @@ def train_done(cfg: Config) -> Optional[dict]:
     return doc
 
 
+def clear_split_leftovers(cfg: Config, split: str, final: str) -> None:
+    """What runs of `split` left when they were killed (temporary names that no live run holds):
+    the split's folder being built beside `final` (ROOT/.val.tmp-HOST.PID), its done marker,
+    checkpoint and manifest being written, and for train the class folders and records being
+    built. A rerun clears them whether or not the split is done (04 tells the user to rerun for
+    them), never the split's folder itself: 03 may be working in val/."""
+    clear_temps(os.path.dirname(final), os.path.basename(final))
+    clear_temps(cfg.state, os.path.basename(cfg.marker(split)))
+    clear_temps(cfg.state, os.path.basename(cfg.checkpoint(split)))
+    clear_temps(os.path.dirname(manifest.path_of(cfg.root, split)),
+                os.path.basename(manifest.path_of(cfg.root, split)))
+    if split == "train":
+        for folder in (final, os.path.join(cfg.state, "train")):
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                continue
+            for e in entries:
+                if temp_of(e.name):
+                    clear_leftover(e.path)
+
+
 def clear_share_leftovers(train_dir: str, records: str, mine: set) -> None:
     """Temporary folders and records of interrupted runs of these classes."""
     for e in os.scandir(train_dir):
@@ -317,6 +339,7 @@ def do_train(cfg: Config) -> int:
     if doc:
         log.info("train: already done (%d classes, %d images, %s in %s); nothing to do",
                  len(doc["classes"]), doc["images"], human(doc["bytes"]), train_dir)
+        clear_split_leftovers(cfg, "train", train_dir)
         maybe_remove(cfg, "train", None, doc)
         return 0
     archive = find_archive(cfg, "train")

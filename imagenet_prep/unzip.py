@@ -16,13 +16,14 @@ from .console import (DISK_FULL, PrepError, Parser, disk_full_text, human, jobs_
                       shown, some, thousands)
 from .extract import (Config, check_archive, done_marker, find_archive, maybe_remove, resolve_final,
                       official_counts, refuse_unless_file, safe_mode, write_member)
-from .files import Lock, clear_temps, open_dir, remove_tree, temp_beside, write_json
+from .files import Lock, open_dir, remove_tree, temp_beside, write_json
 from .progress import Progress
 from .tarstream import Source, iter_tar, read_tarfile
-from .train import RE_OUTER, do_train
+from .train import RE_OUTER, clear_split_leftovers, do_train
 
 PROG = "01_unzip.sh"
 MAX_SHARDS = 10000     # --shard K/N: N at most this (the release has 1,000 classes)
+MAX_CONNECTIONS = 32   # --stream --connections N: N at most this
 RE_FLAT = {"val": re.compile(r"(ILSVRC2012_val_[0-9]{8}\.JPEG)\Z"),     # [0-9], not \d (any Unicode digit)
            "test": re.compile(r"(?:test/)?(ILSVRC2012_test_[0-9]{8}\.JPEG)\Z")}
 PATTERN_TEXT = {"val": "ILSVRC2012_val_<8 digits>.JPEG",
@@ -34,8 +35,7 @@ INTERRUPTED = "complete work is kept and a rerun resumes"
 
 def prepare_final(cfg: Config, final: str, split: str) -> None:
     """Clear leftovers; refuse a folder under the final name that this script did not finish."""
-    clear_temps(os.path.dirname(final), os.path.basename(final))
-    clear_temps(cfg.state, split + ".done")
+    clear_split_leftovers(cfg, split, final)
     if os.path.exists(cfg.marker(split)) and not os.path.isdir(final):
         os.remove(cfg.marker(split))                 # the split it spoke of is gone
     if os.path.isdir(final) and not os.listdir(final):
@@ -142,6 +142,7 @@ def do_flat(cfg: Config, split: str) -> int:
     if doc:
         log.info("%s: already done (%d images, %s in %s); nothing to do", split, doc["images"],
                  human(doc["bytes"]), final)
+        clear_split_leftovers(cfg, split, final)
         maybe_remove(cfg, split, None, doc)
         return 0
     archive = find_archive(cfg, split)
@@ -223,6 +224,7 @@ def do_devkit(cfg: Config) -> int:
     doc = done_marker(cfg, "devkit", final)
     if doc:
         log.info("devkit: already done (%s in %s); nothing to do", doc.get("top"), final)
+        clear_split_leftovers(cfg, "devkit", final)
         maybe_remove(cfg, "devkit", None, doc)
         return 0
     archive = find_archive(cfg, "devkit")
@@ -265,7 +267,7 @@ def do_devkit(cfg: Config) -> int:
 def build_parser() -> Parser:
     p = Parser(prog=PROG, description="Unpack ILSVRC2012 archives from ROOT/downloads/ into ROOT.",
                epilog=EPILOG)
-    p.add_argument("splits", nargs="*", metavar="SPLIT", help="train val test devkit all")
+    p.add_argument("splits", nargs="+", metavar="SPLIT", help="train val test devkit all")
     p.add_argument("--root", metavar="DIR",
                    help="data folder (default: $IMAGENET_ROOT, else the current directory)")
     p.add_argument("--archive", metavar="PATH", help="read this archive instead of "
@@ -273,9 +275,10 @@ def build_parser() -> Parser:
     p.add_argument("--jobs", metavar="N", help="classes extracted in parallel (default: the cores "
                    "available to this process)")
     p.add_argument("--shard", metavar="K/N", help="extract only share K of N of the train classes "
-                   "(0 <= K < N); shares can run at the same time on one ROOT. Default: from "
-                   "SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_MIN and SLURM_ARRAY_TASK_COUNT when set, "
-                   "else 0/1 (everything)")
+                   "(0 <= K < N <= %d); shares can run at the same time on one ROOT. Default: in a "
+                   "SLURM array, K = (SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN) / "
+                   "SLURM_ARRAY_TASK_STEP and N = SLURM_ARRAY_TASK_COUNT; else 0/1 (everything)"
+                   % MAX_SHARDS)
     p.add_argument("--remove-archive", action="store_true", help="delete the archive once its "
                    "split is complete and verified (default: keep)")
     p.add_argument("--no-manifest", dest="manifest", action="store_false", help="do not hash the "
@@ -287,7 +290,8 @@ def build_parser() -> Parser:
     s.add_argument("--urls", metavar="FILE", help="with --stream: the file with the DOWNLOAD_URL_* "
                    "links (default: $IMAGENET_URLS, else ./urls.sh, else urls.sh beside this script)")
     s.add_argument("--connections", metavar="N", default="1", help="with --stream: fetch ahead over "
-                   "N connections into a spool of 64 MiB windows (at most 2N on disk)")
+                   "N connections (1 to %d) into a spool of 64 MiB windows (at most 2N on disk)"
+                   % MAX_CONNECTIONS)
     s.add_argument("--no-verify", dest="verify", action="store_false", help="with --stream: do not "
                    "check the MD5 (the size is always checked)")
     return p
@@ -310,8 +314,9 @@ def check_stream_options(parser: Parser, args, splits: list[str]) -> int:
                      "00_download.sh devkit and extract it with 01_unzip.sh devkit")
     if "devkit" in splits:
         splits.remove("devkit")                      # --stream all: train, val and test
-    if not re.fullmatch(r"[1-9][0-9]?", args.connections) or int(args.connections) > 32:
-        parser.error("--connections must be a whole number from 1 to 32, not '%s'" % args.connections)
+    if not re.fullmatch(r"[1-9][0-9]?", args.connections) or int(args.connections) > MAX_CONNECTIONS:
+        parser.error("--connections must be a whole number from 1 to %d, not '%s'"
+                     % (MAX_CONNECTIONS, args.connections))
     return int(args.connections)
 
 
@@ -325,14 +330,12 @@ EPILOG = """\
 
 A rerun skips what is complete, clears leftovers of interrupted work and finishes the rest; a
 finished split says "already done". Exit codes: 0 ok, 1 failure, 2 usage, 130 Ctrl-C, 143 SIGTERM.
-Example: 01_unzip.sh --root /data/imagenet all
+Example: ./01_unzip.sh --root /data/imagenet all
 """
 
 
 def splits_of(parser: Parser, names: list[str]) -> list[str]:
     """The requested splits, once each, devkit first (small), then train, val, test."""
-    if not names:
-        parser.error("name at least one SPLIT")
     chosen = set()
     for s in names:
         if s == "all":

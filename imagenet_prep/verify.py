@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Union
 
-from . import facts, files, manifest, valfolders
+from . import bootstrap, facts, files, manifest, valfolders
 from .console import PrepError, human, log, some, thousands
 from .images import image_kind
 from .parallel import run_parallel
@@ -143,7 +143,11 @@ def load_classes(root: Path) -> tuple[Optional[dict[str, ClassRow]], str]:
     if os.path.lexists(path):
         return valfolders.read_synsets(path), str(path)
     if (root / valfolders.DEVKIT_DIR).is_dir():
-        from . import meta                   # scipy: only when the .mat must be read
+        try:
+            from . import meta               # scipy: only when the .mat must be read
+        except ImportError as e:
+            raise PrepError("reading the class list from %s %s" % (
+                root / valfolders.DEVKIT_DIR, bootstrap.lacking_text([e.name or "scipy"]))) from None
         src = meta.find_meta(root)
         _, found = meta.load_classes(src, None)          # any number (miniature devkits too)
         index = {w: i for i, w in enumerate(sorted(s.wnid for s in found))}
@@ -516,9 +520,10 @@ class _Chunk:
     """What a worker sends back for one chunk of files: only what is wrong or worth a note."""
 
     files: int = 0
-    nbytes: int = 0
+    nbytes: int = 0                  # of the files that have no other name in the split
     problems: list[tuple[str, str]] = field(default_factory=list)
     kinds: list[tuple[str, str]] = field(default_factory=list)
+    shared: list[tuple[tuple[int, int], int]] = field(default_factory=list)  # ((dev, inode), size)
 
     @classmethod
     def merge(cls, parts: Iterable["_Chunk"]) -> "_Chunk":
@@ -527,7 +532,19 @@ class _Chunk:
             out.files, out.nbytes = out.files + p.files, out.nbytes + p.nbytes
             out.problems.extend(p.problems)
             out.kinds.extend(p.kinds)
+            out.shared.extend(p.shared)
         return out
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """One file as a worker found it: its size and kind, its bytes when whole files are read, and
+    its (device, inode) when it may have another name in the split (a hard link, 03 --link; the
+    original of a symbolic link, 03 --symlink), so that its bytes are counted once."""
+    size: int
+    kind: Optional[str]
+    data: Optional[bytes]
+    inode: Optional[tuple[int, int]]
 
 
 class _Inspector:
@@ -540,6 +557,7 @@ class _Inspector:
                  links: Optional[dict[str, str]] = None) -> None:
         self.root, self.paths, self.expected, self.decoder = root, paths, expected, decoder
         self.links = links or {}                 # read these paths through their original
+        self.shared = set(self.links) | set(self.links.values())   # one file, two names
         self.reads = expected is not None or decoder is not None     # whole files
 
     def __call__(self, span: tuple[int, int]) -> _Chunk:
@@ -556,27 +574,26 @@ class _Inspector:
             self.judge(i, self.look(i), out)
         return out
 
-    def look(self, i: int) -> Union[OSError, files.NotRegular,
-                                    tuple[int, Optional[str], Optional[bytes]]]:
-        """(size, kind, the bytes when whole files are read) of file i, or the error. Only a
-        regular file is opened (files.open_regular): a FIFO or a device would never end."""
+    def look(self, i: int) -> Union[OSError, files.NotRegular, _Seen]:
+        """What file i is, or the error. Only a regular file is opened (files.open_regular): a
+        FIFO or a device would never end."""
         rel = self.links.get(self.paths[i], self.paths[i])
         try:
             fd = files.open_regular(os.path.join(self.root, rel))
             try:
+                st = os.fstat(fd)
+                inode = (st.st_dev, st.st_ino) if st.st_nlink > 1 or self.paths[i] in self.shared \
+                    else None
                 if not self.reads:
-                    size = os.fstat(fd).st_size
-                    return size, file_kind(fd, size), None
+                    return _Seen(st.st_size, file_kind(fd, st.st_size), None, inode)
                 data = read_all(fd)
-                return len(data), image_kind(data), data
+                return _Seen(len(data), image_kind(data), data, inode)
             finally:
                 os.close(fd)
         except (OSError, files.NotRegular) as e:
             return e
 
-    def judge(self, i: int, seen: Union[OSError, files.NotRegular,
-                                        tuple[int, Optional[str], Optional[bytes]]],
-              out: _Chunk) -> None:
+    def judge(self, i: int, seen: Union[OSError, files.NotRegular, _Seen], out: _Chunk) -> None:
         rel = self.paths[i]
         if isinstance(seen, files.NotRegular):
             out.problems.append((NOT_REGULAR, "%s (%s)" % (rel, seen)))
@@ -584,9 +601,12 @@ class _Inspector:
         if isinstance(seen, OSError):
             out.problems.append((UNREADABLE, "%s (%s)" % (rel, seen.strerror or seen)))
             return
-        size, kind, data = seen
+        size, kind, data = seen.size, seen.kind, seen.data
         out.files += 1
-        out.nbytes += size
+        if seen.inode is None:
+            out.nbytes += size
+        else:
+            out.shared.append((seen.inode, size))
         if size == 0:
             out.problems.append((EMPTY, rel))
             return
@@ -636,6 +656,7 @@ def inspect(ctx: Context, paths: list[str], expected: Optional[list[Optional[str
         if n >= PROGRESS_MIN or sys.stderr.isatty() else None
     done = nbytes = 0
     kinds: list[tuple[str, str]] = []
+    shared: dict[tuple[int, int], int] = {}          # files with two names: their size, once
     try:
         for span, res, code in run_parallel(work, spans, ctx.jobs):
             if res is None:
@@ -643,6 +664,7 @@ def inspect(ctx: Context, paths: list[str], expected: Optional[list[Optional[str
                                    % (paths[span[0]], paths[span[1] - 1], code)])
                 continue
             done, nbytes = done + res.files, nbytes + res.nbytes
+            shared.update(res.shared)
             for title, item in res.problems:
                 f.add(title, [item])
             kinds.extend(res.kinds)
@@ -651,7 +673,7 @@ def inspect(ctx: Context, paths: list[str], expected: Optional[list[Optional[str
     finally:
         if bar is not None:
             bar.close()
-    f.summary += ", %s" % human(nbytes)
+    f.summary += ", %s" % human(nbytes + sum(shared.values()))
     _kinds_note(ctx, kinds, f)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -81,3 +82,15 @@ def reference() -> Path:
         pytest.skip("real reference metadata not found at %s (only present in the dev workspace)"
                     % REFERENCE)
     return REFERENCE
+
+
+def assert_usage_error(r: subprocess.CompletedProcess, prog: str, message: str) -> None:
+    """A usage error as every script gives it: exit code 2 and, last on stderr, two log lines (no
+    --help text to scroll the error away): a one-line usage, then the error, holding `message`."""
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.splitlines()
+    stamp = r"%s [0-9]{2}:[0-9]{2}:[0-9]{2} " % re.escape(prog)
+    assert len(lines) >= 2 and re.fullmatch(stamp + r"usage: %s( \[options\])?( \S+)* \(--help "
+                                            r"lists the options\)" % re.escape(prog), lines[-2]), r.stderr
+    assert re.match(stamp + "error: ", lines[-1]) and message in lines[-1], r.stderr
+    assert "options:" not in r.stderr and "Usage:" not in r.stderr, r.stderr

@@ -6,6 +6,10 @@
 # Generates a 12-class release with the exact archive layout of the real one, writes DIR/urls.sh
 # pointing at it with file:// URLs and the generated checksums, runs the four scripts into DIR/root,
 # and prints the resulting tree and counts. Run it again: every stage reports "already done".
+#
+# Where python3 lacks numpy, scipy or tqdm (Debian's refuses `pip install`), the first run makes the
+# virtual environment .venv/ in the checkout with requirements.txt (Debian and Ubuntu need the
+# package python3-venv for it); the numbered scripts then use it by themselves.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -21,7 +25,15 @@ main() {
   mkdir -p "$dir"
   dir="$(cd "$dir" && pwd)"
   local rel="$dir/release" root="$dir/root" urls="$dir/urls.sh"
-  local start=$SECONDS
+  local start=$SECONDS bin
+
+  command -v python3 >/dev/null 2>&1 || die "need 'python3' (not found in PATH)"
+  bin=$(cd "$REPO" && python3 -m imagenet_prep.bootstrap --prog demo.sh scripts) ||
+    die "the Python packages of requirements.txt are not there (the message above says why)"
+  if [[ -n $bin ]]; then
+    log "python3 from $bin (the packages of requirements.txt)"
+    PATH=$bin:$PATH
+  fi
 
   if [[ -f $rel/expected.json ]]; then
     log "miniature release already generated in $rel"

@@ -16,6 +16,10 @@ OUT receives::
     OUT/expected.json                       what a correct pipeline must produce, whole trees
     OUT/checksums.md5                       md5sum-style lines for every archive
 
+The files other sources give beside the images, as text for a test to serve or write:
+hf_classes_py (the Hugging Face dataset's classes.py), kaggle_synset_mapping and
+kaggle_val_solution (the Kaggle competition's LOC_synset_mapping.txt and LOC_val_solution.csv).
+
 Class order: devkit IDs 1..K are given to the classes in a shuffled order, so that the devkit order
 differs from the sorted-WNID order and tests catch code that mixes the two.
 
@@ -436,12 +440,9 @@ def make_release(out: Path, classes: int = 12, images=(2, 7), val_per_class: int
          "".join("%d\n" % i for i in blacklist).encode()),
     ], ["ILSVRC", "ILSVRC/devkit", "ILSVRC/devkit/data"])
 
-    # val labels in the other forms 03 accepts
+    # val labels in the other forms 03 accepts (the Kaggle one below, once `rel` exists)
     labels_dir = out / "labels"
     labels_dir.mkdir(exist_ok=True)
-    rows = ["%s,%s %d %d %d %d \n" % (name[:-5], wnid, 1, 2, 30, 40) for name, wnid in val.items()]
-    rng.shuffle(rows)
-    (labels_dir / "LOC_val_solution.csv").write_text("ImageId,PredictionString\n" + "".join(rows))
     (labels_dir / "imagenet_2012_validation_synset_labels.txt").write_text(
         "".join(val[n] + "\n" for n in sorted(val)))
     (labels_dir / "ILSVRC2012_validation_ground_truth.txt").write_bytes(ground_truth)
@@ -456,10 +457,49 @@ def make_release(out: Path, classes: int = 12, images=(2, 7), val_per_class: int
                   labels={"devkit": labels_dir / "ILSVRC2012_validation_ground_truth.txt",
                           "kaggle": labels_dir / "LOC_val_solution.csv",
                           "tf": labels_dir / "imagenet_2012_validation_synset_labels.txt"})
+    rel.labels["kaggle"].write_text(kaggle_val_solution(rel, seed))
     (out / "checksums.md5").write_text(
         "".join("%s  %s\n" % (md5[s], archives[s].name) for s in archives))
     write_expected(rel)
     return rel
+
+
+# ----------------------------------------------------------------------------- other sources' files
+
+def hf_classes_py(release: Release) -> str:
+    """The release's classes as the Hugging Face dataset ILSVRC/imagenet-1k gives them in its
+    classes.py: `IMAGENET2012_CLASSES = OrderedDict({"n01440764": "tench, Tinca tinca", ...})`,
+    WNID -> words in sorted-WNID order (the class index order). The strings are JSON-quoted,
+    which is a valid Python literal (double quotes, \\uXXXX for anything not ASCII)."""
+    rows = "".join("        %s: %s,\n" % (json.dumps(s.wnid), json.dumps(s.words))
+                   for s in sorted(release.classes, key=lambda c: c.wnid))
+    return ("from collections import OrderedDict\n\n"
+            "IMAGENET2012_CLASSES = OrderedDict(\n    {\n" + rows + "    }\n)\n")
+
+
+def kaggle_synset_mapping(release: Release) -> str:
+    """LOC_synset_mapping.txt of the Kaggle competition: 'WNID words' per line, sorted by WNID
+    (line k = class index k), LF line ends."""
+    return "".join("%s %s\n" % (s.wnid, s.words)
+                   for s in sorted(release.classes, key=lambda c: c.wnid))
+
+
+def kaggle_val_solution(release: Release, seed: int = 0) -> str:
+    """LOC_val_solution.csv of the Kaggle competition: the header ImageId,PredictionString, then
+    one row per val image in a shuffled order (as in the real file), its PredictionString a box
+    'WNID xmin ymin xmax ymax ' (every fourth image two boxes of its class), trailing space
+    included as in the real file."""
+    rng = random.Random(seed)
+    rows = []
+    for n, (name, wnid) in enumerate(sorted(release.val.items())):
+        boxes = []
+        for _ in range(2 if n % 4 == 3 else 1):
+            x, y = rng.randrange(0, 200), rng.randrange(0, 200)
+            boxes.append("%s %d %d %d %d " % (wnid, x, y, x + rng.randrange(10, 300),
+                                              y + rng.randrange(10, 300)))
+        rows.append("%s,%s\n" % (name[:-len(".JPEG")], "".join(boxes)))
+    rng.shuffle(rows)
+    return "ImageId,PredictionString\n" + "".join(rows)
 
 
 def write_expected(rel: Release) -> None:

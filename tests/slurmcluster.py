@@ -20,7 +20,8 @@ The node is declared with more CPUs and memory than the machine may have (config
 job scripts can keep the resource requests they would use on a real cluster; nothing is enforced.
 
 Run as a command to poke at it by hand: `python3 tests/slurmcluster.py` starts the cluster, prints
-the `export SLURM_CONF=...` line and waits for Ctrl-C (or SIGTERM), then stops it.
+the `export SLURM_CONF=...` line and waits for Ctrl-C (or SIGTERM), then stops it and removes its
+folder (`--keep` keeps it, for the logs).
 """
 from __future__ import annotations
 
@@ -311,7 +312,14 @@ class SlurmCluster:
         return "\n".join(parts)
 
 
-def main() -> int:
+def main(argv: Optional[list] = None) -> int:
+    import argparse
+    p = argparse.ArgumentParser(description="Start a throw-away single-node SLURM, print the "
+                                "export SLURM_CONF=... line, and wait for Ctrl-C (or SIGTERM); "
+                                "then stop it and remove its temporary folder.")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the folder (configuration, daemon logs, job log) after stopping")
+    args = p.parse_args(argv)
     cluster = SlurmCluster()
     reason = cluster.unavailable()
     if reason:
@@ -325,9 +333,17 @@ def main() -> int:
             time.sleep(3600)
     except KeyboardInterrupt:
         return 0
+    except SlurmError as e:
+        print("the cluster did not start: %s" % e, file=sys.stderr)
+        return 1
     finally:
         cluster.stop()
-        print("logs kept in %s" % cluster.dir, file=sys.stderr)
+        if cluster.dir is not None and args.keep:
+            print("stopped; logs kept in %s" % cluster.dir, file=sys.stderr)
+        elif cluster.dir is not None:
+            cluster.cleanup()
+            print("stopped; removed %s (--keep keeps it, with the logs)" % cluster.dir,
+                  file=sys.stderr)
 
 
 if __name__ == "__main__":

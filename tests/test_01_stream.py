@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -340,3 +341,19 @@ def test_a_content_length_that_is_not_a_number_stops_the_stream(tmp_path, rel, s
     assert r.returncode == 1
     assert "sent a Content-Length that is not a number" in r.stderr, r.stderr
     assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("login", ["page", "disguised"])
+def test_a_login_page_asks_for_a_fresh_link_named_by_file_and_host(tmp_path, rel, server, login):
+    """A login page, whether the server calls it text/html or not: the advice is a fresh link (no
+    download with 00 was made), and the message starts as troubleshooting.md says."""
+    server.set_faults(login=login)
+    urls = urls_file(tmp_path, rel, "http://127.0.0.1:%d" % server.port, ("val",))
+    r = stream(tmp_path / "root", urls, "val")
+    assert r.returncode == 1, r.stderr
+    error = [line for line in r.stderr.splitlines() if " error: " in line]
+    assert len(error) == 1, r.stderr
+    assert re.match(r"01_unzip\.sh [0-9:]{8} error: %s from 127\.0\.0\.1:%d: the link (answered "
+                    r"with|sent) a web page" % (rel.archives["val"].name, server.port), error[0])
+    assert "get a fresh link from image-net.org" in error[0] and "00_download" not in error[0]
+    assert not (tmp_path / "root" / "val").exists()

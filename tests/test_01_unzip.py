@@ -11,6 +11,7 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 
 import minirelease
 from minirelease import raw_end, raw_header, raw_member
-from conftest import run, script, small_tmpfs
+from conftest import assert_usage_error, run, script, small_tmpfs
 
 UNZIP = script("01_unzip.sh")
 TRAIN, VAL, TEST, DEVKIT = (minirelease.TRAIN_TAR, minirelease.VAL_TAR, minirelease.TEST_TAR,
@@ -106,12 +107,16 @@ def test_help_lists_options_and_defaults():
     r = run(["bash", UNZIP, "--help"])
     assert r.returncode == 0
     for text in ("--root DIR", "--archive PATH", "--jobs N", "--shard K/N", "--remove-archive",
-                 "IMAGENET_ROOT", "SLURM_ARRAY_TASK_ID", "train val test devkit all"):
-        assert text in r.stdout
+                 "IMAGENET_ROOT", "SLURM_ARRAY_TASK_ID", "train val test devkit all",
+                 "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_STEP", "SLURM_ARRAY_TASK_COUNT",
+                 "N connections (1 to 32)"):
+        assert text in " ".join(r.stdout.split()), text
+    usage = r.stdout.split("\n\n")[0]
+    assert usage.rstrip().endswith(" SPLIT [SPLIT ...]"), usage       # required, not [SPLIT ...]
 
 
 @pytest.mark.parametrize("args, message", [
-    ([], "name at least one SPLIT"),
+    ([], "name at least one SPLIT (train val test devkit all)"),
     (["trian"], "unknown split 'trian'"),
     (["--frobnicate", "train"], "unknown option '--frobnicate'"),
     (["--jobs", "99999", "train"], "--jobs wants a number from 1 to 1024"),
@@ -122,9 +127,7 @@ def test_help_lists_options_and_defaults():
 ])
 def test_usage_errors_exit_2(tmp_path, args, message):
     r = unzip(tmp_path, *args)
-    assert r.returncode == 2, r.stderr
-    assert message in r.stderr
-    assert "Usage:" in r.stderr
+    assert_usage_error(r, "01_unzip.sh", message)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -454,6 +457,46 @@ def test_a_leftover_held_by_a_live_run_is_left_alone(tmp_path, release):
     finally:
         os.close(fd)
     assert r.returncode == 0, r.stderr
+    assert files(root / "train") == expected_train(release.archives["train"])
+
+
+def test_a_rerun_of_a_done_split_clears_what_dead_runs_left(tmp_path, release):
+    """docs/state.md: a rerun removes the temporary files and folders of dead runs, and 04 tells
+    the user to rerun for them. That holds once the split is done too, when the rerun only says
+    "already done"; what a live run holds is left alone."""
+    root = make_root(tmp_path, release, ["train", "val", "devkit"])
+    assert unzip(root, "train", "val", "devkit").returncode == 0
+    first, second = release.wnids_sorted[:2]
+    folders = [root / "train" / (".%s.tmp-otherhost.999" % first), root / ".val.tmp-otherhost.999",
+               root / ".devkit.tmp-otherhost.999"]
+    for folder in folders:
+        folder.mkdir()
+        (folder / "half.JPEG").write_bytes(b"half")
+    leftovers = [root / STATE / ".val.done.tmp-otherhost.999",
+                 root / STATE / "train" / (".%s.json.tmp-otherhost.999" % first),
+                 root / "meta" / ".SHA256SUMS.train.tmp-otherhost.999"]
+    for f in leftovers:
+        f.write_text("half")
+    verify = [sys.executable, script("04_verify.py"), "--root", root, "train"]
+    r = run(verify)
+    assert r.returncode == 1 and "temporary files of a stopped run (rerun the stage that made " \
+        "them: it clears them) (1): train/.%s.tmp-otherhost.999/" % first in r.stderr, r.stderr
+    live = root / "train" / (".%s.tmp-otherhost.1" % second)
+    live.mkdir()
+    fd = os.open(live, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        r = unzip(root, "train", "val", "devkit")
+    finally:
+        os.close(fd)
+    assert r.returncode == 0, r.stderr
+    for split in ("train", "val", "devkit"):
+        assert "%s: already done" % split in r.stderr
+    assert [p for p in folders + leftovers if os.path.lexists(p)] == []
+    assert live.is_dir() and "%s is being written by another run; leaving it alone" % live in r.stderr
+    live.rmdir()
+    r = run(verify)
+    assert r.returncode == 0 and "temporary" not in r.stderr, r.stderr
     assert files(root / "train") == expected_train(release.archives["train"])
 
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import resource
 import shutil
 import socket
@@ -19,8 +20,9 @@ from pathlib import Path
 import pytest
 
 import minirelease
-from conftest import load_script, run, script
+from conftest import assert_usage_error, load_script, run, script
 from imagenet_prep import verify
+from imagenet_prep.console import human
 
 VERIFY = script("04_verify.py")
 VAL = "ILSVRC2012_val_%08d.JPEG"
@@ -135,10 +137,12 @@ def test_imports_without_running_and_has_help():
     for text in ("--root DIR", "--full", "--decode", "--jobs N", "train val test all",
                  "IMAGENET_ROOT", "Exit codes"):
         assert text in r.stdout
+    usage = r.stdout.split("\n\n")[0]
+    assert usage.rstrip().endswith(" SPLIT [SPLIT ...]"), usage       # required, not [SPLIT ...]
 
 
 @pytest.mark.parametrize("args, message", [
-    ([], "name at least one SPLIT"),
+    ([], "name at least one SPLIT (train val test all)"),
     (["trian"], "unknown split 'trian'"),
     (["--jobs", "0", "train"], "--jobs wants a number"),
     (["--jobs", "x", "train"], "--jobs wants a number from 1 to 1024"),
@@ -146,8 +150,7 @@ def test_imports_without_running_and_has_help():
 ])
 def test_usage_errors_exit_2(tmp_path, args, message):
     r = run([sys.executable, VERIFY, "--root", tmp_path, *args])
-    assert r.returncode == 2, r.stderr
-    assert message in r.stderr and "Usage:" in r.stderr
+    assert_usage_error(r, "04_verify.py", message)
 
 
 def test_copied_alone_says_the_package_is_missing(tmp_path):
@@ -229,6 +232,23 @@ def test_manifest_survives_03_modes_and_undo(tree, release, mode):
     err = passes(run04(tree, "--full", "val"))
     assert "%d images set aside in val_blacklisted/" % len(release.blacklist) in err
     sha256sum_ok(tree, "val")
+
+
+@pytest.mark.parametrize("mode", ["link", "symlink"])
+def test_an_image_with_two_names_is_counted_once_in_the_size(tree, release, mode):
+    """03 --link makes hard links, 03 --symlink symbolic ones: the split's size counts each file
+    once (by its inode), not once per name."""
+    three = [sys.executable, script("03_build_val_class_folders.py"), "--root", tree]
+    assert run(three + ["--undo"]).returncode == 0
+    size = sum(p.stat().st_size for p in (tree / "val").iterdir())
+    assert len(list((tree / "val").iterdir())) == len(release.val)
+    r = run(three + ["--" + mode])
+    assert r.returncode == 0, r.stderr
+    for args in ([], ["--full"]):
+        err = passes(run04(tree, *args, "val"))
+        m = re.search(r" val: ok: %d images in %d class folders, ([^;]+);" % (
+            len(release.val), len(set(release.val.values()))), err)
+        assert m and m.group(1) == human(size), err
 
 
 # ----------------------------------------------------------------------------- damaged trees

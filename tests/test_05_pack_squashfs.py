@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import minirelease
-from conftest import REPO, run, script
+from conftest import REPO, assert_usage_error, run, script
 
 PACK = script("05_pack_squashfs.py")
 UNZIP = script("01_unzip.sh")
@@ -156,14 +156,14 @@ def test_help_lists_options_and_defaults():
 
 
 @pytest.mark.parametrize("args, message", [
-    ([], "the following arguments are required: SPLIT"),
+    ([], "name at least one SPLIT (train val test, or all)"),
     (["trian"], "unknown split 'trian'"),
     (["--processors", "0", "train"], "--processors wants a number from 1 to 1024"),
     (["--frobnicate", "train"], "unknown option '--frobnicate'"),
 ])
 def test_usage_errors_exit_2(tmp_path, args, message):
     r = pack(tmp_path, *args)
-    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert_usage_error(r, "05_pack_squashfs.py", message)
 
 
 def test_missing_tools_name_the_debian_packages(tmp_path, release):
@@ -209,6 +209,28 @@ def test_rerun_is_already_done_and_changes_nothing(built):
     assert "sqfstar" not in r.stderr                   # no builder started
     assert {p.name: (p.stat().st_mtime_ns, p.stat().st_ino)
             for p in (built / "squashfs").iterdir()} == images
+
+
+@needs_tools
+def test_already_done_says_when_the_source_was_another_roots(tmp_path, built, release):
+    """The images of a ROOT copied elsewhere (or moved into another ROOT) were built from the
+    first ROOT's archives: "already done" says so, instead of naming them as this ROOT's."""
+    r = pack(built, "train")
+    archive = built / "downloads" / release.archives["train"].name
+    assert "built from the archive %s); nothing to do" % archive in r.stderr, r.stderr
+    copy = tmp_path / "copy"
+    shutil.copytree(built, copy, symlinks=True)
+    other = tmp_path / "other"
+    (other / "squashfs").mkdir(parents=True)
+    for name in ("train.sqfs", "train.sqfs.json"):
+        shutil.copy2(built / "squashfs" / name, other / "squashfs" / name)
+    for root in (copy, other):
+        r = pack(root, "train")
+        assert r.returncode == 0, r.stderr
+        assert "train: already done (%d files, " % sum(len(v) for v in release.train.values()) \
+            in r.stderr
+        assert "built from the archive %s of another ROOT: the image was copied or moved here "\
+            "since); nothing to do" % archive in r.stderr, r.stderr
 
 
 @needs_tools

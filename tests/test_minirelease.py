@@ -288,3 +288,31 @@ def test_command_line(tmp_path):
     r = run(["python3", TESTS / "minirelease.py", tmp_path / "h", "--hostile", "outer-dotdot"])
     assert r.returncode == 0
     assert "../n01000002.tar" in gnu_tar_list(tmp_path / "h" / minirelease.TRAIN_TAR)
+
+
+def test_the_files_of_the_other_sources(release):
+    """classes.py (Hugging Face), LOC_synset_mapping.txt and LOC_val_solution.csv (Kaggle) say
+    what the release says: read back as data, never executed."""
+    import ast
+    tree = ast.parse(minirelease.hf_classes_py(release))
+    call = tree.body[-1].value
+    assert tree.body[-1].targets[0].id == "IMAGENET2012_CLASSES" and call.func.id == "OrderedDict"
+    classes = ast.literal_eval(call.args[0])
+    words = {c.wnid: c.words for c in release.classes}
+    assert list(classes) == release.wnids_sorted and classes == words
+    mapping = minirelease.kaggle_synset_mapping(release).splitlines()
+    assert [line.split(" ", 1) for line in mapping] == [[w, words[w]] for w in release.wnids_sorted]
+    text = minirelease.kaggle_val_solution(release)
+    assert text == minirelease.kaggle_val_solution(release)            # same seed, same bytes
+    rows = text.splitlines()
+    assert rows[0] == "ImageId,PredictionString"
+    got = {}
+    for row in rows[1:]:
+        image, boxes = row.split(",")
+        tokens = boxes.split()
+        assert len(tokens) in (5, 10) and boxes.endswith(" ")
+        assert set(tokens[::5]) == {tokens[0]}
+        got[image + ".JPEG"] = tokens[0]
+    assert got == release.val and len(rows) == len(release.val) + 1
+    assert [r.split(",")[0] for r in rows[1:]] != sorted(r.split(",")[0] for r in rows[1:])
+    assert release.labels["kaggle"].read_text() == text

@@ -14,6 +14,7 @@ import csv
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -450,3 +451,32 @@ def test_node_local_copy_is_removed_when_the_job_is_cancelled(cluster, release, 
     assert not local.exists(), logs(clone)
     assert list(node_local.iterdir()) == []
     assert "removing the local copy" in logs(clone)
+
+
+@pytest.mark.slurm
+def test_the_test_cluster_run_by_hand_removes_its_folder_when_stopped(tmp_path):
+    """`python3 tests/slurmcluster.py` (docs/slurm.md): Ctrl-C stops the cluster and leaves no
+    /tmp/slurm-* folder behind."""
+    reason = SlurmCluster.unavailable()
+    if reason:
+        pytest.skip(reason)
+    proc = subprocess.Popen(["python3", str(REPO / "tests" / "slurmcluster.py")], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        line = proc.stdout.readline()                   # after the start, or "" if it failed
+        m = re.match(r"export SLURM_CONF=(\S+)/slurm\.conf ", line)
+        if not m:
+            proc.kill()
+            pytest.skip("the test cluster did not start here: %s" % proc.communicate()[1][-2000:])
+        folder = Path(m.group(1))
+        assert folder.is_dir()
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=60)[1]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "stopped; removed %s" % folder in err and "Traceback" not in err, err
+    assert not folder.exists()
