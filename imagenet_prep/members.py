@@ -233,15 +233,16 @@ class Sums:
     split: str
     path: str
     digest_of: dict                  # path relative to ROOT -> SHA-256
+    undone: str = "nothing was built"   # what a mismatch leaves unwritten, as the sink says it
 
     def check(self, rel: str, source: str, got: Optional[str]) -> None:
         want = self.digest_of.get(rel)
         if want is not None and got != want:
             raise PrepError("%s: %s is not the file 01_unzip.sh extracted: its SHA-256 differs "
-                            "from the one %s lists (changed, truncated or damaged since); nothing "
-                            "was built: extract the split again (%s), or run 04_verify.py --full "
-                            "%s to find every such file" % (self.split, source, self.path,
-                                                            reextract(self.split), self.split))
+                            "from the one %s lists (changed, truncated or damaged since); %s: "
+                            "extract the split again (%s), or run 04_verify.py --full %s to find "
+                            "every such file" % (self.split, source, self.path, self.undone,
+                                                 reextract(self.split), self.split))
 
 
 def check_tree(cfg: Inputs, split: str) -> tuple[list[str], Optional[Sums]]:

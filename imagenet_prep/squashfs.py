@@ -16,9 +16,10 @@ sample of files read back with `unsquashfs -cat` must equal the source's bytes, 
 counts must hold. An interrupted build cannot be resumed: a rerun starts that image over.
 
 Here: find_tools; make_plan (the split's members from members.plan_split: every check that can
-come before the builder starts; `feed` streams them in the source's order) -> Pack (the tar stream, and the Listing and Sample it records) -> Builder (the process) ->
-check_image (unsquashfs) -> build_split names the image; pack_split adds the marker, lock and
-leftovers; pack is the stage as 05_pack_squashfs.py runs it.
+come before the builder starts; `feed` streams them in the source's order) -> Pack (the tar stream,
+and the Listing and Sample it records) -> Builder (the process) -> check_image (unsquashfs) ->
+build_split names the image; pack_split adds the marker, lock and leftovers; pack is the stage as
+05_pack_squashfs.py runs it.
 """
 from __future__ import annotations
 
