@@ -20,7 +20,7 @@ is one more planner for plan_split to choose.
 Here: plan_split -> plan_train_archive (index_outer; entries read the class tars' headers as they
 are asked for: one pass), plan_flat_archive (index_flat, place_val), plan_train_tree and
 plan_flat_tree (tree_done, check_tree, check_sizes, flat_tree_items); open_tree_file and Sums for
-reading a tree's file; tar_header, the form of every tar member a sink writes.
+reading a tree's file; tar_header, the form of every tar member a sink writes; need_root.
 """
 from __future__ import annotations
 
@@ -442,6 +442,13 @@ def plan_flat_tree(cfg: Inputs, split: str) -> Plan:
 
 
 # ----------------------------------------------------------------------------- choosing the source
+
+def need_root(root: str) -> None:
+    """ROOT must be a folder before any split is planned."""
+    if not os.path.isdir(root):
+        raise PrepError("ROOT '%s' is not a folder; pass --root DIR (the folder holding downloads/)"
+                        % root)
+
 
 def plan_split(cfg: Inputs, split: str, from_tree: bool, other: str) -> Plan:
     """The plan of a split: the tree 01 made (from_tree), else the split's archive in

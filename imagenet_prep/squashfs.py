@@ -16,7 +16,7 @@ sample of files read back with `unsquashfs -cat` must equal the source's bytes, 
 counts must hold. An interrupted build cannot be resumed: a rerun starts that image over.
 
 Here: find_tools; make_plan (the split's members from members.plan_split: every check that can
-come before the builder starts; `feed` streams them in the source's order) -> Pack (the tar stream,
+come before the builder starts) -> feed (streams them in the source's order) -> Pack (the tar stream,
 and the Listing and Sample it records) -> Builder (the process) -> check_image (unsquashfs) ->
 build_split names the image; pack_split adds the marker, lock and leftovers; pack is the stage as
 05_pack_squashfs.py runs it.
@@ -42,10 +42,11 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from . import members
-from .console import PrepError, disk_full_text, human, log, preflight, some, thousands
+from .console import (PrepError, disk_full_text, each_split, human, log, preflight, some,
+                      thousands)
 from .extract import Config, find_archive, official_counts
 from .files import Lock, clear_temps, fsync_dir, read_json, temp_beside, temp_of, write_json
-from .members import DIR_MODE, tar_header
+from .members import DIR_MODE, Plan, tar_header
 from .progress import Progress
 
 PROG = "05_pack_squashfs.py"
@@ -306,36 +307,20 @@ class Pack:
 
 # ----------------------------------------------------------------------------- the plan
 
-@dataclass
-class Plan:
-    """What one image is built from, checked before the builder starts."""
-    split: str
-    origin: str                      # "archive" or "tree"
-    source: str                      # the archive file, or the tree's folder
-    archive: str                     # the archive's name (for a tree: the one 01 extracted)
-    archive_size: int
-    total: int                       # bytes to stream, about (progress, preflight)
-    epoch: int                       # the image's time: its root folder and superblock
-    feed: Callable[[Pack], None]
-    classes: bool = False            # the top folders are the classes (train)
-    check_official: bool = True
-    expect_files: Optional[int] = None  # a tree: the images 01 extracted
-
-
 FROM_TREE_HINT = "pack the tree 01_unzip.sh made with --from-tree"
 
 
 def make_plan(cfg: Settings, split: str) -> Plan:
-    """The split's members (members.plan_split: every check that can come first), streamed by
-    feed in the source's order; the image's time is the newest of their times."""
-    src = members.plan_split(cfg, split, cfg.from_tree, FROM_TREE_HINT)
-    epoch = Pack.epoch_of([src.newest])
-    return Plan(src.split, src.origin, src.source, src.archive, src.archive_size, src.total, epoch,
-                lambda pack: feed(pack, src, epoch), classes=src.classes,
-                check_official=src.check_official, expect_files=src.expect_files)
+    """The split's members (members.plan_split: every check that can come first)."""
+    return members.plan_split(cfg, split, cfg.from_tree, FROM_TREE_HINT)
 
 
-def feed(pack: Pack, src: members.Plan, epoch: int) -> None:
+def image_time(plan: Plan) -> int:
+    """The image's time (its root folder and superblock): the newest of the members' times."""
+    return Pack.epoch_of([plan.newest])
+
+
+def feed(pack: Pack, src: Plan, epoch: int) -> None:
     """Every entry of the source: a folder (its time, else the image's), an archive's member read
     in place (the archive kept open), or a tree's file opened one by one and, with the manifest,
     hashed on the way and checked against it."""
@@ -415,12 +400,12 @@ class Builder:
 
 def stream_into(tools: Tools, plan: Plan, tmp: str, processors: Optional[int]) -> Pack:
     """Run the builder on the plan's stream; the listing and sample of what went in."""
-    bar = Progress(plan.split, plan.total, "B")
-    builder = Builder(tools, tmp, plan.epoch, processors)
+    bar, epoch = Progress(plan.split, plan.total, "B"), image_time(plan)
+    builder = Builder(tools, tmp, epoch, processors)
     try:
-        pack = Pack(builder.fd, plan.epoch, bar)
+        pack = Pack(builder.fd, epoch, bar)
         try:
-            plan.feed(pack)
+            feed(pack, plan, epoch)
             pack.end()
         except BrokenPipeError:
             builder.finish()                     # says why it stopped reading
@@ -527,7 +512,7 @@ def check_image(tools: Tools, plan: Plan, pack: Pack, tmp: str) -> None:
                         "folders): %s" % (plan.split, len(differences), some(differences)))
     pieces = pack.sample.pieces()
     check_sample(tools, tmp, pieces)
-    check_time(tools, tmp, plan.epoch)
+    check_time(tools, tmp, image_time(plan))
     log.info("%s: the image's listing equals the stream (%s entries); %d files read back equal "
              "the source", plan.split, thousands(sum(f[0] for f in listing.folders.values())),
              len(pieces))
@@ -610,9 +595,9 @@ def marker_doc(tools: Tools, plan: Plan, pack: Pack, tmp: str, seconds: float) -
             "origin": plan.origin, "source": plan.source, "archive": plan.archive,
             "archive_size": plan.archive_size, "folders": len(pack.listing.folders) - 1,
             "files": pack.listing.files, "bytes": pack.listing.bytes,
-            "listing_digest": pack.listing.digest(), "epoch": plan.epoch,
+            "listing_digest": pack.listing.digest(), "epoch": image_time(plan),
             "builder": tool_version(tools),
-            "options": list(tools.build_argv("IMAGE", plan.epoch, None)[1:-1]),
+            "options": list(tools.build_argv("IMAGE", image_time(plan), None)[1:-1]),
             "seconds": round(seconds, 1)}
 
 
@@ -662,9 +647,7 @@ def pack_split(cfg: Settings, split: str, tools: Callable[[], Tools]) -> int:
 
 def pack(cfg: Settings, splits: list[str]) -> int:
     """Build ROOT/squashfs/SPLIT.sqfs for each split; go on with the others after a failure."""
-    if not os.path.isdir(cfg.root):
-        raise PrepError("ROOT '%s' is not a folder; pass --root DIR (the folder holding downloads/)"
-                        % cfg.root)
+    members.need_root(cfg.root)
     log.info("ROOT=%s splits=%s source=%s", cfg.root, " ".join(splits),
              "the trees (--from-tree)" if cfg.from_tree else "the archives in downloads/")
     cache: list[Tools] = []
@@ -674,18 +657,7 @@ def pack(cfg: Settings, splits: list[str]) -> int:
             cache.append(find_tools())
         return cache[0]
 
-    rc = 0
-    for split in splits:
-        try:
-            rc = max(rc, pack_split(cfg, split, tools))
-        except PrepError as e:
-            log.error("error: %s", e)
-            rc = 1
-        except OSError as e:
-            log.error("error: %s: %s", split, disk_full_text(e.filename or cfg.out)
-                      if e.errno in (errno.ENOSPC, errno.EDQUOT) else e)
-            rc = 1
-    return rc
+    return each_split(splits, lambda split: pack_split(cfg, split, tools), cfg.out)
 
 
 def iter_splits(names: list[str]) -> list[str]:

@@ -30,8 +30,8 @@ _info.json); make_shards is the stage as 06_pack_webdataset.py runs it.
 from __future__ import annotations
 
 import array
+import contextlib
 import dataclasses
-import errno
 import hashlib
 import json
 import os
@@ -41,8 +41,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Optional
 
 from . import members
-from .console import DISK_FULL, ErrorList, PrepError, disk_full_text, human, log, preflight, some, \
-    thousands
+from .console import (DISK_FULL, ErrorList, PrepError, disk_full_text, each_split, human, log,
+                      preflight, some, thousands)
 from .extract import official_counts
 from .files import (Lock, clear_leftover, fsync_dir, read_json, temp_beside, temp_of, try_flock,
                     write_json)
@@ -499,24 +499,29 @@ def write_shards(cfg: Settings, split: str, names: list[str], index: Index, deal
             yield k
 
     temp_beside(os.path.join(cfg.out, names[0]))     # this run's tag, before the workers fork
-    for k, result, exitcode in run_parallel(writer, jobs(), cfg.jobs):
-        if result is None:
-            errors.add("%s: the worker writing it died (exit code %s: killed, or out of memory?); "
-                       "a rerun writes it" % (names[k], exitcode))
-        elif result[0] == "full":
-            if not full:
+    try:
+        for k, result, exitcode in run_parallel(writer, jobs(), cfg.jobs):
+            if result is None:
+                errors.add("%s: the worker writing it died (exit code %s: killed, or out of memory?); "
+                           "a rerun writes it" % (names[k], exitcode))
+            elif result[0] == "full":
+                if not full:
+                    errors.add(result[2])
+                full.append(k)
+            elif result[0] == "error":
                 errors.add(result[2])
-            full.append(k)
-        elif result[0] == "error":
-            errors.add(result[2])
-        else:
-            _, _, size, samples, missing = result
-            state["written"][names[k]] = [size, samples]
-            write_json(state_path(cfg, split), state)
-            nosize.extend(missing)
-            done += 1
-            nbytes += sum(index.sizes[i] for i in deal.shards[k])
-            bar.update(nbytes, "%d/%d shards" % (done, len(todo)))
+            else:
+                _, _, size, samples, missing = result
+                state["written"][names[k]] = [size, samples]
+                write_json(state_path(cfg, split), state)
+                nosize.extend(missing)
+                done += 1
+                nbytes += sum(index.sizes[i] for i in deal.shards[k])
+                bar.update(nbytes, "%d/%d shards" % (done, len(todo)))
+    finally:                                       # stopped (Ctrl-C, SIGTERM): workers are gone,
+        for k in todo:                             # and with them what they were writing
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp_beside(os.path.join(cfg.out, names[k])))
     bar.close()
     fsync_dir(cfg.out)
     if nosize:
@@ -563,24 +568,11 @@ def make_split(cfg: Settings, split: str) -> int:
 
 def make_shards(cfg: Settings, splits: list[str]) -> int:
     """Write each split's shards; go on with the other split after a failure."""
-    if not os.path.isdir(cfg.root):
-        raise PrepError("ROOT '%s' is not a folder; pass --root DIR (the folder holding downloads/)"
-                        % cfg.root)
+    members.need_root(cfg.root)
     log.info("ROOT=%s splits=%s source=%s seed=%d jobs=%d", cfg.root, " ".join(splits),
              "the trees (--from-tree)" if cfg.from_tree else "the archives in downloads/",
              cfg.seed, cfg.jobs)
-    rc = 0
-    for split in splits:
-        try:
-            rc = max(rc, make_split(cfg, split))
-        except PrepError as e:
-            log.error("error: %s", e)
-            rc = 1
-        except OSError as e:
-            log.error("error: %s: %s", split, disk_full_text(e.filename or cfg.out)
-                      if e.errno in (errno.ENOSPC, errno.EDQUOT) else e)
-            rc = 1
-    return rc
+    return each_split(splits, lambda split: make_split(cfg, split), cfg.out)
 
 
 def iter_splits(names: list[str]) -> list[str]:

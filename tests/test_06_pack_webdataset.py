@@ -266,6 +266,37 @@ def test_sigkill_at_random_moments_then_rerun_gives_the_same_bytes(tmp_path, big
     assert kept > 0, "no run was killed after writing a shard"
 
 
+@pytest.mark.parametrize("sig, code, said", [(signal.SIGINT, 130, "stopped by Ctrl-C"),
+                                              (signal.SIGTERM, 143, "stopped by SIGTERM")])
+def test_ctrl_c_and_sigterm_keep_complete_shards_and_leave_no_half_one(tmp_path, big, sig, code,
+                                                                      said):
+    root = make_root(tmp_path, big, ["train"])
+    proc = subprocess.Popen([sys.executable, str(WDS), "--root", str(root), "--shards", "12",
+                             "--jobs", "2", "train"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=clean_env(),
+                            start_new_session=True)
+    state, deadline = root / OUT / ".imagenet1k-train.json", time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:   # until a shard is recorded
+        try:
+            if json.loads(state.read_text())["written"]:
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the signal arrived")
+    assert proc.returncode == code and said in err, err
+    assert "complete shards are kept" in err and "Traceback" not in err
+    assert leftovers(root) == []
+    info = root / OUT / "_info.json"
+    assert not info.exists() or "train" not in json.loads(info.read_text())["splits"]
+    r = pack(root, "--shards", "12", "--jobs", "2", "train")
+    assert r.returncode == 0, r.stderr
+    assert "already written" in r.stderr and " 0 already written" not in r.stderr, r.stderr
+
+
 # ----------------------------------------------------------------------------- refused
 
 def refused(root: Path, r: subprocess.CompletedProcess, *words: str) -> None:
