@@ -102,7 +102,8 @@ def state_path(cfg: Settings, split: str) -> str:
 
 class Index:
     """The plan's images sorted by path (WNID/NAME) and where each one's bytes are, in parallel
-    arrays (1.28 M images take about 150 MB; the workers inherit them)."""
+    lists and arrays (the real train split: about 400 MiB at the peak, while sorting); the
+    workers inherit them."""
 
     def __init__(self, plan: members.Plan) -> None:
         paths: list[str] = []
@@ -134,7 +135,8 @@ class Index:
         self.archived = bytes(archived[i] for i in order)
         twice = [a for a, b in zip(self.paths, self.paths[1:]) if a == b]
         if twice:                                    # the planners refuse these: never here
-            raise PrepError("%s: %d images appear twice (%s)" % (plan.split, len(twice), some(twice)))
+            raise PrepError("%s: %d images appear twice in %s (%s); refused: is it damaged?"
+                            % (plan.split, len(twice), plan.source, some(twice)))
 
     def __len__(self) -> int:
         return len(self.paths)
