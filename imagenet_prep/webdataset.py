@@ -44,7 +44,7 @@ from . import members
 from .console import (DISK_FULL, ErrorList, PrepError, disk_full_text, each_split, human, log,
                       preflight, some, thousands)
 from .extract import official_counts
-from .files import (Lock, clear_leftover, fsync_dir, read_json, temp_beside, temp_of, try_flock,
+from .files import (Lock, clear_leftover, clear_temps, fsync_dir, read_json, temp_beside, temp_of, try_flock,
                     write_json)
 from .images import HeadScan, ImageInfo
 from .members import tar_header
@@ -332,6 +332,7 @@ def set_info(cfg: Settings, split: str, entry: Optional[dict]) -> bool:
     """Put the split's entry into _info.json (None: take it out); True if the file changed."""
     with Lock(os.path.join(cfg.out, ".%s.lock" % INFO), "another %s is updating %s; ..."
               % (PROG, INFO), wait=True):
+        clear_temps(cfg.out, INFO)                  # what a killed run was writing
         doc = read_info(cfg)
         name = SPLIT_NAMES[split]
         if doc.get("splits", {}).get(name) == entry:
@@ -562,6 +563,7 @@ def make_split(cfg: Settings, split: str) -> int:
     lock = os.path.join(cfg.out, ".%s-%s.lock" % (PREFIX, SPLIT_NAMES[split]))
     with Lock(lock, "another %s is writing the %s shards in %s; let it finish, or stop it, then "
                     "run again" % (PROG, split, cfg.out)):
+        clear_temps(cfg.out, os.path.basename(state_path(cfg, split)))   # a killed run's
         if already_done(cfg, split):
             return 0
         write_split(cfg, split)

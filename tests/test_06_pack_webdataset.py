@@ -225,23 +225,34 @@ def test_same_seed_same_bytes_other_seed_other_order_from_archive_or_tree(tmp_pa
     assert sorted(order) == sorted(old) and order != old
 
 
+def recorded(root: Path) -> int:
+    """The shards the state file records as written (0 while there is none)."""
+    try:
+        return len(json.loads((root / OUT / ".imagenet1k-train.json").read_text())["written"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
 def test_sigkill_at_random_moments_then_rerun_gives_the_same_bytes(tmp_path, big):
-    """Killed anywhere (the whole job, or the main process alone), a rerun writes only what is
-    missing and the shards are byte-identical to an uninterrupted run; _info.json lists the
-    split only once every shard is complete."""
+    """Killed anywhere (the whole job, or the main process alone: while indexing, in the middle
+    of a shard, between two), a rerun writes only what is missing and the shards are
+    byte-identical to an uninterrupted run; _info.json lists the split only once every shard is
+    complete."""
     ref = make_root(tmp_path, big, ["train"], "ref")
-    t0 = time.monotonic()
     r = pack(ref, "--shards", "12", "--jobs", "2", "train")
     assert r.returncode == 0, r.stderr
-    window = time.monotonic() - t0
     want = contents(ref)
     root = make_root(tmp_path, big, ["train"])
     rng, kills, kept = random.Random(4), 0, 0
-    for attempt in range(8):
+    for attempt in range(10):
+        target = recorded(root) + rng.randint(0, 2)      # then a random moment in what follows
         proc = subprocess.Popen([sys.executable, str(WDS), "--root", str(root), "--shards", "12",
                                  "--jobs", "2", "train"], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, env=clean_env(), start_new_session=True)
-        time.sleep(rng.uniform(0.2, 0.9) * window)
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and recorded(root) < target and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0, 0.08))
         if proc.poll() is None:
             if attempt % 2:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -259,11 +270,11 @@ def test_sigkill_at_random_moments_then_rerun_gives_the_same_bytes(tmp_path, big
             assert len(done) == 12                       # killed after its last step
         kept = max(kept, len(done))
     assert kills >= 4, "only %d runs were killed mid-way" % kills
+    assert kept > 0, "no run was killed after writing a shard"
     r = pack(root, "--shards", "12", "--jobs", "2", "train")
     assert r.returncode == 0, r.stderr
     assert contents(root) == want
     assert leftovers(root) == []
-    assert kept > 0, "no run was killed after writing a shard"
 
 
 @pytest.mark.parametrize("sig, code, said", [(signal.SIGINT, 130, "stopped by Ctrl-C"),
