@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Run the benchmarks of 00 to 05 on generated data and print one table of ratios.
+"""Run the benchmarks of 00 to 06 on generated data and print one table of ratios.
 
-    python3 bench/benchmark.py [--quick] [--only download,unzip,val,stream,verify,squashfs]
+    python3 bench/benchmark.py [--quick] [--only download,unzip,val,stream,verify,squashfs,webdataset]
                                [--json FILE] [-- BENCH-OPTIONS]
 
 Each benchmark (bench/bench_*.py, also runnable alone) measures its baseline in the same run
 (download: one connection; extraction: the two-pass recipe and one flat tar; val: one `mv` per
-file; stream: 00 then 01; verify: sha256sum -c; squashfs: 01's tree) and writes its rows as JSON;
+file; stream: 00 then 01; verify: sha256sum -c; squashfs: 01's tree; webdataset: 01's tree then
+webdataset.ShardWriter) and writes its rows as JSON;
 this runner collects them into one table. Timing never appears
 in the tests: it lives here. --quick runs every benchmark with its own --quick (small data, a smoke
 run whose numbers are not the ones to report).
@@ -31,6 +32,7 @@ BENCHES = {
     "stream": HERE / "bench_stream.py",
     "verify": HERE / "bench_verify.py",
     "squashfs": HERE / "bench_squashfs.py",
+    "webdataset": HERE / "bench_webdataset.py",
 }
 
 

@@ -144,6 +144,24 @@ def preflight(folder: str, need: int, what: str) -> None:
                                                                   human(free)))
 
 
+def each_split(splits: Iterable[str], do: Callable[[str], int], where: str) -> int:
+    """do(split) for every split, going on with the others after a failure; the worst exit code.
+    A PrepError is logged as it says; a full disk as disk_full_text (`where`: the folder written
+    to when the error names none)."""
+    rc = OK
+    for split in splits:
+        try:
+            rc = max(rc, do(split))
+        except PrepError as e:
+            log.error("error: %s", e)
+            rc = FAILURE
+        except OSError as e:
+            log.error("error: %s: %s", split, disk_full_text(e.filename or where)
+                      if e.errno in DISK_FULL else e)
+            rc = FAILURE
+    return rc
+
+
 class ErrorList:
     """Errors as they come: the first few logged in full, then only counted."""
 

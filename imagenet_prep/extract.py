@@ -15,7 +15,7 @@ from typing import Optional
 from . import facts
 from .console import PrepError, log, shown, thousands
 from .files import read_json, umask
-from .images import HEAD, image_kind
+from .images import HeadScan
 from .tarstream import Member, Source, read_data, sniff
 
 STATE = ".01_unzip"
@@ -185,23 +185,23 @@ def write_member(src: Source, m: Member, folder_fd: int, name: str, label: str,
                  digest: bool) -> tuple[Optional[str], Optional[str]]:
     """Copy member m's data from `src` into a new file `name` of the folder.
 
-    Returns (image_kind of its first bytes, SHA-256 of its bytes when `digest`)."""
+    Returns (its image kind, from its headers however far they go: images.HeadScan; SHA-256 of
+    its bytes when `digest`)."""
     try:
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o644, dir_fd=folder_fd)
     except FileExistsError:
         raise PrepError("%s: member %s appears twice; refused" % (label, shown(m.name))) from None
-    kind, sha, head = None, hashlib.sha256() if digest else None, b""
+    kind, sha, head = None, hashlib.sha256() if digest else None, HeadScan()
     try:
         for buf in read_data(src, m, CHUNK, label):
-            if len(head) < HEAD:
-                head += buf[:HEAD - len(head)]
+            head.feed(buf)
             if sha is not None:
                 sha.update(buf)
             view = memoryview(buf)
             while view:
                 view = view[os.write(fd, view):]
-        kind = image_kind(head)
+        kind = head.end().kind
         keep_attributes(fd, m)
     finally:
         os.close(fd)

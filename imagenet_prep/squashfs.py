@@ -15,11 +15,11 @@ name, type, size, owner and mode, from `unsquashfs -lln`) must equal what was st
 sample of files read back with `unsquashfs -cat` must equal the source's bytes, and the official
 counts must hold. An interrupted build cannot be resumed: a rerun starts that image over.
 
-Here: find_tools; make_plan (plan_train_archive, plan_flat_archive, plan_train_tree,
-plan_flat_tree: every check that can come before the builder starts, and a `feed` that streams)
--> Pack (the tar stream, and the Listing and Sample it records) -> Builder (the process) ->
-check_image (unsquashfs) -> build_split names the image; pack_split adds the marker, lock and
-leftovers; pack is the stage as 05_pack_squashfs.py runs it.
+Here: find_tools; make_plan (the split's members from members.plan_split: every check that can
+come before the builder starts) -> feed (streams them in the source's order) -> Pack (the tar stream,
+and the Listing and Sample it records) -> Builder (the process) -> check_image (unsquashfs) ->
+build_split names the image; pack_split adds the marker, lock and leftovers; pack is the stage as
+05_pack_squashfs.py runs it.
 """
 from __future__ import annotations
 
@@ -39,24 +39,19 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Optional
 
-from . import files, manifest, verify
-from .console import PrepError, disk_full_text, human, log, preflight, shown, some, thousands
-from .extract import STATE, Config, check_archive, find_archive, official_counts
+from . import members
+from .console import (PrepError, disk_full_text, each_split, human, log, preflight, shown, some,
+                      thousands)
+from .extract import Config, find_archive, official_counts
 from .files import Lock, clear_temps, fsync_dir, read_json, temp_beside, temp_of, write_json
+from .members import DIR_MODE, Plan, tar_header
 from .progress import Progress
-from .tarstream import Source, iter_tar
-from .train import (ClassTar, check_class_member, class_pattern, index_outer, read_record,
-                    refused_text)
-from .unzip import FlatNames
-from .valfolders import read_synsets, val_labels
 
 PROG = "05_pack_squashfs.py"
 SPLITS = ("train", "val", "test")
 OUT_DIR = "squashfs"                 # ROOT/squashfs/SPLIT.sqfs
-DIR_MODE, FILE_MODE = 0o755, 0o644   # every folder and file of an image
 SAMPLE = 64                          # files read back from each image: between 64 and 128
 CHUNK = 8 << 20                      # largest sendfile() of one member's data
 PIPE_SIZE = 1 << 20                  # the pipe into the builder (Linux default: 64 KiB)
@@ -237,37 +232,6 @@ class Sample:
 
 # ----------------------------------------------------------------------------- the stream
 
-def _template(typ: bytes, mode: int) -> bytes:
-    """A GNU tar header with everything but name, size, time and checksum filled in."""
-    h = bytearray(tarfile.BLOCKSIZE)
-    h[100:108] = b"%07o\0" % mode
-    h[108:116] = h[116:124] = b"%07o\0" % 0
-    h[148:156] = b" " * 8                           # the checksum is summed with spaces here
-    h[156:157] = typ
-    h[257:265] = tarfile.GNU_MAGIC
-    return bytes(h)
-
-
-HEADERS = {True: _template(tarfile.DIRTYPE, DIR_MODE), False: _template(tarfile.REGTYPE, FILE_MODE)}
-
-
-def tar_header(path: str, size: int, mtime: int, is_dir: bool) -> bytes:
-    """The header of one member of the stream: owner 0, mode 0755 or 0644. Built by hand (a third
-    of the time tarfile takes; it counts with 1.3 M files); tarfile for the rare long name."""
-    name = (path + "/" if is_dir else path).encode("utf-8", "surrogateescape")
-    if len(name) > 99 or size >= 8 ** 11 or not 0 <= mtime < 8 ** 11:
-        ti = tarfile.TarInfo(name.decode("utf-8", "surrogateescape"))
-        ti.type, ti.size = (tarfile.DIRTYPE, 0) if is_dir else (tarfile.REGTYPE, size)
-        ti.mode, ti.mtime, ti.uname, ti.gname = (DIR_MODE if is_dir else FILE_MODE), mtime, "", ""
-        return ti.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
-    h = bytearray(HEADERS[is_dir])
-    h[0:len(name)] = name
-    h[124:136] = b"%011o\0" % size
-    h[136:148] = b"%011o\0" % mtime
-    h[148:156] = b"%06o\0 " % sum(h)
-    return bytes(h)
-
-
 class Pack:
     """The flat tar stream into the builder's stdin (`fd`), and what it records on the way: the
     listing, the sample, the counts. Times later than `epoch` are clamped to it."""
@@ -341,134 +305,31 @@ class Pack:
         self._write(bytes(2 * tarfile.BLOCKSIZE))
 
 
-# ----------------------------------------------------------------------------- sources: the archives
+# ----------------------------------------------------------------------------- the plan
 
-@dataclass
-class Plan:
-    """What one image is built from, checked before the builder starts."""
-    split: str
-    origin: str                      # "archive" or "tree"
-    source: str                      # the archive file, or the tree's folder
-    archive: str                     # the archive's name (for a tree: the one 01 extracted)
-    archive_size: int
-    total: int                       # bytes to stream, about (progress, preflight)
-    epoch: int                       # the image's time: its root folder and superblock
-    feed: Callable[[Pack], None]
-    classes: bool = False            # the top folders are the classes (train)
-    check_official: bool = True
-    expect_files: Optional[int] = None  # a tree: the images 01 extracted
+FROM_TREE_HINT = "pack the tree 01_unzip.sh made with --from-tree"
 
 
-@dataclass(frozen=True)
-class FlatItem:
-    """A val or test image: its path in the image, and where its bytes are: a member of an
-    archive (`size` bytes at `offset`), or a file of a tree."""
-    path: str
-    source: str
-    offset: int
-    size: int
-    mtime: float
-    archived: bool = True
-    rel: str = ""                    # a tree's file: its path relative to ROOT (the manifest's)
+def make_plan(cfg: Settings, split: str) -> Plan:
+    """The split's members (members.plan_split: every check that can come first)."""
+    return members.plan_split(cfg, split, cfg.from_tree, FROM_TREE_HINT)
 
 
-def plan_train_archive(archive: str) -> Plan:
-    """The outer tar's index, checked (01's rules) before anything is built."""
-    label = os.path.basename(archive)
-    classes, refused, broken = index_outer(archive)
-    if refused:
-        raise PrepError(refused_text(label, refused))
-    if broken:
-        raise PrepError(broken)
-    if not classes:
-        raise PrepError("%s holds no class tars (WNID.tar members); is it the right file? download "
-                        "it again" % archive)
-    classes.sort(key=lambda c: c.wnid)
-    size = os.path.getsize(archive)
-    log.info("train: %s holds %d class tars (%s)", archive, len(classes), human(size))
-    return Plan("train", "archive", archive, label, size, size, Pack.epoch_of(c.mtime for c in classes),
-                lambda pack: feed_train_archive(pack, archive, classes), classes=True)
+def image_time(plan: Plan) -> int:
+    """The image's time (its root folder and superblock): the newest of the members' times."""
+    return Pack.epoch_of([plan.newest])
 
 
-def feed_train_archive(pack: Pack, archive: str, classes: list[ClassTar]) -> None:
-    """Each class tar's images as WNID/NAME, read from the archive in place."""
-    name = os.path.basename(archive)
-    with open(archive, "rb", buffering=0) as f:
-        src, fd = Source(f), f.fileno()
-        for c in classes:
-            label = "%s: %s.tar" % (name, c.wnid)
-            pattern = class_pattern(c.wnid)
-            seen: set[str] = set()
-            pack.folder(c.wnid, c.mtime)
-            for m in iter_tar(src, c.offset, c.offset + c.size, label, need_eof=False):
-                check_class_member(m, c.wnid, label, pattern, seen)
-                pack.file(Piece("%s/%s" % (c.wnid, m.name), archive, m.offset, m.size), m.mtime,
-                          fd, pos=m.offset + m.size)
-            if not seen:
-                raise PrepError("%s: holds no images; the archive is damaged: download it again"
-                                % label)
-
-
-def index_flat(archive: str, split: str) -> list[FlatItem]:
-    """Every member of the val or test tar, checked as 01 checks them, headers only."""
-    label = os.path.basename(archive)
-    items, names = [], FlatNames(split, label)
-    with open(archive, "rb", buffering=0) as f:
-        for m in iter_tar(Source(f), 0, os.path.getsize(archive), label, need_eof=True):
-            name = names.name(m)
-            if name is not None and not names.refused:
-                items.append(FlatItem(name, archive, m.offset, m.size, m.mtime))
-    names.check()
-    if not items:
-        raise PrepError("%s holds no images; is it the right file? download it again" % archive)
-    return items
-
-
-def place_val(cfg: Settings, items: list[FlatItem]) -> tuple[list[str], list[FlatItem]]:
-    """The val images in their class folders (03's labels): (folders, items as WNID/NAME).
-    Every image must have a label and every label an image; checked before anything is built."""
-    try:
-        wnid_of = val_labels(Path(cfg.root), cfg.meta and Path(cfg.meta),
-                             cfg.labels and Path(cfg.labels))
-    except PrepError as e:
-        raise PrepError("val: the images go into class folders by the validation labels, as 03 "
-                        "sorts them: %s" % e) from None
-    names = {it.path for it in items}
-    unlabelled = sorted(names.difference(wnid_of))
-    absent = sorted(set(wnid_of).difference(names))
-    if unlabelled or absent:
-        raise PrepError("val: the labels list %d images, the source holds %d: %d without a label "
-                        "(%s), %d labelled but absent (%s); use the labels of this release (pass "
-                        "the right devkit to 01_unzip.sh devkit, then 02)"
-                        % (len(wnid_of), len(names), len(unlabelled), some(unlabelled),
-                           len(absent), some(absent)))
-    placed = [FlatItem("%s/%s" % (wnid_of[it.path], it.path), it.source, it.offset, it.size,
-                       it.mtime, it.archived, it.rel) for it in items]
-    return sorted(set(wnid_of.values())), placed
-
-
-def plan_flat_archive(cfg: Settings, split: str, archive: str) -> Plan:
-    items = index_flat(archive, split)
-    folders: list[str] = []
-    if split == "val":
-        folders, items = place_val(cfg, items)
-    size = os.path.getsize(archive)
-    epoch = Pack.epoch_of(it.mtime for it in items)
-    log.info("%s: %s holds %s images (%s)%s", split, archive, thousands(len(items)), human(size),
-             ", for %d class folders" % len(folders) if folders else "")
-    return Plan(split, "archive", archive, os.path.basename(archive), size, size, epoch,
-                lambda pack: feed_flat(pack, folders, items, epoch))
-
-
-def feed_flat(pack: Pack, folders: list[str], items: list[FlatItem], epoch: int,
-              sums: Optional["Sums"] = None) -> None:
-    """The folders (time: the image's), then every item; a tree's files are opened one by one."""
-    for f in folders:
-        pack.folder(f, epoch)
+def feed(pack: Pack, src: Plan, epoch: int) -> None:
+    """Every entry of the source: a folder (its time, else the image's), an archive's member read
+    in place (the archive kept open), or a tree's file opened one by one and, with the manifest,
+    hashed on the way and checked against it."""
     archive_fd, archive = -1, None
     try:
-        for it in items:
-            if it.archived:                              # keep the archive open
+        for it in src.entries():
+            if isinstance(it, members.Folder):
+                pack.folder(it.path, epoch if it.mtime is None else it.mtime)
+            elif it.archived:
                 if it.source != archive:
                     if archive_fd >= 0:
                         os.close(archive_fd)
@@ -476,246 +337,14 @@ def feed_flat(pack: Pack, folders: list[str], items: list[FlatItem], epoch: int,
                 pack.file(Piece(it.path, it.source, it.offset, it.size), it.mtime, archive_fd,
                           pos=it.offset + it.size)
             else:
-                feed_tree_file(pack, it.path, it.source, it.size, sums, it.rel)
+                with members.open_tree_file(it.source, it.size) as (fd, st):
+                    got = pack.file(Piece(it.path, it.source, 0, st.st_size), st.st_mtime, fd,
+                                    hashed=bool(src.sums))
+                    if src.sums is not None:
+                        src.sums.check(it.rel, it.source, got)
     finally:
         if archive_fd >= 0:
             os.close(archive_fd)
-
-
-# ----------------------------------------------------------------------------- sources: a tree
-
-def reextract(split: str) -> str:
-    return "01_unzip.sh %s%s" % (split, ", then 03_build_val_class_folders.py" if split == "val"
-                                 else "")
-
-
-@dataclass(frozen=True)
-class Sums:
-    """ROOT/meta/SHA256SUMS.SPLIT of a tree being packed: each file is hashed while it is
-    streamed (no second read) and must have the SHA-256 the manifest lists for it."""
-    split: str
-    path: str
-    digest_of: dict                  # path relative to ROOT -> SHA-256
-
-    def check(self, rel: str, source: str, got: Optional[str]) -> None:
-        want = self.digest_of.get(rel)
-        if want is not None and got != want:
-            raise PrepError("%s: %s is not the file 01_unzip.sh extracted: its SHA-256 differs "
-                            "from the one %s lists (changed, truncated or damaged since); nothing "
-                            "was built: extract the split again (%s), or run 04_verify.py --full "
-                            "%s to find every such file" % (self.split, source, self.path,
-                                                            reextract(self.split), self.split))
-
-
-def check_tree(cfg: Settings, split: str) -> tuple[list[str], Optional[Sums]]:
-    """04's checks that open no image (verify.check_structure), before the builder starts: the
-    class folders, names and counts, no entry that is not a regular file, and the paths against
-    ROOT/meta/SHA256SUMS.SPLIT when it is there. A problem refuses the tree, and so does a
-    manifest that is not a regular file, or missing although 01 wrote one (manifest.present).
-    Returns the image paths (relative to ROOT) and the manifest's hashes, checked while
-    streaming."""
-    root = Path(cfg.root)
-    try:
-        with_sums = manifest.present(cfg.root, split)
-    except PrepError as e:
-        raise PrepError("%s: %s; nothing was built (or pack the archive: without --from-tree)"
-                        % (split, e)) from None
-    classes, source = (read_synsets(Path(cfg.meta), given=True), cfg.meta) if cfg.meta \
-        else verify.load_classes(root)
-    labels = None
-    if split == "val" and classes is not None and (cfg.labels or cfg.meta):
-        labels = val_labels(root, cfg.meta and Path(cfg.meta), cfg.labels and Path(cfg.labels))
-    sums = manifest.path_of(cfg.root, split)
-    ctx = verify.Context(cfg.root, classes, source, 1, with_sums, val_labels=labels)
-    f, paths, expected = verify.check_structure(ctx, split)
-    if classes is None and split != "test":
-        log.info("%s: the class folders are not checked against a class list: %s", split, source)
-    if f.problems:
-        raise PrepError("%s: %s is not the tree %s extracted, nothing was built:\n  %s\nif "
-                        "entries do not belong there, move them out (an image holds the split and "
-                        "nothing else); if images are missing or damaged, extract it again (%s); "
-                        "04_verify.py --full %s lists every problem"
-                        % (split, os.path.join(cfg.root, split), "01_unzip.sh",
-                           "\n  ".join(f.lines()), reextract(split), split))
-    if expected is None:
-        return paths, None
-    return paths, Sums(split, os.path.relpath(sums, cfg.root), dict(zip(paths, expected)))
-
-
-def feed_tree_file(pack: Pack, path: str, source: str, size: Optional[int] = None,
-                   sums: Optional[Sums] = None, rel: str = "") -> None:
-    """One file of a tree as member `path`, opened only if it is a regular file (no symbolic
-    link followed); with `sums`, hashed on the way and checked against the manifest (`rel`)."""
-    try:
-        fd = files.open_regular(source)
-    except (OSError, files.NotRegular) as e:
-        raise PrepError("%s: cannot read it (%s); the tree changed while being packed? run again"
-                        % (source, getattr(e, "strerror", None) or e)) from None
-    try:
-        st = os.fstat(fd)
-        if size is not None and st.st_size != size:
-            raise PrepError("%s changed while being packed (%s bytes, was %s); run again"
-                            % (source, thousands(st.st_size), thousands(size)))
-        got = pack.file(Piece(path, source, 0, st.st_size), st.st_mtime, fd, hashed=bool(sums))
-        if sums is not None:
-            sums.check(rel, source, got)
-    finally:
-        os.close(fd)
-
-
-def tree_done(root: str, split: str) -> dict:
-    """01's done marker of the split: the tree is complete and verified."""
-    doc = manifest.read_done(root, split)
-    if not isinstance(doc, dict) or not isinstance(doc.get("images"), int):
-        raise PrepError("%s: %s is not complete (01_unzip.sh has not marked it done in %s): run "
-                        "01_unzip.sh %s first, or pack the archive (without --from-tree)"
-                        % (split, os.path.join(root, split), os.path.join(root, STATE), split))
-    return doc
-
-
-def recorded_sizes(root: str, wnid: str) -> Optional[dict[str, int]]:
-    """{name: size} of the files 01 wrote into train/WNID, from its record ROOT/.01_unzip/train/
-    WNID.json ([name, size, sha256] per file); None when there is no usable one (older records
-    hold no files). Read only if it is a regular file."""
-    rec = read_record(os.path.join(root, STATE, "train"), wnid)
-    got = rec.get("files") if rec else None
-    return {f[0]: f[1] for f in got} if got else None
-
-
-def check_sizes(cfg: Settings, split: str, size: dict[str, int], doc: dict,
-                records: bool) -> None:
-    """The sizes of the tree's files ({path relative to ROOT: size}, from their metadata),
-    before anything is read: each against 01's record (`records`: train), the total against
-    01's done marker. A file of another size (e.g. a huge sparse file put in place of an image)
-    is refused before it is read, let alone hashed."""
-    wrong = []
-    if records:
-        recs: dict[str, Optional[dict[str, int]]] = {}
-        for p in size:                               # train/WNID/NAME
-            _, wnid, name = p.split("/")
-            if wnid not in recs:
-                recs[wnid] = recorded_sizes(cfg.root, wnid)
-            want = (recs[wnid] or {}).get(name)
-            if want is not None and size[p] != want:
-                wrong.append("%s (%s B, 01_unzip.sh wrote %s B)"
-                             % (p, thousands(size[p]), thousands(want)))
-    total, want_total = sum(size.values()), doc.get("bytes")
-    if not wrong and isinstance(want_total, int) and total != want_total:
-        big = sorted(size, key=lambda p: -size[p])[:3]
-        wrong.append("in all %s B, but 01_unzip.sh extracted %s B (%s); the largest: %s"
-                     % (thousands(total), thousands(want_total), manifest.done_path(cfg.root, split),
-                        ", ".join("%s (%s)" % (p, human(size[p])) for p in big)))
-    if wrong:
-        raise PrepError("%s: files of another size than 01_unzip.sh wrote (changed, truncated or "
-                        "replaced since), nothing was built and none was read: %s; %s, or run "
-                        "04_verify.py --full %s to find every such file"
-                        % (split, some(wrong), "delete the class folders that hold them and run "
-                           "01_unzip.sh train: it extracts those classes again" if records else
-                           "move %s away and extract it again (%s)"
-                           % (os.path.join(cfg.root, split), reextract(split)), split))
-
-
-def plan_train_tree(cfg: Settings) -> Plan:
-    """ROOT/train as 01 made it, checked (check_tree, check_sizes) before anything is built."""
-    doc = tree_done(cfg.root, "train")
-    top = os.path.join(cfg.root, "train")
-    paths, sums = check_tree(cfg, "train")
-    sizes = {p: os.lstat(os.path.join(cfg.root, p)).st_size for p in paths}
-    check_sizes(cfg, "train", sizes, doc, records=True)
-    names: dict[str, list[tuple[str, int]]] = {}
-    for p in paths:                                  # train/WNID/NAME, sorted
-        _, wnid, name = p.split("/")
-        names.setdefault(wnid, []).append((name, sizes[p]))
-    with os.scandir(top) as it:                      # only class folders: checked above
-        classes = sorted((e.name, int(e.stat(follow_symlinks=False).st_mtime)) for e in it)
-    if not classes:
-        raise PrepError("%s holds no class folders: run 01_unzip.sh train" % top)
-    empty = [os.path.join(top, w) for w, _ in classes if w not in names]
-    if empty:
-        raise PrepError("%s: %d class folders are empty (%s); run 01_unzip.sh train to extract "
-                        "them again" % (top, len(empty), some(empty)))
-    log.info("train: %s holds %d class folders (%s images, %s, says 01_unzip.sh)", top,
-             len(classes), thousands(doc["images"]), human(doc.get("bytes", 0)))
-    return Plan("train", "tree", top, str(doc.get("archive")), int(doc.get("archive_size") or 0),
-                int(doc.get("bytes") or 0), Pack.epoch_of(m for _, m in classes),
-                lambda pack: feed_train_tree(pack, top, classes, names, sums), classes=True,
-                expect_files=doc["images"])
-
-
-def feed_train_tree(pack: Pack, top: str, classes: list[tuple[str, int]],
-                    names: dict[str, list[tuple[str, int]]], sums: Optional[Sums]) -> None:
-    for wnid, mtime in classes:
-        pack.folder(wnid, mtime)
-        for name, size in names[wnid]:
-            feed_tree_file(pack, "%s/%s" % (wnid, name), os.path.join(top, wnid, name), size,
-                           sums, "train/%s/%s" % (wnid, name))
-
-
-def tree_item(top: str, path: str, rel: str) -> FlatItem:
-    """A file of ROOT/val or ROOT/test (`rel`: relative to ROOT); a symbolic link (03 --symlink)
-    only to a file in `top`."""
-    full = os.path.join(os.path.dirname(top), rel)
-    real = os.path.realpath(full)
-    if real != full and not (real.startswith(os.path.realpath(top) + os.sep) and os.path.isfile(real)):
-        raise PrepError("%s is a symbolic link to %s, outside %s; refused" % (full, real, top))
-    st = os.stat(real)
-    return FlatItem(path, real, 0, st.st_size, st.st_mtime, archived=False, rel=rel)
-
-
-def flat_tree_items(cfg: Settings, split: str, top: str,
-                    paths: list[str]) -> tuple[list[str], list[FlatItem]]:
-    """(class folders, items) of ROOT/val (sorted by 03 into class folders: as it is; still
-    flat: placed by the labels) or ROOT/test, from the checked paths."""
-    mine = [p for p in paths if p.startswith(split + "/")]        # not val_blacklisted/
-    in_folders = [p for p in mine if p.count("/") == 2]
-    flat = [p for p in mine if p.count("/") == 1]
-    if in_folders:
-        if flat:
-            log.info("val: %d flat images of %s left out: the class folders hold the split (03 "
-                     "--copy or --link keeps the flat files)", len(flat), top)
-        return (sorted({p.split("/")[1] for p in in_folders}),
-                [tree_item(top, p.split("/", 1)[1], p) for p in in_folders])
-    items = [tree_item(top, p.split("/", 1)[1], p) for p in flat]
-    if split != "val":
-        return [], items
-    folders, items = place_val(cfg, items)
-    return folders, sorted(items, key=lambda it: it.path)   # as 03 sorts: the same image
-
-
-def plan_flat_tree(cfg: Settings, split: str) -> Plan:
-    """ROOT/val (sorted by 03 into class folders, or still flat: placed by the labels), ROOT/test."""
-    root = cfg.root
-    doc = tree_done(root, split)
-    top = os.path.join(root, split)
-    paths, sums = check_tree(cfg, split)
-    folders, items = flat_tree_items(cfg, split, top, paths)
-    if not items:
-        raise PrepError("%s holds no images: run 01_unzip.sh %s" % (top, split))
-    set_aside = split == "val" and os.path.isdir(os.path.join(root, "val_blacklisted"))
-    if not set_aside:                                # the sizes, before anything is read
-        check_sizes(cfg, split, {it.rel: it.size for it in items}, doc, records=False)
-    if set_aside:
-        log.info("val: %s exists (03 --exclude-blacklist): packing the %d images of %s; the "
-                 "official count is not checked", os.path.join(root, "val_blacklisted"),
-                 len(items), top)
-    epoch = Pack.epoch_of(it.mtime for it in items)
-    return Plan(split, "tree", top, str(doc.get("archive")), int(doc.get("archive_size") or 0),
-                sum(it.size for it in items), epoch,
-                lambda pack: feed_flat(pack, folders, items, epoch, sums),
-                check_official=not set_aside, expect_files=None if set_aside else doc["images"])
-
-
-FROM_TREE_HINT = "pack the tree 01_unzip.sh made with --from-tree"
-
-
-def make_plan(cfg: Settings, split: str) -> Plan:
-    if cfg.from_tree:
-        return plan_train_tree(cfg) if split == "train" else plan_flat_tree(cfg, split)
-    archive = find_archive(Config(cfg.root), split, FROM_TREE_HINT)
-    check_archive(archive, split)
-    if split == "train":
-        return plan_train_archive(archive)
-    return plan_flat_archive(cfg, split, archive)
 
 
 # ----------------------------------------------------------------------------- the builder
@@ -771,12 +400,12 @@ class Builder:
 
 def stream_into(tools: Tools, plan: Plan, tmp: str, processors: Optional[int]) -> Pack:
     """Run the builder on the plan's stream; the listing and sample of what went in."""
-    bar = Progress(plan.split, plan.total, "B")
-    builder = Builder(tools, tmp, plan.epoch, processors)
+    bar, epoch = Progress(plan.split, plan.total, "B"), image_time(plan)
+    builder = Builder(tools, tmp, epoch, processors)
     try:
-        pack = Pack(builder.fd, plan.epoch, bar)
+        pack = Pack(builder.fd, epoch, bar)
         try:
-            plan.feed(pack)
+            feed(pack, plan, epoch)
             pack.end()
         except BrokenPipeError:
             builder.finish()                     # says why it stopped reading
@@ -883,7 +512,7 @@ def check_image(tools: Tools, plan: Plan, pack: Pack, tmp: str) -> None:
                         "folders): %s" % (plan.split, len(differences), some(differences)))
     pieces = pack.sample.pieces()
     check_sample(tools, tmp, pieces)
-    check_time(tools, tmp, plan.epoch)
+    check_time(tools, tmp, image_time(plan))
     log.info("%s: the image's listing equals the stream (%s entries); %d files read back equal "
              "the source", plan.split, thousands(sum(f[0] for f in listing.folders.values())),
              len(pieces))
@@ -980,9 +609,9 @@ def marker_doc(tools: Tools, plan: Plan, pack: Pack, tmp: str, seconds: float) -
             "origin": plan.origin, "source": plan.source, "archive": plan.archive,
             "archive_size": plan.archive_size, "folders": len(pack.listing.folders) - 1,
             "files": pack.listing.files, "bytes": pack.listing.bytes,
-            "listing_digest": pack.listing.digest(), "epoch": plan.epoch,
+            "listing_digest": pack.listing.digest(), "epoch": image_time(plan),
             "builder": tool_version(tools),
-            "options": list(tools.build_argv("IMAGE", plan.epoch, None)[1:-1]),
+            "options": list(tools.build_argv("IMAGE", image_time(plan), None)[1:-1]),
             "seconds": round(seconds, 1)}
 
 
@@ -1032,9 +661,7 @@ def pack_split(cfg: Settings, split: str, tools: Callable[[], Tools]) -> int:
 
 def pack(cfg: Settings, splits: list[str]) -> int:
     """Build ROOT/squashfs/SPLIT.sqfs for each split; go on with the others after a failure."""
-    if not os.path.isdir(cfg.root):
-        raise PrepError("ROOT '%s' is not a folder; pass --root DIR (the folder holding downloads/)"
-                        % cfg.root)
+    members.need_root(cfg.root)
     log.info("ROOT=%s splits=%s source=%s", cfg.root, " ".join(splits),
              "the trees (--from-tree)" if cfg.from_tree else "the archives in downloads/")
     cache: list[Tools] = []
@@ -1044,18 +671,7 @@ def pack(cfg: Settings, splits: list[str]) -> int:
             cache.append(find_tools())
         return cache[0]
 
-    rc = 0
-    for split in splits:
-        try:
-            rc = max(rc, pack_split(cfg, split, tools))
-        except PrepError as e:
-            log.error("error: %s", e)
-            rc = 1
-        except OSError as e:
-            log.error("error: %s: %s", split, disk_full_text(e.filename or cfg.out)
-                      if e.errno in (errno.ENOSPC, errno.EDQUOT) else e)
-            rc = 1
-    return rc
+    return each_split(splits, lambda split: pack_split(cfg, split, tools), cfg.out)
 
 
 def iter_splits(names: list[str]) -> list[str]:

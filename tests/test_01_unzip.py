@@ -1044,3 +1044,23 @@ def test_a_marker_or_record_that_is_a_fifo_is_refused_not_waited_on(tmp_path, re
     os.mkfifo(record)
     r = unzip(root, "train", timeout=30)
     assert r.returncode == 1 and "%s is not a regular file (a FIFO)" % record in r.stderr, r.stderr
+
+
+def test_a_cmyk_jpeg_whose_frame_header_lies_beyond_256_kib_is_reported(tmp_path):
+    """Issue 18 item 10: a large ICC profile (here: comment segments, 300 KiB) before the frame
+    header; 01 walked only the first 256 KiB and called the file a plain JPEG. It walks the
+    segments as far as they go, keeping none of the bytes between them."""
+    rng = random.Random(10)
+    far = minirelease.fake_jpeg(rng, 300 << 10, components=4)
+    assert far.rindex(b"\xff\xc0") > 256 << 10          # the frame header (random bytes before)
+    names = {"n01000001_1.JPEG": far, "n01000001_2.JPEG": minirelease.fake_jpeg(rng, 300 << 10)}
+    inner = raw_end(b"".join(raw_member(n, d) for n, d in names.items()))
+    root = tmp_path / "root"
+    (root / "downloads").mkdir(parents=True)
+    (root / "downloads" / TRAIN).write_bytes(raw_end(raw_member("n01000001.tar", inner)))
+    r = unzip(root, "train")
+    assert r.returncode == 0, r.stderr
+    assert "n01000001/n01000001_1.JPEG: CMYK JPEG" in r.stderr, r.stderr
+    assert "1 files are not plain" in r.stderr
+    special = json.loads((root / STATE / "train.done").read_text())["special"]
+    assert special == {"n01000001/n01000001_1.JPEG": "CMYK JPEG"}

@@ -1,0 +1,426 @@
+"""06_pack_webdataset.py: shards that the webdataset library reads back to the release's images,
+labels and sizes; timm's _info.json; the same bytes for a seed from the archives or the tree;
+killed and rerun; hostile archives, a changed tree, a missing class list; image sizes from headers."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import minirelease
+from conftest import run, script
+
+wds = pytest.importorskip("webdataset")
+
+WDS = script("06_pack_webdataset.py")
+UNZIP = script("01_unzip.sh")
+META = script("02_convert_meta_clsloc.py")
+SORT = script("03_build_val_class_folders.py")
+OUT = "webdataset"
+TRAIN_NAMES = "imagenet1k-train-%02d.tar"
+VAL_NAMES = "imagenet1k-validation-%02d.tar"
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def clean_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") and k != "IMAGENET_ROOT"}
+    env.update(extra)
+    return env
+
+
+def pack(root: Path, *args, timeout=120) -> subprocess.CompletedProcess:
+    return run([sys.executable, WDS, "--root", root, *args], timeout=timeout, env=clean_env())
+
+
+def make_root(tmp_path: Path, rel: minirelease.Release, splits=("train", "val"),
+              name: str = "root", meta: bool = True) -> Path:
+    """ROOT/downloads with the archives; with meta, the devkit (01) and synsets.csv (02) too."""
+    root = tmp_path / name
+    (root / "downloads").mkdir(parents=True)
+    for s in list(splits) + ["devkit"]:
+        shutil.copy(rel.archives[s], root / "downloads" / rel.archives[s].name)
+    if meta:
+        r = run(["bash", UNZIP, "--root", root, "devkit"], env=clean_env())
+        assert r.returncode == 0, r.stderr
+        r = run([sys.executable, META, "--root", root, "--expect-classes", len(rel.classes)],
+                env=clean_env())
+        assert r.returncode == 0, r.stderr
+    return root
+
+
+def images(rel: minirelease.Release, split: str) -> dict[str, bytes]:
+    """WNID/NAME -> bytes, straight from the generated archives."""
+    out = {}
+    with tarfile.open(rel.archives[split]) as tar:
+        for m in tar:
+            if split == "train":
+                with tarfile.open(fileobj=tar.extractfile(m)) as inner:
+                    for im in inner:
+                        out["%s/%s" % (m.name[:-4], im.name)] = inner.extractfile(im).read()
+            else:
+                out["%s/%s" % (rel.val[m.name], m.name)] = tar.extractfile(m).read()
+    return out
+
+
+def shards(root: Path, pattern: str) -> list[Path]:
+    return sorted((root / OUT).glob(pattern))
+
+
+def contents(root: Path) -> dict[str, bytes]:
+    """Every shard's bytes and _info.json, by name."""
+    return {p.name: p.read_bytes() for p in sorted((root / OUT).glob("*")) if not p.name.startswith(".")}
+
+
+def leftovers(root: Path) -> list[str]:
+    return sorted(p.name for p in (root / OUT).glob("*") if ".tmp-" in p.name)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, release) -> Path:
+    """The unit release's train (4 shards) and val (3 shards), written once from the archives."""
+    root = make_root(tmp_path_factory.mktemp("built"), release)
+    r = pack(root, "--shards", "4", "train")
+    assert r.returncode == 0, r.stderr
+    r = pack(root, "--shards", "3", "val")
+    assert r.returncode == 0, r.stderr
+    return root
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory) -> minirelease.Release:
+    """~60 MB of train images: long enough (~1 s) to be killed mid-way."""
+    return minirelease.make_release(tmp_path_factory.mktemp("big"), classes=24, images=(10, 16),
+                                    val_per_class=1, test=2, kib=200.0, seed=6)
+
+
+# ----------------------------------------------------------------------------- command line
+
+def test_help_lists_options_and_defaults():
+    r = run([sys.executable, WDS, "--help"])
+    assert r.returncode == 0
+    for text in ("--root DIR", "--from-tree", "--shards N", "--seed S", "--jobs N",
+                 "IMAGENET_ROOT", "imagenet1k-train-{0000..1023}.tar", "wds/imagenet-1k"):
+        assert text in r.stdout, text
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "the following arguments are required: SPLIT"),
+    (["test"], "unknown split 'test' (one of: train val)"),
+    (["--shards", "0", "train"], "--shards wants a whole number from 1 to 100000 (got '0')"),
+    (["--shards", "1e3", "train"], "--shards wants a whole number"),
+    (["--seed", "-1", "train"], "--seed wants a whole number"),
+    (["--jobs", "0", "train"], "--jobs wants a number from 1 to 1024"),
+])
+def test_usage_errors_exit_2(tmp_path, args, message):
+    r = pack(tmp_path, *args)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+
+
+# ----------------------------------------------------------------------------- the shards
+
+@pytest.mark.parametrize("split, pattern, n", [("train", "imagenet1k-train-*.tar", 4),
+                                               ("val", "imagenet1k-validation-*.tar", 3)])
+def test_every_image_once_with_its_bytes_label_and_size(built, release, split, pattern, n):
+    """Read back with the webdataset library, shard by shard: every image exactly once, its
+    bytes as the archive holds them, the sorted-WNID label, the json's fields and Pillow's size."""
+    want = images(release, split)
+    urls = [str(p) for p in shards(built, pattern)]
+    assert [Path(u).name for u in urls] == [(TRAIN_NAMES if split == "train" else VAL_NAMES) % k
+                                            for k in range(n)]
+    seen, lengths = {}, []
+    for url in urls:
+        samples = list(wds.WebDataset(url, shardshuffle=False))
+        lengths.append(len(samples))
+        for s in samples:
+            doc = json.loads(s["json"])
+            path = doc["filename"]
+            assert path not in seen
+            seen[path] = s["jpg"]
+            wnid, name = path.split("/")
+            assert s["__key__"] == name[:-len(".JPEG")]
+            assert {k for k in s if not k.startswith("__")} == {"cls", "jpg", "json"}
+            assert int(s["cls"]) == doc["label"] == release.class_index(wnid)
+            assert s["cls"] == str(release.class_index(wnid)).encode()
+            assert doc["wnid"] == wnid and list(doc) == ["filename", "label", "wnid", "width",
+                                                         "height"]
+            with Image.open(io.BytesIO(s["jpg"])) as im:
+                assert (doc["width"], doc["height"]) == im.size
+    assert seen == want                                  # bytes equal, none missing, none extra
+    assert max(lengths) - min(lengths) <= 1 and sum(lengths) == len(want)
+    info = json.loads((built / OUT / "_info.json").read_text())
+    entry = info["splits"]["train" if split == "train" else "validation"]
+    assert info["name"] == "imagenet-1k"
+    assert entry == {"name": "train" if split == "train" else "validation",
+                     "num_samples": len(want), "filenames": [Path(u).name for u in urls],
+                     "shard_lengths": lengths}
+
+
+def test_members_have_fixed_metadata_and_samples_are_shuffled(built, release):
+    with tarfile.open(built / OUT / (TRAIN_NAMES % 0)) as tar:
+        members = tar.getmembers()
+    for m in members:
+        assert (m.uid, m.gid, m.uname, m.gname, m.mode, m.mtime) == (0, 0, "", "", 0o644, 0), m
+        assert m.isfile()
+    exts = [m.name.split(".", 1)[1] for m in members]
+    assert exts == ["cls", "jpg", "json"] * (len(members) // 3)
+    keys = [m.name.split(".", 1)[0] for m in members[::3]]
+    assert keys != sorted(keys)                          # not in archive order: shuffled
+    assert len({k.split("_")[0] for k in keys}) > 3      # classes mixed within a shard
+    assert (built / OUT / (TRAIN_NAMES % 0)).stat().st_size % 10240 == 0
+
+
+def test_rerun_is_already_done_and_changes_nothing(built):
+    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (built / OUT).iterdir()}
+    r = pack(built, "--shards", "4", "train")
+    assert r.returncode == 0, r.stderr
+    assert "train: already done (4 shards, " in r.stderr and "nothing to do" in r.stderr
+    assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (built / OUT).iterdir()} \
+        == before
+
+
+def test_same_seed_same_bytes_other_seed_other_order_from_archive_or_tree(tmp_path, built,
+                                                                         release):
+    """Another ROOT, the same seed: byte-identical shards, from the archives and from the tree
+    (val flat, then sorted by 03); another seed or shard count: the old shards go, new ones come."""
+    ref = contents(built)
+    root = make_root(tmp_path, release)
+    r = run(["bash", UNZIP, "--root", root, "train", "val"], env=clean_env())
+    assert r.returncode == 0, r.stderr
+    r = pack(root, "--from-tree", "--shards", "4", "train")
+    assert r.returncode == 0, r.stderr
+    r = pack(root, "--from-tree", "--shards", "3", "val")      # val still flat: placed by labels
+    assert r.returncode == 0, r.stderr
+    assert contents(root) == ref
+    for p in shards(root, "imagenet1k-validation-*"):
+        p.unlink()
+    (root / OUT / ".imagenet1k-validation.json").unlink()
+    r = run([sys.executable, SORT, "--root", root], env=clean_env())
+    assert r.returncode == 0, r.stderr
+    r = pack(root, "--from-tree", "--shards", "3", "val")      # sorted by 03: the same bytes
+    assert r.returncode == 0, r.stderr
+    assert contents(root) == ref
+    r = pack(root, "--seed", "7", "--shards", "2", "train")
+    assert r.returncode == 0, r.stderr
+    assert "written for another plan (seed 0, 4 shards, or other images): removing 4" in r.stderr
+    now = contents(root)
+    assert sorted(n for n in now if n.startswith("imagenet1k-train")) == \
+        [TRAIN_NAMES % k for k in range(2)]
+    info = json.loads(now["_info.json"])
+    assert info["splits"]["train"]["shard_lengths"] == [27, 27]
+    assert info["splits"]["validation"] == json.loads(ref["_info.json"])["splits"]["validation"]
+    order = [m.name for p in shards(root, "imagenet1k-train-*") for m in tarfile.open(p)]
+    old = [m.name for p in shards(built, "imagenet1k-train-*") for m in tarfile.open(p)]
+    assert sorted(order) == sorted(old) and order != old
+
+
+def recorded(root: Path) -> int:
+    """The shards the state file records as written (0 while there is none)."""
+    try:
+        return len(json.loads((root / OUT / ".imagenet1k-train.json").read_text())["written"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def test_sigkill_at_random_moments_then_rerun_gives_the_same_bytes(tmp_path, big):
+    """Killed anywhere (the whole job, or the main process alone: while indexing, in the middle
+    of a shard, between two), a rerun writes only what is missing and the shards are
+    byte-identical to an uninterrupted run; _info.json lists the split only once every shard is
+    complete."""
+    ref = make_root(tmp_path, big, ["train"], "ref")
+    r = pack(ref, "--shards", "12", "--jobs", "2", "train")
+    assert r.returncode == 0, r.stderr
+    want = contents(ref)
+    root = make_root(tmp_path, big, ["train"])
+    rng, kills, kept = random.Random(4), 0, 0
+    for attempt in range(10):
+        target = recorded(root) + rng.randint(0, 2)      # then a random moment in what follows
+        proc = subprocess.Popen([sys.executable, str(WDS), "--root", str(root), "--shards", "12",
+                                 "--jobs", "2", "train"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env=clean_env(), start_new_session=True)
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and recorded(root) < target and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0, 0.08))
+        if proc.poll() is None:
+            if attempt % 2:
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                os.kill(proc.pid, signal.SIGKILL)         # its workers see their pipe close
+            kills += 1
+        proc.wait(timeout=60)
+        if proc.returncode == 0:
+            break
+        done = [n for n in contents(root) if n.startswith("imagenet1k-")]
+        for n in done:                                   # a shard under its name is complete
+            assert (root / OUT / n).read_bytes() == want[n], n
+        info = root / OUT / "_info.json"
+        if info.exists() and "train" in json.loads(info.read_text())["splits"]:
+            assert len(done) == 12                       # killed after its last step
+        kept = max(kept, len(done))
+    assert kills >= 4, "only %d runs were killed mid-way" % kills
+    assert kept > 0, "no run was killed after writing a shard"
+    r = pack(root, "--shards", "12", "--jobs", "2", "train")
+    assert r.returncode == 0, r.stderr
+    assert contents(root) == want
+    assert leftovers(root) == []
+
+
+@pytest.mark.parametrize("sig, code, said", [(signal.SIGINT, 130, "stopped by Ctrl-C"),
+                                              (signal.SIGTERM, 143, "stopped by SIGTERM")])
+def test_ctrl_c_and_sigterm_keep_complete_shards_and_leave_no_half_one(tmp_path, big, sig, code,
+                                                                      said):
+    root = make_root(tmp_path, big, ["train"])
+    proc = subprocess.Popen([sys.executable, str(WDS), "--root", str(root), "--shards", "12",
+                             "--jobs", "2", "train"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=clean_env(),
+                            start_new_session=True)
+    state, deadline = root / OUT / ".imagenet1k-train.json", time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:   # until a shard is recorded
+        try:
+            if json.loads(state.read_text())["written"]:
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the signal arrived")
+    assert proc.returncode == code and said in err, err
+    assert "complete shards are kept" in err and "Traceback" not in err
+    assert leftovers(root) == []
+    info = root / OUT / "_info.json"
+    assert not info.exists() or "train" not in json.loads(info.read_text())["splits"]
+    r = pack(root, "--shards", "12", "--jobs", "2", "train")
+    assert r.returncode == 0, r.stderr
+    assert "already written" in r.stderr and " 0 already written" not in r.stderr, r.stderr
+
+
+# ----------------------------------------------------------------------------- refused
+
+def refused(root: Path, r: subprocess.CompletedProcess, *words: str) -> None:
+    """Exit 1, the words said, no traceback, no shard, no _info.json entry, no temporary file."""
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    for w in words:
+        assert w in r.stderr, (w, r.stderr)
+    out = root / OUT
+    if out.exists():
+        assert not list(out.glob("imagenet1k-*.tar")) and leftovers(root) == []
+        assert not (out / "_info.json").exists()
+
+
+@pytest.mark.parametrize("kind", ["outer-dotdot", "inner-symlink", "inner-badname", "truncated",
+                                  "not-a-tar", "val-symlink"])
+def test_hostile_archives_are_refused_and_leave_nothing(tmp_path, release, kind):
+    root = make_root(tmp_path, release, ["train"])
+    split = "val" if kind.startswith("val-") else "train"
+    target = root / "downloads" / (minirelease.VAL_TAR if split == "val" else minirelease.TRAIN_TAR)
+    shutil.copy(minirelease.make_hostile(tmp_path / "hostile", kind), target)
+    r = pack(root, "--shards", "2", split)
+    refused(root, r, minirelease.HOSTILE_MESSAGES[kind])
+
+
+def test_a_damaged_archive_is_named_and_the_next_run_after_the_fix_works(tmp_path, release):
+    root = make_root(tmp_path, release, ["train"])
+    archive = root / "downloads" / minirelease.TRAIN_TAR
+    data = bytearray(archive.read_bytes())
+    data[512 + 40] ^= 0x01                             # a byte of the first image's header
+    archive.write_bytes(bytes(data))
+    r = pack(root, "--shards", "2", "train")
+    refused(root, r, "not a tar header (bad checksum)")
+    shutil.copy(release.archives["train"], archive)
+    assert pack(root, "--shards", "2", "train").returncode == 0
+
+
+def test_the_official_archive_must_hold_the_official_counts(tmp_path, release):
+    """A file of the official train size holding one class of one image (sparse: no disk used):
+    the official counts are errors, before any shard is written."""
+    root = make_root(tmp_path, release, [])
+    size = 147897477120
+    jpeg = minirelease.fake_jpeg(random.Random(1), 600)
+    inner = size - 512 - 1024
+    def header(name: str, n: int) -> bytes:          # a size too big for octal: base-256
+        return minirelease.raw_header(name, 0, raw_size=b"\x80" + n.to_bytes(11, "big"))
+
+    with open(root / "downloads" / minirelease.TRAIN_TAR, "wb") as f:
+        f.write(header("n01000001.tar", inner) + header("n01000001_1.JPEG", inner - 2048) + jpeg)
+        f.truncate(size)
+    r = pack(root, "train")
+    refused(root, r, "the official archive holds 1,281,167 images in 1,000 classes, this one 1 "
+                     "in 1 classes: it is damaged")
+
+
+def test_missing_class_list_says_what_to_run(tmp_path, release):
+    root = make_root(tmp_path, release, ["train"], meta=False)
+    r = pack(root, "train")
+    refused(root, r, "meta/synsets.csv not found: run 02_convert_meta_clsloc.py first")
+
+
+def test_a_tree_file_changed_against_its_manifest_is_refused_while_read(tmp_path, release):
+    root = make_root(tmp_path, release, ["train"])
+    assert run(["bash", UNZIP, "--root", root, "train"], env=clean_env()).returncode == 0
+    wnid = release.wnids_sorted[3]
+    rel = "train/%s/%s" % (wnid, release.train[wnid][0])
+    data = bytearray((root / rel).read_bytes())
+    data[len(data) // 2] ^= 0x01                       # same size: only the hash can see it
+    (root / rel).write_bytes(bytes(data))
+    r = pack(root, "--from-tree", "--shards", "1", "train")
+    refused(root, r, rel, "SHA256SUMS.train", "the shard holding it was not written",
+            "04_verify.py --full train")
+    (root / "train" / wnid / "notes.txt").write_text("hi")    # 04's structure, before reading
+    r = pack(root, "--from-tree", "--shards", "1", "train")
+    refused(root, r, "notes.txt", "move them out")
+
+
+def test_shards_not_written_here_and_too_many_shards_are_refused(tmp_path, release):
+    root = make_root(tmp_path, release, ["train"])
+    r = pack(root, "--shards", "55", "train")
+    refused(root, r, "55 shards asked for, but the split has 54 images")
+    (root / OUT).mkdir(exist_ok=True)
+    stranger = root / OUT / (TRAIN_NAMES % 1)
+    stranger.write_bytes(b"mine")
+    r = pack(root, "--shards", "2", "train")
+    assert r.returncode == 1 and "were not written by 06_pack_webdataset.py" in r.stderr, r.stderr
+    assert stranger.read_bytes() == b"mine" and not (root / OUT / (TRAIN_NAMES % 0)).exists()
+
+
+# ----------------------------------------------------------------------------- sizes from headers
+
+def encoded(mode: str, size: tuple[int, int], fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, 90).save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("mode, fmt, kw", [
+    ("RGB", "JPEG", {}), ("L", "JPEG", {}), ("CMYK", "JPEG", {}),
+    ("RGB", "JPEG", {"progressive": True, "icc_profile": bytes(300 << 10)}),
+    ("RGB", "PNG", {}), ("RGBA", "PNG", {}),
+])
+def test_image_size_from_headers_equals_pillows_in_any_pieces(mode, fmt, kw):
+    """Width and height from the frame header (or IHDR), not decoded, as Pillow gives them; the
+    same when the bytes arrive in pieces of any size (as a member is copied)."""
+    from imagenet_prep.images import HeadScan, image_info
+    data = encoded(mode, (37, 23), fmt, **kw)
+    info = image_info(data)
+    with Image.open(io.BytesIO(data)) as im:
+        assert (info.width, info.height) == im.size == (37, 23)
+    assert info.kind == {"PNG": "PNG", "CMYK": "CMYK JPEG"}.get(fmt if fmt == "PNG" else mode)
+    for step in (1, 5, 4096, 1 << 20):
+        scan = HeadScan()
+        for at in range(0, len(data), step):
+            scan.feed(data[at:at + step])
+        assert scan.end() == info
