@@ -37,17 +37,21 @@ Exit codes: 0 ok, 1 failure, 2 usage, 130 Ctrl-C, 143 SIGTERM (complete shards a
 from __future__ import annotations
 
 import os
-import re
 import sys
-from pathlib import Path
-from typing import Optional
 
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 try:
-    import imagenet_prep  # noqa: F401  (the package beside this script)
+    from imagenet_prep import bootstrap  # the package beside this script
 except ImportError:
     sys.exit("%s: error: needs the folder imagenet_prep/ beside it (in %s): copy or clone the "
              "whole repository folder, not the script alone" % (sys.argv[0], sys.path[0]))
+if __name__ == "__main__":      # first: a quiet Ctrl-C, and the packages from .venv/ if need be
+    bootstrap.start(os.path.basename(__file__))
+
+import re
+from pathlib import Path
+from typing import Optional
+
 from imagenet_prep import console, webdataset
 
 PROG = webdataset.PROG

@@ -31,7 +31,8 @@ DONE = os.path.join(VENV, "imagenet-prep-requirements.txt")  # requirements.txt 
 LOCK = "imagenet-prep.lock"                                  # in .venv/: one set-up at a time
 # import names of requirements.txt's packages (tests/test_repo.py checks the two agree)
 SCRIPTS = ("numpy", "scipy", "tqdm")           # what the numbered scripts import
-TESTS = SCRIPTS + ("pytest", "PIL")             # and the tests (PIL: Pillow)
+TESTS = SCRIPTS + ("pytest", "PIL", "pyarrow", "webdataset")  # and the tests (PIL: Pillow;
+#                                                 pyarrow: also the Hub's Parquet files)
 SET_UP = "bash tests/demo.sh"                   # the README's command that makes .venv/
 INTERRUPTED = 130                               # console.INTERRUPTED (console is not loaded yet)
 

@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO, run
 
 SCRIPTS = ["00_download.sh", "01_unzip.sh", "02_convert_meta_clsloc.py", "03_build_val_class_folders.py",
-           "04_verify.py", "05_pack_squashfs.py"]
+           "04_verify.py", "05_pack_squashfs.py", "06_pack_webdataset.py"]
 # The top level: the numbered scripts over the package they share, the settings example, the project
 # files, and one folder each for tests, benchmarks and the SLURM job scripts (docs/ is to come).
 TOP = [*SCRIPTS, "imagenet_prep/__init__.py", "urls.sh.example", "README.md", "LICENSE",
