@@ -451,7 +451,7 @@ def verify_train(cfg: Config, wnids: list[str],
                         % (train_dir, len(strays), some(strays)))
     log.info("train: checked %d classes, %d images, %s: names and sizes as 01_unzip.sh wrote them "
              "(every byte: 04_verify.py --full train)", len(wnids), total_images, human(total_bytes))
-    official_counts("train", archive_size, len(wnids), total_images)
+    official_counts("train", archive_size, len(wnids), total_images, cfg.copy)
     warnings = compare_with_synsets(cfg.root, per_class)
     report_specials(special)
     return ({"classes": wnids, "images": total_images, "bytes": total_bytes, "special": special,
