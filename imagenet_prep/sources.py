@@ -58,7 +58,8 @@ from .sourceread import Entry, hf_parquet_entries, hf_tar_entries, kaggle_entrie
 from .sourcenames import (HF_REPO, KAGGLE_COMPETITION, KAGGLE_FILES, KAGGLE_NESTED, NESTED, SPLITS,
                           hf_data_file, kaggle_member)
 from .tarstream import REDO, Source
-from .train import check_class_folders, finish_train, read_record, replace_class, train_done
+from .train import (check_class_folders, clear_split_leftovers, finish_train, read_record,
+                    replace_class, train_done)
 from .unzip import finish_flat, refuse_unfinished
 from .zipread import ZipDirectory, file_range
 
@@ -356,7 +357,7 @@ class Stage:
         self.done: set[str] = set()                # proven units
         self.bad: dict[str, dict] = {}             # files found damaged: path -> file_id, message
         self.phase = "reading"                     # "placing": train's classes being renamed
-        self.fd, self.jf, self.last = -1, None, time.monotonic()
+        self.fd, self.jf, self.last = -1, None, 0.0
 
     # -- resuming -------------------------------------------------------------------------------
     def open(self) -> None:
@@ -371,6 +372,7 @@ class Stage:
             raise PrepError("%s: another run is writing %s; let it finish, or stop it, then run "
                             "again" % (self.split, self.dir))
         clear_temps(self.cfg.state, os.path.basename(self.cp))
+        clear_split_leftovers(self.cfg, self.split, self.final, os.path.basename(self.dir))
         why = self._load()
         if why is None:
             why = self._scan()
@@ -841,8 +843,8 @@ class Extraction:
                 self.errors.add(result[2])
                 if result[0] == "full":
                     stop.append(unit.id)
-            for s in unit.splits:
-                self.stages[s].checkpoint()
+            for s in unit.splits:                 # a whole file or tar.gz: worth a sync at once
+                self.stages[s].checkpoint(force=bool(unit.file or unit.nested))
             bar.update(done, "%s images, %s" % (thousands(images), bar.rate(done)))
         bar.close()
         dt = time.monotonic() - t0
@@ -1000,6 +1002,7 @@ def extract_hf(cfg: Config, splits: list[str]) -> int:
         if doc:
             already_done(cfg, split, doc)
             forget_stages(cfg, "hf", split)
+            clear_split_leftovers(cfg, split, resolve_final(cfg.root, split))
             if cfg.remove:
                 record = record or load_record(cfg.root, "hf")
                 remove_files(cfg, record, split, doc)
@@ -1168,6 +1171,7 @@ def extract_kaggle(cfg: Config, splits: list[str]) -> int:
         if doc:
             already_done(cfg, split, doc)
             forget_stages(cfg, "kaggle", split)
+            clear_split_leftovers(cfg, split, resolve_final(cfg.root, split))
         else:
             todo.append(split)
     record = None
@@ -1184,7 +1188,8 @@ def extract_kaggle(cfg: Config, splits: list[str]) -> int:
             rest = [s for s in SPLITS if s not in splits and not split_done(cfg, s)]
             log.info("removed %s as asked (--remove-archive): %s, the split(s) asked, are complete "
                      "and verified%s", f.local, " ".join(splits),
-                     "; it also held %s, which now needs the zip downloaded again" % " and ".join(rest)
+                     "; it also held %s: extracting that now needs the zip downloaded again"
+                     % " and ".join(rest)
                      if rest else "")
     return 0
 

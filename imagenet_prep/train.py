@@ -262,13 +262,14 @@ def train_done(cfg: Config) -> Optional[dict]:
     return doc
 
 
-def clear_split_leftovers(cfg: Config, split: str, final: str) -> None:
+def clear_split_leftovers(cfg: Config, split: str, final: str, keep: str = "") -> None:
     """What runs of `split` left when they were killed (temporary names that no live run holds):
     the split's folder being built beside `final` (ROOT/.val.tmp-HOST.PID), its done marker,
     checkpoint and manifest being written, and for train the class folders and records being
     built. A rerun clears them whether or not the split is done (04 tells the user to rerun for
-    them), never the split's folder itself: 03 may be working in val/."""
-    clear_temps(os.path.dirname(final), os.path.basename(final))
+    them), never the split's folder itself: 03 may be working in val/. `keep`: the temporary
+    folder beside `final` that the caller holds (01 --source's staging folder)."""
+    clear_temps(os.path.dirname(final), os.path.basename(final), keep)
     clear_temps(cfg.state, os.path.basename(cfg.marker(split)))
     clear_temps(cfg.state, os.path.basename(cfg.checkpoint(split)))
     clear_temps(os.path.dirname(manifest.path_of(cfg.root, split)),
