@@ -42,7 +42,7 @@ import os
 import re
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Iterator, NamedTuple, Optional
 
 from . import facts
@@ -679,22 +679,37 @@ class Unit:
     nested: bool = False
 
 
-Result = tuple        # ("ok", unit id, {split: [Written]}, note) | ("bad" | "error" | "full", id, text)
+@dataclass
+class Done:
+    """What became of a unit: kind "ok" (note: what it held), "bad" (a damaged file: `file`, its
+    id), "error" or "full" (the disk; start no more units), with the message; `written`: the files
+    it proved, by split (also when a Kaggle range failed at a later member)."""
+    unit: str
+    kind: str
+    text: str
+    written: dict = field(default_factory=dict)
+    file: Optional[list] = None
 
 
-def guarded(work: Callable[[Unit], Result]) -> Callable[[Unit], Result]:
-    """A unit's work, its failures turned into results (a worker must not die of them)."""
-    def run(unit: Unit) -> Result:
+def failed(unit: Unit, e: BaseException, written: Optional[dict] = None) -> Done:
+    """A unit's failure as a Done (a worker must not die of it)."""
+    if isinstance(e, PrepError):
+        return Done(unit.id, "error", str(e), written or {})
+    if isinstance(e, OSError) and e.errno in DISK_FULL:
+        return Done(unit.id, "full", "%s: %s" % (unit.id, disk_full_text(e.filename or ".")),
+                    written or {})
+    if isinstance(e, OSError):
+        return Done(unit.id, "error", "%s: %s" % (unit.id, e), written or {})
+    return Done(unit.id, "error", "%s: unexpected %s: %s" % (unit.id, type(e).__name__, e),
+                written or {})                 # a bug fails this unit, not the run's bookkeeping
+
+
+def guarded(work: Callable[[Unit], Done]) -> Callable[[Unit], Done]:
+    def run(unit: Unit) -> Done:
         try:
             return work(unit)
-        except PrepError as e:
-            return ("error", unit.id, str(e))
-        except OSError as e:
-            if e.errno in DISK_FULL:
-                return ("full", unit.id, "%s: %s" % (unit.id, disk_full_text(e.filename or ".")))
-            return ("error", unit.id, "%s: %s" % (unit.id, e))
-        except Exception as e:              # a bug fails this unit, not the run's bookkeeping
-            return ("error", unit.id, "%s: unexpected %s: %s" % (unit.id, type(e).__name__, e))
+        except Exception as e:
+            return failed(unit, e)
     return run
 
 
@@ -708,9 +723,10 @@ class Extraction:
         self.wnids: list[str] = []                 # hf parquet: the classes, in label order
         self.directory: Optional[ZipDirectory] = None
         self.emit: Optional[Callable[[str, Written], None]] = None
+        self.images = 0
 
     # -- the Hub --------------------------------------------------------------------------------
-    def hf_unit(self, unit: Unit) -> Result:
+    def hf_unit(self, unit: Unit) -> Done:
         """One Hub file into its split's staging folder; its SHA-256 checked on the bytes read."""
         f, split = unit.file, unit.splits[0]
         out = StageFiles({split: self.stages[split].dir}, self.cfg.manifest)
@@ -747,15 +763,15 @@ class Extraction:
         except PrepError as e:
             out.remove()
             if isinstance(e, Damaged):
-                return ("bad", unit.id, str(e), file_id(f.local))
+                return Done(unit.id, "bad", str(e), file=file_id(f.local))
             raise
         except OSError:
             out.remove()
             raise
         finally:
             out.close()
-        return ("ok", unit.id, {split: got}, "%s images, its size and SHA-256 as %s says"
-                % (thousands(len(got)), RECORD))
+        return Done(unit.id, "ok", "%s images, its size and SHA-256 as %s says"
+                    % (thousands(len(got)), RECORD), {split: got})
 
     def hf_check(self, f: SourceFile, hashed: Hashed, stopped: Optional[str]) -> None:
         """The whole file's size and SHA-256, as read, against 00's record."""
@@ -771,9 +787,10 @@ class Extraction:
                          f.local, redo("hf", f.split)))
 
     # -- Kaggle ---------------------------------------------------------------------------------
-    def kaggle_unit(self, unit: Unit) -> Result:
+    def kaggle_unit(self, unit: Unit) -> Done:
         """A range of the zip's members in file order into the staging folders of its splits;
-        members already proven are skipped (not read)."""
+        members already proven are skipped (not read). Each member is proven by its CRC-32 once
+        written (a failure later keeps it), but those of the nested tar.gz only all together."""
         d, f = self.directory, self.record.files[0]
         out = StageFiles({s: self.stages[s].dir for s in unit.splits}, self.cfg.manifest)
         got: dict[str, list[Written]] = {s: [] for s in unit.splits}
@@ -786,28 +803,33 @@ class Extraction:
                     if split not in got or e.named.path in self.stages[split].entries:
                         continue
                     w = out.write(e)
-                    if self.emit is not None and not unit.nested:
+                    if unit.nested:
+                        got[split].append(w)
+                        continue
+                    out.written = []                  # proven: kept whatever comes later
+                    if self.emit is not None:
                         self.emit(split, w)
                     else:
                         got[split].append(w)
-        except (PrepError, OSError) as e:
+        except Exception as e:
             out.remove()
+            if unit.nested:
+                got = {}
             if isinstance(e, PrepError) and str(e).endswith(REDO):
-                raise PrepError("%s (delete %s and %s; the members extracted and checked so far "
-                                "are kept)" % (e, f.local, redo("kaggle", " ".join(unit.splits)))) from None
-            raise
+                e = PrepError("%s (delete %s and %s; the members extracted and checked so far are "
+                              "kept)" % (e, f.local, redo("kaggle", " ".join(unit.splits))))
+            return failed(unit, e, got)
         finally:
             out.close()
-        n = sum(len(v) for v in got.values())
-        return ("ok", unit.id, got, "%s images" % thousands(n))
+        return Done(unit.id, "ok", "%s images" % thousands(sum(len(v) for v in got.values())), got)
 
     # -- running them ---------------------------------------------------------------------------
-    def run(self, units: list[Unit], work: Callable[[Unit], Result], what: str) -> None:
+    def run(self, units: list[Unit], work: Callable[[Unit], Done], what: str) -> None:
         """The units, in worker processes (--jobs) or, for one job or one unit, here; each
         result recorded in its splits' journals as it comes, a checkpoint every few seconds."""
         total = sum(u.size for u in units)
         bar = Progress(what, total, "B")
-        t0, done, images = time.monotonic(), 0, 0
+        t0, done = time.monotonic(), 0
         stop: list[str] = []
 
         def todo() -> Iterator[Unit]:
@@ -830,22 +852,25 @@ class Extraction:
             if result is None:
                 self.errors.add("%s: the worker reading it died (exit code %s: killed, or out of "
                                 "memory?); a rerun reads it again" % (unit.id, exitcode))
-            elif result[0] == "ok":
-                for split, items in result[2].items():      # members proven by their CRC: no unit
-                    self.stages[split].record(unit.id if unit.file or unit.nested else SELF, items)
-                    images += len(items)
+                continue
+            whole = unit.file or unit.nested             # else members proven by their CRC-32
+            for split, items in result.written.items():
+                if items or (whole and result.kind == "ok"):
+                    self.stages[split].record(unit.id if whole else SELF, items)
+                self.images += len(items)
+            if result.kind == "ok":
                 if unit.file:
-                    log.info("%s: %s", unit.id, result[3])
-            elif result[0] == "bad":
-                self.stages[unit.splits[0]].bad[unit.file.path] = {"id": result[3], "said": result[2]}
-                self.errors.add(result[2])
+                    log.info("%s: %s", unit.id, result.text)
             else:
-                self.errors.add(result[2])
-                if result[0] == "full":
+                self.errors.add(result.text)
+                if result.kind == "bad":
+                    self.stages[unit.splits[0]].bad[unit.file.path] = {"id": result.file,
+                                                                       "said": result.text}
+                if result.kind == "full":
                     stop.append(unit.id)
             for s in unit.splits:                 # a whole file or tar.gz: worth a sync at once
                 self.stages[s].checkpoint(force=bool(unit.file or unit.nested))
-            bar.update(done, "%s images, %s" % (thousands(images), bar.rate(done)))
+            bar.update(done, "%s images, %s" % (thousands(self.images), bar.rate(done)))
         bar.close()
         dt = time.monotonic() - t0
         log.info("%s: this run read %s in %.1f s (%.1f MiB/s)", what, human(done), dt,
@@ -856,6 +881,7 @@ class Extraction:
         stage = self.stages[split]
         stage.record(SELF, [w])
         stage.checkpoint()
+        self.images += 1
 
 
 class Damaged(PrepError):

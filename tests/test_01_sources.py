@@ -282,8 +282,8 @@ def test_sigkill_at_random_moments_then_rerun_gives_the_same_tree(tmp_path, medi
     assert resumed, "no rerun resumed from what a killed run had proven"
 
 
-def test_a_rerun_reads_only_what_is_not_proven(tmp_path, hub_targz, kaggle_inline, imagenet_tree):
-    """The Hub: a file read and checked is not read again; Kaggle: the members proven are kept."""
+def test_a_rerun_reads_only_the_hub_files_not_proven(tmp_path, hub_targz, imagenet_tree):
+    """A Hub file read and checked is not read again."""
     root = hub_root(tmp_path, hub_targz)
     bad = root / "downloads" / "hf" / "data" / "train_images_2.tar.gz"
     flip(bad, bad.stat().st_size // 2)
@@ -294,19 +294,27 @@ def test_a_rerun_reads_only_what_is_not_proven(tmp_path, hub_targz, kaggle_inlin
     assert r.returncode == 0, r.stderr
     assert "train: 1 of 3 file(s) to read" in r.stderr
     assert "resuming: 36 files proven by an earlier run are kept" in r.stderr
+    assert tree(root, ["train"]) == {k: v for k, v in imagenet_tree.items() if k.startswith("train/")}
 
-    root = kaggle_root(tmp_path, kaggle_inline, "kroot")
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_rerun_keeps_the_zip_members_proven(tmp_path, kaggle_inline, imagenet_tree, jobs):
+    """Every member written before a damaged one is proven by its CRC-32 and kept, in this
+    process or in a worker."""
+    root = kaggle_root(tmp_path, kaggle_inline)
     zip_path = root / "downloads" / "kaggle" / ZIP
     member = last_image_member(zip_path)
     flip(zip_path, member.offset + 30 + len(member.raw_name) + 20)
-    r = unzip(root, "--source", "kaggle", "--jobs", "1", "all")
+    r = unzip(root, "--source", "kaggle", "--jobs", jobs, "all")
     assert r.returncode == 1
     assert "CRC-32 mismatch" in r.stderr and member.name in r.stderr
     shutil.copyfile(kaggle_inline.file.local, zip_path)
-    r = unzip(root, "--source", "kaggle", "--jobs", "1", "all")
+    r = unzip(root, "--source", "kaggle", "--jobs", jobs, "all")
     assert r.returncode == 0, r.stderr
+    before = [n for n in kaggle_inline.names if "/val/" in n and n.endswith(".JPEG")]
     assert "train: resuming: 54 files proven by an earlier run are kept" in r.stderr
     assert "test: resuming: 10 files proven by an earlier run are kept" in r.stderr
+    assert "val: resuming: %d files proven" % before.index(member.name) in r.stderr
     assert tree(root) == imagenet_tree
 
 
