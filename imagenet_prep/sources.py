@@ -293,8 +293,10 @@ def class_wnids(data: bytes, path: str) -> list[str]:
 
 
 def keep(root: str, folder: str, name: str, data: bytes) -> None:
-    """A side file of a source, as ROOT/FOLDER/NAME (written atomically, if it changed)."""
+    """A side file of a source, as ROOT/FOLDER/NAME (written atomically, if it changed; what a
+    killed run was writing of it goes)."""
     os.makedirs(os.path.join(root, folder), exist_ok=True)
+    clear_temps(os.path.join(root, folder), name)
     if write_if_changed(os.path.join(root, folder, name), data):
         log.info("%s/%s: written (%s)", folder, name, human(len(data)))
 
