@@ -819,7 +819,7 @@ class Extraction:
                 got = {}
             if isinstance(e, PrepError) and str(e).endswith(REDO):
                 e = PrepError("%s (delete %s and %s; the members extracted and checked so far are "
-                              "kept)" % (e, f.local, redo("kaggle", " ".join(unit.splits))))
+                              "kept)" % (e, f.local, redo("kaggle", " ".join(self.stages))))
             return failed(unit, e, got)
         finally:
             out.close()
@@ -981,11 +981,19 @@ def split_done(cfg: Config, split: str) -> Optional[dict]:
     return done_marker(cfg, split, resolve_final(cfg.root, split))
 
 
-def already_done(cfg: Config, split: str, doc: dict) -> None:
-    where = os.path.join(cfg.root, split)
+def done_before(cfg: Config, source: str, split: str) -> Optional[dict]:
+    """The split's done marker if it is complete (by any route): said, and what runs of `source`
+    (or killed finishes) left for it cleared."""
+    doc = split_done(cfg, split)
+    if doc is None:
+        return None
+    final = resolve_final(cfg.root, split)
     log.info("%s: already done (%s%s images, %s in %s, from %s); nothing to do", split,
-             "%d classes, " % len(doc["classes"]) if split == "train" else "", thousands(doc["images"]),
-             human(doc["bytes"]), where, shown(str(doc.get("archive"))))
+             "%d classes, " % len(doc["classes"]) if split == "train" else "",
+             thousands(doc["images"]), human(doc["bytes"]), final, shown(str(doc.get("archive"))))
+    forget_stages(cfg, source, split)
+    clear_split_leftovers(cfg, split, final)
+    return doc
 
 
 def remove_files(cfg: Config, record: Record, split: str, doc: Optional[dict]) -> None:
@@ -1026,11 +1034,8 @@ def extract_hf(cfg: Config, splits: list[str]) -> int:
     record, wnids = None, None
     rc = 0
     for split in splits:
-        doc = split_done(cfg, split)
+        doc = done_before(cfg, "hf", split)
         if doc:
-            already_done(cfg, split, doc)
-            forget_stages(cfg, "hf", split)
-            clear_split_leftovers(cfg, split, resolve_final(cfg.root, split))
             if cfg.remove:
                 record = record or load_record(cfg.root, "hf")
                 remove_files(cfg, record, split, doc)
@@ -1195,12 +1200,7 @@ def keep_kaggle_files(cfg: Config, d: ZipDirectory, local: str, places: dict[str
 def extract_kaggle(cfg: Config, splits: list[str]) -> int:
     todo = []
     for split in splits:
-        doc = split_done(cfg, split)
-        if doc:
-            already_done(cfg, split, doc)
-            forget_stages(cfg, "kaggle", split)
-            clear_split_leftovers(cfg, split, resolve_final(cfg.root, split))
-        else:
+        if not done_before(cfg, "kaggle", split):
             todo.append(split)
     record = None
     if todo:

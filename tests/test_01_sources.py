@@ -354,7 +354,7 @@ def test_a_flipped_byte_in_a_zip_member_names_it(tmp_path, kaggle_inline):
     r = unzip(root, "--source", "kaggle", "--jobs", "2", "all")
     assert r.returncode == 1
     assert "%s: member %s: CRC-32 mismatch" % (ZIP, e.name) in r.stderr
-    assert "delete %s and run 00_download.sh --source kaggle" % zip_path in r.stderr
+    assert "delete %s and run 00_download.sh --source kaggle train val test;" % zip_path in r.stderr
     assert "the members extracted and checked so far are kept" in r.stderr
     assert_nothing_placed(root)
     split, name = e.name.split("/")[-2:] if "/val/" in e.name or "/test/" in e.name else \
