@@ -41,6 +41,8 @@ BLACKLIST_DIR = "val_blacklisted"                # ROOT/val_blacklisted/WNID/ (-
 SYNSETS_CSV = Path("meta") / "synsets.csv"       # written by 02_convert_meta_clsloc.py
 VAL_LABELS_CSV = Path("meta") / "val_labels.csv"  # written by 03
 DEVKIT_DIR = "devkit"
+HF_DIR = "hf"                                    # ROOT/hf/: what the Hugging Face source's 01 keeps
+KAGGLE_DIR = "kaggle"                            # ROOT/kaggle/: the Kaggle zip's top-level files
 DEVKIT_LABEL_FILES = ("ILSVRC2012_validation_ground_truth.txt",
                       "ILSVRC2015_clsloc_validation_ground_truth.txt")
 SYNSETS_COLUMNS = ["ilsvrc_id", "class_index", "wnid", "words", "description", "num_train_images"]
