@@ -51,7 +51,7 @@ from .tarstream import Source, iter_tar
 from .train import (ClassTar, check_class_member, class_pattern, index_outer, read_record,
                     refused_text)
 from .unzip import FlatNames
-from .valfolders import read_synsets, val_labels
+from .valfolders import KEPT_DIR, read_synsets, val_labels
 
 PROG = "05_pack_squashfs.py"
 SPLITS = ("train", "val", "test")
@@ -653,10 +653,12 @@ def feed_train_tree(pack: Pack, top: str, classes: list[tuple[str, int]],
 
 def tree_item(top: str, path: str, rel: str) -> FlatItem:
     """A file of ROOT/val or ROOT/test (`rel`: relative to ROOT); a symbolic link (03 --symlink)
-    only to a file in `top`."""
+    only to a file in `top` or in ROOT/val_flat, where 03 keeps the originals."""
     full = os.path.join(os.path.dirname(top), rel)
     real = os.path.realpath(full)
-    if real != full and not (real.startswith(os.path.realpath(top) + os.sep) and os.path.isfile(real)):
+    inside = tuple(os.path.realpath(d) + os.sep
+                   for d in (top, os.path.join(os.path.dirname(top), KEPT_DIR)))
+    if real != full and not (real.startswith(inside) and os.path.isfile(real)):
         raise PrepError("%s is a symbolic link to %s, outside %s; refused" % (full, real, top))
     st = os.stat(real)
     return FlatItem(path, real, 0, st.st_size, st.st_mtime, archived=False, rel=rel)
@@ -666,13 +668,10 @@ def flat_tree_items(cfg: Settings, split: str, top: str,
                     paths: list[str]) -> tuple[list[str], list[FlatItem]]:
     """(class folders, items) of ROOT/val (sorted by 03 into class folders: as it is; still
     flat: placed by the labels) or ROOT/test, from the checked paths."""
-    mine = [p for p in paths if p.startswith(split + "/")]        # not val_blacklisted/
+    mine = [p for p in paths if p.startswith(split + "/")]    # not val_blacklisted/, val_flat/
     in_folders = [p for p in mine if p.count("/") == 2]
     flat = [p for p in mine if p.count("/") == 1]
-    if in_folders:
-        if flat:
-            log.info("val: %d flat images of %s left out: the class folders hold the split (03 "
-                     "--copy or --link keeps the flat files)", len(flat), top)
+    if in_folders:                   # (flat images beside them: check_tree has refused them)
         return (sorted({p.split("/")[1] for p in in_folders}),
                 [tree_item(top, p.split("/", 1)[1], p) for p in in_folders])
     items = [tree_item(top, p.split("/", 1)[1], p) for p in flat]
