@@ -421,31 +421,13 @@ def _scan_class_dir(s: Scan, top: str, tree: str, wnid: str) -> None:
                 s.others.append(e.path)
 
 
-def _scan_kept(s: Scan, root: Path) -> None:
-    """ROOT/val_flat: the originals --copy, --link and --symlink keep, flat."""
-    top = os.path.join(root, KEPT_DIR)
-    if not os.path.isdir(top):
-        return
-    with os.scandir(top) as it:
-        for e in it:
-            kind = files.entry_kind(e)
-            if kind is not None:
-                s.kinds[e.path] = kind
-            if e.is_dir():
-                s.others.append(e.path + "/")
-            elif is_image(e.name):
-                s.kept.add(e.name)
-            else:
-                s.others.append(e.path)
-
-
 def scan(root: Path) -> Scan:
     """One scandir of ROOT/val, ROOT/val_blacklisted, each WNID folder and ROOT/val_flat: no
     per-file stat (the listing's file types say which entries are not regular files or folders:
     Scan.kinds)."""
     s = Scan()
-    _scan_kept(s, root)
-    for tree in (VAL_DIR, BLACKLIST_DIR):
+    flat = {VAL_DIR: s.flat, KEPT_DIR: s.kept}        # where flat images are
+    for tree in (VAL_DIR, BLACKLIST_DIR, KEPT_DIR):
         top = os.path.join(root, tree)
         if not os.path.isdir(top):
             continue
@@ -456,12 +438,12 @@ def scan(root: Path) -> Scan:
                 if kind is not None:
                     s.kinds[e.path] = kind
                 if e.is_dir():
-                    if facts.WNID_RE.match(e.name):
+                    if tree != KEPT_DIR and facts.WNID_RE.match(e.name):
                         subdirs.append(e.name)
                     else:
                         s.others.append(e.path + "/")
-                elif tree == VAL_DIR and is_image(e.name):
-                    s.flat.add(e.name)
+                elif tree in flat and is_image(e.name):
+                    flat[tree].add(e.name)
                 else:
                     s.others.append(e.path)
         for wnid in subdirs:
