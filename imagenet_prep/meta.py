@@ -523,10 +523,10 @@ class ClassList:
 
 
 def _parse_mapping(text: str) -> list[tuple[str, str]]:
-    """LOC_synset_mapping.txt: 'WNID words' per line."""
+    """LOC_synset_mapping.txt: 'WNID words' per line (trailing spaces and a CR are dropped)."""
     pairs, bad = [], []
     for n, line in enumerate(text.splitlines(), start=1):
-        wnid, _, words = line.rstrip("\r").partition(" ")
+        wnid, _, words = line.rstrip().partition(" ")
         if not facts.WNID_RE.match(wnid) or not words.strip():
             if line.strip():
                 bad.append("line %d: %r" % (n, line[:60]))

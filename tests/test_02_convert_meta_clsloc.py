@@ -885,6 +885,18 @@ def test_without_a_devkit_the_source_list_gives_the_devkit_files(tmp_path, kind)
     assert r.returncode == 0 and "already done" in r.stderr, r.stderr
 
 
+def test_a_list_edited_on_windows_reads_the_same(tmp_path):
+    """A byte-order mark, CRLF line ends and trailing spaces do not change the classes."""
+    table = table_release()
+    text = minirelease.kaggle_synset_mapping(table)
+    plain = put_list(tmp_path / "a", "kaggle", table)
+    edited = put_list(tmp_path / "b", "kaggle", table,
+                      b"\xef\xbb\xbf" + text.replace("\n", " \r\n").encode())
+    assert meta.read_class_list(edited, tmp_path).pairs == \
+        meta.read_class_list(plain, tmp_path).pairs
+    assert len(meta.read_class_list(plain, tmp_path).pairs) == 1000
+
+
 def test_both_lists_are_checked_and_the_first_is_used(tmp_path):
     table = table_release()
     hf, kaggle = put_list(tmp_path, "hf", table), put_list(tmp_path, "kaggle", table)
