@@ -835,8 +835,8 @@ def from_class_lists(lists: list[ClassList],
     for cl in lists:
         check_list(cl, words, expect, "ILSVRC2012",
                    "the classes are checked against %s, the 2012 devkit's classes: get the "
-                   "source's file again, or use the devkit (--mat, --devkit; %s takes its "
-                   "classes then)" % (TABLE_REL, PROG))
+                   "source's file again, or use the devkit (--mat, --devkit: its classes are "
+                   "then taken)" % TABLE_REL)
     chosen = lists[0]
     log.info("no devkit: the classes are those of %s (%s); devkit IDs, descriptions and train "
              "counts from %s, the 2012 devkit's table%s", chosen.source.shown, chosen.form,
