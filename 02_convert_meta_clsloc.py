@@ -4,19 +4,25 @@
 Reads the 2012 devkit's ``meta.mat`` (1,860 synsets; the 1,000 leaves with num_children == 0 are
 the classes) or the 2015/2017 devkit's ``meta_clsloc.mat`` (the 1,000 classes), checks it, and
 writes the class metadata every later step reads. This is the only step that reads a MATLAB file.
+Sources without a devkit (Hugging Face, Kaggle) give their own class list instead: it is read as
+data, checked against the package's table of the 1,000 classes (imagenet_prep/classes.tsv, from
+the 2012 devkit), which gives the devkit IDs, and the same files are written.
 
 Usage:
-    02_convert_meta_clsloc.py [--root DIR] [--mat PATH | --devkit ARCHIVE] [--out DIR]
+    02_convert_meta_clsloc.py [--root DIR] [--mat PATH | --devkit ARCHIVE] [--classes FILE]
+                              [--out DIR]
 
 Example:
     python3 02_convert_meta_clsloc.py --root /data/imagenet
     python3 02_convert_meta_clsloc.py --root /data/imagenet \
         --devkit /data/imagenet/downloads/ILSVRC2012_devkit_t12.tar.gz
 
-Before (after 01_unzip.sh; either devkit, or both)::
+Before (after 01_unzip.sh; either devkit, or both; or, without a devkit, a source's class list)::
 
     ROOT/devkit/ILSVRC2012_devkit_t12/data/meta.mat
     ROOT/devkit/ILSVRC/devkit/data/meta_clsloc.mat        (preferred when both are there)
+    ROOT/hf/classes.py                                    (Hugging Face: IMAGENET2012_CLASSES)
+    ROOT/kaggle/LOC_synset_mapping.txt                    (Kaggle)
 
 After::
 
@@ -60,12 +66,13 @@ def build_parser() -> console.Parser:
         prog=PROG,
         description="Convert the ILSVRC devkit's meta.mat (2012) or meta_clsloc.mat (2015/2017)\n"
                     "into ROOT/meta/synsets.csv, synsets.json, class_index.json,\n"
-                    "LOC_synset_mapping.txt and map_clsloc.txt.",
+                    "LOC_synset_mapping.txt and map_clsloc.txt. Without a devkit (Hugging Face,\n"
+                    "Kaggle): the source's class list, with the devkit IDs from the package's\n"
+                    "table of the 1,000 classes.",
         epilog="Exit codes: 0 ok (a rerun with unchanged output says 'already done'), 1 failure,\n"
                "2 usage, 130 Ctrl-C, 143 SIGTERM.\nExample: python3 %s --root /data/imagenet" % PROG)
-    p.add_argument("--root", type=Path, default=Path(os.environ.get("IMAGENET_ROOT", ".")),
-                   metavar="DIR",
-                   help="dataset root: $IMAGENET_ROOT if set, else the current folder")
+    p.add_argument("--root", type=Path, default=None, metavar="DIR",
+                   help="dataset root (default: $IMAGENET_ROOT, else the current directory)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--mat", type=Path, default=None, metavar="PATH",
                      help="the meta.mat or meta_clsloc.mat to read "
@@ -73,6 +80,11 @@ def build_parser() -> console.Parser:
     src.add_argument("--devkit", type=Path, default=None, metavar="ARCHIVE",
                      help="read the .mat straight from a devkit .tar.gz or .tar, extracting "
                           "nothing (default: not used)")
+    p.add_argument("--classes", type=Path, default=None, metavar="FILE",
+                   help="a source's class list when there is no devkit: the Hugging Face "
+                        "classes.py or Kaggle's LOC_synset_mapping.txt, read as data (default: "
+                        "ROOT/hf/classes.py or ROOT/kaggle/LOC_synset_mapping.txt when there is "
+                        "no devkit; with a devkit, the list is checked against it)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="output folder (default: ROOT/meta)")
     p.add_argument("--expect-classes", type=int, default=facts.CLASSES, metavar="N",
@@ -86,10 +98,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.expect_classes < 1:
         parser.error("--expect-classes must be at least 1")
-    out = args.out if args.out is not None else args.root / "meta"
+    root = args.root if args.root is not None else Path(os.environ.get("IMAGENET_ROOT") or ".")
+    out = args.out if args.out is not None else root / "meta"
     return console.run(
         PROG, [str(a) for a in (sys.argv[1:] if argv is None else argv)],
-        lambda: meta.convert(args.root, out, args.mat, args.devkit, args.expect_classes),
+        lambda: meta.convert(root, out, args.mat, args.devkit, args.expect_classes,
+                             args.classes),
         interrupted="every output is either complete or untouched; run the same command again")
 
 

@@ -6,12 +6,15 @@ Before (after 01_unzip.sh and 02_convert_meta_clsloc.py)::
     ROOT/val/ILSVRC2012_val_00000001.JPEG ... ILSVRC2012_val_00050000.JPEG   flat, 50,000 images
     ROOT/meta/synsets.csv                                                     from 02
     ROOT/devkit/ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt
+        (without a devkit: ROOT/kaggle/LOC_val_solution.csv or ROOT/hf/val_labels.csv)
 
 After::
 
-    ROOT/val/n01440764/ILSVRC2012_val_00000293.JPEG ...   1,000 folders x 50 images
+    ROOT/val/n01440764/ILSVRC2012_val_00000293.JPEG ...   1,000 folders x 50 images, nothing else
     ROOT/meta/val_labels.csv                              file,wnid,ilsvrc_id,class_index
     ROOT/meta/SHA256SUMS.val                              (from 01) kept in step: the new paths
+    ROOT/val_flat/ILSVRC2012_val_00000001.JPEG ...        only with --copy, --link, --symlink:
+                                                          the flat originals
     ROOT/val_blacklisted/WNID/...                         only with --exclude-blacklist FILE
 
 Usage:
@@ -24,7 +27,9 @@ Example:
 The whole plan is checked before anything is touched (label count, class IDs, every image
 present exactly once, no unlabelled JPEG); any problem stops the run with nothing moved. Images are
 moved with os.rename, so a run killed at any moment leaves every image either flat or in its right
-folder, and a rerun finishes the job. --undo puts every image back flat (ROOT/val_blacklisted too).
+folder, and a rerun finishes the job. ROOT/val ends with class folders only, whatever the mode: a
+loader that walks the tree (timm's) would take a file at its top for one more class. --undo puts
+every image back flat (from ROOT/val_blacklisted and ROOT/val_flat too).
 The work is done by imagenet_prep/valfolders.py, whose label logic later stages use too.
 Exit codes: 0 ok, 1 failure, 2 usage, 130 Ctrl-C, 143 SIGTERM (every image flat or in its folder).
 """
@@ -62,26 +67,34 @@ def build_parser() -> console.Parser:
     p.add_argument("--root", type=Path, default=None, metavar="DIR",
                    help="dataset root (default: $IMAGENET_ROOT, else the current directory)")
     p.add_argument("--labels", type=Path, default=None, metavar="FILE",
-                   help="validation labels: devkit class IDs, Kaggle LOC_val_solution.csv or one "
-                        "WNID per line (default: the devkit ground truth found under ROOT/devkit/)")
+                   help="validation labels: devkit class IDs, Kaggle LOC_val_solution.csv (or "
+                        "the Hugging Face labels in its form) or one WNID per line (default: the "
+                        "devkit ground truth found under ROOT/devkit/, else "
+                        "ROOT/kaggle/LOC_val_solution.csv, else ROOT/hf/val_labels.csv)")
     p.add_argument("--meta", type=Path, default=None, metavar="CSV",
                    help="class metadata CSV (default: ROOT/meta/synsets.csv)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--copy", dest="mode", action="store_const", const="copy",
-                      help="copy into the class folders; the flat files stay")
+                      help="copy into the class folders, keeping the flat originals in "
+                           "ROOT/val_flat (ROOT/val holds class folders only)")
     mode.add_argument("--link", dest="mode", action="store_const", const="link",
-                      help="hard-link into the class folders; the flat files stay")
+                      help="hard-link into the class folders, keeping the flat originals in "
+                           "ROOT/val_flat")
     mode.add_argument("--symlink", dest="mode", action="store_const", const="symlink",
-                      help="relative symlinks in the class folders; the flat files stay")
+                      help="relative symlinks in the class folders to the flat originals, kept "
+                           "in ROOT/val_flat")
     p.set_defaults(mode="move")
     p.add_argument("--dry-run", action="store_true", help="log the plan, change nothing")
     p.add_argument("--undo", action="store_true",
-                   help="put every image back flat in ROOT/val (also from ROOT/val_blacklisted); "
-                        "class-folder copies/links are removed when the flat file exists")
+                   help="put every image back flat in ROOT/val (also from ROOT/val_blacklisted "
+                        "and ROOT/val_flat); class-folder copies/links of a flat original are "
+                        "removed")
     p.add_argument("--exclude-blacklist", type=Path, default=None, metavar="FILE",
-                   help="put the images listed in FILE (1-based numbers, e.g. "
-                        "ILSVRC2015_clsloc_validation_blacklist.txt) in ROOT/val_blacklisted/WNID/ "
-                        "instead; rerun without it (or --undo) to bring them back")
+                   help="put the images listed in FILE in ROOT/val_blacklisted/WNID/ instead; "
+                        "one per line: an image number (1-based, as in ILSVRC2015_clsloc_"
+                        "validation_blacklist.txt) or a file name, with or without .JPEG "
+                        "(ILSVRC2012_val_00000036); rerun without it (or --undo) to bring "
+                        "them back")
     return p
 
 

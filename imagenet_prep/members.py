@@ -37,7 +37,7 @@ from .extract import STATE, Config, check_archive, find_archive
 from .tarstream import Source, iter_tar
 from .train import ClassTar, check_class_member, class_pattern, index_outer, read_record, refused_text
 from .unzip import FlatNames
-from .valfolders import read_synsets, val_labels
+from .valfolders import KEPT_DIR, read_synsets, val_labels
 
 DIR_MODE, FILE_MODE = 0o755, 0o644       # every folder and file a sink writes
 
@@ -390,10 +390,12 @@ def train_tree_entries(top: str, classes: list[tuple[str, int]],
 
 def tree_item(top: str, path: str, rel: str) -> Item:
     """A file of ROOT/val or ROOT/test (`rel`: relative to ROOT); a symbolic link (03 --symlink)
-    only to a file in `top`."""
+    only to a file in `top` or in ROOT/val_flat, where 03 keeps the originals."""
     full = os.path.join(os.path.dirname(top), rel)
     real = os.path.realpath(full)
-    if real != full and not (real.startswith(os.path.realpath(top) + os.sep) and os.path.isfile(real)):
+    inside = tuple(os.path.realpath(d) + os.sep
+                   for d in (top, os.path.join(os.path.dirname(top), KEPT_DIR)))
+    if real != full and not (real.startswith(inside) and os.path.isfile(real)):
         raise PrepError("%s is a symbolic link to %s, outside %s; refused" % (full, real, top))
     st = os.stat(real)
     return Item(path, real, 0, st.st_size, st.st_mtime, archived=False, rel=rel)
@@ -403,13 +405,10 @@ def flat_tree_items(cfg: Inputs, split: str, top: str,
                     paths: list[str]) -> tuple[list[str], list[Item]]:
     """(class folders, items) of ROOT/val (sorted by 03 into class folders: as it is; still
     flat: placed by the labels) or ROOT/test, from the checked paths."""
-    mine = [p for p in paths if p.startswith(split + "/")]        # not val_blacklisted/
+    mine = [p for p in paths if p.startswith(split + "/")]    # not val_blacklisted/, val_flat/
     in_folders = [p for p in mine if p.count("/") == 2]
     flat = [p for p in mine if p.count("/") == 1]
-    if in_folders:
-        if flat:
-            log.info("val: %d flat images of %s left out: the class folders hold the split (03 "
-                     "--copy or --link keeps the flat files)", len(flat), top)
+    if in_folders:                   # (flat images beside them: check_tree has refused them)
         return (sorted({p.split("/")[1] for p in in_folders}),
                 [tree_item(top, p.split("/", 1)[1], p) for p in in_folders])
     items = [tree_item(top, p.split("/", 1)[1], p) for p in flat]

@@ -1,17 +1,21 @@
 """Stage 02: the devkit's MATLAB class list (meta.mat, meta_clsloc.mat) as plain CSV/JSON/text.
 
 The only module that reads a MATLAB file. Reading: find_meta / read_mat_file / read_from_archive
-give a MatSource (the .mat's bytes and where they came from); load_classes parses and checks it
+give a Source (the .mat's bytes and where they came from); load_classes parses and checks it
 (truncation, format, class IDs, WNIDs). Writing: render gives every output file's bytes,
 write_outputs puts them in place. convert is the whole stage, as 02_convert_meta_clsloc.py runs it.
 """
 from __future__ import annotations
 
+import ast
 import csv
+import dataclasses
+import functools
 import hashlib
 import io
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -22,6 +26,7 @@ import scipy.io
 from . import facts, files
 from .console import DISK_FULL, PrepError, disk_full_text, human, log, some
 from .tarstream import read_tarfile
+from .valfolders import HF_DIR, KAGGLE_DIR, problem_text
 
 PROG = "02_convert_meta_clsloc.py"
 META_NAMES = ("meta_clsloc.mat", "meta.mat")   # preference order: newer devkit first
@@ -47,6 +52,21 @@ OUT_LOC = "LOC_synset_mapping.txt"
 OUT_MAP = "map_clsloc.txt"
 REDO = "re-download or re-extract the devkit"
 
+# Without a devkit (the Hugging Face and Kaggle sources): the source's own class list, read as
+# data, and the devkit IDs, descriptions and train counts from the package's table of the classes
+TABLE = Path(__file__).resolve().parent / "classes.tsv"
+TABLE_REL = "imagenet_prep/classes.tsv"
+TABLE_TOOL = "tools/make_class_table.py"
+TABLE_COLUMNS = ("ilsvrc_id", "wnid", "words", "description", "num_train_images")
+FORMAT_HF = "Hugging Face classes.py"
+FORMAT_KAGGLE = "Kaggle LOC_synset_mapping.txt"
+HF_VARIABLE = "IMAGENET2012_CLASSES"
+CLASS_LISTS = (Path(HF_DIR) / "classes.py", Path(KAGGLE_DIR) / "LOC_synset_mapping.txt")
+MAX_LIST_BYTES = 1 << 20                # the real lists: 31 KiB (Kaggle), about 45 KiB (Hub)
+LIST_FORMS = ("the Hugging Face dataset's classes.py (IMAGENET2012_CLASSES = OrderedDict("
+              "{\"n01440764\": \"tench, Tinca tinca\", ...})) or Kaggle's LOC_synset_mapping.txt "
+              "('n01440764 tench, Tinca tinca' per line)")
+
 
 @dataclass(frozen=True)
 class Synset:
@@ -63,8 +83,9 @@ class Synset:
 
 
 @dataclass
-class MatSource:
-    """Where the .mat came from: a file, or a member of a devkit archive."""
+class Source:
+    """Where a class list came from (a devkit .mat, a file or a member of a devkit archive; or
+    another source's list, ClassList), and its bytes."""
 
     label: str                # stable text for synsets.json (relative to ROOT when inside it)
     shown: str                # what messages call it
@@ -304,7 +325,7 @@ def _load_synsets(data: bytes) -> Any:
     return mat["synsets"]
 
 
-def load_classes(src: MatSource, expect: Optional[int]) -> tuple[str, list[Synset]]:
+def load_classes(src: Source, expect: Optional[int]) -> tuple[str, list[Synset]]:
     """The format and the classes (devkit ID order) of a devkit .mat, checked: exactly `expect`
     classes (None: any number, e.g. a miniature devkit) with IDs 1..N and unique WNIDs. Every
     problem is a PrepError naming the file."""
@@ -327,7 +348,7 @@ def _label(path: Path, root: Path) -> str:
         return full.as_posix()
 
 
-def read_mat_file(path: Path, root: Path, given: bool = False) -> MatSource:
+def read_mat_file(path: Path, root: Path, given: bool = False) -> Source:
     """The bytes of a .mat file (`root`: for the label synsets.json gives its source). One found
     under a folder (ROOT/devkit/) is read only if it is a regular file (files.read_regular: a
     FIFO or /dev/zero there would never end); one `given` (02 --mat) is read as asked (a pipe
@@ -353,7 +374,7 @@ def read_mat_file(path: Path, root: Path, given: bool = False) -> MatSource:
                                 % (path, human(MAX_MAT_BYTES)))
     except OSError as e:
         raise PrepError("cannot read %s: %s" % (path, e.strerror or e)) from None
-    return MatSource(label=_label(path, root), shown=str(path), data=data)
+    return Source(label=_label(path, root), shown=str(path), data=data)
 
 
 def find_in_folder(folder: Path) -> list[Path]:
@@ -375,10 +396,12 @@ def _devkit_hint(root: Path) -> str:
     if archives:
         return "run 01_unzip.sh --root %s first, or read the archive directly: %s --root %s " \
                "--devkit %s" % (root, PROG, root, archives[0])
-    return "run 01_unzip.sh first, or pass --mat PATH or --devkit ARCHIVE"
+    return "run 01_unzip.sh first, or pass --mat PATH or --devkit ARCHIVE (without a devkit: " \
+           "the class list of another source, %s, or --classes FILE)" \
+           % " or ".join(str(root / p) for p in CLASS_LISTS)
 
 
-def find_meta(root: Path) -> MatSource:
+def find_meta(root: Path) -> Source:
     """The devkit's meta file under ROOT/devkit/ (meta_clsloc.mat preferred), read."""
     devkit = root / "devkit"
     if not devkit.is_dir():
@@ -393,7 +416,7 @@ def find_meta(root: Path) -> MatSource:
     return read_mat_file(found[0], root)
 
 
-def read_from_archive(archive: Path, root: Path) -> MatSource:
+def read_from_archive(archive: Path, root: Path) -> Source:
     """Read only the meta .mat out of a devkit .tar.gz (or plain .tar, or an extracted devkit
     folder) into memory. The archive is read strictly: truncated or damaged is an error."""
     if not archive.exists():
@@ -422,15 +445,253 @@ def read_from_archive(archive: Path, root: Path) -> MatSource:
         except (EOFError, OSError, ValueError) as e:   # zlib.error, tarfile.ReadError
             raise PrepError("%s is damaged (%s); download the devkit again" % (archive, e)) \
                 from None
-    return MatSource(label="%s:%s" % (_label(archive, root), member.name),
+    return Source(label="%s:%s" % (_label(archive, root), member.name),
                      shown="%s (member %s)" % (archive, member.name), data=data)
+
+
+# ----------------------------------------------------------------------------- the class table
+
+def table_text(classes: list[Synset], fmt: str, data: bytes) -> str:
+    """classes.tsv for the classes of a devkit file (format `fmt`, bytes `data`): a header that
+    says where it comes from, then one tab-separated row per class, in devkit ID order."""
+    bad = [s.wnid for s in classes if "\t" in s.words + s.description]
+    if bad:
+        raise PrepError("class(es) %s hold a tab, which the table cannot" % some(bad))
+    head = [
+        "# The %s classes of ILSVRC2012 as the devkit lists them, for the sources that come "
+        "without a devkit" % format(len(classes), ","),
+        "# (Hugging Face, Kaggle): %s takes their devkit IDs, descriptions and train counts "
+        "from here." % PROG,
+        "# Written by %s from the %s (sha256 %s);" % (TABLE_TOOL, fmt,
+                                                      hashlib.sha256(data).hexdigest()),
+        "# tests/test_02_convert_meta_clsloc.py checks it against that file. Tab-separated, "
+        "devkit ID order.",
+        "\t".join(TABLE_COLUMNS)]
+    rows = ["%d\t%s\t%s\t%s\t%d" % (s.ilsvrc_id, s.wnid, s.words, s.description,
+                                    s.num_train_images) for s in classes]
+    return "\n".join(head + rows) + "\n"
+
+
+@functools.lru_cache(maxsize=None)
+def table_bytes() -> bytes:
+    """The bytes of the package's class table (TABLE)."""
+    with open(TABLE, "rb") as f:
+        return f.read(MAX_LIST_BYTES + 1)
+
+
+@functools.lru_cache(maxsize=None)
+def read_table() -> tuple[Synset, ...]:
+    """The package's table of the 1,000 classes (TABLE), checked as a devkit's classes are."""
+    fix = "restore it from the repository (git checkout %s), or regenerate it with %s" \
+        % (TABLE_REL, TABLE_TOOL)
+    try:
+        text = table_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise PrepError("cannot read the package's class table %s (%s): %s" % (TABLE, e, fix)) \
+            from None
+    rows = [line for line in text.splitlines() if not line.startswith("#")]
+    if not rows or rows[0] != "\t".join(TABLE_COLUMNS):
+        raise PrepError("%s does not start with the header %s: %s"
+                        % (TABLE, " ".join(TABLE_COLUMNS), fix))
+    classes = []
+    for n, row in enumerate(rows[1:], start=2):
+        cells = row.split("\t")
+        if len(cells) != len(TABLE_COLUMNS) or not is_count(cells[0]) or not is_count(cells[4]):
+            raise PrepError("%s: row %d is damaged (%r): %s" % (TABLE, n, row[:80], fix))
+        classes.append(Synset(int(cells[0]), cells[1], cells[2], cells[3], int(cells[4])))
+    try:
+        validate(classes, facts.CLASSES)
+    except PrepError as e:
+        raise PrepError("%s: %s; %s" % (TABLE, e, fix)) from None
+    return tuple(classes)
+
+
+def is_count(text: str) -> bool:
+    """A whole number written in ASCII digits, at most 9 of them."""
+    return 0 < len(text) <= 9 and text.isascii() and text.isdigit()
+
+
+# ----------------------------------------------------------------------------- other sources' lists
+
+@dataclass
+class ClassList:
+    """The class list of a source without a devkit: (WNID, words) in the file's order."""
+
+    form: str                        # FORMAT_HF or FORMAT_KAGGLE
+    source: Source
+    pairs: list[tuple[str, str]]
+
+
+def _parse_mapping(text: str) -> list[tuple[str, str]]:
+    """LOC_synset_mapping.txt: 'WNID words' per line (trailing spaces and a CR are dropped)."""
+    pairs, bad = [], []
+    for n, line in enumerate(text.splitlines(), start=1):
+        wnid, _, words = line.rstrip().partition(" ")
+        if not facts.WNID_RE.match(wnid) or not words.strip():
+            if line.strip():
+                bad.append("line %d: %r" % (n, line[:60]))
+            continue
+        pairs.append((wnid, words))
+    if bad:
+        raise PrepError("lines that are not 'WNID words' (e.g. 'n01440764 tench, Tinca tinca'): "
+                        "%s" % some(bad))
+    return pairs
+
+
+def _classes_value(tree: ast.Module) -> ast.expr:
+    """The value assigned to IMAGENET2012_CLASSES, the file's one statement besides imports and
+    a docstring."""
+    value = None
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)) or (
+                isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+                and isinstance(node.value.value, str)):
+            continue
+        if value is None and isinstance(node, ast.Assign) and len(node.targets) == 1 \
+                and isinstance(node.targets[0], ast.Name) and node.targets[0].id == HF_VARIABLE:
+            value = node.value
+            continue
+        raise PrepError("line %d holds a statement other than `%s = ...` and imports"
+                        % (node.lineno, HF_VARIABLE))
+    if value is None:
+        raise PrepError("it assigns no `%s`" % HF_VARIABLE)
+    if isinstance(value, ast.Call):
+        func = value.func
+        name = func.id if isinstance(func, ast.Name) else (
+            func.attr if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+            and func.value.id == "collections" else None)
+        if name != "OrderedDict" or len(value.args) != 1 or value.keywords:
+            raise PrepError("line %d: `%s` is not OrderedDict({...}), OrderedDict([...]) or "
+                            "{...}" % (value.lineno, HF_VARIABLE))
+        value = value.args[0]
+    return value
+
+
+def _parse_classes_py(text: str) -> list[tuple[str, str]]:
+    """classes.py of the Hugging Face dataset, read as data: IMAGENET2012_CLASSES =
+    OrderedDict({"WNID": "words", ...}) (or OrderedDict([("WNID", "words"), ...]), or a plain
+    dict); every key and value a string literal. Nothing in it is imported or run."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")          # SyntaxWarning: nothing to tell the user
+            tree = ast.parse(text)
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
+        raise PrepError("it is not Python that can be read (%s: %s)"
+                        % (type(e).__name__, getattr(e, "msg", None) or e)) from None
+    value = _classes_value(tree)
+    if isinstance(value, ast.Dict):
+        items = list(zip(value.keys, value.values))
+    elif isinstance(value, (ast.List, ast.Tuple)):
+        items = [tuple(e.elts) if isinstance(e, ast.Tuple) and len(e.elts) == 2 else (e, e)
+                 for e in value.elts]
+    else:
+        raise PrepError("line %d: `%s` holds no dict or list of pairs"
+                        % (value.lineno, HF_VARIABLE))
+    pairs, bad = [], []
+    for key, val in items:
+        if isinstance(key, ast.Constant) and isinstance(val, ast.Constant) \
+                and isinstance(key.value, str) and isinstance(val.value, str):
+            pairs.append((key.value, val.value))
+        else:
+            bad.append("line %d" % (key or val).lineno)
+    if bad:
+        raise PrepError("entries that are not \"WNID\": \"words\" string pairs: %s" % some(bad))
+    return pairs
+
+
+def read_class_list(path: Path, root: Path, given: bool = False) -> ClassList:
+    """A Hugging Face classes.py or a Kaggle LOC_synset_mapping.txt (told apart by the first
+    line), read only if it is a regular file of at most MAX_LIST_BYTES (`given`, --classes: a
+    symbolic link to one too) and parsed as data. A PrepError names the file."""
+    what = ("pass the class list itself with --classes" if given else
+            "the source's 01 leaves the file itself there")
+    try:
+        data = files.read_regular(str(path), what, limit=MAX_LIST_BYTES, follow=given)
+    except FileNotFoundError:
+        raise PrepError("%s: no such file" % path) from None
+    except OSError as e:
+        raise PrepError("cannot read %s: %s" % (path, e.strerror or e)) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise PrepError("%s is not UTF-8 text (%s): it is no class list" % (path, e)) from None
+    first = next((line for line in text.splitlines() if line.strip()), None)
+    if first is None:
+        raise PrepError("%s is empty (%d bytes): it lists no classes; expected %s"
+                        % (path, len(data), LIST_FORMS))
+    form = FORMAT_KAGGLE if facts.WNID_RE.match(first[:9]) else FORMAT_HF
+    try:
+        pairs = (_parse_mapping if form == FORMAT_KAGGLE else _parse_classes_py)(text)
+    except PrepError as e:
+        raise PrepError("%s, read as a %s (a class list, never run): %s; expected %s"
+                        % (path, form, e, LIST_FORMS)) from None
+    if not pairs:                                                   # {} or []
+        raise PrepError("%s lists no classes; expected %s" % (path, LIST_FORMS))
+    return ClassList(form, Source(_label(path, root), str(path), data), pairs)
+
+
+def find_class_lists(root: Path) -> list[ClassList]:
+    """The class lists another source's 01 left in ROOT (ROOT/hf/classes.py,
+    ROOT/kaggle/LOC_synset_mapping.txt), read."""
+    return [read_class_list(root / rel, root) for rel in CLASS_LISTS
+            if os.path.lexists(root / rel)]
+
+
+def list_problems(pairs: list[tuple[str, str]], reference: dict[str, str], expect: int,
+                  name: str) -> list[tuple[str, list[str]]]:
+    """What is wrong with a source's class list against `reference` (WNID -> words: the devkit's
+    classes, or the package's table): `expect` classes, each a class of the reference, unique,
+    in sorted-WNID order, named as the reference names them; every class of the reference when
+    `expect` is its size (a smaller `expect`, --expect-classes: a part of it)."""
+    wnids = [w for w, _ in pairs]
+    seen: set[str] = set()
+    repeated = [w for w in wnids if w in seen or seen.add(w)]
+    out: list[tuple[str, list[str]]] = []
+    if len(pairs) != expect:
+        out.append(("it lists %d classes, expected %d" % (len(pairs), expect), []))
+    for title, offenders in (
+            ("classes that %s does not have" % name, [w for w in wnids if w not in reference]),
+            ("classes of %s it does not list" % name,
+             [w for w in reference if w not in seen] if expect == len(reference) else []),
+            ("classes listed more than once", repeated),
+            ("classes out of sorted-WNID order (the class index order)",
+             [b for a, b in zip(wnids, wnids[1:]) if b < a]),
+            ("names that differ from %s's (given, then %s's)" % (name, name),
+             ["%s %r, %r" % (w, words, reference[w]) for w, words in pairs
+              if w in reference and words != reference[w]])):
+        if offenders:
+            out.append((title, offenders))
+    return out
+
+
+def check_list(cl: ClassList, reference: dict[str, str], expect: int, name: str,
+               advice: str) -> None:
+    """list_problems as one PrepError naming the file, or nothing when the list is right."""
+    problems = list_problems(cl.pairs, reference, expect, name)
+    if problems:
+        raise PrepError("%s (%s) does not agree with %s, nothing was written:\n%s\n%s"
+                        % (cl.source.shown, cl.form, name, problem_text(problems), advice))
+
+
+def table_classes(cl: ClassList, expect: int) -> list[Synset]:
+    """The classes of a checked list, from the package's table: as they are for the 1,000
+    classes; for a part of them (--expect-classes, a miniature), numbered 1..N in the order of
+    their devkit IDs, as a miniature devkit of those classes numbers them."""
+    table = read_table()
+    if expect == len(table):
+        return list(table)
+    keep = {w for w, _ in cl.pairs}
+    return [dataclasses.replace(s, ilsvrc_id=n)
+            for n, s in enumerate((s for s in table if s.wnid in keep), start=1)]
 
 
 # ----------------------------------------------------------------------------- output
 
-def render(classes: list[Synset], fmt: str, src: MatSource) -> dict[str, bytes]:
+def render(classes: list[Synset], fmt: str, src: Source,
+           table: Optional[bytes] = None) -> dict[str, bytes]:
     """The content of every output file, in the order they are written (synsets.csv last: once it
-    is there, the rest is too)."""
+    is there, the rest is too). `table`: the bytes of the package's class table, when the devkit
+    IDs came from it (synsets.json then says so)."""
     index = {w: i for i, w in enumerate(sorted(s.wnid for s in classes))}
     by_wnid = sorted(classes, key=lambda s: s.wnid)
 
@@ -453,6 +714,8 @@ def render(classes: list[Synset], fmt: str, src: MatSource) -> dict[str, bytes]:
         "columns": list(CSV_COLUMNS),
         "synsets": records,
     }
+    if table is not None:
+        doc["class_table"] = {"path": TABLE_REL, "sha256": hashlib.sha256(table).hexdigest()}
     # Keras' imagenet_class_index.json: one line, default separators, no final newline
     keras = {str(index[s.wnid]): [s.wnid, s.name] for s in by_wnid}
     return {
@@ -513,19 +776,39 @@ def duplicate_names(classes: list[Synset]) -> dict[str, list[str]]:
 # ----------------------------------------------------------------------------- the stage
 
 def convert(root: Path, out: Path, mat: Optional[Path] = None, devkit: Optional[Path] = None,
-            expect: int = facts.CLASSES) -> int:
+            expect: int = facts.CLASSES, classes_file: Optional[Path] = None) -> int:
     """Stage 02: read the .mat (`mat`, else from the `devkit` archive or folder, else found under
-    ROOT/devkit/), check it holds `expect` classes, write the outputs into `out`. Returns 0."""
+    ROOT/devkit/), check it holds `expect` classes, write the outputs into `out`. Without a
+    devkit: the class list of another source (`classes_file`, else ROOT/hf/classes.py or
+    ROOT/kaggle/LOC_synset_mapping.txt), checked against the package's table, which gives the
+    devkit IDs. A devkit and a list: the devkit's classes, the list checked against them.
+    Returns 0."""
+    if mat is None and devkit is None and classes_file is None and not root.is_dir():
+        raise PrepError("ROOT %s is not a folder; pass --root DIR or set IMAGENET_ROOT" % root)
+    lists = [read_class_list(classes_file, root, given=True)] if classes_file is not None \
+        else find_class_lists(root) if root.is_dir() else []
     if mat is not None:
-        src = read_mat_file(mat, root, given=True)
+        src: Optional[Source] = read_mat_file(mat, root, given=True)
     elif devkit is not None:
         src = read_from_archive(devkit, root)
+    elif lists and not (root.is_dir() and find_in_folder(root / "devkit")):
+        src = None                       # no devkit: the source's list and the package's table
     else:
-        if not root.is_dir():
-            raise PrepError("ROOT %s is not a folder; pass --root DIR or set IMAGENET_ROOT" % root)
         src = find_meta(root)
-    log.info("reading %s", src.shown)
-    fmt, classes = load_classes(src, expect)
+    table = None
+    if src is not None:
+        log.info("reading %s", src.shown)
+        fmt, classes = load_classes(src, expect)
+        words = {s.wnid: s.words for s in classes}
+        for cl in lists:
+            check_list(cl, words, expect, "the devkit",
+                       "the devkit (%s) and that list describe different class sets: check that "
+                       "both are ILSVRC2012's; the devkit's classes are the ones 02 writes, so to "
+                       "use them, move the list out of the way" % src.shown)
+            log.info("%s (%s) agrees with the devkit: the same %d classes and names",
+                     cl.source.shown, cl.form, len(cl.pairs))
+    else:
+        fmt, classes, src, table = from_class_lists(lists, expect)
     total = sum(s.num_train_images for s in classes)
     log.info("%s: %d classes (IDs 1..%d), %s train images%s", fmt, len(classes), len(classes),
              format(total, ","), " (the real total)" if total == facts.images("train") else "")
@@ -534,9 +817,31 @@ def convert(root: Path, out: Path, mat: Optional[Path] = None, devkit: Optional[
         log.info("%d names are shared by several classes (use the WNID, not the name, as the "
                  "key): %s", len(dups),
                  "; ".join("%s: %s" % (n, ", ".join(w)) for n, w in dups.items()))
-    changed = write_outputs(out, render(classes, fmt, src))
+    changed = write_outputs(out, render(classes, fmt, src, table))
     if changed:
         log.info("wrote %s in %s", ", ".join(changed), out)
     else:
         log.info("already done: %s is up to date with %s", out, src.shown)
     return 0
+
+
+def from_class_lists(lists: list[ClassList],
+                     expect: int) -> tuple[str, list[Synset], Source, bytes]:
+    """No devkit: every list checked against the package's table; the classes of the first,
+    with the table's devkit IDs, descriptions and train counts. (format, classes, source, the
+    table's bytes)."""
+    table = read_table()
+    words = {s.wnid: s.words for s in table}
+    for cl in lists:
+        check_list(cl, words, expect, "ILSVRC2012",
+                   "the classes are checked against %s, the 2012 devkit's classes: get the "
+                   "source's file again, or use the devkit (--mat, --devkit: its classes are "
+                   "then taken)" % TABLE_REL)
+    chosen = lists[0]
+    log.info("no devkit: the classes are those of %s (%s); devkit IDs, descriptions and train "
+             "counts from %s, the 2012 devkit's table%s", chosen.source.shown, chosen.form,
+             TABLE_REL, "; %s agrees" % ", ".join(cl.source.shown for cl in lists[1:])
+             if lists[1:] else "")
+    classes = table_classes(chosen, expect)
+    validate(classes, expect)
+    return chosen.form, classes, chosen.source, table_bytes()

@@ -3,8 +3,9 @@ later stages reuse instead of copying it.
 
 The labels, callable on their own (04 verifies with them, 05 places images with them):
 - read_synsets(path): ROOT/meta/synsets.csv, as 02 writes it, checked -> {WNID: ClassRow}
-- find_labels(root), read_labels(path, classes): the validation ground truth in any of its three
-  forms (devkit class IDs, Kaggle LOC_val_solution.csv, one WNID per line), checked
+- labels_found(root), find_labels(root), read_labels(path, classes): the validation labels in
+  ROOT (the devkit's ground truth, else those of a source without a devkit), in any of their
+  three forms (devkit class IDs, Kaggle LOC_val_solution.csv, one WNID per line), checked
 - val_labels(root): both in one call -> {image file name: WNID}
 - read_blacklist(path, names): the images to set aside
 Each reads its file only if it is a regular file, up to 1 GiB (files.read_regular_text; a path
@@ -12,8 +13,9 @@ given with --meta, --labels or --exclude-blacklist may be a symbolic link to one
 The tree: scan (one scandir per folder, no per-file stat) -> plan_forward / plan_undo (every
 problem found before anything changes) -> execute (renames; links; copies under a temporary name)
 -> a fresh scan to verify -> ROOT/meta/SHA256SUMS.val rewritten with the images' new places
-(ValManifest). sort_val and flatten_val are the two commands of 03_build_val_class_folders.py;
-build takes the lock and picks one.
+(ValManifest). ROOT/val ends with class folders only: --copy, --link and --symlink keep the flat
+originals in ROOT/val_flat (KEPT_DIR). sort_val and flatten_val are the two commands of
+03_build_val_class_folders.py; build takes the lock and picks one.
 """
 from __future__ import annotations
 
@@ -38,11 +40,19 @@ PROG = "03_build_val_class_folders.py"
 STAGE_02 = "02_convert_meta_clsloc.py"          # writes synsets.csv
 VAL_DIR = "val"                                  # ROOT/val: flat images, then ROOT/val/WNID/
 BLACKLIST_DIR = "val_blacklisted"                # ROOT/val_blacklisted/WNID/ (--exclude-blacklist)
+KEPT_DIR = "val_flat"                            # ROOT/val_flat/: the flat originals that --copy,
+#                    --link and --symlink keep: never in ROOT/val, where a folder reader that
+#                    walks the tree (timm) would take them for one more class, ''
 SYNSETS_CSV = Path("meta") / "synsets.csv"       # written by 02_convert_meta_clsloc.py
+HF_DIR = "hf"                                    # ROOT/hf/: what the Hugging Face source's 01 keeps
+KAGGLE_DIR = "kaggle"                            # ROOT/kaggle/: the Kaggle zip's top-level files
 VAL_LABELS_CSV = Path("meta") / "val_labels.csv"  # written by 03
 DEVKIT_DIR = "devkit"
 DEVKIT_LABEL_FILES = ("ILSVRC2012_validation_ground_truth.txt",
                       "ILSVRC2015_clsloc_validation_ground_truth.txt")
+# the labels of the sources without a devkit, where their 01 leaves them, in this order after the
+# devkit's: Kaggle's LOC_val_solution.csv, and the labels the Hub's member names carry (in its form)
+SOURCE_LABEL_FILES = (Path(KAGGLE_DIR) / "LOC_val_solution.csv", Path(HF_DIR) / "val_labels.csv")
 SYNSETS_COLUMNS = ["ilsvrc_id", "class_index", "wnid", "words", "description", "num_train_images"]
 VAL_LABELS_COLUMNS = ["file", "wnid", "ilsvrc_id", "class_index"]
 KAGGLE_HEADER = ["ImageId", "PredictionString"]
@@ -85,6 +95,7 @@ class Scan:
     """What is on disk: one os.scandir of ROOT/val, ROOT/val_blacklisted and each WNID folder."""
 
     flat: set[str] = field(default_factory=set)                  # image names directly in ROOT/val
+    kept: set[str] = field(default_factory=set)                  # ... in ROOT/val_flat
     placed: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (tree, wnid) folder
     extra: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # more folders, if any
     links: set[str] = field(default_factory=set)                 # names with a symlink in a folder
@@ -172,16 +183,32 @@ def read_synsets(path: Path, given: bool = False) -> dict[str, ClassRow]:
     return by_wnid
 
 
-def find_labels(root: Path) -> Path:
-    """The devkit ground truth under ROOT/devkit (2012 name first, then the 2015/2017 name)."""
+class NoLabels(PrepError):
+    """No validation labels anywhere in ROOT."""
+
+
+def labels_found(root: Path) -> list[Path]:
+    """The validation labels in ROOT, preferred first: the devkit's ground truth under
+    ROOT/devkit (the 2012 name, else the 2015/2017 name), then the labels of a source without a
+    devkit (ROOT/kaggle/LOC_val_solution.csv, ROOT/hf/val_labels.csv)."""
     devkit = root / DEVKIT_DIR
+    found = []
     for name in DEVKIT_LABEL_FILES:
         found = sorted(devkit.glob("**/" + name)) if devkit.is_dir() else []
         if found:
-            return found[0]
-    raise PrepError("no validation labels found under %s (looked for %s): run 01_unzip.sh to "
-                    "extract the devkit, or pass --labels FILE"
-                    % (devkit, " or ".join(DEVKIT_LABEL_FILES)))
+            break
+    return found[:1] + [root / rel for rel in SOURCE_LABEL_FILES if not missing(root / rel)]
+
+
+def find_labels(root: Path) -> Path:
+    """The preferred validation labels in ROOT (labels_found); NoLabels if there are none."""
+    found = labels_found(root)
+    if not found:
+        raise NoLabels("no validation labels found in %s (looked for %s under %s, and for %s): "
+                       "run 01_unzip.sh to extract the devkit, or pass --labels FILE"
+                       % (root, " or ".join(DEVKIT_LABEL_FILES), root / DEVKIT_DIR,
+                          " and ".join(str(root / rel) for rel in SOURCE_LABEL_FILES)))
+    return found[0]
 
 
 @dataclass
@@ -303,6 +330,9 @@ def load_labels(root: Optional[Path], synsets_csv: Optional[Path] = None,
     labels = read_labels(path, classes, given=labels_file is not None)
     log.info("labels: %s (%d images), read as %s", path, len(labels.wnid_of),
              FORM_NAMES[labels.form])
+    if labels_file is None:
+        for other in labels_found(root)[1:]:
+            cross_check(labels, read_labels(other, classes))
     real = facts.images("val")
     if len(classes) == facts.CLASSES and len(labels.wnid_of) != real:
         log.warning("warning: the real validation set has %d images; these labels list %d",
@@ -310,12 +340,30 @@ def load_labels(root: Optional[Path], synsets_csv: Optional[Path] = None,
     return classes, labels
 
 
+def cross_check(labels: Labels, other: Labels) -> None:
+    """Two labels files found in ROOT must give every image the same class; says so, or
+    raises a PrepError listing the images they disagree on."""
+    names = set(labels.wnid_of).union(other.wnid_of)
+    differ = sorted(n for n in names if labels.wnid_of.get(n) != other.wnid_of.get(n))
+    if differ:
+        shown = ["%s: %s, %s" % (n, labels.wnid_of.get(n, "none"), other.wnid_of.get(n, "none"))
+                 for n in differ]
+        raise PrepError("the labels %s and %s (found in ROOT, both read) disagree, nothing was "
+                        "changed:\n%s\nfind out which is right; remove the other, or name the "
+                        "right one with --labels FILE"
+                        % (labels.source, other.source, problem_text(
+                            [("images given another class (or none) by the second", shown)])))
+    log.info("labels: %s agrees: the same %d images and classes", other.source,
+             len(other.wnid_of))
+
+
 def val_labels(root: Optional[Path], synsets_csv: Optional[Path] = None,
                labels_file: Optional[Path] = None) -> dict[str, str]:
     """{validation image file name: WNID} for every labelled image, with all of 03's checks.
 
-    The same labels 03 sorts by: synsets.csv from ROOT/meta/ (or `synsets_csv`), the devkit
-    ground truth found under ROOT/devkit/ (or `labels_file`, in any of the three forms).
+    The same labels 03 sorts by: synsets.csv from ROOT/meta/ (or `synsets_csv`), the labels
+    found in ROOT (labels_found: the devkit's first, the others checked against them) or
+    `labels_file`, in any of the three forms.
     Raises PrepError saying what is wrong and what to do."""
     return load_labels(root, synsets_csv, labels_file)[1].wnid_of
 
@@ -374,10 +422,12 @@ def _scan_class_dir(s: Scan, top: str, tree: str, wnid: str) -> None:
 
 
 def scan(root: Path) -> Scan:
-    """One scandir of ROOT/val, ROOT/val_blacklisted and each WNID folder: no per-file stat (the
-    listing's file types say which entries are not regular files or folders: Scan.kinds)."""
+    """One scandir of ROOT/val, ROOT/val_blacklisted, each WNID folder and ROOT/val_flat: no
+    per-file stat (the listing's file types say which entries are not regular files or folders:
+    Scan.kinds)."""
     s = Scan()
-    for tree in (VAL_DIR, BLACKLIST_DIR):
+    flat = {VAL_DIR: s.flat, KEPT_DIR: s.kept}        # where flat images are
+    for tree in (VAL_DIR, BLACKLIST_DIR, KEPT_DIR):
         top = os.path.join(root, tree)
         if not os.path.isdir(top):
             continue
@@ -388,12 +438,12 @@ def scan(root: Path) -> Scan:
                 if kind is not None:
                     s.kinds[e.path] = kind
                 if e.is_dir():
-                    if facts.WNID_RE.match(e.name):
+                    if tree != KEPT_DIR and facts.WNID_RE.match(e.name):
                         subdirs.append(e.name)
                     else:
                         s.others.append(e.path + "/")
-                elif tree == VAL_DIR and is_image(e.name):
-                    s.flat.add(e.name)
+                elif tree in flat and is_image(e.name):
+                    flat[tree].add(e.name)
                 else:
                     s.others.append(e.path)
         for wnid in subdirs:
@@ -406,29 +456,62 @@ def _where(s: Scan, name: str) -> str:
 
 
 class _Forward:
-    """plan_forward's working state: where each tree is, and the problems found so far."""
+    """plan_forward's working state: where each tree is, and the problems found so far.
+
+    An image's original is flat: in ROOT/val (as 01 extracted it) or in ROOT/val_flat (where
+    --copy, --link and --symlink keep it, so that ROOT/val holds class folders only). Moves
+    take it from either; the other modes first move it from ROOT/val to ROOT/val_flat, then
+    copy or link it from there: one rename or one link at a time, so a kill anywhere leaves
+    every image whole at one of its places, and a rerun goes on from there."""
 
     def __init__(self, root: Path, s: Scan, mode: str) -> None:
         self.s, self.mode, self.p = s, mode, Plan()
         self.val = os.path.join(root, VAL_DIR)
+        self.kept = os.path.join(root, KEPT_DIR)
         self.tops = {VAL_DIR: self.val, BLACKLIST_DIR: os.path.join(root, BLACKLIST_DIR)}
-        # relative symlink text: ROOT/val/W/x -> ../x, ROOT/val_blacklisted/W/x -> ../../val/x
-        self.up = {t: os.path.relpath(self.val, os.path.join(d, "n00000000"))
+        # relative symlink text: ROOT/val/W/x and ROOT/val_blacklisted/W/x -> ../../val_flat/x
+        self.up = {t: os.path.relpath(self.kept, os.path.join(d, "n00000000"))
                    for t, d in self.tops.items()}
         self.missing: list[str] = []
         self.wrong: list[str] = []
         self.twice: list[str] = []
         self.dangling: list[str] = []
+        self.both: list[str] = []
+
+    def original(self, name: str) -> Optional[str]:
+        """The flat original's path (ROOT/val/NAME or ROOT/val_flat/NAME), None if there is
+        none, "" if there are both (a problem)."""
+        is_flat, is_kept = name in self.s.flat, name in self.s.kept
+        if is_flat and is_kept:
+            self.both.append(name)
+            return ""
+        if is_flat or is_kept:
+            return "%s/%s" % (self.val if is_flat else self.kept, name)
+        return None
+
+    def keep(self, name: str, orig: str, tree: str, tdir: str) -> None:
+        """Copy or link the original into class folder `tdir` of `tree`; from ROOT/val it is
+        first moved to ROOT/val_flat."""
+        kept = "%s/%s" % (self.kept, name)
+        if orig != kept:
+            self.p.dirs.add(self.kept)
+            self.p.actions.append(("move", orig, kept))
+        src = "%s/%s" % (self.up[tree], name) if self.mode == "symlink" else kept
+        self.p.actions.append((self.mode, src, "%s/%s" % (tdir, name)))
 
     def new(self, name: str, wnid: str, tree: str) -> None:
         """An image not in any class folder yet (the common case)."""
-        if name not in self.s.flat:
+        orig = self.original(name)
+        if orig is None:
             self.missing.append(name)
+        if not orig:
             return
         tdir = "%s/%s" % (self.tops[tree], wnid)
         self.p.dirs.add(tdir)
-        src = self.up[tree] if self.mode == "symlink" else self.val
-        self.p.actions.append((self.mode, "%s/%s" % (src, name), "%s/%s" % (tdir, name)))
+        if self.mode == "move":
+            self.p.actions.append(("move", orig, "%s/%s" % (tdir, name)))
+        else:
+            self.keep(name, orig, tree, tdir)
 
     def again(self, name: str, wnid: str, tree: str, at: tuple[str, str]) -> None:
         """An image already in class folder `at`: in place, to move, or a problem."""
@@ -439,32 +522,52 @@ class _Forward:
         if at[1] != wnid:
             self.wrong.append("%s/%s/%s (label: %s)" % (at[0], at[1], name, wnid))
             return
-        is_flat, is_link = name in s.flat, name in s.links
-        if is_link and not is_flat:
+        orig = self.original(name)
+        if orig == "":
+            return
+        is_link = name in s.links
+        if is_link and orig is None:
             self.dangling.append("%s/%s/%s" % (at[0], at[1], name))
             return
         here = at[0] == tree
-        if here and (self.mode != "move" or not is_flat):
-            self.p.done += 1
-            return
         tdir = "%s/%s" % (self.tops[tree], wnid)
         dst, old = "%s/%s" % (tdir, name), "%s/%s/%s" % (self.tops[at[0]], at[1], name)
-        self.p.dirs.add(tdir)
-        if self.mode == "move" and is_flat:
+        if self.mode == "move":
+            if orig is None and here:
+                self.p.done += 1
+                return
+            self.p.dirs.add(tdir)
+            if orig is None:
+                actions.append(("move", old, dst))         # the other tree, same class
+                return
             if not here:
                 actions.append(("unlink", old, ""))
-            actions.append(("move", "%s/%s" % (self.val, name), dst))  # replaces a copy/link
-        elif self.mode == "move" or not is_link:
-            actions.append(("move", old, dst))            # (or: the other tree, same class)
-        else:
-            actions.append(("unlink", old, ""))
-            src = "%s/%s" % (self.up[tree] if self.mode == "symlink" else self.val, name)
-            actions.append((self.mode, src, dst))
+            actions.append(("move", orig, dst))           # replaces a copy or link
+            return
+        # copy, link, symlink: the original ends in ROOT/val_flat, and a link names it there
+        is_kept = orig is not None and orig.startswith(self.kept + "/")
+        if is_link:
+            if here and is_kept and _link_text(old) == "%s/%s" % (self.up[at[0]], name):
+                self.p.done += 1
+                return
+            self.p.dirs.add(tdir)
+            actions.append(("unlink", old, ""))          # (made when the original was elsewhere)
+            self.keep(name, orig, tree, tdir)
+            return
+        if here and (orig is None or is_kept):
+            self.p.done += 1
+            return
+        self.p.dirs.add(tdir)
+        if orig is not None and not is_kept:
+            self.p.dirs.add(self.kept)
+            actions.append(("move", orig, "%s/%s" % (self.kept, name)))
+        if not here:
+            actions.append(("move", old, dst))
 
     def finish(self, labelled: Collection[str]) -> Plan:
         """The plan, with every problem found (none: it can run)."""
         s, p, val = self.s, self.p, self.val
-        found = s.flat.union(s.placed)
+        found = s.flat.union(s.kept, s.placed)
         unlabelled = sorted(found.difference(labelled))
         if len(labelled) != len(found):
             p.problems.append(("label count does not match: the labels list %d images, %s holds %d"
@@ -477,10 +580,19 @@ class _Forward:
                 (self.wrong, "images in the wrong class folder, left alone (check the labels, or "
                              "run --undo and start again)"),
                 (self.twice, "images found in more than one class folder (keep one)"),
-                (self.dangling, "symlinks whose flat original is missing (restore %s)" % val)):
+                (self.both, "images both in %s and in %s (keep one)" % (val, self.kept)),
+                (self.dangling, "symlinks whose flat original is missing (restore %s)"
+                                % self.kept)):
             if offenders:
                 p.problems.append((title, offenders))
         return p
+
+
+def _link_text(path: str) -> Optional[str]:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
 
 
 def plan_forward(root: Path, labels: Labels, excluded: Collection[str], s: Scan,
@@ -511,13 +623,20 @@ def foreign_folders(root: Path, s: Scan, classes: Collection[str]) -> Problems:
 
 
 def plan_undo(root: Path, s: Scan) -> Plan:
-    """Flatten: the flat file is the original; class-folder entries are moved back or removed."""
+    """Flatten: the flat original (in ROOT/val, or kept in ROOT/val_flat) goes back to ROOT/val;
+    class-folder copies and links of it are removed; an image only in a class folder is moved
+    back."""
     p = Plan()
-    val = os.path.join(root, VAL_DIR)
-    twice, dangling = [], []
+    val, kept = os.path.join(root, VAL_DIR), os.path.join(root, KEPT_DIR)
+    twice, dangling, both = [], [], []
+    for name in s.kept:
+        if name in s.flat:
+            both.append(name)
+        else:
+            p.actions.append(("move", "%s/%s" % (kept, name), "%s/%s" % (val, name)))
     for name, (tree, wnid) in s.placed.items():
         path = "%s/%s/%s/%s" % (root, tree, wnid, name)
-        if name in s.flat:
+        if name in s.flat or name in s.kept:
             p.actions.append(("unlink", path, ""))
             p.actions.extend(("unlink", "%s/%s/%s/%s" % (root, t, w, name), "")
                              for t, w in s.extra.get(name, ()))
@@ -527,12 +646,14 @@ def plan_undo(root: Path, s: Scan) -> Plan:
             dangling.append("%s/%s/%s" % (tree, wnid, name))
         else:
             p.actions.append(("move", path, "%s/%s" % (val, name)))
-    p.done = len(s.flat)
-    if twice:
-        p.problems.append(("images found in more than one class folder and not flat (keep one)",
-                           twice))
-    if dangling:
-        p.problems.append(("symlinks whose flat original is missing", dangling))
+    p.actions.sort(key=lambda a: a[0] != "unlink")      # links first, then their originals move
+    p.done = len(s.flat.difference(s.kept))
+    for title, offenders in (
+            ("images both in %s and in %s (keep one)" % (val, kept), both),
+            ("images found in more than one class folder and not flat (keep one)", twice),
+            ("symlinks whose flat original is missing", dangling)):
+        if offenders:
+            p.problems.append((title, offenders))
     return p
 
 
@@ -599,12 +720,29 @@ def counts_text(s: Scan) -> str:
         lo, hi = min(per.values()), max(per.values())
         each = "%d" % lo if lo == hi else "%d..%d" % (lo, hi)
         parts.append("%s/: %d folders x %s images = %d" % (tree, len(per), each, sum(per.values())))
+    if s.kept:
+        parts.append("%s/: %d originals" % (KEPT_DIR, len(s.kept)))
     return "; ".join(parts) or "no images in class folders"
+
+
+def drop_empty(root: Path, s: Scan) -> None:
+    """Remove what a run leaves empty: class folders of ROOT/val_blacklisted (a run without
+    --exclude-blacklist takes their images back), ROOT/val_blacklisted and ROOT/val_flat. A
+    folder that still holds anything stays."""
+    full = {(t, w) for t, w in s.placed.values()}
+    full.update(w for ws in s.extra.values() for w in ws)
+    for tree, wnid in s.class_dirs:
+        if tree == BLACKLIST_DIR and (tree, wnid) not in full:
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.join(root, tree, wnid))
+    for folder in (BLACKLIST_DIR, KEPT_DIR):
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.join(root, folder))
 
 
 # ----------------------------------------------------------------------------- the manifest
 
-MANIFEST_TREES = (VAL_DIR + "/", BLACKLIST_DIR + "/")
+MANIFEST_TREES = (VAL_DIR + "/", BLACKLIST_DIR + "/", KEPT_DIR + "/")
 
 
 @dataclass
@@ -614,8 +752,9 @@ class ValManifest:
     An image's bytes do not change when 03 moves or links it, so its hash is known by its file
     name: the manifest is rewritten from a scan of the tree, never by reading an image again.
     Every image the manifest lists is listed at each place it is now: flat in val/, in
-    val/WNID/, in val_blacklisted/WNID/ (--exclude-blacklist), or in both val/ and val/WNID/
-    (--copy, --link, --symlink: the flat original stays and loaders read the class folder).
+    val/WNID/, in val_blacklisted/WNID/ (--exclude-blacklist), or in both val_flat/ and
+    val/WNID/ (--copy, --link, --symlink: the flat original is kept in val_flat/, loaders read
+    the class folder).
     A listed image not found keeps its line, so `sha256sum -c` reports it missing."""
 
     path: str
@@ -652,6 +791,8 @@ class ValManifest:
         found: dict[str, list[str]] = {}
         for name in s.flat:
             found.setdefault(name, []).append("%s/%s" % (VAL_DIR, name))
+        for name in s.kept:
+            found.setdefault(name, []).append("%s/%s" % (KEPT_DIR, name))
         for name, (tree, wnid) in s.placed.items():
             found.setdefault(name, []).extend(
                 "%s/%s/%s" % (t, w, name) for t, w in [(tree, wnid)] + s.extra.get(name, []))
@@ -735,8 +876,18 @@ def sort_val(root: Path, mode: str = "move", dry_run: bool = False,
              labels_file: Optional[Path] = None, synsets_csv: Optional[Path] = None,
              blacklist: Optional[Path] = None) -> int:
     """Put every labelled image of ROOT/val into ROOT/val/WNID/ (blacklisted ones into
-    ROOT/val_blacklisted/WNID/), write ROOT/meta/val_labels.csv, verify. Returns 0."""
-    classes, labels = load_labels(root, synsets_csv, labels_file)
+    ROOT/val_blacklisted/WNID/), write ROOT/meta/val_labels.csv, verify. Returns 0. Without
+    labels, a val already sorted into class folders (by a source's 01) is said to be so."""
+    try:
+        classes, labels = load_labels(root, synsets_csv, labels_file)
+    except NoLabels:
+        s = scan(root)
+        if s.flat or s.kept or not s.placed:
+            raise
+        log.info("already done: val is sorted (%s), but there are no validation labels to "
+                 "check the classes against (none in %s): pass --labels FILE to check them",
+                 counts_text(s), root)
+        return 0
     excluded = read_blacklist(blacklist, labels.wnid_of) if blacklist else set()
     if excluded:
         log.info("blacklist %s: %d images go to %s/WNID/", blacklist, len(excluded),
@@ -768,6 +919,7 @@ def sort_val(root: Path, mode: str = "move", dry_run: bool = False,
         wrote = write_val_labels(out_csv, text)
         if sums:
             sums.sync(s)         # a run killed after its moves left the manifest behind
+        drop_empty(root, s)
         log.info("already done: %d images in place, %s%s", plan.done, counts_text(s),
                  "; wrote %s" % out_csv if wrote else "")
         return 0
@@ -780,16 +932,23 @@ def sort_val(root: Path, mode: str = "move", dry_run: bool = False,
     after = _verify(root, labels, excluded, mode)
     if sums:
         sums.sync(after)
+    drop_empty(root, after)
     log.info("done: %d images verified in place (%s); wrote %s", len(labels.wnid_of),
              counts_text(after), out_csv)
     return 0
 
 
 def _forward_summary(root: Path, plan: Plan, labels: Labels, excluding: bool, verb: str) -> str:
-    return ("%s %d images into %d class folders under %s%s (%d already in place; %s form labels)"
-            % (verb, sum(1 for a in plan.actions if a[0] != "unlink"),
-               len(set(labels.wnid_of.values())), root / VAL_DIR,
-               " and %s" % (root / BLACKLIST_DIR) if excluding else "", plan.done, labels.form))
+    kept = os.path.join(root, KEPT_DIR) + "/"
+    keeping = sum(1 for a in plan.actions if a[0] == "move" and a[2].startswith(kept))
+    placing = {os.path.basename(a[2]) for a in plan.actions
+               if a[0] != "unlink" and not a[2].startswith(kept)}
+    return ("%s %d images into %d class folders under %s%s%s (%d already in place; %s form "
+            "labels)" % (verb, len(placing), len(set(labels.wnid_of.values())), root / VAL_DIR,
+                         " and %s" % (root / BLACKLIST_DIR) if excluding else "",
+                         "; move %d flat originals from %s to %s" % (
+                             keeping, root / VAL_DIR, root / KEPT_DIR) if keeping else "",
+                         plan.done, labels.form))
 
 
 def flatten_val(root: Path, dry_run: bool = False) -> int:
@@ -812,6 +971,7 @@ def flatten_val(root: Path, dry_run: bool = False) -> int:
     if not plan.actions and not s.class_dirs:
         if sums:
             sums.sync(s)
+        drop_empty(root, s)
         log.info("already done: %d images flat in %s, no class folders", plan.done,
                  root / VAL_DIR)
         return 0
@@ -829,15 +989,14 @@ def flatten_val(root: Path, dry_run: bool = False) -> int:
             os.rmdir(root / tree / wnid)
         except OSError:
             kept.append("%s/%s" % (tree, wnid))
-    with contextlib.suppress(OSError):
-        os.rmdir(root / BLACKLIST_DIR)
+    drop_empty(root, Scan())
     if kept:
         log.warning("warning: %d folders still hold other files and were kept (first: %s)",
                     len(kept), ", ".join(kept[:SHOW]))
     after = scan(root)
-    if after.placed:
-        raise PrepError("verification failed: %d images are still in class folders; rerun --undo"
-                        % len(after.placed))
+    if after.placed or after.kept:
+        raise PrepError("verification failed: %d images are still in class folders or %s; rerun "
+                        "--undo" % (len(after.placed) + len(after.kept), root / KEPT_DIR))
     if sums:
         sums.sync(after)
     log.info("done: %d images flat in %s", len(after.flat), root / VAL_DIR)

@@ -64,6 +64,10 @@ UNLABELLED = "val images without a label"
 STILL_FLAT = ("val images still flat while the others are in class folders (a stopped %s? "
               "rerun it)" % STAGE_03)
 TWICE = "val images in more than one class folder"
+FLAT_TOP = ("val images at the top of val/ beside their class-folder copies or links (a loader "
+            "that walks the tree, as timm's does, takes them for one more class, '', and shifts "
+            "every class index by one): rerun %s, which keeps them in %s/" % (
+                STAGE_03, valfolders.KEPT_DIR))
 TEMP = "temporary files of a stopped run (rerun the stage that made them: it clears them)"
 HIDDEN = "hidden files"
 STRAY = "stray entries (not images of this split; loaders may read them)"
@@ -296,9 +300,11 @@ def _val_places(ctx: Context, s: valfolders.Scan, f: Findings) -> dict[str, list
     for path in s.others + s.temps:
         if path.rstrip("/") not in s.kinds:          # those are reported as not regular
             _other(f, os.path.relpath(path.rstrip("/"), ctx.root), path.endswith("/"))
-    where: dict[str, list[str]] = {}
+    where: dict[str, list[str]] = {}        # a flat place (val, val_flat) holds no "/"
     for name in s.flat:
         where.setdefault(name, []).append(valfolders.VAL_DIR)
+    for name in s.kept:
+        where.setdefault(name, []).append(valfolders.KEPT_DIR)
     for name, at in s.placed.items():
         for tree, wnid in [at] + s.extra.get(name, []):
             where.setdefault(name, []).append("%s/%s" % (tree, wnid))
@@ -311,14 +317,14 @@ def _val_places(ctx: Context, s: valfolders.Scan, f: Findings) -> dict[str, list
 
 def _val_not_regular(ctx: Context, s: valfolders.Scan, where: dict[str, list[str]],
                      f: Findings) -> dict[str, str]:
-    """The val entries that are not regular files: the links 03 --symlink makes (val/WNID/NAME ->
-    ../NAME, val_blacklisted/WNID/NAME -> ../../val/NAME) are read through their flat original:
+    """The val entries that are not regular files: the links 03 --symlink makes (val/WNID/NAME
+    and val_blacklisted/WNID/NAME -> ../../val_flat/NAME) are read through their flat original:
     {link: original}; any other is reported and taken out of `where` (never opened)."""
     links = {}
     for full, kind in sorted(s.kinds.items()):
         rel = os.path.relpath(full, ctx.root)
         folder, name = os.path.split(rel)
-        original = "%s/%s" % (valfolders.VAL_DIR, name)
+        original = "%s/%s" % (valfolders.KEPT_DIR, name)
         if kind == files.LINK and folder.count("/") == 1 and _points_to(full, rel, original):
             links[rel] = original
             continue
@@ -351,7 +357,7 @@ def _val_against_labels(where: dict[str, list[str]], labels: dict[str, str],
             missing.append("%s (class %s)" % (name, wnid))
             continue
         wrong.extend("%s/%s (label: %s)" % (d, name, wnid) for d in folders
-                     if d != valfolders.VAL_DIR and d.rsplit("/", 1)[1] != wnid)
+                     if "/" in d and d.rsplit("/", 1)[1] != wnid)
     f.add(LABELLED_MISSING, missing)
     f.add(WRONG, wrong)
     f.add(UNLABELLED, ["%s/%s" % (d, n) for n, ds in where.items() if n not in labels for d in ds])
@@ -363,8 +369,7 @@ def _val_counts(ctx: Context, where: dict[str, list[str]], sort: bool, f: Findin
     numbers = {int(VAL_RE.match(n).group(1)) for n in where}
     _gaps(f, numbers, ctx.expected_images("val"), valfolders.VAL_DIR + "/" + facts.VAL_NAME)
     if sort and ctx.official and ctx.classes:
-        per = Counter(d.rsplit("/", 1)[1] for ds in where.values() for d in ds
-                      if d != valfolders.VAL_DIR)
+        per = Counter(d.rsplit("/", 1)[1] for ds in where.values() for d in ds if "/" in d)
         f.add(VAL_COUNT, ["%s (%d)" % (w, per[w]) for w in sorted(ctx.classes)
                           if per[w] != facts.VAL_PER_CLASS])
 
@@ -374,7 +379,7 @@ def check_val(ctx: Context, f: Findings) -> list[str]:
     s = valfolders.scan(Path(ctx.root))
     where = _val_places(ctx, s, f)
     flat = valfolders.VAL_DIR
-    sort = any(d != flat for ds in where.values() for d in ds)
+    sort = any("/" in d for ds in where.values() for d in ds)
     labels = ctx.val_labels
     if labels is None and ctx.classes is not None:
         try:
@@ -392,18 +397,20 @@ def check_val(ctx: Context, f: Findings) -> list[str]:
     if sort:
         expected = set(labels.values()) if labels else set(ctx.classes or ())
         _class_set(ctx, f, {w: "%s/%s" % (t, w) for t, w in s.class_dirs}, expected)
-        f.add(STILL_FLAT, ["val/" + n for n, ds in where.items() if ds == [flat]])
+        f.add(STILL_FLAT, ["%s/%s" % (ds[0], n) for n, ds in where.items()
+                           if len(ds) == 1 and "/" not in ds[0]])
+        f.add(FLAT_TOP, ["val/" + n for n, ds in where.items() if flat in ds and len(ds) > 1])
     f.add(TWICE, ["%s (in %s)" % (n, ", ".join(ds)) for n, ds in where.items()
-                  if len([d for d in ds if d != flat]) > 1])
+                  if len([d for d in ds if "/" in d]) > 1])
     _val_notes(where, sort, f)
     return sorted("%s/%s" % (d, n) for n, ds in where.items() for d in ds)
 
 
 def _val_notes(where: dict[str, list[str]], sort: bool, f: Findings) -> None:
-    flat, black = valfolders.VAL_DIR, valfolders.BLACKLIST_DIR + "/"
-    kept = sum(1 for ds in where.values() if flat in ds and len(ds) > 1)
+    black = valfolders.BLACKLIST_DIR + "/"
+    kept = sum(1 for ds in where.values() if valfolders.KEPT_DIR in ds)
     aside = sum(1 for ds in where.values() if any(d.startswith(black) for d in ds))
-    folders = {d for ds in where.values() for d in ds if d != flat}
+    folders = {d for ds in where.values() for d in ds if "/" in d}
     f.summary = "%s images" % thousands(len(where))
     if sort:
         f.summary += " in %d class folders" % len(folders)
@@ -411,8 +418,8 @@ def _val_notes(where: dict[str, list[str]], sort: bool, f: Findings) -> None:
         f.notes.append("val is flat, as extracted: %s sorts it into class folders (which "
                        "ImageFolder-style loaders need)" % STAGE_03)
     if kept:
-        f.notes.append("%d flat originals kept beside their class-folder copies or links (03 "
-                       "--copy/--link/--symlink); loaders read the class folders" % kept)
+        f.notes.append("%d flat originals kept in %s/ for their class-folder copies or links (03 "
+                       "--copy/--link/--symlink); loaders read val/" % (kept, valfolders.KEPT_DIR))
     if aside:
         f.notes.append("%d images set aside in %s (03 --exclude-blacklist)" % (aside, black))
 

@@ -271,20 +271,45 @@ def real_like_counts(k: int, rng: random.Random) -> list[int]:
     return counts
 
 
-def make_classes(k: int, counts: list[int],
-                 rng: random.Random) -> tuple[list[Synset], list[Synset]]:
-    wnids = set()
-    while len(wnids) < k:
-        wnids.add("n%08d" % rng.randrange(1_000_000, 15_000_000))
-    ordered = sorted(wnids)
-    rng.shuffle(ordered)
-    if ordered == sorted(ordered) and k > 1:  # the devkit order must differ from sorted order
-        ordered[0], ordered[1] = ordered[1], ordered[0]
-    classes = []
-    for i, wnid in enumerate(ordered):
-        words = _WORDS[i] if i < len(_WORDS) else "synthetic class %d, thing %d" % (i + 1, i + 1)
-        classes.append(Synset(i + 1, wnid, words, "gloss of %s; generated" % words.split(",")[0],
-                              counts[i]))
+def real_classes(k: int, counts: list[int], rng: random.Random) -> list[Synset]:
+    """K of the real 1,000 classes (the package's table, imagenet_prep/classes.tsv) with their
+    WNIDs, words and glosses, numbered 1..K in the order of their real devkit IDs, as 02 numbers
+    a part of the table (--expect-classes); all 1,000 keep their IDs. Drawn so that the devkit
+    order differs from the sorted-WNID order."""
+    repo = str(Path(__file__).resolve().parent.parent)
+    if repo not in sys.path:
+        sys.path.insert(0, repo)
+    from imagenet_prep.meta import read_table
+    table = read_table()
+    while True:
+        picked = [table[i] for i in sorted(rng.sample(range(len(table)), k))]
+        if k < 2 or [s.wnid for s in picked] != sorted(s.wnid for s in picked):
+            break
+    return [Synset(n, s.wnid, s.words, s.description, counts[n - 1])
+            for n, s in enumerate(picked, start=1)]
+
+
+def make_classes(k: int, counts: list[int], rng: random.Random,
+                 real: bool = False) -> tuple[list[Synset], list[Synset]]:
+    """K leaf classes in devkit ID order (made up, or with `real` real_classes) and the 2012-style
+    internal synsets above them."""
+    if real:
+        classes = real_classes(k, counts, rng)
+        wnids = {c.wnid for c in classes}
+    else:
+        wnids = set()
+        while len(wnids) < k:
+            wnids.add("n%08d" % rng.randrange(1_000_000, 15_000_000))
+        ordered = sorted(wnids)
+        rng.shuffle(ordered)
+        if ordered == sorted(ordered) and k > 1:  # the devkit order must differ from sorted order
+            ordered[0], ordered[1] = ordered[1], ordered[0]
+        classes = []
+        for i, wnid in enumerate(ordered):
+            words = _WORDS[i] if i < len(_WORDS) else "synthetic class %d, thing %d" % (i + 1,
+                                                                                      i + 1)
+            classes.append(Synset(i + 1, wnid, words,
+                                  "gloss of %s; generated" % words.split(",")[0], counts[i]))
     # 2012-style internal synsets: a root with children, nodes with several and with one child
     m = max(4, k // 4)
     internal = []
@@ -361,11 +386,15 @@ def short_name(words: str) -> str:
 
 def make_release(out: Path, classes: int = 12, images=(2, 7), val_per_class: int = 3,
                  test: int = 10, kib: float = 1.0, seed: int = 0, specials: bool = True,
-                 test_prefix: str = "test/", progress: bool = False) -> Release:
+                 test_prefix: str = "test/", progress: bool = False,
+                 real_classes: bool = False) -> Release:
     """Write a release to `out` and return what a correct pipeline must produce from it.
 
     images: (min, max) images per class drawn per class, or "real" for the real per-class counts.
     specials: make one train image a PNG and two CMYK JPEGs, as in the real release.
+    real_classes: K of the real classes (real WNIDs and names, numbered 1..K in their real
+    order), which a source without a devkit needs: 02 checks its class list against the real
+    1,000.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -376,7 +405,7 @@ def make_release(out: Path, classes: int = 12, images=(2, 7), val_per_class: int
     else:
         lo, hi = images
         counts = [rng.randint(lo, hi) for _ in range(k)]
-    syn, internal = make_classes(k, counts, rng)
+    syn, internal = make_classes(k, counts, rng, real_classes)
 
     # train: an outer tar of WNID.tar members, written in sorted-WNID order like the real one
     train: dict[str, list[str]] = {}
@@ -668,6 +697,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", type=int, help="number of test images (overrides the preset)")
     p.add_argument("--kib", type=float, help="mean image size in KiB (overrides the preset)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes")
+    p.add_argument("--real-classes", action="store_true",
+                   help="take the classes from the real 1,000 (as a source without a devkit "
+                        "needs) instead of making them up")
     p.add_argument("--hostile", choices=HOSTILE_KINDS,
                    help="write only this hostile/broken archive instead of a release")
     return p
@@ -685,7 +717,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.images:
         opts["images"] = "real" if args.images == "real" else tuple(
             int(x) for x in args.images.split("-", 1))
-    rel = make_release(args.out, seed=args.seed, progress=True, **opts)
+    rel = make_release(args.out, seed=args.seed, progress=True, real_classes=args.real_classes,
+                       **opts)
     n_train = sum(len(v) for v in rel.train.values())
     print("wrote %s: %d classes, %d train, %d val, %d test images" % (
         rel.out, len(rel.classes), n_train, len(rel.val), len(rel.test)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -146,12 +148,16 @@ def n(release) -> str:
 # ----------------------------------------------------------------------------- usage
 
 def test_help_lists_every_option_with_its_default():
-    r = convert("--help")
+    r = convert("--help", env=dict(os.environ, IMAGENET_ROOT="/data/elsewhere"))
     assert r.returncode == 0
-    for opt in ("--root", "--mat", "--devkit", "--out", "--expect-classes"):
+    for opt in ("--root", "--mat", "--devkit", "--classes", "--out", "--expect-classes"):
         assert opt in r.stdout
     assert "(default: 1000)" in r.stdout
-    assert "ROOT/meta" in r.stdout and "IMAGENET_ROOT" in r.stdout
+    assert "ROOT/meta" in r.stdout
+    # the root's default said as 03-05 say it, not the value of the moment
+    assert " ".join(r.stdout.split()).count(
+        "--root DIR dataset root (default: $IMAGENET_ROOT, else the current directory)") == 1
+    assert "/data/elsewhere" not in r.stdout
 
 
 def test_script_imports_without_running():
@@ -570,11 +576,11 @@ def test_a_mat_cut_anywhere_says_truncated(release):
     for name, step in ((META_2017, 1), (META_2012, 7)):
         data = member(release.archives["devkit" if name == META_2012 else "devkit2017"], name)
         for cut in range(1, len(data), step):
-            src = meta.MatSource(label="x", shown="x", data=data[:cut])
+            src = meta.Source(label="x", shown="x", data=data[:cut])
             with pytest.raises(PrepError, match="^x: it is a truncated MATLAB .mat file "):
                 meta.load_classes(src, len(release.classes))
         assert meta.truncation(data) is None
-        assert meta.load_classes(meta.MatSource(label="x", shown="x", data=data),
+        assert meta.load_classes(meta.Source(label="x", shown="x", data=data),
                                 len(release.classes))[1]
 
 
@@ -795,3 +801,255 @@ def test_ctrl_c_and_sigterm_exit_130_143_and_leave_outputs_alone(tmp_path, good_
     assert said in err and "either complete or untouched" in err, err
     assert "Traceback" not in err and out_text == ""
     assert snapshot(out) == good_outputs
+
+
+# ----------------------------------------------------------------------------- without a devkit
+
+LISTS = {"hf": ("hf/classes.py", minirelease.hf_classes_py, "Hugging Face classes.py"),
+         "kaggle": ("kaggle/LOC_synset_mapping.txt", minirelease.kaggle_synset_mapping,
+                    "Kaggle LOC_synset_mapping.txt")}
+
+
+def table_release():
+    """The package's table of the 1,000 classes as a stand-in release: what the generators of
+    the other sources' files read (its classes)."""
+    return types.SimpleNamespace(classes=[
+        minirelease.Synset(s.ilsvrc_id, s.wnid, s.words, s.description, s.num_train_images)
+        for s in meta.read_table()])
+
+
+def put_list(root: Path, kind: str, release, text=None) -> Path:
+    """ROOT/hf/classes.py or ROOT/kaggle/LOC_synset_mapping.txt for the release's classes (or
+    `text`, str or bytes), where the source's 01 leaves it."""
+    rel, make, _ = LISTS[kind]
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = make(release) if text is None else text
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+@pytest.fixture(scope="module")
+def real_release(tmp_path_factory):
+    """A miniature release of 12 real classes (as a source without a devkit must have)."""
+    return minirelease.make_release(tmp_path_factory.mktemp("real"), real_classes=True)
+
+
+def test_the_class_table_holds_the_real_classes():
+    table = meta.read_table()
+    assert len(table) == 1000 and [s.ilsvrc_id for s in table] == list(range(1, 1001))
+    assert (table[0].wnid, table[0].words) == ("n02119789", "kit fox, Vulpes macrotis")
+    assert table[-1].wnid == "n03255030"
+    assert sum(s.num_train_images for s in table) == 1_281_167
+    assert sorted(s.wnid for s in table)[0] == "n01440764"
+    assert meta.TABLE.read_text().startswith("# The 1,000 classes of ILSVRC2012")
+
+
+def test_the_class_table_is_the_2012_devkits(reference, tmp_path):
+    """tools/make_class_table.py regenerates the shipped table byte for byte from the devkit."""
+    out = tmp_path / "classes.tsv"
+    r = run([sys.executable, REPO / "tools" / "make_class_table.py", reference / "meta.mat",
+             "--out", out])
+    assert r.returncode == 0, r.stderr
+    assert "wrote %s: 1000 classes" % out in r.stderr
+    assert out.read_bytes() == meta.TABLE.read_bytes()
+
+
+@pytest.mark.parametrize("kind", ["hf", "kaggle", "--classes"])
+def test_without_a_devkit_the_source_list_gives_the_devkit_files(tmp_path, kind):
+    table = table_release()
+    root = tmp_path / "root"
+    root.mkdir()
+    if kind == "--classes":
+        path = put_list(tmp_path, "kaggle", table)           # outside ROOT
+        r = convert("--root", root, "--classes", path)
+    else:
+        path = put_list(root, kind, table)
+        r = convert("--root", root)
+    assert r.returncode == 0, r.stderr
+    form = LISTS["kaggle" if kind == "--classes" else kind][2]
+    assert "no devkit: the classes are those of %s (%s); devkit IDs, descriptions and train " \
+           "counts from imagenet_prep/classes.tsv" % (path, form) in r.stderr
+    assert "%s: 1000 classes (IDs 1..1000), 1,281,167 train images (the real total)" % form \
+        in r.stderr
+    out = snapshot(root / "meta")
+    for name, data in expected_files(table.classes).items():
+        assert out[name] == data, name
+    doc = json.loads(out["synsets.json"])
+    assert doc["format"] == form
+    assert doc["source"] == (str(path) if kind == "--classes" else LISTS[kind][0])
+    assert doc["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert doc["class_table"] == {"path": "imagenet_prep/classes.tsv",
+                                  "sha256": hashlib.sha256(meta.TABLE.read_bytes()).hexdigest()}
+    r = convert("--root", root, *(["--classes", path] if kind == "--classes" else []))
+    assert r.returncode == 0 and "already done" in r.stderr, r.stderr
+
+
+def test_a_list_edited_on_windows_reads_the_same(tmp_path):
+    """A byte-order mark, CRLF line ends and trailing spaces do not change the classes."""
+    table = table_release()
+    text = minirelease.kaggle_synset_mapping(table)
+    plain = put_list(tmp_path / "a", "kaggle", table)
+    edited = put_list(tmp_path / "b", "kaggle", table,
+                      b"\xef\xbb\xbf" + text.replace("\n", " \r\n").encode())
+    assert meta.read_class_list(edited, tmp_path).pairs == \
+        meta.read_class_list(plain, tmp_path).pairs
+    assert len(meta.read_class_list(plain, tmp_path).pairs) == 1000
+
+
+def test_both_lists_are_checked_and_the_first_is_used(tmp_path):
+    table = table_release()
+    hf, kaggle = put_list(tmp_path, "hf", table), put_list(tmp_path, "kaggle", table)
+    r = convert("--root", tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "the classes are those of %s (Hugging Face classes.py)" % hf in r.stderr
+    assert "; %s agrees" % kaggle in r.stderr
+    before = snapshot(tmp_path / "meta")
+    put_list(tmp_path, "kaggle", table,
+             kaggle.read_text().replace("tench, Tinca tinca", "tench"))
+    r = convert("--root", tmp_path)
+    assert r.returncode == 1
+    assert "%s (Kaggle LOC_synset_mapping.txt) does not agree with ILSVRC2012, nothing was " \
+           "written:\n  names that differ from ILSVRC2012's (given, then ILSVRC2012's): 1 " \
+           "(first: n01440764 'tench', 'tench, Tinca tinca')" % kaggle in r.stderr
+    assert snapshot(tmp_path / "meta") == before
+
+
+def _drop_tench(text: str) -> str:
+    return "".join(line for line in text.splitlines(True) if "n01440764" not in line)
+
+
+def _swap_first_two(text: str) -> str:
+    lines = text.splitlines(True)
+    return "".join([lines[1], lines[0]] + lines[2:])
+
+
+BAD_LISTS = {   # kind: (list form, its text from the good one, what the message says)
+    "missing": ("hf", _drop_tench, "it lists 999 classes, expected 1000\n  classes of ILSVRC2012 "
+                "it does not list: 1 (first: n01440764)"),
+    "unknown": ("hf", lambda t: t.replace("n01440764", "n01440765"),
+                "classes that ILSVRC2012 does not have: 1 (first: n01440765)"),
+    "repeated": ("kaggle", lambda t: t.replace("n01443537 goldfish", "n01440764 goldfish"),
+                 "classes listed more than once: 1 (first: n01440764)"),
+    "order": ("kaggle", _swap_first_two,
+              "classes out of sorted-WNID order (the class index order): 1 (first: n01440764)"),
+    "bad-line": ("kaggle", lambda t: t + "hello world\n",
+                 "lines that are not 'WNID words' (e.g. 'n01440764 tench, Tinca tinca'): "
+                 "line 1001: 'hello world'"),
+    "code": ("hf", lambda t: t + "import os\nos.system('touch PWNED')\n",
+             "line 1008 holds a statement other than `IMAGENET2012_CLASSES = ...` and imports"),
+    "call": ("hf", lambda t: 'IMAGENET2012_CLASSES = __import__("os").system("touch PWNED")\n',
+             "line 1: `IMAGENET2012_CLASSES` is not OrderedDict({...}), OrderedDict([...]) or "
+             "{...}"),
+    "not-a-string": ("hf", lambda t: t.replace('"tench, Tinca tinca"', "5"),
+                     'entries that are not "WNID": "words" string pairs: line 5'),
+    "unpacking": ("hf", lambda t: t.replace('        "n01440764": "tench, Tinca tinca",',
+                                            "        **os.environ,"),
+                  'entries that are not "WNID": "words" string pairs: line 5'),
+    "no-variable": ("hf", lambda t: "from collections import OrderedDict\n",
+                    "it assigns no `IMAGENET2012_CLASSES`"),
+    "syntax": ("hf", lambda t: t[:-10], "it is not Python that can be read (SyntaxError: "),
+    "deep": ("hf", lambda t: "IMAGENET2012_CLASSES = " + "[" * 100_000 + "]" * 100_000,
+             "it is not Python that can be read ("),
+    "not-utf8": ("hf", lambda t: b"\xff\xfe" + t.encode("utf-16-le"), "is not UTF-8 text"),
+    "empty": ("kaggle", lambda t: "\n\n", "is empty (2 bytes): it lists no classes; expected "
+              "the Hugging Face dataset's classes.py (IMAGENET2012_CLASSES = OrderedDict({"),
+    "no-classes": ("hf", lambda t: "IMAGENET2012_CLASSES = {}\n", "lists no classes; expected"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_LISTS) + ["huge"])
+def test_a_bad_class_list_is_refused_and_nothing_is_written(tmp_path, kind):
+    """Every way a source's list can be wrong: what is wrong, naming the file; no output; and
+    nothing in a classes.py is ever run. (In-process: the run's exit 1 is the next test's.)"""
+    table = table_release()
+    if kind == "huge":
+        path = put_list(tmp_path, "hf", table, "")
+        with open(path, "wb") as f:
+            f.truncate(2 << 20)                                # sparse
+        says = "%s is 2.0 MiB, more than the 1.0 MiB such a file can be" % path
+    else:
+        form, damage, says = BAD_LISTS[kind]
+        path = put_list(tmp_path, form, table, damage(LISTS[form][1](table)))
+    with pytest.raises(PrepError) as e:
+        meta.convert(tmp_path, tmp_path / "meta")
+    assert says in str(e.value) and str(path) in str(e.value), str(e.value)
+    assert not (tmp_path / "meta").exists() and not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.parametrize("kind", ["code", "fifo", "fake-wnids"])
+def test_a_bad_class_list_exits_1(tmp_path, release, kind):
+    """The script's way: exit 1 with the message, no traceback, no output, nothing run."""
+    if kind == "code":
+        table = table_release()
+        path = put_list(tmp_path, "hf", table, BAD_LISTS[kind][1](LISTS["hf"][1](table)))
+        says = BAD_LISTS[kind][2]
+    elif kind == "fifo":
+        path = tmp_path / "hf" / "classes.py"
+        path.parent.mkdir()
+        os.mkfifo(path)
+        says = "%s is not a regular file (a FIFO), so it was not read" % path
+    else:                           # the made-up WNIDs of the usual miniature release
+        path = put_list(tmp_path, "hf", release)
+        says = "classes that ILSVRC2012 does not have: 12 (first: "
+    r = convert("--root", tmp_path, *(["--expect-classes", 12] if kind == "fake-wnids" else []),
+                cwd=tmp_path, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert says in r.stderr and str(path) in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "meta").exists() and not (tmp_path / "PWNED").exists()
+
+
+def test_with_a_devkit_the_devkit_wins_and_the_list_is_checked(tmp_path, release, good_outputs):
+    extract(release.archives["devkit"], tmp_path / "devkit")
+    hf = put_list(tmp_path, "hf", release)
+    r = convert("--root", tmp_path, "--expect-classes", 12)
+    assert r.returncode == 0, r.stderr
+    assert "reading %s" % (tmp_path / "devkit" / META_2012) in r.stderr
+    assert "%s (Hugging Face classes.py) agrees with the devkit: the same 12 classes and names" \
+        % hf in r.stderr
+    assert (tmp_path / "meta" / "synsets.csv").read_bytes() == good_outputs["synsets.csv"]
+    before = snapshot(tmp_path / "meta")
+    other = tmp_path / "other.txt"
+    other.write_text(_swap_first_two(minirelease.kaggle_synset_mapping(release)))
+    r = convert("--root", tmp_path, "--expect-classes", 12, "--classes", other)
+    assert r.returncode == 1
+    assert "%s (Kaggle LOC_synset_mapping.txt) does not agree with the devkit, nothing was " \
+           "written:\n  classes out of sorted-WNID order" % other in r.stderr
+    assert "the devkit's classes are the ones 02 writes, so to use them, move the list out of " \
+           "the way" in r.stderr
+    assert snapshot(tmp_path / "meta") == before
+
+
+def test_a_miniature_of_real_classes_numbers_them_as_its_devkit(tmp_path, real_release):
+    """--expect-classes with a part of the real classes: devkit IDs 1..K in the order of the
+    real ones, as the miniature devkit has them; words and descriptions from the table."""
+    put_list(tmp_path / "a", "hf", real_release)
+    r = convert("--root", tmp_path / "a", "--expect-classes", 12)
+    assert r.returncode == 0, r.stderr
+    r = convert("--devkit", real_release.archives["devkit"], "--out", tmp_path / "b",
+                "--expect-classes", 12)
+    assert r.returncode == 0, r.stderr
+    rows = [list(csv.reader(open(tmp_path / x / "meta" / "synsets.csv" if x == "a" else
+                                 tmp_path / x / "synsets.csv", newline="")))
+            for x in ("a", "b")]
+    assert [row[:5] for row in rows[0]] == [row[:5] for row in rows[1]]
+    counts = {s.wnid: str(s.num_train_images) for s in meta.read_table()}
+    assert [row[5] for row in rows[0][1:]] == [counts[row[2]] for row in rows[0][1:]]
+
+
+def test_without_a_devkit_the_files_equal_the_2012_devkits(reference, tmp_path):
+    """The real Kaggle LOC_synset_mapping.txt and the package's table give byte for byte the
+    files the real 2012 devkit gives; synsets.json differs only in what says where it came
+    from."""
+    put_list(tmp_path / "k", "kaggle", None, (reference / "LOC_synset_mapping.txt").read_bytes())
+    r = convert("--root", tmp_path / "k")
+    assert r.returncode == 0, r.stderr
+    r = convert("--mat", reference / "meta.mat", "--out", tmp_path / "d")
+    assert r.returncode == 0, r.stderr
+    ours, devkit = snapshot(tmp_path / "k" / "meta"), snapshot(tmp_path / "d")
+    for name in OUTPUTS[:1] + OUTPUTS[2:]:
+        assert ours[name] == devkit[name], name
+    a, b = json.loads(ours["synsets.json"]), json.loads(devkit["synsets.json"])
+    assert {k for k in a if a.get(k) != b.get(k)} == {"source", "format", "sha256",
+                                                     "class_table"}

@@ -9,6 +9,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+import minirelease
 from conftest import load_script, run, script
 from imagenet_prep import valfolders
 from imagenet_prep.console import PrepError
@@ -74,9 +76,9 @@ def snapshot(root: Path) -> dict:
 
 
 def image_tree(root: Path) -> set:
-    """Relative paths of every file under ROOT/val and ROOT/val_blacklisted."""
+    """Relative paths of every file under ROOT/val, ROOT/val_blacklisted and ROOT/val_flat."""
     out = set()
-    for tree in ("val", "val_blacklisted"):
+    for tree in ("val", "val_blacklisted", "val_flat"):
         for dirpath, _, filenames in os.walk(root / tree):
             out.update(str((Path(dirpath) / f).relative_to(root)) for f in filenames)
     return out
@@ -89,6 +91,25 @@ def expected_tree(release, excluded=frozenset()) -> set:
 
 def flat_tree(release) -> set:
     return {"val/" + n for n in release.val}
+
+
+def kept_tree(release) -> set:
+    """Where --copy, --link and --symlink keep the flat originals."""
+    return {"val_flat/" + n for n in release.val}
+
+
+def timm_classes(folder: Path) -> dict:
+    """{image file: its class} as timm's folder reader labels a tree: it walks every level
+    (following links) and names each image's class after the folder it is in, relative to the
+    top: an image at the top itself gets the class ''."""
+    out = {}
+    for dirpath, _, filenames in os.walk(folder, followlinks=True):
+        rel = os.path.relpath(dirpath, folder)
+        for f in filenames:
+            if f.lower().endswith((".jpeg", ".jpg", ".png")):
+                out[os.path.join(rel, f) if rel != "." else f] = \
+                    "" if rel == "." else os.path.basename(rel)
+    return out
 
 
 def write_manifest(root: Path) -> Path:
@@ -133,6 +154,9 @@ def test_imports_without_running_and_has_help():
     for opt in ("--root", "--labels", "--meta", "--copy", "--link", "--symlink", "--dry-run",
                 "--undo", "--exclude-blacklist"):
         assert opt in r.stdout
+    text = " ".join(r.stdout.split())          # read_blacklist takes numbers and names
+    assert "one per line: an image number (1-based, as in ILSVRC2015_clsloc_validation_" \
+           "blacklist.txt) or a file name, with or without .JPEG" in text
     r = run03("--copy", "--link")
     assert r.returncode == 2 and "not allowed" in r.stderr
     r = run03("--bogus")
@@ -255,26 +279,71 @@ def test_dry_run_changes_nothing(tmp_path, release):
 
 
 @pytest.mark.parametrize("mode", ["copy", "link", "symlink"])
-def test_copy_link_symlink_keep_the_flat_files(tmp_path, release, mode):
+def test_copy_link_symlink_leave_only_class_folders_in_val(tmp_path, release, mode):
+    """timm's folder reader walks ROOT/val to the bottom: an image at its top would be one more
+    class, '', and shift every class index by one. Whatever the mode, ROOT/val holds the class
+    folders and nothing else."""
+    root = make_root(tmp_path, release)
+    ok(run03("--root", root, "--" + mode))
+    assert [p.name for p in (root / "val").iterdir() if not p.is_dir()] == []
+    labels = timm_classes(root / "val")
+    assert sorted(set(labels.values())) == release.wnids_sorted
+    assert labels == {"%s/%s" % (w, n): w for n, w in release.val.items()}
+
+
+@pytest.mark.parametrize("mode", ["copy", "link", "symlink"])
+def test_copy_link_symlink_keep_the_originals_in_val_flat(tmp_path, release, mode):
     root = make_root(tmp_path, release)
     flat_before = snapshot(root / "val")
-    ok(run03("--root", root, "--" + mode))
-    assert image_tree(root) == expected_tree(release) | flat_tree(release)
+    r = ok(run03("--root", root, "--" + mode))
+    assert "; move %d flat originals from %s to %s" % (len(release.val), root / "val",
+                                                      root / "val_flat") in r.stderr
+    assert "val_flat/: %d originals" % len(release.val) in r.stderr
+    assert image_tree(root) == expected_tree(release) | kept_tree(release)
     for name, wnid in release.val.items():
-        flat, placed = root / "val" / name, root / "val" / wnid / name
-        assert placed.read_bytes() == flat.read_bytes()
+        kept, placed = root / "val_flat" / name, root / "val" / wnid / name
+        assert placed.read_bytes() == kept.read_bytes()
         if mode == "copy":
-            assert not placed.is_symlink() and placed.stat().st_ino != flat.stat().st_ino
+            assert not placed.is_symlink() and placed.stat().st_ino != kept.stat().st_ino
         elif mode == "link":
-            assert placed.stat().st_ino == flat.stat().st_ino
+            assert placed.stat().st_ino == kept.stat().st_ino
         else:
-            assert os.readlink(placed) == "../" + name  # relative: the tree can be moved
-    assert {k: v for k, v in snapshot(root / "val").items() if "/" not in k
-            and v[0] != "dir"} == {k: v for k, v in flat_before.items()}
+            assert os.readlink(placed) == "../../val_flat/" + name   # relative: ROOT can move
+    assert snapshot(root / "val_flat") == flat_before     # the originals, moved (same inodes)
     r = ok(run03("--root", root, "--" + mode))
     assert "already done" in r.stderr
     ok(run03("--root", root, "--undo"))
     assert snapshot(root / "val") == flat_before
+    assert not (root / "val_flat").exists()
+
+
+@pytest.mark.parametrize("mode", ["copy", "link", "symlink"])
+def test_a_tree_sorted_by_an_older_03_gets_its_originals_out_of_val(tmp_path, release, mode):
+    """Class-folder copies or links beside flat originals in ROOT/val (what 03 --copy, --link,
+    --symlink made before): the rerun moves the originals to ROOT/val_flat (and points the
+    links there); the manifest follows."""
+    root = make_root(tmp_path, release)
+    write_manifest(root)
+    for name, wnid in release.val.items():
+        (root / "val" / wnid).mkdir(exist_ok=True)
+        flat, placed = root / "val" / name, root / "val" / wnid / name
+        if mode == "copy":
+            placed.write_bytes(flat.read_bytes())
+        elif mode == "link":
+            os.link(flat, placed)
+        else:
+            placed.symlink_to("../" + name)
+    r = ok(run03("--root", root, "--" + mode))
+    n = len(release.val)
+    assert "%s %d images into 12 class folders under %s; move %d flat originals from %s to %s (" \
+        % ({"link": "Hard-link"}.get(mode, mode.capitalize()), n if mode == "symlink" else 0,
+           root / "val", n, root / "val", root / "val_flat") in r.stderr
+    assert image_tree(root) == expected_tree(release) | kept_tree(release)
+    assert [p.name for p in (root / "val").iterdir() if not p.is_dir()] == []
+    assert all((root / "val" / w / n).read_bytes() == (root / "val_flat" / n).read_bytes()
+               for n, w in release.val.items())
+    assert manifest_paths(root) == image_tree(root)
+    sha256sum_ok(root)
 
 
 def test_copy_then_move_ends_with_one_file_per_image(tmp_path, release):
@@ -296,8 +365,8 @@ def test_leftover_temporary_copy_is_removed(tmp_path, release):
     (root / "meta" / ".val_labels.csv.tmp-999").write_text("file,wnid\n")
     ok(run03("--root", root, "--copy"))
     assert sorted(p.name for p in (root / "meta").iterdir()) == ["synsets.csv", "val_labels.csv"]
-    assert image_tree(root) == expected_tree(release) | flat_tree(release)
-    assert (root / "val" / wnid / name).read_bytes() == (root / "val" / name).read_bytes()
+    assert image_tree(root) == expected_tree(release) | kept_tree(release)
+    assert (root / "val" / wnid / name).read_bytes() == (root / "val_flat" / name).read_bytes()
 
 
 def test_other_files_are_left_alone_with_a_warning(tmp_path, release):
@@ -324,24 +393,26 @@ def test_blacklist_option_and_its_undo(tmp_path, release):
     assert len(rows) == 1 + len(release.val)  # the labels keep all images
     r = ok(run03("--root", root, "--exclude-blacklist", bl))
     assert "already done" in r.stderr
-    # without the option the blacklisted images come back into val/WNID/
+    # without the option the blacklisted images come back into val/WNID/, and the folders
+    # they leave empty go
     ok(run03("--root", root))
     assert image_tree(root) == expected_tree(release)
+    assert not (root / "val_blacklisted").exists()
     ok(run03("--root", root, "--exclude-blacklist", bl))
     ok(run03("--root", root, "--undo"))
     assert snapshot(root / "val") == flat_before
     assert not (root / "val_blacklisted").exists()
 
 
-def test_blacklist_with_symlinks_points_back_to_val(tmp_path, release):
+def test_blacklist_with_symlinks_points_to_the_originals(tmp_path, release):
     root = make_root(tmp_path, release)
     bl = tmp_path / "blacklist.txt"
     bl.write_text("".join("%s\n" % (VAL % i)[:-5] for i in release.blacklist))  # names work too
     ok(run03("--root", root, "--symlink", "--exclude-blacklist", bl))
     name = VAL % release.blacklist[0]
     link = root / "val_blacklisted" / release.val[name] / name
-    assert os.readlink(link) == "../../val/" + name
-    assert link.read_bytes() == (root / "val" / name).read_bytes()
+    assert os.readlink(link) == "../../val_flat/" + name
+    assert link.read_bytes() == (root / "val_flat" / name).read_bytes()
 
 
 # ----------------------------------------------------------------------------- the manifest
@@ -485,7 +556,7 @@ def test_the_label_api_raises_prep_errors(tmp_path, release):
     with pytest.raises(PrepError, match="line 5: 1001"):
         valfolders.val_labels(root, labels_file=_labels(tmp_path, lines))
     synsets = root / "meta" / "synsets.csv"
-    with pytest.raises(PrepError, match="no validation labels found under"):
+    with pytest.raises(PrepError, match="no validation labels found in"):
         valfolders.val_labels(tmp_path, synsets_csv=synsets)      # no devkit there
     with pytest.raises(PrepError, match="run 02_convert_meta_clsloc.py first"):
         valfolders.val_labels(tmp_path)                           # no synsets.csv there
@@ -612,7 +683,11 @@ def test_no_labels_anywhere_says_where_it_looked(tmp_path, release):
     before = snapshot(root)
     r = run03("--root", root)
     assert r.returncode == 1
-    assert "no validation labels found under" in r.stderr and "--labels FILE" in r.stderr
+    assert "no validation labels found in %s (looked for ILSVRC2012_validation_ground_truth" \
+           ".txt or ILSVRC2015_clsloc_validation_ground_truth.txt under %s, and for %s and %s)" \
+        % (root, root / "devkit", root / "kaggle" / "LOC_val_solution.csv",
+           root / "hf" / "val_labels.csv") in r.stderr
+    assert "--labels FILE" in r.stderr
     assert snapshot(root) == before
 
 
@@ -634,7 +709,7 @@ def test_partly_sorted_tree_with_a_problem_is_left_as_it_is(tmp_path, release):
 def test_undo_refuses_a_symlink_without_its_original(tmp_path, release):
     root = make_root(tmp_path, release)
     ok(run03("--root", root, "--symlink"))
-    (root / "val" / (VAL % 9)).unlink()
+    (root / "val_flat" / (VAL % 9)).unlink()
     before = snapshot(root)
     r = run03("--root", root, "--undo")
     assert r.returncode == 1 and "flat original is missing" in r.stderr and VAL % 9 in r.stderr
@@ -665,29 +740,31 @@ def _big_root(tmp_path: Path, n_classes: int, per_class: int, seed: int):
 
 
 def _check_invariant(root: Path, truth: dict, copies: bool) -> str:
-    """Every image exactly once (flat or in its folder; copies: flat always and maybe its copy),
-    with its full bytes under every final name; returns 'flat', 'sorted' or 'mixed'."""
+    """Every image exactly once (flat or in its folder; copies: its original flat in val/ or
+    val_flat/, and maybe its copy), with its full bytes under every final name; returns 'flat',
+    'sorted' or 'mixed'."""
     seen = {}
-    for dirpath, _, files in os.walk(root / "val"):
+    for dirpath, _, files in [*os.walk(root / "val"), *os.walk(root / "val_flat")]:
         rel = os.path.relpath(dirpath, root / "val")
         for f in files:
             if f.startswith(".") and ".tmp-" in f:
-                assert copies and rel != ".", f  # only a copy may leave a temporary behind
+                assert copies and rel not in (".", "../val_flat"), f   # only a copy's temporary
                 continue
             assert f in truth, (rel, f)
-            assert rel in (".", truth[f]), (rel, f, truth[f])
+            assert rel in (".", truth[f]) or copies and rel == "../val_flat", (rel, f, truth[f])
             assert (Path(dirpath) / f).read_bytes() == f.encode() * 20, (rel, f)
             seen.setdefault(f, []).append(rel)
     assert set(seen) == set(truth)
     for f, places in seen.items():
         if copies:
-            assert "." in places and len(places) <= 2, (f, places)
+            assert len({".", "../val_flat"}.intersection(places)) == 1 and len(places) <= 2, \
+                (f, places)
         else:
             assert len(places) == 1, (f, places)
     labels_csv = root / "meta" / "val_labels.csv"
     if labels_csv.exists():
         assert len(labels_csv.read_text().splitlines()) == len(truth) + 1
-    n_sorted = sum(1 for p in seen.values() if any(x != "." for x in p))
+    n_sorted = sum(1 for p in seen.values() if any(x not in (".", "../val_flat") for x in p))
     return "flat" if n_sorted == 0 else "sorted" if n_sorted == len(truth) else "mixed"
 
 
@@ -723,7 +800,7 @@ def test_sigkill_at_random_moments_then_rerun(tmp_path, mode_args, rounds):
     _check_invariant(root, truth, copies=bool(mode_args))
     want = {"val/%s/%s" % (w, f) for f, w in truth.items()}
     if mode_args:
-        want |= {"val/" + f for f in truth}
+        want |= {"val_flat/" + f for f in truth}
     assert image_tree(root) == want
     assert manifest_paths(root) == want               # the manifest follows, whatever the kills
     sha256sum_ok(root)
@@ -772,7 +849,153 @@ def test_ctrl_c_and_sigterm_stop_cleanly_and_rerun_finishes(tmp_path, mode_args,
     assert not [p for p in root.rglob("*") if ".tmp-" in p.name]      # no half copy left
     ok(run03(*cmd[2:]))
     want = {"val/%s/%s" % (w, f) for f, w in truth.items()}
-    assert image_tree(root) == (want | {"val/" + f for f in truth} if mode_args else want)
+    assert image_tree(root) == (want | {"val_flat/" + f for f in truth} if mode_args else want)
+
+
+# ------------------------------------------------------------- sources without a devkit
+
+def hf_val_labels(release) -> str:
+    """ROOT/hf/val_labels.csv as the Hugging Face source's 01 writes it: the classes its member
+    names carry, in Kaggle's form (no boxes), in name order."""
+    return "ImageId,PredictionString\n" + "".join(
+        "%s,%s\n" % (n[:-len(".JPEG")], w) for n, w in sorted(release.val.items()))
+
+
+def put_source_labels(root: Path, release, which: str) -> Path:
+    path = root / {"kaggle": "kaggle/LOC_val_solution.csv", "hf": "hf/val_labels.csv"}[which]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(minirelease.kaggle_val_solution(release) if which == "kaggle"
+                    else hf_val_labels(release))
+    return path
+
+
+@pytest.mark.parametrize("which", ["kaggle", "hf"])
+def test_without_a_devkit_the_sources_labels_are_found(tmp_path, release, which):
+    root = make_root(tmp_path, release, devkit="")
+    path = put_source_labels(root, release, which)
+    r = ok(run03("--root", root))
+    assert "labels: %s (36 images), read as Kaggle LOC_val_solution.csv" % path in r.stderr
+    assert image_tree(root) == expected_tree(release)
+    r = ok(run03("--root", root))
+    assert "already done: 36 images in place" in r.stderr
+
+
+def test_labels_found_in_several_places_must_agree(tmp_path, release):
+    root = make_root(tmp_path, release)
+    kaggle = put_source_labels(root, release, "kaggle")
+    hf = put_source_labels(root, release, "hf")
+    r = ok(run03("--root", root, "--dry-run"))
+    assert "labels: %s (36 images), read as devkit ground truth" % (
+        root / "devkit" / "ILSVRC2012_devkit_t12" / "data" /
+        "ILSVRC2012_validation_ground_truth.txt") in r.stderr
+    for path in (kaggle, hf):
+        assert "labels: %s agrees: the same 36 images and classes" % path in r.stderr
+    name = VAL % 7
+    other = next(w for w in release.wnids_sorted if w != release.val[name])
+    hf.write_text(hf.read_text().replace("%s,%s" % (name[:-5], release.val[name]),
+                                         "%s,%s" % (name[:-5], other)))
+    before = snapshot(tmp_path)
+    r = run03("--root", root)
+    assert r.returncode == 1
+    assert "the labels %s and %s (found in ROOT, both read) disagree, nothing was changed:\n" \
+           "  images given another class (or none) by the second: 1 (first: %s: %s, %s)" \
+        % (root / "devkit" / "ILSVRC2012_devkit_t12" / "data" /
+           "ILSVRC2012_validation_ground_truth.txt", hf, name, release.val[name], other) \
+        in r.stderr
+    assert snapshot(tmp_path) == before
+    r = ok(run03("--root", root, "--labels", kaggle))             # named: the others are not read
+    assert image_tree(root) == expected_tree(release)
+
+
+def test_a_sorted_val_without_labels_is_said_to_be_sorted(tmp_path, release):
+    """A source's 01 may leave val sorted and no labels: 03 says so and exits 0; a flat val
+    without labels is an error (test_no_labels_anywhere_says_where_it_looked)."""
+    root = make_root(tmp_path, release)
+    ok(run03("--root", root))
+    shutil.rmtree(root / "devkit")
+    before = snapshot(root)
+    r = ok(run03("--root", root))
+    assert "already done: val is sorted (val/: 12 folders x 3 images = 36), but there are no " \
+           "validation labels to check the classes against (none in %s): pass --labels FILE" \
+        % root in r.stderr
+    assert snapshot(root) == before
+
+
+@pytest.mark.parametrize("which", ["kaggle", "hf"])
+def test_02_and_03_without_a_devkit_give_the_devkit_routes_tree(tmp_path, which):
+    """A source without a devkit, end to end for 02 and 03: its class list and its labels (a
+    miniature of real classes) give the tree and val_labels.csv the devkit gives."""
+    rel = minirelease.make_release(tmp_path / "release", real_classes=True)
+    root = make_root(tmp_path, rel, devkit="")
+    (root / "meta" / "synsets.csv").unlink()
+    lists = {"kaggle": ("kaggle/LOC_synset_mapping.txt", minirelease.kaggle_synset_mapping),
+             "hf": ("hf/classes.py", minirelease.hf_classes_py)}[which]
+    (root / lists[0]).parent.mkdir(parents=True)
+    (root / lists[0]).write_text(lists[1](rel))
+    put_source_labels(root, rel, which)
+    r = run([sys.executable, script("02_convert_meta_clsloc.py"), "--root", root,
+             "--expect-classes", 12])
+    assert r.returncode == 0, r.stderr
+    ok(run03("--root", root))
+    assert image_tree(root) == expected_tree(rel)
+    rows = list(csv.reader((root / "meta" / "val_labels.csv").open(newline="")))
+    by_wnid = {c.wnid: c for c in rel.classes}
+    assert rows[1:] == [[n, rel.val[n], str(by_wnid[rel.val[n]].ilsvrc_id),
+                         str(rel.class_index(rel.val[n]))] for n in sorted(rel.val)]
+
+
+# --------------------------------------------------------------------- with 04 and 05
+
+def test_04_reports_originals_left_at_the_top_of_val_and_03_moves_them(tmp_path, release):
+    """A tree an older 03 --copy made (originals flat in val/ beside the class folders): 04 says
+    what a loader that walks the tree makes of it and how to mend it; 03 mends it."""
+    root = make_root(tmp_path, release)
+    for name, wnid in release.val.items():
+        (root / "val" / wnid).mkdir(exist_ok=True)
+        os.link(root / "val" / name, root / "val" / wnid / name)
+    four = [sys.executable, script("04_verify.py"), "--root", root, "val"]
+    r = run(four)
+    assert r.returncode == 1, r.stderr
+    assert "val images at the top of val/ beside their class-folder copies or links" in r.stderr
+    assert "takes them for one more class, '', and shifts every class index by one): rerun " \
+           "03_build_val_class_folders.py, which keeps them in val_flat/" in r.stderr
+    ok(run03("--root", root, "--link"))
+    r = run(four)
+    assert r.returncode == 0, r.stderr
+    assert "%d flat originals kept in val_flat/" % len(release.val) in r.stderr
+
+
+@pytest.mark.skipif(not (shutil.which("sqfstar") and shutil.which("unsquashfs")),
+                    reason="squashfs-tools >= 4.5.1 not installed (sqfstar, unsquashfs)")
+def test_04_full_and_05_from_tree_after_03_symlink(tmp_path, release):
+    """01 → 02 → 03 --symlink: 04 --full checks every image through its link into val_flat/, and
+    05 --from-tree packs the class folders (the links read through) as it packs the archive."""
+    root = tmp_path / "root"
+    (root / "downloads").mkdir(parents=True)
+    for split in ("val", "devkit"):
+        shutil.copy(release.archives[split], root / "downloads")
+    env = {k: v for k, v in os.environ.items() if k != "IMAGENET_ROOT"}
+    for cmd in (["bash", script("01_unzip.sh"), "--root", root, "val", "devkit"],
+                [sys.executable, script("02_convert_meta_clsloc.py"), "--root", root,
+                 "--expect-classes", 12],
+                [sys.executable, SCRIPT, "--root", root, "--symlink"],
+                [sys.executable, script("04_verify.py"), "--root", root, "--full", "val"],
+                [sys.executable, script("05_pack_squashfs.py"), "--root", root, "--from-tree",
+                 "val"]):
+        r = run(cmd, env=env)
+        assert r.returncode == 0, r.stderr
+        if "--full" in cmd:
+            assert "result: val ok" in r.stderr
+            assert "val: note: %d flat originals kept in val_flat/" % len(release.val) in r.stderr
+    lln = run(["unsquashfs", "-lln", root / "squashfs" / "val.sqfs"]).stdout
+    tree = sorted(line.split()[-1] for line in lln.splitlines())
+    assert tree == sorted(["squashfs-root"] + ["squashfs-root/" + w for w in release.wnids_sorted]
+                          + ["squashfs-root/%s/%s" % (w, n) for n, w in release.val.items()])
+    for name in ("val.sqfs", "val.sqfs.json"):
+        (root / "squashfs" / name).unlink()
+    r = run([sys.executable, script("05_pack_squashfs.py"), "--root", root, "val"], env=env)
+    assert r.returncode == 0, r.stderr
+    assert run(["unsquashfs", "-lln", root / "squashfs" / "val.sqfs"]).stdout == lln
 
 
 # --------------------------------------------------------------------- with 02 and the real data
