@@ -34,15 +34,14 @@ checkpoint, so a rerun says so at once until the file is replaced by a new downl
 """
 from __future__ import annotations
 
-import ast
 import hashlib
 import importlib.util
 import json
 import os
 import re
 import time
-import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, NamedTuple, Optional
 
 from . import facts
@@ -69,7 +68,6 @@ RECORD = "source.json"
 RECORD_MAX = 1 << 20              # source.json: a few hundred files at most
 FILES_MAX = 10000                 # files one record may list
 SIZE_MAX = 1 << 50                # the largest file size believed (1 PiB)
-CLASSES_MAX = 1 << 20             # classes.py (about 60 KB)
 KAGGLE_ZIP = KAGGLE_COMPETITION + ".zip"
 KAGGLE_TEXT_MAX = {"LOC_train_solution.csv": 256 << 20}   # the others: KAGGLE_TEXT_DEFAULT
 KAGGLE_TEXT_DEFAULT = 64 << 20
@@ -251,40 +249,25 @@ def file_id(path: str) -> list[int]:
 
 # ----------------------------------------------------------------------------- the sources' side files
 
-def hf_classes(root: str, record: Record) -> bytes:
-    """The Hub's classes.py as 00 downloaded it (read as data, never run), kept as ROOT/hf/
-    classes.py for 02; its bytes."""
+def hf_classes(root: str, record: Record) -> list[str]:
+    """The Hub's classes.py as 00 downloaded it, read as data (never run) by 02's reader, and kept
+    as ROOT/hf/classes.py for 02; its WNIDs in its order."""
+    from .meta import FORMAT_HF, read_class_list
     path = os.path.join(record.folder, "classes.py")
-    what = "00_download.sh --source hf downloads it with the data: run it again"
-    try:
-        data = read_regular(path, what, limit=CLASSES_MAX)
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         raise PrepError("%s not found: the class list of %s comes with its files; %s"
-                        % (path, HF_REPO, redo("hf", "SPLIT"))) from None
-    keep(root, "hf", "classes.py", data)
-    return data
+                        % (path, HF_REPO, redo("hf", "SPLIT")))
+    found = read_class_list(Path(path), Path(root))
+    if found.form != FORMAT_HF:
+        raise PrepError("%s is a %s, not the Hub's classes.py; %s"
+                        % (path, found.form, redo("hf", "SPLIT")))
+    keep(root, "hf", "classes.py", found.source.data)
+    return [w for w, _ in found.pairs]
 
 
-def class_wnids(data: bytes, path: str) -> list[str]:
-    """The WNIDs of a classes.py (`IMAGENET2012_CLASSES = OrderedDict({"n01440764": "tench, ...",
-    ...})`), read as data: they must be sorted, each once, for the Parquet labels (class
-    indexes) to be read against them."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tree = ast.parse(data.decode("utf-8-sig"))
-    except (SyntaxError, ValueError, UnicodeDecodeError, RecursionError, MemoryError) as e:
-        raise PrepError("%s is not Python that can be read as data (%s); %s"
-                        % (path, e, redo("hf", "SPLIT"))) from None
-    value = next((node.value for node in tree.body if isinstance(node, ast.Assign)
-                  and [getattr(t, "id", None) for t in node.targets] == ["IMAGENET2012_CLASSES"]), None)
-    if isinstance(value, ast.Call) and len(value.args) == 1 and not value.keywords:
-        value = value.args[0]                       # OrderedDict({...})
-    keys = value.keys if isinstance(value, ast.Dict) else None
-    wnids = [k.value for k in keys or () if isinstance(k, ast.Constant) and isinstance(k.value, str)]
-    if not keys or len(wnids) != len(keys) or not all(facts.WNID_RE.match(w) for w in wnids):
-        raise PrepError("%s holds no IMAGENET2012_CLASSES = OrderedDict({\"WNID\": \"words\", ...}) "
-                        "whose keys are all WNIDs; %s" % (path, redo("hf", "SPLIT")))
+def label_order(wnids: list[str], path: str) -> list[str]:
+    """The classes a Parquet label indexes: the WNIDs of classes.py, which must be sorted, each
+    once (the labels are indexes in that order)."""
     if wnids != sorted(set(wnids)):
         raise PrepError("%s: its classes are not in sorted-WNID order, each once, so the Parquet "
                         "labels (indexes in that order) cannot be read against it; %s"
@@ -1045,9 +1028,9 @@ def extract_hf(cfg: Config, splits: list[str]) -> int:
             log.info("hf: %s at revision %s (asked as %s), %s layout, SHA-256 from %s", HF_REPO,
                      record.revision, shown(record.asked), HF_LAYOUTS[record.layout],
                      "the package" if record.hashes_from == "package" else record.hashes_from)
-            data = hf_classes(cfg.root, record)
-            wnids = class_wnids(data, os.path.join(record.folder, "classes.py")) \
-                if record.layout == "parquet" else []
+            wnids = hf_classes(cfg.root, record)
+            if record.layout == "parquet":
+                label_order(wnids, os.path.join(record.folder, "classes.py"))
         try:
             rc = max(rc, hf_split(cfg, record, split, wnids))
         except PrepError as e:

@@ -18,6 +18,7 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -135,62 +136,97 @@ def hub_targz(release, images, tmp_path_factory) -> sourcerelease.HubLayout:
 
 
 @pytest.fixture(scope="module")
-def hub_parquet(release, images, tmp_path_factory) -> sourcerelease.HubLayout:
-    return sourcerelease.make_hf_parquet(release, tmp_path_factory.mktemp("parquet"), images=images)
-
-
-@pytest.fixture(scope="module")
 def kaggle_inline(release, images, tmp_path_factory) -> sourcerelease.KaggleZip:
     return sourcerelease.make_kaggle_zip(release, tmp_path_factory.mktemp("kaggle"), images=images)
 
 
 # ----------------------------------------------------------------------------- every layout, end to end
 
-def test_the_hubs_tar_gz_files_give_the_image_net_tree(tmp_path, release, hub_targz, imagenet_tree):
-    root = hub_root(tmp_path, hub_targz)
-    r = unzip(root, "--source", "hf", "all")
+STAGES = {n: REPO / n for n in ("02_convert_meta_clsloc.py", "03_build_val_class_folders.py",
+                                "04_verify.py", "05_pack_squashfs.py")}
+SQUASHFS = bool(shutil.which("sqfstar") and shutil.which("unsquashfs"))
+
+
+def stage(name: str, root: Path, *args) -> subprocess.CompletedProcess:
+    return run([sys.executable, STAGES[name], "--root", root, *args], env=env())
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    """A miniature of 12 real classes (02 checks a source's class list against the real 1,000),
+    every layout of both sources made from it, and the tree the image-net.org route gives it
+    after 01, 02 (from its devkit) and 03."""
+    base = tmp_path_factory.mktemp("real")
+    rel = minirelease.make_release(base / "release", real_classes=True)
+    imgs = sourcerelease.release_images(rel)
+    layouts = {"hf tar.gz": sourcerelease.make_hf_targz(rel, base / "targz", prefix="split",
+                                                        images=imgs),
+               "hf parquet": sourcerelease.make_hf_parquet(rel, base / "parquet", images=imgs)}
+    for shape, zip64 in (("inline", False), ("nested", False), ("inline", True)):
+        layouts["kaggle %s%s" % (shape, " zip64" if zip64 else "")] = \
+            sourcerelease.make_kaggle_zip(rel, base / shape / str(zip64), shape, zip64, images=imgs)
+    ref = base / "imagenet"
+    (ref / "downloads").mkdir(parents=True)
+    for s in SPLITS + ("devkit",):
+        shutil.copy(rel.archives[s], ref / "downloads")
+    assert unzip(ref, "all").returncode == 0
+    after01 = tree(ref)
+    assert stage("02_convert_meta_clsloc.py", ref, "--expect-classes", 12).returncode == 0
+    assert stage("03_build_val_class_folders.py", ref).returncode == 0
+    return rel, layouts, after01, sorted_tree(ref)
+
+
+def sorted_tree(root: Path) -> dict[str, bytes]:
+    """The images after 03 (val in class folders), the manifests and 03's val_labels.csv: what
+    every route must give alike (02's synsets.csv takes the train counts from a devkit, or from
+    the package's table without one)."""
+    return {p: v for p, v in tree(root).items()
+            if not p.startswith("meta/") or p.startswith("meta/SHA256SUMS.") or p == "meta/val_labels.csv"}
+
+
+@pytest.mark.parametrize("layout", ["hf tar.gz", "hf parquet", "kaggle inline", "kaggle nested",
+                                    "kaggle inline zip64"])
+def test_every_layout_gives_the_image_net_tree_and_02_to_05_run_on_it(tmp_path, real, layout):
+    rel, layouts, after01, after03 = real
+    source = layout.split()[0]
+    made = layouts[layout]
+    root = hub_root(tmp_path, made) if source == "hf" else kaggle_root(tmp_path, made)
+    r = unzip(root, "--source", source, "all")
     assert r.returncode == 0, r.stderr
-    assert tree(root) == imagenet_tree
-    assert (root / "hf" / "classes.py").read_bytes() == hub_targz.classes_py.read_bytes()
-    labels = (root / "hf" / "val_labels.csv").read_text().splitlines()
-    assert labels[0] == "ImageId,PredictionString"
-    assert labels[1:] == ["%s,%s" % (n[:-5], w) for n, w in sorted(release.val.items())]
+    assert tree(root) == after01
     assert leftovers(root) == []
-    assert "SHA-256 from the Hub's API" in r.stderr
-    assert "data/train_images_1.tar.gz: 18 images, its size and SHA-256 as source.json says" in r.stderr
-    assert "not the package's tar.gz revision" in r.stderr and "official counts not checked" in r.stderr
-    done = json.loads((root / STATE / "train.done").read_text())
-    assert done["archive"] == "hf:ILSVRC/imagenet-1k@" + "b" * 40
-    assert done["archive_size"] == sum(f.size for f in hub_targz.files if f.split == "train")
-    again = unzip(root, "--source", "hf", "all")
+    if source == "hf":
+        assert (root / "hf" / "classes.py").read_bytes() == made.classes_py.read_bytes()
+        labels = (root / "hf" / "val_labels.csv").read_text().splitlines()
+        assert labels == ["ImageId,PredictionString"] + \
+            ["%s,%s" % (n[:-5], w) for n, w in sorted(rel.val.items())]
+    else:
+        assert sorted(p.name for p in (root / "kaggle").iterdir()) == sorted(sources.KAGGLE_FILES)
+        assert (root / "kaggle" / "LOC_val_solution.csv").read_text() == \
+            minirelease.kaggle_val_solution(rel)
+        assert "Kaggle publishes no checksum for it: the CRC-32 of every member" in r.stderr
+    again = unzip(root, "--source", source, "all")
     assert again.returncode == 0 and again.stderr.count("already done") == 3, again.stderr
-    assert "from hf:ILSVRC/imagenet-1k@bbbb" in again.stderr
 
-
-def test_the_hubs_parquet_files_give_the_image_net_tree(tmp_path, hub_parquet, imagenet_tree):
-    root = hub_root(tmp_path, hub_parquet)
-    r = unzip(root, "--source", "hf", "--jobs", "2", "train", "val", "test")
-    assert r.returncode == 0, r.stderr
-    assert tree(root) == imagenet_tree
-    assert "parquet layout" in r.stderr
-    assert leftovers(root) == []
-
-
-@pytest.mark.parametrize("shape, zip64", [("inline", False), ("nested", False), ("inline", True)])
-def test_the_kaggle_zip_gives_the_image_net_tree(tmp_path, release, images, imagenet_tree, shape, zip64):
-    z = sourcerelease.make_kaggle_zip(release, tmp_path / "zip", shape, force_zip64=zip64,
-                                      images=images)
-    root = kaggle_root(tmp_path, z)
-    r = unzip(root, "--source", "kaggle", "all")
-    assert r.returncode == 0, r.stderr
-    assert tree(root) == imagenet_tree
-    assert sorted(p.name for p in (root / "kaggle").iterdir()) == sorted(sources.KAGGLE_FILES)
-    assert (root / "kaggle" / "LOC_val_solution.csv").read_text() == \
-        minirelease.kaggle_val_solution(release)
-    assert "Kaggle publishes no checksum for it: the CRC-32 of every member" in r.stderr
-    assert leftovers(root) == []
-    again = unzip(root, "--source", "kaggle", "val")
-    assert again.returncode == 0 and "val: already done" in again.stderr, again.stderr
+    two = stage("02_convert_meta_clsloc.py", root, "--expect-classes", 12)
+    assert two.returncode == 0, two.stderr
+    assert "no devkit: the classes are those of" in two.stderr
+    three = stage("03_build_val_class_folders.py", root)
+    assert three.returncode == 0, three.stderr
+    assert sorted_tree(root) == after03
+    four = stage("04_verify.py", root, "--full", "all")
+    # 02 without a devkit takes each class's train count from the package's table (the real
+    # counts, 732 to 1,300): a miniature of 2 to 7 images a class is told apart there, and only
+    # there; every other check passes, every file's SHA-256 included
+    assert four.returncode == 1, four.stderr
+    assert "train: error: classes whose image count is not num_train_images (12)" in four.stderr
+    assert "train: FAILED (12 problems): 12 classes, 54 images" in four.stderr
+    assert "checked: structure, SHA-256 against meta/SHA256SUMS.train (54 files listed)" in four.stderr
+    assert "result: train FAILED (12 problems), val ok, test ok" in four.stderr
+    if SQUASHFS:
+        five = stage("05_pack_squashfs.py", root, "--from-tree", "val")
+        assert five.returncode == 0, five.stderr
+        assert "36 files read back equal the source" in five.stderr
 
 
 # ----------------------------------------------------------------------------- kills and reruns
