@@ -919,6 +919,16 @@ def place_train(stage: Stage, record: Record, copy: Copy) -> None:
     finish_train(cfg, record.archive, record.archive_size("train"), wnids)
 
 
+def refuse_foreign_classes(cfg: Config) -> None:
+    """Before anything is read: class folders in train/ that 01_unzip.sh did not write (no
+    matching record) are refused now, not once the split is read (check_class_folders)."""
+    train_dir = os.path.join(cfg.root, "train")
+    if os.path.isdir(train_dir):
+        check_class_folders(train_dir, os.path.join(cfg.state, "train"),
+                            sorted(e.name for e in os.scandir(train_dir)
+                                   if e.is_dir() and facts.WNID_RE.match(e.name)))
+
+
 def place_flat(stage: Stage, record: Record) -> None:
     """val or test: the staging folder checked against the journal (names and sizes), then
     finish_flat: the counts, the manifest, the marker, the rename."""
@@ -1052,7 +1062,9 @@ def hf_split(cfg: Config, record: Record, split: str, wnids: list[str]) -> int:
     cfg.copy = hf_copy(record)
     stage = Stage(cfg, split, "hf", {"revision": record.revision,
                                      "files": [[f.path, f.size, f.sha256] for f in files]})
-    if split != "train":
+    if split == "train":
+        refuse_foreign_classes(cfg)
+    else:
         refuse_unfinished(cfg, stage.final, split)
     job = Extraction(cfg, record)
     job.stages[split], job.wnids = stage, wnids
@@ -1218,7 +1230,9 @@ def kaggle_splits(cfg: Config, record: Record, todo: list[str]) -> int:
     job.directory = d
     for split in todo:
         stage = Stage(cfg, split, "kaggle", identity)
-        if split != "train":
+        if split == "train":
+            refuse_foreign_classes(cfg)
+        else:
             refuse_unfinished(cfg, stage.final, split)
         job.stages[split] = stage
     try:

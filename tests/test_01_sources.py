@@ -474,6 +474,22 @@ def test_a_record_with_a_key_twice_or_not_a_file_is_refused(tmp_path, hub_targz)
         sources.load_record(str(root), "hf")
 
 
+def test_folders_not_made_here_are_refused_before_anything_is_read(tmp_path, hub_targz, release):
+    root = hub_root(tmp_path, hub_targz)
+    wnid = release.wnids_sorted[0]
+    (root / "train" / wnid).mkdir(parents=True)
+    (root / "train" / wnid / "mine.JPEG").write_bytes(b"x")
+    (root / "val").mkdir()
+    (root / "val" / "x.JPEG").write_bytes(b"x")
+    r = unzip(root, "--source", "hf", "all")
+    assert r.returncode == 1
+    assert "train: 1 class folder(s) in %s are not as 01_unzip.sh left them: %s (1 files, not " \
+        "written by 01_unzip.sh)" % (root / "train", wnid) in r.stderr
+    assert "%s exists but was not completed by 01_unzip.sh" % (root / "val") in r.stderr
+    assert not (root / ".train.tmp-hf").exists() and not (root / ".val.tmp-hf").exists()
+    assert (root / "train" / wnid / "mine.JPEG").read_bytes() == b"x"
+
+
 # ----------------------------------------------------------------------------- names, labels, counts
 
 def bad_targz(path: Path, names: list[str], data: bytes) -> tuple[int, str]:
