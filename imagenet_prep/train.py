@@ -8,6 +8,7 @@ final name is always complete, and one without a matching record was not made he
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import time
@@ -115,7 +116,11 @@ def check_class_folders(train_dir: str, records: str, wnids: Iterable[str]) -> N
 
 # ----------------------------------------------------------------------------- one class
 
+@functools.lru_cache(maxsize=None)
 def class_pattern(wnid: str) -> re.Pattern:
+    """The names of class `wnid`'s images (compiled once a class: the Hub's and Kaggle's names
+    come with their classes mixed, where re's own cache of 512 patterns would compile them anew
+    for nearly every name)."""
     return re.compile(re.escape(wnid) + r"_[0-9]{1,20}\.JPEG\Z")     # (a name fits a file system)
 
 
