@@ -28,9 +28,14 @@ from the staging folder every file that no proven line names, and reads only wha
 folders renamed into train/ with their records (train.finish_train then verifies and writes the
 manifest and the marker), or the staging folder renamed to val/ or test/ (unzip.finish_flat).
 
-A Hub file whose SHA-256 is wrong, or a zip member whose CRC-32 is, stops with exit 1 naming it;
-what it wrote is removed. A Hub file found damaged is remembered (by size, time and inode) in the
-checkpoint, so a rerun says so at once until the file is replaced by a new download.
+A Hub file whose SHA-256 is wrong stops the run with exit 1 naming it, and what it wrote is
+removed; it is remembered (by size, time and inode) in the checkpoint, so a rerun says so at once
+until the file is replaced by a new download. A zip member whose CRC-32 is wrong stops it too;
+only its own file is removed (the members proven before it stay).
+
+A unit's work (Extraction.hf_unit, .kaggle_unit) takes a file and writes through StageFiles into
+the staging folders; 01 --stream --source can give it a stream of bytes instead (the readers of
+sourceread take any reader) and keep the rest: Stage, its journal, the placing of a split.
 """
 from __future__ import annotations
 
@@ -62,7 +67,6 @@ from .train import (check_class_folders, clear_split_leftovers, finish_train, re
 from .unzip import finish_flat, refuse_unfinished
 from .zipread import ZipDirectory, file_range
 
-SOURCES = ("hf", "kaggle")
 NAMES = {"hf": "Hugging Face (%s)" % HF_REPO, "kaggle": "Kaggle (%s)" % KAGGLE_COMPETITION}
 RECORD = "source.json"
 RECORD_MAX = 1 << 20              # source.json: a few hundred files at most
@@ -292,7 +296,8 @@ def kaggle_text(name: str, data: bytes, label: str) -> bytes:
     except UnicodeDecodeError as e:
         raise PrepError("%s: member %s is not UTF-8 text (%s); the zip is not the competition's"
                         % (label, name, e)) from None
-    bad = next((c for c in text if not c.isprintable() and c not in "\n\r\t"), None)
+    bare = text.replace("\n", "").replace("\r", "").replace("\t", "")
+    bad = None if bare.isprintable() else next(c for c in bare if not c.isprintable())
     first = text.split("\n", 1)[0].rstrip("\r")
     if bad is not None or not KAGGLE_FIRST_LINE[name].match(first):
         raise PrepError("%s: member %s is not the competition's file (%s); the zip is not the one "
@@ -329,7 +334,8 @@ class Stage:
     beside the split's final folder, on the same file system), its journal and its checkpoint
     (ROOT/.01_unzip/source-SOURCE-SPLIT.journal / .json). `identity` is what the files are (a
     checkpoint of other files is not resumed). open() resumes or starts; record() adds proven
-    files; checkpoint() makes them durable; place() gives the split its final name."""
+    files; checkpoint() makes them durable; place_train / place_flat give the split its final
+    name."""
 
     def __init__(self, cfg: Config, split: str, source: str, identity: dict) -> None:
         self.cfg, self.split, self.source, self.identity = cfg, split, source, identity
@@ -712,10 +718,10 @@ class Extraction:
 
     # -- the Hub --------------------------------------------------------------------------------
     def hf_unit(self, unit: Unit) -> Done:
-        """One Hub file into its split's staging folder; its SHA-256 checked on the bytes read."""
+        """One Hub file into its split's staging folder; its size and SHA-256 checked on the
+        bytes read. A damaged file is a "bad" Done (remembered); what it wrote is removed."""
         f, split = unit.file, unit.splits[0]
         out = StageFiles({split: self.stages[split].dir}, self.cfg.manifest)
-        got: list[Written] = []
         try:
             try:
                 fd = open_regular(f.local)
@@ -724,24 +730,10 @@ class Extraction:
             with os.fdopen(fd, "rb") as raw:
                 before = file_id(f.local)
                 if f.path.endswith(".parquet"):
-                    hashed = hash_file(raw)
-                    self.hf_check(f, hashed, None)
-                    entries = hf_parquet_entries(f.local, split, self.wnids, f.path)
-                    hashed = None
+                    self.hf_check(f, hash_file(raw), None)          # pyarrow reads the file itself
+                    got = [out.write(e) for e in hf_parquet_entries(f.local, split, self.wnids, f.path)]
                 else:
-                    hashed = Hashed(raw)
-                    entries = hf_tar_entries(hashed, split, f.path)
-                try:
-                    for e in entries:
-                        got.append(out.write(e))
-                except PrepError as e:
-                    if hashed is not None:
-                        hashed.drain()
-                        self.hf_check(f, hashed, str(e))
-                    raise
-                if hashed is not None:
-                    hashed.drain()
-                    self.hf_check(f, hashed, None)
+                    got = self.hf_targz(raw, f, out)
                 if file_id(f.local) != before:
                     raise PrepError("%s changed while it was read (a new download?); run this again"
                                     % f.local)
@@ -757,6 +749,23 @@ class Extraction:
             out.close()
         return Done(unit.id, "ok", "%s images, its size and SHA-256 as %s says"
                     % (thousands(len(got)), RECORD), {split: got})
+
+    def hf_targz(self, raw: BinaryIO, f: SourceFile, out: StageFiles) -> list[Written]:
+        """The images of a Hub tar.gz from `raw`, its bytes from the first (a file, or a stream:
+        01 --stream --source), written through `out`; its size and SHA-256 checked on those
+        bytes, also when the reading stops early (a Damaged error then says both)."""
+        hashed = Hashed(raw)
+        got = []
+        try:
+            for e in hf_tar_entries(hashed, f.split, f.path):
+                got.append(out.write(e))
+        except PrepError as e:
+            hashed.drain()
+            self.hf_check(f, hashed, str(e))
+            raise
+        hashed.drain()
+        self.hf_check(f, hashed, None)
+        return got
 
     def hf_check(self, f: SourceFile, hashed: Hashed, stopped: Optional[str]) -> None:
         """The whole file's size and SHA-256, as read, against 00's record."""
@@ -783,19 +792,7 @@ class Extraction:
             with os.fdopen(open_regular(f.local), "rb") as raw:
                 src = Source(raw)
                 src.skip_to(d.start_of(unit.first))
-                for e in kaggle_entries(d, src, unit.first, unit.end):
-                    split = e.named.split
-                    if split not in got or e.named.path in self.stages[split].entries:
-                        continue
-                    w = out.write(e)
-                    if unit.nested:
-                        got[split].append(w)
-                        continue
-                    out.written = []                  # proven: kept whatever comes later
-                    if self.emit is not None:
-                        self.emit(split, w)
-                    else:
-                        got[split].append(w)
+                self.kaggle_members(src, unit, out, got)
         except Exception as e:
             out.remove()
             if unit.nested:
@@ -807,6 +804,25 @@ class Extraction:
         finally:
             out.close()
         return Done(unit.id, "ok", "%s images" % thousands(sum(len(v) for v in got.values())), got)
+
+    def kaggle_members(self, src: Source, unit: Unit, out: StageFiles,
+                       got: dict[str, list[Written]]) -> None:
+        """The members of `unit` from `src`, at the first one's local header (a file, or a
+        stream: 01 --stream --source), written through `out` into `got` (those of splits not in
+        `got`, or proven already, are skipped: not read)."""
+        for e in kaggle_entries(self.directory, src, unit.first, unit.end):
+            split = e.named.split
+            if split not in got or e.named.path in self.stages[split].entries:
+                continue
+            w = out.write(e)
+            if unit.nested:
+                got[split].append(w)
+                continue
+            out.written = []                          # proven: kept whatever comes later
+            if self.emit is not None:
+                self.emit(split, w)
+            else:
+                got[split].append(w)
 
     # -- running them ---------------------------------------------------------------------------
     def run(self, units: list[Unit], work: Callable[[Unit], Done], what: str) -> None:
