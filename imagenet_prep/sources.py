@@ -62,9 +62,9 @@ from .sourceread import Entry, hf_parquet_entries, hf_tar_entries, kaggle_entrie
 from .sourcenames import (HF_REPO, KAGGLE_COMPETITION, KAGGLE_FILES, KAGGLE_NESTED, NESTED, SPLITS,
                           hf_data_file, kaggle_member)
 from .tarstream import REDO, Source
-from .train import (check_class_folders, clear_split_leftovers, finish_train, read_record,
-                    replace_class, train_done)
-from .unzip import finish_flat, refuse_unfinished
+from .train import (check_class_folders, class_pattern, clear_split_leftovers, finish_train,
+                    read_record, replace_class, train_done)
+from .unzip import RE_FLAT, finish_flat, refuse_unfinished
 from .zipread import ZipDirectory, file_range
 
 NAMES = {"hf": "Hugging Face (%s)" % HF_REPO, "kaggle": "Kaggle (%s)" % KAGGLE_COMPETITION}
@@ -324,6 +324,16 @@ LINE_MAX = 1024                   # the longest line of a journal
 SELF = "-"                        # the unit of a line proven by itself (a Kaggle member's CRC-32)
 
 
+def canonical(path: str, split: str) -> bool:
+    """`path` is the canonical name of an image of `split` (a journal is input too: its names are
+    used as paths only once they are one)."""
+    parts = path.split("/")
+    if split == "train":
+        return len(parts) == 3 and parts[0] == "train" and bool(facts.WNID_RE.match(parts[1])) \
+            and bool(class_pattern(parts[1]).match(parts[2]))
+    return len(parts) == 2 and parts[0] == split and bool(RE_FLAT[split].match(parts[1]))
+
+
 def journal_line(unit: str, w: Written) -> str:
     return "F\t%s\t%d\t%s\t%s\t%s\t%s\n" % (unit, w.size, w.sha or "-", w.kind or "-",
                                              w.label or "-", w.path)
@@ -414,7 +424,6 @@ class Stage:
         """The proven files and units of the journal's first `length` bytes (whole lines); why
         not, if a line is not one of a journal."""
         pending: dict[str, list[Written]] = {}
-        depth, prefix = (2 if self.split == "train" else 1), self.split + "/"
         pos = n = 0
         while pos < length:
             raw = f.readline(min(LINE_MAX, length - pos))
@@ -427,8 +436,8 @@ class Stage:
             m = LINE_F.match(line)
             if m:
                 unit, size, sha, kind, label, path = m.groups()
-                if path.count("/") != depth or not path.startswith(prefix):
-                    return "%s line %d names a file of another split" % (self.journal, n)
+                if not canonical(path, self.split):
+                    return "%s line %d names no image of %s" % (self.journal, n, self.split)
                 w = Written(path, int(size), None if sha == "-" else sha, None if kind == "-" else kind,
                             None if label == "-" else label)
                 if unit == SELF:

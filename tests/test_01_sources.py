@@ -652,3 +652,23 @@ def test_a_stage_resumes_from_its_checkpoint_only(tmp_path):
     assert other.entries == {} and os.listdir(other.dir) == []
     other.forget()
     assert not os.path.exists(other.dir) and not os.path.exists(other.journal)
+
+
+@pytest.mark.parametrize("path", ["train/../n01440764_1.JPEG", "train/n01440764/../x.JPEG",
+                                  "train/n01440764/n01440765_1.JPEG", "val/ILSVRC2012_val_00000001.JPEG"])
+def test_a_journal_line_that_names_no_image_of_the_split_is_not_used(tmp_path, path):
+    """The journal is input too: a name that is not a canonical image name of the split (here
+    while train's classes are being placed, when a file's absence is no reason to start over) is
+    never used as a path; the split starts over."""
+    cfg = Config(str(tmp_path))
+    os.makedirs(cfg.state)
+    stage = sources.Stage(cfg, "train", "kaggle", {"zip": 1})
+    line = "F\t-\t3\t-\t-\t-\t%s\n" % path
+    Path(stage.journal).write_text(line)
+    Path(stage.cp).write_text(json.dumps({"version": 1, "source": "kaggle", "split": "train",
+                                          "identity": {"zip": 1}, "journal": len(line),
+                                          "phase": "placing", "bad": {}}))
+    stage.open()
+    assert stage.entries == {} and stage.phase == "reading"
+    assert Path(stage.journal).read_bytes() == b""
+    stage.release()
