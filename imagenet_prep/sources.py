@@ -391,7 +391,9 @@ class Stage:
         doc = read_json(self.cp, "01_unzip.sh --source writes it; delete it (the split is then "
                                  "extracted from its start) and run again")
         if doc is None:
-            journal = os.path.exists(self.journal) and os.path.getsize(self.journal) > 0
+            journal = os.path.lexists(self.journal) and (os.path.islink(self.journal) or not
+                                                         os.path.isfile(self.journal) or
+                                                         os.path.getsize(self.journal) > 0)
             return "no usable checkpoint %s" % self.cp if journal or os.listdir(self.dir) else None
         ok = isinstance(doc, dict) and doc.get("version") == 1 and type(doc.get("journal")) is int \
             and doc["journal"] >= 0 and doc.get("phase") in ("reading", "placing") \
@@ -404,14 +406,14 @@ class Stage:
                    "anew)"
         length = doc["journal"]
         try:
-            size = os.path.getsize(self.journal)
-        except FileNotFoundError:
-            size = 0
-        if size < length:
-            return "%s is shorter than its checkpoint says" % self.journal
-        try:
-            with open(self.journal, "rb") as f:
+            with os.fdopen(open_regular(self.journal), "rb") as f:
+                if os.fstat(f.fileno()).st_size < length:
+                    return "%s is shorter than its checkpoint says" % self.journal
                 why = self._parse(f, length)
+        except FileNotFoundError:
+            return None if length == 0 else "%s is missing" % self.journal
+        except NotRegular as e:
+            return "%s is %s" % (self.journal, e)
         except PrepError as e:                           # a file listed twice
             why = str(e)
         if why:
@@ -493,7 +495,8 @@ class Stage:
     def _wipe(self) -> None:
         for e in os.scandir(self.dir):
             _remove(e.path)
-        with open(self.journal, "wb"):
+        _remove(self.journal)
+        with open(self.journal, "xb"):
             pass
         self.entries, self.done, self.phase = {}, set(), "reading"
         self.checkpoint(force=True, sync=False)
@@ -560,7 +563,7 @@ class Stage:
         if seen is None:
             return None
         if seen.get("id") == file_id(f.local) and isinstance(seen.get("said"), str):
-            return seen["said"]
+            return shown(seen["said"])
         del self.bad[f.path]
         return None
 

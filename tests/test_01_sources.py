@@ -672,3 +672,15 @@ def test_a_journal_line_that_names_no_image_of_the_split_is_not_used(tmp_path, p
     assert stage.entries == {} and stage.phase == "reading"
     assert Path(stage.journal).read_bytes() == b""
     stage.release()
+
+
+def test_a_journal_that_is_not_a_regular_file_is_not_read(tmp_path):
+    """A FIFO put where the journal goes would keep a reader waiting forever: the split starts
+    over instead, with a journal of its own."""
+    cfg = Config(str(tmp_path))
+    os.makedirs(cfg.state)
+    stage = sources.Stage(cfg, "val", "hf", {"files": 1})
+    os.mkfifo(stage.journal)
+    stage.open()
+    assert Path(stage.journal).is_file() and stage.entries == {}
+    stage.release()
