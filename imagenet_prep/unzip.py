@@ -283,15 +283,17 @@ def build_parser() -> Parser:
                    "downloaded them; every source gives the same tree (docs/sources.md)")
     p.add_argument("--archive", metavar="PATH", help="read this archive instead of "
                    "ROOT/downloads/<official name> (one SPLIT only)")
-    p.add_argument("--jobs", metavar="N", help="classes extracted in parallel (default: the cores "
-                   "available to this process)")
+    p.add_argument("--jobs", metavar="N", help="classes extracted in parallel; with --source, files "
+                   "(or ranges of the zip) read in parallel (default: the cores available to this "
+                   "process)")
     p.add_argument("--shard", metavar="K/N", help="extract only share K of N of the train classes "
                    "(0 <= K < N <= %d); shares can run at the same time on one ROOT. Default: in a "
                    "SLURM array, K = (SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN) / "
                    "SLURM_ARRAY_TASK_STEP and N = SLURM_ARRAY_TASK_COUNT; else 0/1 (everything)"
                    % MAX_SHARDS)
     p.add_argument("--remove-archive", action="store_true", help="delete the archive once its "
-                   "split is complete and verified (default: keep)")
+                   "split is complete and verified; with --source, the split's files (the Kaggle "
+                   "zip: once every split asked is) (default: keep)")
     p.add_argument("--no-manifest", dest="manifest", action="store_false", help="do not hash the "
                    "files for ROOT/meta/SHA256SUMS.SPLIT (default: hash them while writing)")
     s = p.add_argument_group("streaming (no archive on disk)")
