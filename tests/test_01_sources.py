@@ -318,6 +318,35 @@ def test_sigkill_at_random_moments_then_rerun_gives_the_same_tree(tmp_path, medi
     assert resumed, "no rerun resumed from what a killed run had proven"
 
 
+@pytest.mark.parametrize("sig, code, said", [(signal.SIGINT, 130, "stopped by Ctrl-C"),
+                                              (signal.SIGTERM, 143, "stopped by SIGTERM")])
+def test_ctrl_c_and_sigterm_keep_what_is_proven(tmp_path, medium, sig, code, said):
+    """Stopped in the middle, the run syncs and checkpoints what it proved, which the rerun keeps
+    (zip members proven since the last periodic checkpoint included)."""
+    _, z, expect = medium
+    root = kaggle_root(tmp_path, z)
+    args = ["--source", "kaggle", "--jobs", "1", "all"]
+    proc = subprocess.Popen(["bash", str(UNZIP), "--root", str(root)] + args, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True, env=env())
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and not proven(root, "kaggle") and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(0.1)
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
+    err = proc.communicate(timeout=60)[1]
+    if proc.returncode == 0:
+        pytest.skip("the run finished before it could be stopped")
+    assert proc.returncode == code and said in err and "Traceback" not in err, err[-2000:]
+    kept = sum(len(Path(j).read_bytes().splitlines()) for j in (root / STATE).glob("*.journal"))
+    r = unzip(root, *args)
+    assert r.returncode == 0, r.stderr
+    assert sum(int(line.split("resuming: ")[1].split()[0].replace(",", ""))
+               for line in r.stderr.splitlines() if "resuming: " in line) == kept > 0
+    assert tree(root) == expect
+
+
 def test_a_rerun_reads_only_the_hub_files_not_proven(tmp_path, hub_targz, imagenet_tree):
     """A Hub file read and checked is not read again."""
     root = hub_root(tmp_path, hub_targz)
