@@ -3,6 +3,7 @@ labels and sizes; timm's _info.json; the same bytes for a seed from the archives
 killed and rerun; hostile archives, a changed tree, a missing class list; image sizes from headers."""
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -394,6 +395,77 @@ def test_shards_not_written_here_and_too_many_shards_are_refused(tmp_path, relea
     r = pack(root, "--shards", "2", "train")
     assert r.returncode == 1 and "were not written by 06_pack_webdataset.py" in r.stderr, r.stderr
     assert stranger.read_bytes() == b"mine" and not (root / OUT / (TRAIN_NAMES % 0)).exists()
+
+
+def test_an_output_folder_that_is_a_file_or_a_broken_link_is_named(tmp_path, release):
+    root = make_root(tmp_path, release, ["train"])
+    out = root / OUT
+    out.write_text("mine\n")
+    r = pack(root, "--shards", "2", "train")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "%s is not a folder: the shards go into a folder of that name; move it away" % out \
+        in r.stderr, r.stderr
+    assert out.read_text() == "mine\n"
+    out.unlink()
+    out.symlink_to(tmp_path / "gone")
+    r = pack(root, "--shards", "2", "train")
+    assert r.returncode == 1, r.stderr
+    assert "%s is a symbolic link to %s, which is not a folder (or is not there)" \
+        % (out, tmp_path / "gone") in r.stderr, r.stderr
+    assert not (tmp_path / "gone").exists()
+
+
+def test_a_damaged_record_in_the_state_is_refused_not_counted(tmp_path, release):
+    """The state's numbers are checked before they are summed into _info.json: a record that is
+    not [bytes, samples] as whole numbers (edited, damaged) is refused, and one whose sample
+    count is not the deal's is written again, never listed as it stands."""
+    root = make_root(tmp_path, release, ["train"])
+    assert pack(root, "--shards", "2", "train").returncode == 0
+    state = root / OUT / ".imagenet1k-train.json"
+    good, info = state.read_text(), (root / OUT / "_info.json").read_text()
+    for bad in ("a", -5, True, 1.5, None, 99999):
+        doc = json.loads(good)
+        doc["written"] = {n: [v[0], bad] for n, v in doc["written"].items()}
+        state.write_text(json.dumps(doc))
+        r = pack(root, "--shards", "2", "train")
+        assert "Traceback" not in r.stderr, (bad, r.stderr)
+        if bad == 99999:                           # well formed, but not what the deal gave
+            assert r.returncode == 0 and "0 already written, 2 to write" in r.stderr, r.stderr
+        else:
+            assert r.returncode == 1, (bad, r.stderr)
+            assert "%s is damaged or not 06_pack_webdataset.py's" % state in r.stderr, r.stderr
+        assert (root / OUT / "_info.json").read_text() == info, bad
+        state.write_text(good)
+
+
+@contextlib.contextmanager
+def read_only(folder: Path, mount: Path):
+    """`folder` seen read-only at `mount` (a read-only bind mount: root ignores chmod);
+    the test is skipped where mounting is not allowed."""
+    mount.mkdir()
+    if subprocess.run(["mount", "--bind", str(folder), str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot bind-mount here (needs root and mount rights)")
+    try:
+        if subprocess.run(["mount", "-o", "remount,ro,bind", str(mount)],
+                          capture_output=True).returncode:
+            pytest.skip("cannot remount read-only here")
+        yield mount
+    finally:
+        if subprocess.run(["umount", str(mount)], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_complete_shards_on_a_read_only_disk_are_already_done(tmp_path, release):
+    """A complete split needs nothing written: 'already done' on a read-only copy (no lock file
+    made); a split still to write says the folder cannot be written, not an errno."""
+    root = make_root(tmp_path, release, ["train", "val"])
+    assert pack(root, "--shards", "2", "train").returncode == 0
+    with read_only(root, tmp_path / "ro") as ro:
+        r = pack(ro, "--shards", "2", "train", "val")
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert "train: already done (2 shards, 54 samples" in r.stderr, r.stderr
+        assert "val: cannot write in %s (Read-only file system): make it writable, or pass " \
+               "--root DIR" % (ro / OUT) in r.stderr, r.stderr
 
 
 # ----------------------------------------------------------------------------- sizes from headers
