@@ -177,6 +177,16 @@ def class_index(cfg: Settings) -> dict[str, int]:
     return {w: c.class_index for w, c in read_synsets(path, given=bool(cfg.meta)).items()}
 
 
+def labels_of(cfg: Settings) -> dict:
+    """What the labels are made from, as the state records it: the class list's digest (a
+    label is a class's place in it) and --labels. 'Already done' holds only for the same; with
+    other ones the split is planned again (its shards are kept if they come out the same)."""
+    h = hashlib.sha256()
+    for wnid, index in sorted(class_index(cfg).items()):
+        h.update(("%s\t%d\n" % (wnid, index)).encode("utf-8", "surrogateescape"))
+    return {"classes": h.hexdigest(), "labels": cfg.labels}
+
+
 # ----------------------------------------------------------------------------- one shard
 
 class TarOut:
@@ -400,6 +410,7 @@ def already_done(cfg: Settings, split: str) -> bool:
     doc = read_state(cfg, split)
     if not (doc and doc.get("complete") is True and doc["seed"] == cfg.seed
             and len(doc["filenames"]) == cfg.count(split)
+            and {k: doc.get(k) for k in ("classes", "labels")} == labels_of(cfg)
             and all(on_disk(cfg, n, doc["written"].get(n)) and doc["written"][n][1] == length
                     for n, length in zip(doc["filenames"], doc["lengths"]))):
         return False
@@ -418,7 +429,11 @@ def start_state(cfg: Settings, split: str, names: list[str], deal: Deal,
     the shards of the old plan are removed. A shard under one of our names that no state speaks
     of was not written here: refused."""
     old = read_state(cfg, split)
+    made_of = labels_of(cfg)
     if old is not None and old["digest"] == deal.digest and old["filenames"] == names:
+        if any(old.get(k) != v for k, v in made_of.items()):    # the same labels, said otherwise
+            old.update(made_of)
+            write_json(state_path(cfg, split), old)
         return old
     if old is None:
         foreign = [n for n in names if os.path.lexists(os.path.join(cfg.out, n))]
@@ -431,14 +446,15 @@ def start_state(cfg: Settings, split: str, names: list[str], deal: Deal,
     if old is not None:
         gone = [n for n in old["filenames"] if os.path.lexists(os.path.join(cfg.out, n))]
         log.info("%s: the shards in %s were written for another plan (seed %s, %s shards, or other "
-                 "images): removing %d of them, writing all anew", split, cfg.out, old.get("seed"),
+                 "images or labels): removing %d of them, writing all anew", split, cfg.out,
+                 old.get("seed"),
                  len(old["filenames"]), len(gone))
         for n in gone:
             os.remove(os.path.join(cfg.out, n))
     doc = {"split": split, "name": SPLIT_NAMES[split], "seed": cfg.seed, "digest": deal.digest,
            "filenames": names, "lengths": [len(s) for s in deal.shards], "written": {},
            "complete": False, "origin": plan.origin, "source": plan.source,
-           "archive": plan.archive, "archive_size": plan.archive_size}
+           "archive": plan.archive, "archive_size": plan.archive_size, **made_of}
     write_json(state_path(cfg, split), doc)
     return doc
 

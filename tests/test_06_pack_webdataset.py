@@ -4,6 +4,7 @@ killed and rerun; hostile archives, a changed tree, a missing class list; image 
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
 import os
@@ -213,7 +214,7 @@ def test_same_seed_same_bytes_other_seed_other_order_from_archive_or_tree(tmp_pa
     assert contents(root) == ref
     r = pack(root, "--seed", "7", "--shards", "2", "train")
     assert r.returncode == 0, r.stderr
-    assert "written for another plan (seed 0, 4 shards, or other images): removing 4" in r.stderr
+    assert "written for another plan (seed 0, 4 shards, or other images or labels): removing 4" in r.stderr
     now = contents(root)
     assert sorted(n for n in now if n.startswith("imagenet1k-train")) == \
         [TRAIN_NAMES % k for k in range(2)]
@@ -413,6 +414,35 @@ def test_an_output_folder_that_is_a_file_or_a_broken_link_is_named(tmp_path, rel
     assert "%s is a symbolic link to %s, which is not a folder (or is not there)" \
         % (out, tmp_path / "gone") in r.stderr, r.stderr
     assert not (tmp_path / "gone").exists()
+
+
+def test_shards_of_another_class_list_are_not_already_done(tmp_path, release):
+    """The label is a class's place in the class list: complete shards written with one list are
+    not 'already done' for another (--meta with more classes shifts the indexes), and a rerun
+    that names the same labels otherwise (--labels given as a path) keeps the shards as they are."""
+    root = make_root(tmp_path, release, ["train", "val"])
+    assert pack(root, "--shards", "2", "train", "val").returncode == 0
+    rows = list(csv.DictReader(io.StringIO((root / "meta" / "synsets.csv").read_text())))
+    rows += [dict(rows[0], wnid="n0000000%d" % k, ilsvrc_id=str(len(rows) + k + 1)) for k in range(3)]
+    order = sorted(r["wnid"] for r in rows)
+    for r in rows:
+        r["class_index"] = str(order.index(r["wnid"]))     # three classes sort before every other
+    more = tmp_path / "synsets-more.csv"
+    with open(more, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    r = pack(root, "--shards", "2", "--meta", more, "train")
+    assert r.returncode == 0 and "already done" not in r.stderr, r.stderr
+    labels = {doc["wnid"]: doc["label"] for p in shards(root, "imagenet1k-train-*")
+              for doc in (json.loads(s["json"]) for s in wds.WebDataset(str(p), shardshuffle=False))}
+    assert labels == {w: release.class_index(w) + 3 for w in labels}
+    assert "already done" in pack(root, "--shards", "2", "--meta", more, "train").stderr
+    before = {p.name: p.stat().st_ino for p in shards(root, "imagenet1k-validation-*")}
+    truth = next((root / "devkit").rglob("ILSVRC2012_validation_ground_truth.txt"))
+    r = pack(root, "--shards", "2", "--labels", truth, "val")
+    assert r.returncode == 0 and "2 already written, 0 to write" in r.stderr, r.stderr
+    assert {p.name: p.stat().st_ino for p in shards(root, "imagenet1k-validation-*")} == before
 
 
 def test_a_damaged_record_in_the_state_is_refused_not_counted(tmp_path, release):
