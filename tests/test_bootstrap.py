@@ -31,7 +31,8 @@ def command(name: str, root: Path) -> list:
             "02": [sys.executable, REPO / "02_convert_meta_clsloc.py", "--root", root],
             "03": [sys.executable, REPO / "03_build_val_class_folders.py", "--root", root],
             "04": [sys.executable, REPO / "04_verify.py", "--root", root, "all"],
-            "05": [sys.executable, REPO / "05_pack_squashfs.py", "--root", root, "all"]}[name]
+            "05": [sys.executable, REPO / "05_pack_squashfs.py", "--root", root, "all"],
+            "06": [sys.executable, REPO / "06_pack_webdataset.py", "--root", root, "train"]}[name]
 
 
 # ----------------------------------------------------------------------------- an early Ctrl-C
@@ -67,7 +68,7 @@ def interrupt_while_importing(cmd: list) -> tuple[int, str, bool]:
     return rc, "".join(x for x in lines if not x.startswith("import time:")), sent
 
 
-@pytest.mark.parametrize("name", ["01", "02", "03", "04", "05"])
+@pytest.mark.parametrize("name", ["01", "02", "03", "04", "05", "06"])
 def test_ctrl_c_while_the_script_is_still_importing_exits_130_without_a_traceback(tmp_path, name):
     """Before console.run() takes over, Ctrl-C must end a run as quietly as after it: no
     traceback from inside an import, exit code 130. On a busy machine the run may end before the
