@@ -208,7 +208,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                            "folder to put first on PATH (.venv/bin), or nothing when python3 has "
                            "them.")
     p.add_argument("what", choices=("scripts", "tests"),
-                   help="scripts: numpy, scipy, tqdm; tests: also pytest and Pillow")
+                   help="scripts: numpy, scipy, tqdm; tests: also pytest, Pillow, pyarrow and "
+                        "webdataset")
     p.add_argument("--prog", default="bootstrap", help="the name to log under")
     args = p.parse_args(argv)
     bin_dir = setup(args.what, args.prog)
