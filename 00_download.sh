@@ -11,6 +11,7 @@
 # the options, docs/download.md says what lies on disk and what a rerun does. The work is done by
 # imagenet_prep/download.py, which must sit beside this script.
 set -euo pipefail
+trap 'exit 130' INT  # a Ctrl-C now: stopped, quietly
 
 here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
 if [[ ! -f $here/imagenet_prep/download.py ]]; then
@@ -23,8 +24,11 @@ for f in __init__.py download.py transport.py urls.py md5state.py facts.py conso
   [[ -f $here/imagenet_prep/$f ]] || { printf '00_download.sh: error: %s is missing (an incomplete copy?): copy or clone the whole repository folder again\n' "$here/imagenet_prep/$f" >&2; exit 1; }
 done
 command -v python3 >/dev/null 2>&1 || { echo "00_download.sh: error: need 'python3' (not found in PATH): it runs the Python package imagenet_prep/ beside it" >&2; exit 1; }
-# the package from this folder only (-I: not the current folder, PYTHONPATH or the user's site);
-# a Ctrl-C before the run is set up ends it quietly (exit 130) instead of with a traceback
-exec python3 -I -c 'import signal, sys; signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
-import runpy; sys.path.insert(0, sys.argv.pop(1))
+# the package from this folder only (-I: not the current folder, PYTHONPATH or the user's site).
+# No traceback for a Ctrl-C before the run is set up: Python starts with SIGINT ignored (a Ctrl-C
+# in its first milliseconds is lost), then ends quietly with exit code 130 on one, also while the
+# site-packages load (-S, then site.main() once that handler is in place)
+trap '' INT
+exec python3 -I -S -c 'import signal, sys; signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
+import runpy, site; site.main(); sys.path.insert(0, sys.argv.pop(1))
 runpy.run_module("imagenet_prep.download", run_name="__main__", alter_sys=True)' "$here" "$@"

@@ -1151,7 +1151,8 @@ Environment: DOWNLOAD_SPEED_LIMIT (1024 B/s) and DOWNLOAD_SPEED_TIME (60 s): slo
 that long counts as a stall and is retried; DOWNLOAD_CONNECT_TIMEOUT (30 s); DOWNLOAD_RETRY_DELAY
 (5 s, doubled per failed attempt up to DOWNLOAD_RETRY_DELAY_MAX, 300 s) — the policy of the fetch
 engine imagenet_prep/transport.py, shared with 01_unzip.sh --stream; an attempt counts as progress
-once it brought a stall's worth (LIMIT x TIME bytes); DOWNLOAD_PROGRESS_STEP (5 %: one progress
+once it brought a stall's worth (LIMIT x TIME bytes, or a quarter of what was left);
+DOWNLOAD_PROGRESS_STEP (5 %: one progress
 line per step when stderr is not a terminal). The MD5 is computed as the bytes are written, its
 state saved in NAME.part.md5state with every write, so the check after the last byte is an fsync
 and a rename (DOWNLOAD_MD5_FOLLOW of earlier versions is not needed any more, and not read).

@@ -24,7 +24,8 @@ into the tree) read a remote file with the same code:
 The policy: curl stops a transfer slower than DOWNLOAD_SPEED_LIMIT B/s for DOWNLOAD_SPEED_TIME s
 (a stall); a failed attempt is retried after DOWNLOAD_RETRY_DELAY s, doubling up to
 DOWNLOAD_RETRY_DELAY_MAX (or what Retry-After asks), until DOWNLOAD_RETRIES (00: --retries)
-attempts in a row brought no real progress (fewer bytes than a stall's worth, LIMIT x TIME); some
+attempts in a row brought no real progress (fewer bytes than a stall's worth, LIMIT x TIME, or a
+quarter of what was left); some
 failures are permanent (a login needed, a missing file, a TLS problem) and stop at once.
 """
 from __future__ import annotations
@@ -106,8 +107,9 @@ class Policy:
 
     @property
     def progress(self) -> int:
-        """Bytes an attempt must bring to count as progress: a stall's worth. A server that sends
-        a few bytes and stalls on every attempt is given up on like one that sends none."""
+        """Bytes an attempt must bring to count as progress: a stall's worth (or a quarter of what
+        was left, near the end). A server that sends a few bytes and stalls on every attempt is
+        given up on like one that sends none."""
         return self.speed_limit * self.speed_time
 
 
@@ -696,7 +698,8 @@ class RangeReader(io.RawIOBase):
                                 % (self.label, self.pos, self.validator.total))
         brought = self.pos - self.attempt_start
         left = (self.end if self.end is not None else self.validator.total or 0) - self.attempt_start
-        progressed = brought > 0 and brought >= min(self.policy.progress, max(left, 1))
+        # progress is a stall's worth of bytes, or a good part of what was left: never a few bytes
+        progressed = brought > 0 and brought >= min(self.policy.progress, max(left // 4, 1))
         self.fails = 0 if progressed else self.fails + 1
         if rc == 0 and code == 0:
             rc = 18                                  # ended early without an error: a short body

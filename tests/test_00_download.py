@@ -117,8 +117,8 @@ def test_help_lists_options_and_defaults():
     r = run([SCRIPT, "--help"])
     assert r.returncode == 0
     for s in ("--root", "--urls", "--connections", "--no-verify", "default: 1", "urls.sh.example",
-              "already done", "DOWNLOAD_URL_devkit_t12"):
-        assert s in r.stdout
+              "already done", "DOWNLOAD_URL_devkit_t12", "N from 1 to 32"):
+        assert s in " ".join(r.stdout.split())
 
 
 @pytest.mark.parametrize("args, msg", [
@@ -542,7 +542,7 @@ def test_http_auth_and_missing_errors(tmp_path, blob, server, status):
     r = dl(root, val_urls(tmp_path, server, blob), "val")
     assert r.returncode == 1
     assert "HTTP %d" % status in r.stderr and "link may have expired" in r.stderr
-    assert "DOWNLOAD_URL_val" in r.stderr
+    assert "DOWNLOAD_URL_val" in r.stderr and "Maximum file size" not in r.stderr
     assert no_final(root)
     r = dl(root, val_urls(tmp_path, server, blob), "val")  # at once: no helper holds the lock
     assert r.returncode == 1 and "HTTP %d" % status in r.stderr
@@ -632,6 +632,7 @@ def test_disk_full_while_writing(tmp_path, blob, server):
         r = dl(mnt, val_urls(tmp_path, server, blob), "val")
         assert r.returncode == 1
         assert "the disk is full" in r.stderr and "free some space there" in r.stderr
+        assert "cannot write to %s," % (mnt / "downloads") in r.stderr
         assert no_final(mnt)
 
 
@@ -1180,7 +1181,7 @@ def test_sigkill_then_rerun_continues_the_md5_from_its_saved_state(tmp_path, blo
     assert sorted(p.name for p in (root / "downloads").iterdir()) == [VAL, VAL + ".md5"]
 
 
-@pytest.mark.parametrize("where", ["before the saved offset", "after it"])
+@pytest.mark.parametrize("where", ["before the saved offset", "far before it", "after it"])
 def test_a_byte_changed_after_a_kill_is_caught(tmp_path, blob, server, where):
     """A state that no longer fits NAME.part never makes it pass: a byte flipped where the saved
     state's fingerprint covers it (the last bytes it hashed), or where it had not hashed yet, is a
@@ -1200,7 +1201,8 @@ def test_a_byte_changed_after_a_kill_is_caught(tmp_path, blob, server, where):
         kill_run(mark)
     offset = json.loads(state.read_text())["offset"]
     part = root / "downloads" / (VAL + ".part")
-    at = offset - 100 if where == "before the saved offset" else part.stat().st_size - 1
+    at = {"before the saved offset": offset - 100, "far before it": 10}.get(where,
+                                                                         part.stat().st_size - 1)
     assert at > 0
     with open(part, "r+b") as f:
         f.seek(at)
@@ -1590,3 +1592,196 @@ def test_ctrl_z_then_kill_9_of_the_main_process_leaves_no_lock(tmp_path, blob, s
     server.set_faults()
     r = dl(root, val_urls(tmp_path, server, blob), "val")
     assert r.returncode == 0 and final_ok(root, blob), r.stderr
+
+
+# --- one engine (issue 19), the user and hostile reviews (issue 18), a loaded machine (issue 24) ----
+
+def old_follower_state(part: Path, state: Path) -> None:
+    """NAME.part.md5state as the MD5 follower of the bash 00 saved it: inode, offset, MD5 state
+    and the SHA-1 of the 4 KiB before the offset."""
+    from imagenet_prep import md5state
+    data = part.read_bytes()
+    offset = len(data) - len(data) % 64
+    state.write_text(json.dumps({"inode": part.stat().st_ino, "offset": offset,
+                                 "md5": md5state.ResumableMD5(data[:offset]).state(),
+                                 "print": hashlib.sha1(data[max(0, offset - 4096):offset]).hexdigest()},
+                                indent=1, sort_keys=True) + "\n")
+
+
+def test_a_download_begun_by_the_bash_00_is_continued_not_mixed(tmp_path, blob, server):
+    """What the bash 00 left when it was killed with --connections 3: NAME.part, piece files that
+    tile the rest (made all at once, filled in part), its follower's MD5 state. The pieces are
+    continued (no byte fetched twice); the state, of a form this 00 does not take, is said not to
+    fit and the MD5 is computed from the first byte."""
+    needs_md5state()
+    data = blob.read_bytes()
+    dl_dir = tmp_path / "root" / "downloads"
+    dl_dir.mkdir(parents=True)
+    part = dl_dir / (VAL + ".part")
+    part.write_bytes(data[:1_000_000])
+    (dl_dir / (VAL + ".part.1000000-2000000")).write_bytes(data[1_000_000:1_300_000])
+    (dl_dir / (VAL + ".part.2000000-3000000")).write_bytes(data[2_000_000:2_500_000])
+    old_follower_state(part, dl_dir / STATE)
+    r = dl(tmp_path / "root", val_urls(tmp_path, server, blob), "val", "--connections", "3")
+    assert r.returncode == 0, r.stderr
+    assert final_ok(tmp_path / "root", blob)
+    assert "was saved by the MD5 follower of an earlier 00_download.sh" in r.stderr
+    assert "its MD5 starts from the beginning" in r.stderr
+    assert server.bytes_sent() == 3_000_000 - 1_800_000
+    assert sorted(p.name for p in dl_dir.iterdir()) == [VAL, VAL + ".md5"]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link to /dev/zero", "huge sparse file"])
+def test_a_state_file_that_is_not_a_small_regular_file_is_not_read(tmp_path, blob, server, kind):
+    """NAME.part.md5state is input like any other: a FIFO there would hang the run, a link to
+    /dev/zero or a huge file would be read into memory. It is refused by name; nothing changes."""
+    dl_dir = tmp_path / "root" / "downloads"
+    dl_dir.mkdir(parents=True)
+    part = dl_dir / (VAL + ".part")
+    part.write_bytes(blob.read_bytes()[:1_000_000])
+    state = dl_dir / STATE
+    if kind == "fifo":
+        os.mkfifo(state)
+    elif kind == "link to /dev/zero":
+        state.symlink_to("/dev/zero")
+    else:
+        with open(state, "wb") as f:
+            f.truncate(1 << 30)
+    r = dl(tmp_path / "root", val_urls(tmp_path, server, blob), "val", timeout=30)
+    assert r.returncode == 1
+    assert str(state) in r.stderr and "remove it and rerun" in r.stderr, r.stderr
+    assert ("is not a regular file" if kind != "huge sparse file" else "more than the 64.0 KiB") \
+        in r.stderr
+    assert part.read_bytes() == blob.read_bytes()[:1_000_000]
+    assert server.bytes_sent() == 0
+
+
+def test_a_server_that_sends_a_little_and_stalls_on_every_attempt_is_given_up_on(tmp_path, blob,
+                                                                                  server):
+    """100 bytes, then a stall, on every attempt: a few bytes are no progress (at least a stall's
+    worth, DOWNLOAD_SPEED_LIMIT x DOWNLOAD_SPEED_TIME, must come), so --retries N still ends it."""
+    server.set_faults(stall_after=100, stall_seconds=30)
+    root = tmp_path / "root"
+    t0 = time.monotonic()
+    r = dl(root, val_urls(tmp_path, server, blob), "val", "--retries", "3", timeout=40,
+           env=clean_env(DOWNLOAD_SPEED_TIME="1"))
+    assert r.returncode == 1, r.stderr
+    assert "giving up" in r.stderr and "after 3 attempts in a row without progress" in r.stderr
+    assert time.monotonic() - t0 < 30
+    assert len(server.get_requests()) == 3
+    assert no_final(root)
+
+
+def test_a_damaged_state_file_never_costs_a_correct_part(tmp_path, blob, server):
+    """A saved MD5 state that fits NAME.part (size, time, inode) but whose words are wrong makes the
+    MD5 come out wrong: before 138 GB are set aside, NAME.part is read again in full, and passes."""
+    needs_md5state()
+    dl_dir = tmp_path / "root" / "downloads"
+    dl_dir.mkdir(parents=True)
+    part = dl_dir / (VAL + ".part")
+    part.write_bytes(blob.read_bytes())
+    assert md5_state_of(part, dl_dir / STATE, words="01234567:89abcdef:01234567:89abcdef")
+    urls = val_urls(tmp_path, server, blob, SIZE_val=str(blob.stat().st_size))
+    server.stop()
+    r = dl(tmp_path / "root", urls, "val")
+    assert r.returncode == 0, r.stderr
+    assert "the MD5 continues from %s" % STATE in r.stderr
+    assert "read again in full to be sure the saved state %s was not at fault" % STATE in r.stderr
+    assert final_ok(tmp_path / "root", blob)
+    assert sorted(p.name for p in dl_dir.iterdir()) == [VAL, VAL + ".md5"]
+
+
+def test_ctrl_c_at_the_very_start_never_prints_a_traceback(tmp_path, blob):
+    """A Ctrl-C in the first tens of milliseconds, while Python starts and imports: no traceback,
+    only a quiet stop (130) or, before Python listens, nothing (the run goes on)."""
+    urls = write_urls(tmp_path / "urls.sh", DOWNLOAD_URL_val=blob.as_uri(), MD5_val=md5(blob))
+    for i, delay in enumerate([0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.15]):
+        p = subprocess.Popen([SCRIPT, "--root", tmp_path / ("r%d" % i), "--urls", urls, "val"],
+                             env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+        time.sleep(delay)
+        p.send_signal(signal.SIGINT)
+        err = p.communicate(timeout=30)[1]
+        assert "Traceback" not in err and "KeyboardInterrupt" not in err, (delay, err)
+        assert p.returncode in (0, 130, -signal.SIGINT), (delay, p.returncode, err)
+
+
+def test_another_run_that_took_the_file_during_a_ctrl_z_wins(tmp_path, blob, server):
+    """Ctrl-Z gives up NAME.lock (a kill -9 of the stopped run then leaves none); a second run may
+    take the file meanwhile and finish it. The first, continued, sees that and stops without
+    writing another byte."""
+    root = tmp_path / "root"
+    urls = val_urls(tmp_path, server, blob)
+    server.set_faults(rate=300_000)
+    mark = "run-%d" % random.randrange(10 ** 12)
+    p = subprocess.Popen([SCRIPT, "--root", root, "--urls", urls, "val", "--connections", "2"],
+                         env=clean_env(TEST_RUN_MARK=mark), start_new_session=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while server.bytes_sent() < 300_000 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.killpg(p.pid, signal.SIGTSTP)
+        deadline = time.monotonic() + 10
+        while (root / "downloads" / (VAL + ".lock")).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not (root / "downloads" / (VAL + ".lock")).exists()
+        server.set_faults()
+        r = dl(root, urls, "val")
+        assert r.returncode == 0, r.stderr
+        assert final_ok(root, blob)
+        os.killpg(p.pid, signal.SIGCONT)
+        err = p.communicate(timeout=30)[1]
+        assert p.returncode == 1, err
+        assert "while this run was stopped (Ctrl-Z)" in err, err
+        assert final_ok(root, blob)
+        assert sorted(f.name for f in (root / "downloads").iterdir()) == [VAL, VAL + ".md5"]
+    finally:
+        kill_run(mark)
+
+
+@contextlib.contextmanager
+def machine_loaded(folder: Path, seconds: float = 120):
+    """CPU and disk burners (two spinning processes, one writing and syncing a file), stopped on
+    the way out and in any case after `seconds`."""
+    spin = "import time; t = time.monotonic() + %g\nwhile time.monotonic() < t: pass" % seconds
+    disk = ("import os, time; t = time.monotonic() + %g\nb = os.urandom(1 << 20)\n"
+            "while time.monotonic() < t:\n    f = open(%r, 'wb')\n    [f.write(b) for _ in range(64)]\n"
+            "    f.flush(); os.fsync(f.fileno()); f.close()\n" % (seconds, str(folder / "burn")))
+    procs = [subprocess.Popen([shutil.which("python3"), "-c", code]) for code in (spin, spin, disk)]
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_pieces_stop_at_their_end_with_8_connections_on_a_loaded_machine(tmp_path, blob, server):
+    """Issue 24: 8 connections, pieces of 375,000 bytes, a server that sends to the end of the file
+    whatever the range asks, while the machine is busy: never a false 'disk full', 10 of 10 runs
+    end with the right file."""
+    urls = val_urls(tmp_path, server, blob)
+    server.set_faults(range_no_end=True, rate=1_000_000)
+    with machine_loaded(tmp_path):
+        for i in range(10):
+            root = tmp_path / ("root%d" % i)
+            r = dl(root, urls, "val", "--connections", "8",
+                   env=clean_env(DOWNLOAD_MIN_SEGMENT="375000"))
+            assert r.returncode == 0, (i, r.stderr)
+            assert final_ok(root, blob)
+            assert "disk" not in r.stderr.lower()
+
+
+@pytest.mark.parametrize("connections", [1, 4])
+def test_answers_closed_at_random_points_still_end_in_the_file(tmp_path, blob, server, connections):
+    """Issue 24: a server that closes its side at a random point of every answer, answers longer
+    than the range asked for: every window is retried from where it stopped, none grows past its
+    end, and the file is right."""
+    server.set_faults(range_no_end=True, close_random=connections, rate=4_000_000)
+    root = tmp_path / "root"
+    r = dl(root, val_urls(tmp_path, server, blob), "val", "--connections", str(connections),
+           env=clean_env(DOWNLOAD_MIN_SEGMENT="200000", DOWNLOAD_RETRIES="30"))
+    assert r.returncode == 0, r.stderr
+    assert final_ok(root, blob)
+    assert "retrying" in r.stderr
