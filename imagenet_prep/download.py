@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import re
 import signal
 import sys
@@ -46,8 +47,9 @@ PROG = "00_download.sh"
 INTERRUPTED = "rerun the same command to continue where it stopped"
 PIECES_PER_CONNECTION = 8        # windows per connection: joins overlap the download
 TAPER = 4                        # the last round of windows is this much smaller (a short tail)
-BATCH_BYTES = 4 << 20            # NAME.part is written (and its hash state saved) per batch ...
+BATCH_BYTES = 16 << 20            # NAME.part is written (and its hash state saved) per batch ...
 BATCH_SECONDS = 0.5              # ... of at most this many bytes, or this old
+HASH_QUEUE = 4                   # batches written and waiting for the hash, at most
 READ_WAIT = 0.2                  # the writer looks at its orders this often while no byte comes
 STATE_MAX = 64 << 10             # a hash state file is far smaller; a larger one is not read
 STATE_VERSION = 2
@@ -101,24 +103,29 @@ class FileHash:
 
     _plain = 0
 
-    def update(self, data) -> None:
+    def update(self, pieces: list) -> None:
+        """Hash these buffers, in order: whole, as they are, but for the last bytes past a 64-byte
+        boundary, held back so that the state can be saved (the file holds them)."""
         if not self.resumable:
-            self.h.update(data)
-            self._plain += len(data)
+            for data in pieces:
+                self.h.update(data)
+                self._plain += len(data)
             return
-        view = memoryview(data)
-        if self.pending:
-            k = min(len(view), md5state.BLOCK - len(self.pending))
-            self.pending += bytes(view[:k])
-            view = view[k:]
-            if len(self.pending) == md5state.BLOCK:
-                self.h.update(self.pending)
-                self.pending = b""
-        whole = len(view) - len(view) % md5state.BLOCK
-        if whole:
-            self.h.update(view[:whole])
-        if len(view) > whole:
-            self.pending += bytes(view[whole:])
+        views = ([self.pending] if self.pending else []) + [p for p in pieces if len(p)]
+        keep = sum(len(v) for v in views) % md5state.BLOCK
+        tail: list = []
+        while keep:                            # peel the held-back bytes off the end
+            last = views[-1]
+            if len(last) <= keep:
+                tail.insert(0, bytes(views.pop()))
+                keep -= len(last)
+            else:
+                cut = len(last) - keep
+                tail.insert(0, bytes(memoryview(last)[cut:]))
+                views[-1], keep = memoryview(last)[:cut], 0
+        for v in views:
+            self.h.update(v)
+        self.pending = b"".join(tail)
 
     def state(self) -> str:
         """The state at the aligned offset self.h.offset (the pending bytes are in the file)."""
@@ -141,11 +148,60 @@ def file_id(st: os.stat_result) -> dict:
 
 # ----------------------------------------------------------------------------- the writer
 
+class Hasher(threading.Thread):
+    """Hashes, in order, the batches the writer has written, beside it (libcrypto runs without the
+    GIL, so on a fast link the hash keeps pace instead of following the writes). `snapshot`: the
+    latest (offset, state text) to save, None before the first 64 bytes or without libcrypto."""
+
+    def __init__(self, fh: FileHash) -> None:
+        super().__init__(daemon=True)
+        self.fh = fh
+        self.queue: queue.Queue = queue.Queue(maxsize=HASH_QUEUE)
+        self.error: Optional[BaseException] = None
+        self.snapshot = self._snap()
+        self.start()
+
+    def _snap(self) -> Optional[tuple[int, str]]:
+        return (self.fh.h.offset, self.fh.state()) if self.fh.resumable and self.fh.h.offset else None
+
+    def run(self) -> None:
+        while True:
+            pieces = self.queue.get()
+            try:
+                if pieces is None:
+                    return
+                if self.error is None:
+                    self.fh.update(pieces)
+                    self.snapshot = self._snap()
+            except BaseException as e:               # handed to the writer at drain()
+                self.error = e
+            finally:
+                self.queue.task_done()
+
+    def put(self, pieces: list) -> None:
+        """Hash these buffers next, in order (they must not change any more)."""
+        if self.error is not None:
+            raise self.error
+        self.queue.put(pieces)
+
+    def drain(self) -> None:
+        """Wait until every batch handed over is hashed."""
+        self.queue.join()
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.join()
+
+
 class Writer(threading.Thread):
-    """Appends what `make_source()` delivers to NAME.part in batches; hashes each batch as it
-    writes it (first the bytes of NAME.part not yet hashed) and saves the hash state after each.
-    Runs in a thread of its own, so no signal ever lands between a write and its hash: the main
-    thread handles signals and gives orders (stop, pause, resume, abort)."""
+    """Appends what `make_source()` delivers to NAME.part in batches; each batch, once written, is
+    hashed (first the bytes of NAME.part not yet hashed) by a Hasher beside it, and the hash state
+    so far is saved after every write, tied to NAME.part as written (size, time, inode). Runs in a
+    thread of its own, so no signal ever lands between a write and its bookkeeping: the main
+    thread handles signals and gives orders (stop, pause, resume, abort). Without a source it
+    only hashes what is in `path`."""
 
     def __init__(self, job: "FileJob", fh: Optional[FileHash],
                  make_source: Optional[Callable[[], object]], path: Optional[str] = None,
@@ -153,21 +209,23 @@ class Writer(threading.Thread):
         super().__init__(daemon=True)
         self.job, self.fh, self.make_source = job, fh, make_source
         self.path, self.save = path or job.part, save
+        self.hasher: Optional[Hasher] = None
         self.source = None
         self.fd = -1
         self.error: Optional[BaseException] = None
         self.stopping = self.aborted = False
         self.pause_asked, self.paused, self.resumed = False, threading.Event(), threading.Event()
         self.appended = 0                     # bytes written to NAME.part by this writer
-        self.after_last = 0                   # of them, those written after the last byte came
-        self.batch = bytearray()
+        self.left_at_end = 0                  # bytes not yet hashed when the source ended
+        self.batch: list = []                 # buffers written next, and their size
+        self.batched = 0
         self.batch_t = 0.0
         self.sniffed = False
         self.lock = threading.Lock()          # source creation vs stop from the main thread
 
     # -- orders from the main thread
     def stop(self) -> None:
-        """Write and save what has come, then end (the source is closed by the caller)."""
+        """Write, hash and save what has come, then end (the caller closes the source)."""
         self.stopping = True
         self.resumed.set()
 
@@ -177,7 +235,7 @@ class Writer(threading.Thread):
         self.resumed.set()
 
     def pause(self) -> bool:
-        """Write and save what has come, then wait for resume(); True once that is done."""
+        """Write, hash and save what has come, then wait for resume(); True once that is done."""
         self.resumed.clear()
         self.pause_asked = True
         return self.paused.wait(PAUSE_WAIT) or not self.is_alive()
@@ -195,6 +253,8 @@ class Writer(threading.Thread):
 
     # -- the thread
     def run(self) -> None:
+        if self.fh is not None:
+            self.hasher = Hasher(self.fh)
         try:
             self._run()
         except BaseException as e:               # handed to the main thread
@@ -205,15 +265,24 @@ class Writer(threading.Thread):
             except BaseException:
                 pass
         finally:
-            self._save()
+            try:
+                if self.hasher is not None:
+                    if not self.aborted:
+                        self.hasher.drain()
+                    self.hasher.close()
+                self._save()
+            except BaseException as e:
+                self.error = self.error or e
             if self.fd >= 0:
                 os.close(self.fd)
                 self.fd = -1
 
     def _orders(self) -> bool:
-        """Obey a pause (write and save, then wait) and say whether to stop."""
+        """Obey a pause (write, hash and save, then wait) and say whether to stop."""
         if self.pause_asked and not self.stopping:
             self._flush()
+            if self.hasher is not None:
+                self.hasher.drain()
             self._save()
             self.paused.set()
             self.resumed.wait()
@@ -230,21 +299,28 @@ class Writer(threading.Thread):
             self.source = self.make_source()
         windows = isinstance(self.source, transport.Windows)
         while not self._orders():
-            data = self.source.read(transport.CHUNK, timeout=READ_WAIT)
+            if windows:
+                data = self.source.read(transport.CHUNK, timeout=READ_WAIT)
+            else:
+                data = self.source.chunk(timeout=READ_WAIT)
             if data is None:
                 if self.batch and time.monotonic() - self.batch_t >= BATCH_SECONDS:
                     self._flush()
                 continue
-            if not data:
+            if not len(data):
                 if not self.stopping:
                     self._flush()
                     self.job.last_byte_at = getattr(self.source, "done_at", None)
                     self.job.sent_more = getattr(self.source, "sent_more", None)
+                    snap = self.hasher.snapshot if self.hasher is not None else None
+                    self.left_at_end = self.appended - (snap[0] if snap else 0) \
+                        if self.fh is not None and self.fh.resumable else 0
                 return
             if not self.batch:
                 self.batch_t = time.monotonic()
-            self.batch += data
-            if len(self.batch) >= BATCH_BYTES or time.monotonic() - self.batch_t >= BATCH_SECONDS:
+            self.batch.append(data)
+            self.batched += len(data)
+            if self.batched >= BATCH_BYTES or time.monotonic() - self.batch_t >= BATCH_SECONDS:
                 self._flush()
                 if windows:
                     self.source.drop_consumed()
@@ -253,71 +329,78 @@ class Writer(threading.Thread):
         """Hash the bytes of NAME.part the hash has not seen (all of it, without a usable state)."""
         job, fh = self.job, self.fh
         size = os.path.getsize(self.path) if os.path.exists(self.path) else 0
-        if fh.offset >= size:
+        at = fh.offset
+        if at >= size:
             return
-        if size - fh.offset > CHECK_READ and self.make_source is not None:
+        if size - at > CHECK_READ and self.make_source is not None:
             log.info("%s: hashing the %s already in %s%s; this reads them once", job.split,
-                     human(size - fh.offset), os.path.basename(self.path),
-                     " after byte %d" % fh.offset if fh.offset else "")
+                     human(size - at), os.path.basename(self.path),
+                     " after byte %d" % at if at else "")
         with open(self.path, "rb", buffering=0) as f:
-            f.seek(fh.offset)
-            while fh.offset < size:
+            f.seek(at)
+            while at < size:
                 if self.pause_asked or self.stopping:
+                    self.hasher.drain()
                     self._save()
                     if self._orders():
                         return
-                buf = f.read(min(CHECK_READ, size - fh.offset))
+                buf = f.read(min(CHECK_READ, size - at))
                 if not buf:
-                    raise PrepError("%s shrank while it was hashed; rerun" % job.part)
-                fh.update(buf)
+                    raise PrepError("%s shrank while it was hashed; rerun" % self.path)
+                self.hasher.put([buf])
+                at += len(buf)
+        self.hasher.drain()
         self._save()
 
     def _flush(self) -> None:
-        """Write the batch to NAME.part, hash it, save the state."""
+        """Write the batch to NAME.part, hand it to the hasher, save the state so far."""
         if self.aborted or not self.batch:
             return
-        job, data = self.job, self.batch
+        job, pieces, size = self.job, self.batch, self.batched
         if self.fd < 0:
             at = os.path.getsize(job.part) if os.path.exists(job.part) else 0
-            if at == 0 and not self.sniffed and looks_like_html(bytes(data[:transport.HTML_SNIFF])):
-                job.save_html(bytes(data))
-                self.batch = bytearray()
+            head = b"".join(bytes(p) for p in pieces)[:transport.HTML_SNIFF] if at == 0 else b""
+            if at == 0 and not self.sniffed and looks_like_html(head):
+                job.save_html(b"".join(bytes(p) for p in pieces))
+                self.batch, self.batched = [], 0
                 raise WebPage("the link answered with a web page")
             self.sniffed = True
             self.fd = os.open(job.part, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        if len(pieces) > 1:                    # one buffer: one write, one call of the hash
+            pieces = [b"".join(pieces)]
         try:
-            write_all(self.fd, data)
+            write_all(self.fd, pieces)
         except OSError as e:
             raise job.write_error(e) from None
-        if self.fh is not None:
-            self.fh.update(data)
-        self.appended += len(data)
-        if job.last_byte_at is None and getattr(self.source, "done_at", None) is not None:
-            self.after_last += len(data)
-        self.batch = bytearray()
+        self.batch, self.batched = [], 0
+        self.appended += size
+        if self.hasher is not None:
+            self.hasher.put(pieces)
         self._save()
 
     def _save(self) -> None:
-        """Save the hash state, tied to NAME.part as it is now (resumable hashes only)."""
+        """Save the hash state so far, tied to NAME.part as written now (resumable hashes only)."""
         fh = self.fh
-        if fh is None or not fh.resumable or self.aborted or not self.save or fh.h.offset == 0:
+        if fh is None or not fh.resumable or self.aborted or not self.save:
+            return
+        snap = self.hasher.snapshot if self.hasher is not None else None
+        if snap is None:
             return
         try:
             st = os.fstat(self.fd) if self.fd >= 0 else os.stat(self.path)
         except OSError:
             return
         ident = file_id(st)
-        if fh.saved == (ident, fh.h.offset):
+        if fh.saved == (ident, snap[0]):
             return                             # the state file says just that already
-        doc = dict(ident, version=STATE_VERSION, algorithm=fh.algo, state=fh.state(),
-                   offset=fh.h.offset)
+        doc = dict(ident, version=STATE_VERSION, algorithm=fh.algo, state=snap[1], offset=snap[0])
         try:
             write_json(self.job.state, doc, sync=False)
         except OSError as e:
             if e.errno in DISK_FULL:
                 raise self.job.write_error(e) from None
             raise
-        fh.saved = (ident, fh.h.offset)
+        fh.saved = (ident, snap[0])
 
     def position(self) -> int:
         """Bytes received so far by the source in this run (for progress)."""
@@ -350,7 +433,7 @@ class FileJob:
         self.last_byte_at: Optional[float] = None
         self.sent_more: Optional[str] = None
         self.started_over = False
-        self.fetched = self.after_last = 0      # bytes received by this run; written after the last
+        self.fetched = self.left_at_end = 0     # bytes received by this run; not yet hashed at its end
         self.pause_id: Optional[dict] = None
 
     # -- words
@@ -676,7 +759,7 @@ class FileJob:
             w.close_source()
             w.join()
             self.fetched += w.position()
-            self.after_last += w.after_last
+            self.left_at_end = max(self.left_at_end, w.left_at_end)
             if self.windows is not None:
                 self.windows.close()
                 if w.error is None:
@@ -953,7 +1036,7 @@ class FileJob:
                              human(size))
                 fh = self.write(fh or FileHash(self.digest.algo), None)
             actual = fh.hexdigest()
-            how = "hashed as it was written; %s left to hash at the end" % human(self.after_last)
+            how = "hashed as it was written; %s left to hash at the end" % human(self.left_at_end)
             if actual != self.digest.hex and fh.resumed:
                 log.info("%s: the %s does not match; %s.part is read again in full to be sure the saved "
                          "state %s was not at fault", self.split, self.digest.name, self.name,

@@ -30,11 +30,11 @@ failures are permanent (a login needed, a missing file, a TLS problem) and stop 
 """
 from __future__ import annotations
 
+import collections
 import ctypes
 import fcntl
 import io
 import os
-import queue
 import re
 import signal
 import subprocess
@@ -732,11 +732,25 @@ class RangeReader(io.RawIOBase):
     # -- reading
     def readinto(self, b) -> int:
         with self.busy:
-            return self._readinto(b)
+            view = memoryview(b)
+            return self._pull(len(b), lambda want: self.attempt.readinto(view[:want]))
 
-    def _readinto(self, b) -> int:
+    def read1(self, n: int = CHUNK) -> bytes:
+        """Up to n bytes, as they come from curl (no buffer to fill, or to zero, first); b"" at
+        the end. What the Prefetcher reads with: a fast link brings many small pieces."""
+        with self.busy:
+            got: list = []
+
+            def take(want: int) -> int:
+                got.append(self.attempt.proc.stdout.read1(want))
+                return len(got[-1])
+            return got[-1] if self._pull(n, take) else b""
+
+    def _pull(self, size: int, take: Callable[[int], int]) -> int:
+        """Deliver up to `size` bytes with take(want) (which reads from the current attempt and
+        says how many it got), over as many attempts as it takes; 0 at the end."""
         while True:
-            want = len(b) if self.end is None else min(len(b), self.end - self.pos)
+            want = size if self.end is None else min(size, self.end - self.pos)
             if want <= 0:
                 self._at_end()
                 return 0
@@ -753,7 +767,7 @@ class RangeReader(io.RawIOBase):
                 self._at_end()
                 return 0
             if resp is not None and resp.status < 400:
-                n = self.attempt.readinto(memoryview(b)[:want])
+                n = take(want)
                 if n:
                     self.pos += n
                     return n
@@ -828,7 +842,18 @@ class LocalReader(io.RawIOBase):
         if want <= 0 or self.fd < 0:
             self.done_at = self.done_at or time.monotonic()
             return 0
-        n = os.preadv(self.fd, [memoryview(b)[:want]], self.pos)
+        return self._got(os.preadv(self.fd, [memoryview(b)[:want]], self.pos))
+
+    def read1(self, n: int = CHUNK) -> bytes:
+        want = min(n, self.end - self.pos)
+        if want <= 0 or self.fd < 0:
+            self.done_at = self.done_at or time.monotonic()
+            return b""
+        data = os.pread(self.fd, want, self.pos)
+        self._got(len(data))
+        return data
+
+    def _got(self, n: int) -> int:
         self.pos += n
         if n == 0:
             raise TransferFailed("%s: the local file of the link ended at byte %d, before its %d bytes"
@@ -854,16 +879,18 @@ def open_range(remote: Remote, start: int, end: Optional[int], policy: Policy,
 # ----------------------------------------------------------------------------- reading ahead
 
 class Prefetcher:
-    """Reads `reader` ahead of its consumer, in a thread of its own and up to DEPTH chunks of CHUNK
-    bytes, so that the transfer goes on while the consumer writes (curl's pipe holds little).
-    `head`: bytes already taken from the reader, put back in front. The thread is the one that
-    starts curl for every attempt after the first, and it lives as long as the transfer."""
+    """Reads `reader` ahead of its consumer, in a thread of its own and up to AHEAD bytes, so that
+    the transfer goes on while the consumer writes (curl's pipe holds little). `head`: bytes
+    already taken from the reader, put back in front. The thread is the one that starts curl for
+    every attempt after the first, and it lives as long as the transfer."""
 
-    CHUNK, DEPTH = CHUNK, 32
+    AHEAD = 32 << 20
 
     def __init__(self, reader, head: bytes = b"") -> None:
         self.reader, self.buf, self.at = reader, head, 0
-        self.chunks: queue.Queue = queue.Queue(maxsize=self.DEPTH)
+        self.items: collections.deque = collections.deque()
+        self.queued = 0
+        self.cond = threading.Condition()
         self.stopping = False
         self.received = len(head)
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -877,43 +904,61 @@ class Prefetcher:
     def sent_more(self) -> Optional[str]:
         return self.reader.sent_more
 
+    def _put(self, item) -> None:
+        with self.cond:
+            while self.queued >= self.AHEAD and not self.stopping:
+                self.cond.wait(0.5)
+            self.items.append(item)
+            self.queued += len(item) if isinstance(item, bytes) else 0
+            self.cond.notify_all()
+
     def _run(self) -> None:
         try:
             while not self.stopping:
-                data = self.reader.read(self.CHUNK)
-                self.received += len(data or b"")
-                self.chunks.put(data)
+                data = self.reader.read1(CHUNK)
+                self.received += len(data)
+                self._put(data)
                 if not data:
                     return
         except BaseException as e:                     # raised in the consumer at its next read
-            self.chunks.put(e)
+            self._put(e)
 
     def read(self, n: int, timeout: Optional[float] = None) -> Optional[bytes]:
         """Up to n bytes; b"" at the end; None when nothing came within `timeout` seconds."""
         if self.at >= len(self.buf):
-            try:
-                item = self.chunks.get(timeout=timeout)
-            except queue.Empty:
-                return None
-            if isinstance(item, BaseException):
-                self.chunks.put(item)                  # every later read says it too
-                raise item
-            if not item:
-                self.chunks.put(item)                  # the end, for later reads too
-                return b""
+            item = self.chunk(timeout)
+            if item is None or not item:
+                return item
             self.buf, self.at = item, 0
         out = self.buf[self.at:self.at + n]
         self.at += len(out)
         return out
 
+    def chunk(self, timeout: Optional[float] = None) -> Optional[bytes]:
+        """The next piece as it came; b"" at the end; None when nothing came within `timeout`
+        seconds. After a read(), first the rest of the piece it began."""
+        if self.at < len(self.buf):
+            out, self.at = self.buf[self.at:], len(self.buf)
+            return out
+        with self.cond:
+            if not self.items and not self.cond.wait_for(lambda: self.items, timeout):
+                return None
+            item = self.items[0]
+            if isinstance(item, BaseException):
+                raise item                             # (left there: every later read says it)
+            if not item:
+                return b""                             # the end, for later reads too
+            self.items.popleft()
+            self.queued -= len(item)
+            self.cond.notify_all()
+            return item
+
     def close(self) -> None:
         self.stopping = True
+        with self.cond:
+            self.cond.notify_all()
         self.reader.close()                            # ends curl: the thread's read returns
-        while self.thread.is_alive():
-            try:
-                self.chunks.get(timeout=0.1)           # unblock its put
-            except queue.Empty:
-                pass
+        self.thread.join()
 
 
 @dataclass
@@ -1139,10 +1184,17 @@ def spool(remote: Remote, start: int, total: int, policy: Policy, n: int, folder
 
 
 def write_all(fd: int, data) -> None:
-    """os.write until every byte of `data` is written (a write may take fewer)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
+    """Write every byte of `data` (a buffer, or a list of buffers: one writev) to fd; a write may
+    take fewer bytes than given, so it goes on where the last one stopped."""
+    views = [memoryview(b).cast("B") for b in (data if isinstance(data, list) else [data])]
+    views = [v for v in views if v.nbytes]
+    while views:
+        done = os.writev(fd, views[:1024])
+        while done and views:
+            if done >= views[0].nbytes:
+                done -= views.pop(0).nbytes
+            else:
+                views[0], done = views[0][done:], 0
 
 
 def remove_file(path: str) -> None:
