@@ -46,10 +46,10 @@ from .transport import (FileChanged, IgnoredRange, Piece, TransferFailed, Unsati
 PROG = "00_download.sh"
 INTERRUPTED = "rerun the same command to continue where it stopped"
 PIECES_PER_CONNECTION = 8        # windows per connection: joins overlap the download
-TAPER = 4                        # the last round of windows is this much smaller (a short tail)
-BATCH_BYTES = 16 << 20            # NAME.part is written (and its hash state saved) per batch ...
+TAIL_WINDOW = 1 << 20            # the smallest window of the last rounds (a short tail)
+BATCH_BYTES = 8 << 20             # NAME.part is written (and its hash state saved) per batch ...
 BATCH_SECONDS = 0.5              # ... of at most this many bytes, or this old
-HASH_QUEUE = 4                   # batches written and waiting for the hash, at most
+HASH_QUEUE = 2                   # batches written and waiting for the hash, at most
 READ_WAIT = 0.2                  # the writer looks at its orders this often while no byte comes
 STATE_MAX = 64 << 10             # a hash state file is far smaller; a larger one is not read
 STATE_VERSION = 2
@@ -703,22 +703,30 @@ class FileJob:
 
     def plan(self, have: int, total: int, n: int) -> list[Piece]:
         """What NAME.part lacks cut into windows for n connections: PIECES_PER_CONNECTION each, of
-        at least DOWNLOAD_MIN_SEGMENT bytes, in whole rounds (no connection idles at the end); the
-        last round smaller, so that little is left to join after the last byte."""
-        rem, p = total - have, n * PIECES_PER_CONNECTION
-        if rem // p < self.s.min_segment:
-            p = rem // self.s.min_segment
+        at least DOWNLOAD_MIN_SEGMENT bytes, in whole rounds (no connection idles at the end). The
+        last round is cut again into rounds of windows half as large, down to TAIL_WINDOW: the
+        windows of a round end at about the same time, and only the bytes of the last round are
+        left to join and hash after the last byte."""
+        rem, p, least = total - have, n * PIECES_PER_CONNECTION, self.s.min_segment
+        if rem // p < least:
+            p = rem // least
         if p > n:
             p = p // n * n
         if p < 2:
             return []
-        last = max(self.s.min_segment, rem // p // TAPER) if p > n else rem // p
-        last = min(last, rem // p)
-        bounds = [have + (rem - n * last) * i // (p - n) for i in range(p - n)] if p > n else []
-        tail = total - n * last if p > n else have
-        bounds += [tail + (total - tail) * i // (p - len(bounds)) for i in range(p - len(bounds))]
-        bounds.append(total)
-        return [Piece(a, b, self.piece_path(a, b)) for a, b in zip(bounds, bounds[1:]) if b > a]
+        w = rem // p
+        sizes = [w] * (p - n)
+        tail, floor, half = rem - w * (p - n), min(least, TAIL_WINDOW), w // 2
+        while half >= floor and tail - n * half >= n * floor:
+            sizes += [half] * n
+            tail -= n * half
+            half //= 2
+        sizes += [tail // n] * (n - 1) + [tail - tail // n * (n - 1)]
+        out, at = [], have
+        for size in sizes:
+            out.append(Piece(at, at + size, self.piece_path(at, at + size)))
+            at += size
+        return out
 
     def fill_gaps(self, pieces: list[Piece], have: int, total: int, n: int) -> list[Piece]:
         """The pieces of an earlier run, and new ones for what lies between them."""

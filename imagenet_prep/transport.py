@@ -884,7 +884,7 @@ class Prefetcher:
     already taken from the reader, put back in front. The thread is the one that starts curl for
     every attempt after the first, and it lives as long as the transfer."""
 
-    AHEAD = 32 << 20
+    AHEAD = 16 << 20
 
     def __init__(self, reader, head: bytes = b"") -> None:
         self.reader, self.buf, self.at = reader, head, 0
