@@ -50,6 +50,7 @@ TAIL_WINDOW = 1 << 20            # the smallest window of the last rounds (a sho
 BATCH_BYTES = 8 << 20             # NAME.part is written (and its hash state saved) per batch ...
 BATCH_SECONDS = 0.5              # ... of at most this many bytes, or this old
 HASH_QUEUE = 2                   # batches written and waiting for the hash, at most
+JOIN_BELOW = 256 << 10           # a batch of pieces smaller than this (on average) is joined first
 READ_WAIT = 0.2                  # the writer looks at its orders this often while no byte comes
 STATE_MAX = 64 << 10             # a hash state file is far smaller; a larger one is not read
 STATE_VERSION = 2
@@ -298,7 +299,16 @@ class Writer(threading.Thread):
                 return
             self.source = self.make_source()
         windows = isinstance(self.source, transport.Windows)
-        while not self._orders():
+        while True:
+            if self._orders():
+                while not windows and not self.aborted:    # what came is written (pieces are
+                    data = self.source.chunk(timeout=0)    # on disk already)
+                    if not data:
+                        break
+                    self.batch.append(data)
+                    self.batched += len(data)
+                self._flush()
+                return
             if windows:
                 data = self.source.read(transport.CHUNK, timeout=READ_WAIT)
             else:
@@ -366,8 +376,8 @@ class Writer(threading.Thread):
                 raise WebPage("the link answered with a web page")
             self.sniffed = True
             self.fd = os.open(job.part, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
-        if len(pieces) > 1:                    # one buffer: one write, one call of the hash
-            pieces = [b"".join(pieces)]
+        if len(pieces) > 8 and size // len(pieces) < JOIN_BELOW:
+            pieces = [b"".join(pieces)]        # many small pieces: one write, one call of the hash
         try:
             write_all(self.fd, pieces)
         except OSError as e:
@@ -1240,28 +1250,29 @@ script: copy or clone the whole repository folder.
 
 Environment: DOWNLOAD_SPEED_LIMIT (1024 B/s) and DOWNLOAD_SPEED_TIME (60 s): slower than that for
 that long counts as a stall and is retried; DOWNLOAD_CONNECT_TIMEOUT (30 s); DOWNLOAD_RETRY_DELAY
-(5 s, doubled per failed attempt up to DOWNLOAD_RETRY_DELAY_MAX, 300 s) — the policy of the fetch
-engine imagenet_prep/transport.py, shared with 01_unzip.sh --stream; an attempt counts as progress
-once it brought a stall's worth (LIMIT x TIME bytes, or a quarter of what was left);
-DOWNLOAD_PROGRESS_STEP (5 %: one progress
-line per step when stderr is not a terminal). The MD5 is computed as the bytes are written, its
-state saved in NAME.part.md5state with every write, so the check after the last byte is an fsync
-and a rename (DOWNLOAD_MD5_FOLLOW of earlier versions is not needed any more, and not read).
+(5 s, doubled per failed attempt up to DOWNLOAD_RETRY_DELAY_MAX, 300 s): the policy of the fetch
+engine imagenet_prep/transport.py, shared with 01_unzip.sh --stream, where an attempt counts as
+progress once it brought a stall's worth (LIMIT x TIME bytes, or a quarter of what was left);
+DOWNLOAD_PROGRESS_STEP (5 %: one progress line per step when stderr is not a terminal). The MD5
+is computed as the bytes are written and its state saved in NAME.part.md5state with every write,
+so the check after the last byte is an fsync and a rename (DOWNLOAD_MD5_FOLLOW of earlier versions
+is not needed any more, and not read).
 
 A rerun continues NAME.part where it stopped and says "already done" for a verified file without
 touching the network (NAME.md5 records the check; delete it to check again), and for a split that
 01_unzip.sh extracted and verified before it removed the archive (--remove-archive). A file that
 is full size but fails its checksum is moved to NAME.bad and the split fails; a rerun downloads it
 again. A web page received instead of the archive (an expired link, a login page) is set aside as
-NAME.html. NAME.lock keeps a second {prog} off the same file; it is removed when the run ends or
-is stopped. Exit codes: 0 all requested splits present and verified, 1 failure, 2 usage,
-130 stopped by Ctrl-C, 143 stopped by SIGTERM (129 by SIGHUP).
+NAME.html. NAME.lock keeps a second {prog} off the same file; it is removed when the
+run ends or is stopped (and given up during a Ctrl-Z). Exit codes: 0 all requested splits present
+and verified, 1 failure, 2 usage, 130 stopped by Ctrl-C, 143 stopped by SIGTERM (129 by SIGHUP).
 Example: {prog} --root /data/imagenet --connections 4 val devkit
 """
 
 
 def build_parser() -> Parser:
-    p = Parser(prog=PROG, description="Download ILSVRC2012 archives into ROOT/downloads/.",
+    p = Parser(prog=PROG, usage="%(prog)s [options] SPLIT...",
+               description="Download ILSVRC2012 archives into ROOT/downloads/.",
                epilog=EPILOG.format(table=help_table(), prog=PROG))
     p.add_argument("splits", nargs="*", metavar="SPLIT", help="%s all" % " ".join(facts.SPLITS))
     p.add_argument("--root", metavar="DIR",
@@ -1331,14 +1342,13 @@ def main(argv: Optional[list[str]] = None) -> int:
                      % scrub_links(args.connections)[:40])
     if args.retries is not None and not re.fullmatch(r"[1-9][0-9]{0,8}", args.retries):
         parser.error("--retries must be a whole number >= 1, not '%s'" % args.retries[:40])
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGHUP, _on_sighup)
-    signal.signal(signal.SIGTSTP, _on_sigtstp)
-    for sig in (signal.SIGTTOU, signal.SIGTTIN):     # a log line on a terminal with `stty tostop`
-        signal.signal(sig, signal.SIG_IGN)
-
     def body() -> int:
-        try:
+        try:                         # (inside console.run: a Ctrl-C from now on is a clean stop)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGHUP, _on_sighup)
+            signal.signal(signal.SIGTSTP, _on_sigtstp)
+            for sig in (signal.SIGTTOU, signal.SIGTTIN):   # a log line on a terminal, `stty tostop`
+                signal.signal(sig, signal.SIG_IGN)
             return download(args, splits)
         except HangUp:
             log.error("stopped by SIGHUP; %s", INTERRUPTED)
