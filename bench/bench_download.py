@@ -1,35 +1,35 @@
 #!/usr/bin/env python3
-"""Benchmark of 00_download.sh against the loopback server (tests/httpserver.py); not a test.
+"""Benchmark of 00_download.sh (the one fetch engine) against the loopback server; not a test.
 
-    python3 bench/bench_download.py [--size-mb 240] [--rate-mb 20] [--connections 4] [--json FILE]
-    python3 bench/bench_download.py --tail-only [--tail-size-mb 2000] [--tail-rate-mb 100]
+    python3 bench/bench_download.py [--size-mb 300] [--rate-mb 40] [--connections 4] [--repeat 3]
+                                    [--fast-size-mb 1000] [--old-commit REV] [--json FILE]
 
-The server caps every connection (default 20 MB/s), like a remote server that is slow per
-connection. In the same run it measures:
+The server (tests/httpserver.py, in this process) caps every connection, as image-net.org does.
+In one run, alternating the two so that drift in the machine's load hits both alike, it measures:
 
-* throughput of --connections N over --connections 1 (goal: at least 0.8*N, 3.2x for N = 4), from the
-  script's own "fetched ... in ... s" line (transfer plus joining the ranges), and end to end (also
-  the MD5 check, which is the same work for both);
-* a SIGKILL in the middle of a download, then a rerun: bytes fetched twice, counted by the server
-  as body bytes sent in the rerun minus the bytes that were missing on disk (goal: 0), for one and
-  for N connections. The SIGKILL goes to the script's process group; 00_download.sh runs each split
-  (curl and its helpers) in a process group of its own, which its watchdog stops once the main
-  process is gone. The bytes on disk are counted only when no process of the run is left (what is
-  still running after a few seconds is killed and said), else late writes would count as saved;
-* the tail of a download (issue 14): on a separate, larger file (default 2000 MB, served at
-  --tail-rate-mb per connection), the time from the last byte received to "MD5 verified", from the
-  script's own log line, the old way (DOWNLOAD_MD5_FOLLOW=0: md5sum reads NAME.part again) and the
-  new one (the follower hashed NAME.part while it grew, over 1 and N connections), next to the time
-  of the final fsync and rename alone (goal: no MD5 work left after the last byte; the tail is the
-  fsync and the rename). The old way reads a file that is still in the page cache here; on a real
-  147 GB archive it comes from the disk and takes longer.
+* the new 00 against the last bash 00 of the repository's history (00_download.sh and the package
+  of the newest commit whose 00_download.sh is the bash script, unpacked with `git archive` into a
+  scratch folder; --old-commit picks another): on a SIZE-MB file at RATE-MB per connection over
+  N connections, the median wall time and CPU time (user + system of every process of the run:
+  resource.getrusage(RUSAGE_CHILDREN) around it). Goals: <= 1.10x the time, <= 1.25x the CPU;
+* the tail: last byte -> "MD5 verified" (the script's own log line) next to its fsync and
+  rename, with N connections and with one. Goal: no more than the fsync and rename + 0.2 s;
+* an uncapped link (issue 23): FAST-SIZE-MB over one connection, the new 00 against `curl -o`
+  of the same file followed by `sync`. Goals: <= 1.15x, and the MD5 verified <= 0.2 s after the
+  last byte;
+* a SIGKILL of the whole run at 40 % and a rerun: bytes fetched twice (the server's body bytes of
+  the rerun minus the bytes missing on disk), 1 and N connections. Goal: 0.
+The page cache stays warm (the served file is read by the server from memory, as a fast mirror's
+would be); every download ends with the script's fsync.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import os
 import re
+import resource
 import signal
 import statistics
 import subprocess
@@ -39,22 +39,17 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from benchpaths import REPO
+from benchpaths import REPO, copy_scripts
 import benchmark
 from httpserver import FaultServer
 
-SCRIPT = REPO / "00_download.sh"
 NAME = "ILSVRC2012_img_val.tar"
-FETCHED_RE = re.compile(r"fetched (\d+) bytes in ([\d.]+) s")
 VERIFIED_RE = re.compile(r"MD5 verified ([\d.]+) s after the last byte \(([^)]*)\)")
-LEFT_RE = re.compile(r"; ([\d.]+) (B|KiB|MiB|GiB) left to hash at the end")
 SYNC_RE = re.compile(r"fsync and rename ([\d.]+) s")
-UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
-SETTLE_SECONDS = 10  # for the split's watchdog to stop what is left after the kill
+SETTLE_SECONDS = 10                   # for what is left of a killed run to be gone
 
 
 def make_file(path: Path, size: int) -> str:
-    import hashlib
     h = hashlib.md5()
     with open(path, "wb") as fh:
         left = size
@@ -73,30 +68,58 @@ def env_for(**extra: str) -> dict:
     return env
 
 
-def download(root: Path, urls: Path, connections: int) -> tuple[float, float]:
-    """One full download; returns (transfer seconds from the script's log, wall seconds)."""
-    t0 = time.monotonic()
-    r = subprocess.run([str(SCRIPT), "--root", str(root), "--urls", str(urls), "val",
-                        "--connections", str(connections)],
-                       capture_output=True, text=True, env=env_for(), timeout=600)
-    wall = time.monotonic() - t0
+def timed(cmd: list, env: Optional[dict] = None, timeout: float = 3600) -> tuple:
+    """(CompletedProcess, wall seconds, CPU seconds of every process it ran)."""
+    before, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env or env_for(),
+                       timeout=timeout)
+    wall, after = time.monotonic() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return r, wall, cpu
+
+
+def old_script(work: Path, rev: Optional[str]) -> Optional[Path]:
+    """The last bash 00_download.sh of the history (or of REV), with its package, in work/old."""
+    try:
+        revs = [rev] if rev else subprocess.run(
+            ["git", "-C", str(REPO), "rev-list", "--first-parent", "HEAD"], capture_output=True,
+            text=True, check=True).stdout.split()
+        for c in revs:
+            text = subprocess.run(["git", "-C", str(REPO), "show", "%s:00_download.sh" % c],
+                                  capture_output=True, text=True, check=True).stdout
+            if len(text.splitlines()) > 100:             # the bash one, not the thin entry
+                (work / "old").mkdir()
+                archive = subprocess.run(["git", "-C", str(REPO), "archive", c, "00_download.sh",
+                                          "imagenet_prep"], capture_output=True, check=True).stdout
+                subprocess.run(["tar", "-x", "-C", str(work / "old")], input=archive, check=True)
+                print("old 00: 00_download.sh and imagenet_prep/ of commit %s" % c[:10],
+                      file=sys.stderr)
+                return work / "old" / "00_download.sh"
+    except (OSError, subprocess.CalledProcessError) as e:
+        print("warning: no bash 00 from git history (%s); its rows are left out" % e, file=sys.stderr)
+    return None
+
+
+def download(script: Path, root: Path, urls: Path, connections: int) -> dict:
+    """One full download into an empty ROOT: wall and CPU time, the tail lines of the log."""
+    r, wall, cpu = timed([script, "--root", root, "--urls", urls, "val", "--connections",
+                          str(connections)])
     if r.returncode != 0:
-        raise SystemExit("download failed:\n" + r.stderr)
-    m = FETCHED_RE.search(r.stderr)
-    if not m:
-        raise SystemExit("no 'fetched ... in ... s' line in:\n" + r.stderr)
-    return float(m.group(2)), wall
+        raise SystemExit("download failed (%s):\n%s" % (script, r.stderr))
+    verified, synced = VERIFIED_RE.search(r.stderr), SYNC_RE.search(r.stderr)
+    (root / "downloads" / NAME).unlink()
+    return {"wall": wall, "cpu": cpu, "verify": float(verified.group(1)) if verified else None,
+            "how": verified.group(2) if verified else "", "sync": float(synced.group(1)) if synced else None}
 
 
 def session_processes(sid: int) -> list[int]:
-    """Live (not zombie) processes of session `sid`, from /proc."""
     out = []
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
         try:
             with open("/proc/%s/stat" % d) as f:
-                fields = f.read().rsplit(")", 1)[1].split()  # the name, in parentheses, may hold spaces
+                fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
         if fields[0] != "Z" and int(fields[3]) == sid:
@@ -104,74 +127,40 @@ def session_processes(sid: int) -> list[int]:
     return out
 
 
-def wait_session_gone(sid: int) -> None:
-    """Wait until no process of the session is left; SIGKILL (and say) what outlives SETTLE_SECONDS."""
-    deadline = time.monotonic() + SETTLE_SECONDS
-    while session_processes(sid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    left = session_processes(sid)
-    if left:
-        print("warning: %d process(es) of the killed run still there after %d s, killing them: %s"
-              % (len(left), SETTLE_SECONDS, left), file=sys.stderr)
-    while left:
-        for pid in left:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.02)
-        left = session_processes(sid)
-
-
-def killed_then_resumed(root: Path, urls: Path, srv: FaultServer, size: int,
+def killed_then_resumed(script: Path, root: Path, urls: Path, srv: FaultServer, size: int,
                         connections: int) -> tuple[int, int]:
-    """SIGKILL at about 40 %, rerun; returns (bytes on disk at the kill, bytes fetched twice)."""
+    """SIGKILL at about 40 %, rerun; (bytes on disk at the kill, bytes fetched twice)."""
     srv.reset_log()
-    p = subprocess.Popen([str(SCRIPT), "--root", str(root), "--urls", str(urls), "val",
-                          "--connections", str(connections)], env=env_for(),
-                         start_new_session=True, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
+    p = subprocess.Popen([str(script), "--root", str(root), "--urls", str(urls), "val",
+                          "--connections", str(connections)], env=env_for(), start_new_session=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while srv.bytes_sent() < 0.4 * size and time.monotonic() < deadline:
         time.sleep(0.01)
     os.killpg(p.pid, signal.SIGKILL)
     p.wait()
-    wait_session_gone(p.pid)  # start_new_session: the session id is the script's pid
-    time.sleep(0.3)  # let the server notice the closed connections
-    have = sum(f.stat().st_size for f in (root / "downloads").glob(NAME + ".part*")
-               if not f.name.endswith(".md5state"))  # NAME.part and its pieces, not the MD5 state
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while session_processes(p.pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)                      # let the server notice the closed connections
+    dl = root / "downloads"
+    pieces = [(int(m.group(1)), f.stat().st_size) for f in dl.glob(NAME + ".part.*")
+              for m in [re.search(r"\.([0-9]+)-[0-9]+$", f.name)] if m]
+    part = (dl / (NAME + ".part")).stat().st_size if (dl / (NAME + ".part")).exists() else 0
+    have = min([part] + [a for a, _ in pieces]) + sum(n for _, n in pieces)
     srv.reset_log()
-    r = subprocess.run([str(SCRIPT), "--root", str(root), "--urls", str(urls), "val",
-                        "--connections", str(connections)],
-                       capture_output=True, text=True, env=env_for(), timeout=600)
+    r = subprocess.run([str(script), "--root", str(root), "--urls", str(urls), "val",
+                        "--connections", str(connections)], capture_output=True, text=True,
+                       env=env_for(), timeout=600)
     if r.returncode != 0:
         raise SystemExit("resumed download failed:\n" + r.stderr)
     return have, srv.bytes_sent() - (size - have)
 
 
-def tail(root: Path, urls: Path, connections: int, follow: bool) -> dict:
-    """One download of the tail file; what the script says about its last seconds: MD5 verified
-    this long after the last byte (and how much was left to hash then), fsync and rename."""
-    r = subprocess.run([str(SCRIPT), "--root", str(root), "--urls", str(urls), "val",
-                        "--connections", str(connections)], capture_output=True, text=True,
-                       env=env_for(DOWNLOAD_MD5_FOLLOW="1" if follow else "0"), timeout=3600)
-    if r.returncode != 0:
-        raise SystemExit("download failed:\n" + r.stderr)
-    verified, synced = VERIFIED_RE.search(r.stderr), SYNC_RE.search(r.stderr)
-    if not verified or not synced:
-        raise SystemExit("no 'MD5 verified ... after the last byte' or 'fsync' line in:\n" + r.stderr)
-    left = LEFT_RE.search(verified.group(0))
-    fetched = FETCHED_RE.search(r.stderr)
-    (root / "downloads" / NAME).unlink()
-    return {"verify": float(verified.group(1)), "how": verified.group(2), "sync": float(synced.group(1)),
-            "left": round(float(left.group(1)) * UNITS[left.group(2)]) if left else None,
-            "fetch": float(fetched.group(2)) if fetched else None}
-
-
 @contextlib.contextmanager
 def served(work: Path, prefix: str, size: int, rate: float):
-    """(server, urls.sh): a file of `size` random bytes under the val name in work/PREFIXsrc,
-    served by the loopback server capped at `rate` B/s per connection, and a urls.sh for it."""
+    """(server, urls.sh): a file of `size` random bytes under the val name, served by the loopback
+    server capped at `rate` B/s per connection (0: no cap), and a urls.sh for it."""
     src = work / (prefix + "src")
     src.mkdir()
     digest = make_file(src / NAME, size)
@@ -184,101 +173,111 @@ def served(work: Path, prefix: str, size: int, rate: float):
         srv.stop()
 
 
-def tail_rows(work: Path, size: int, rate: float, n: int) -> list[dict]:
-    """The tail measurement (see the module's docstring) on a file of `size` bytes."""
-    with served(work, "tail-", size, rate) as (_, urls):
-        old = tail(work / "tail-old", urls, 1, follow=False)
-        new = tail(work / "tail-new", urls, 1, follow=True)
-        many = tail(work / ("tail-new%d" % n), urls, n, follow=True)
-    mb = size / 1e6
-    rows = [{"measure": "last byte -> MD5 verified, old way: md5sum reads %d MB again" % mb,
-             "value": old["verify"], "unit": "s", "baseline": None, "ratio": None, "goal": "report"}]
-    for c, res in ((1, new), (n, many)):
-        rows.append({"measure": "last byte -> MD5 verified, followed while downloading, %d connection%s "
-                     "(%s left to hash)" % (c, "" if c == 1 else "s",
-                                            "?" if res["left"] is None else "%d B" % res["left"]),
-                     "value": res["verify"], "unit": "s", "baseline": old["verify"],
-                     "ratio": round(old["verify"] / max(res["verify"], 0.005), 1),
-                     "goal": "no MD5 work after the last byte"})
-    rows.append({"measure": "final fsync and rename alone (%d MB, followed run)" % mb,
-                 "value": new["sync"], "unit": "s", "baseline": None, "ratio": None, "goal": "report"})
-    print("tail file: %d MB at %g MB/s per connection; fetch %.1f s (1 connection), %.1f s (%d); "
-          "old way: %s" % (mb, rate / 1e6, new["fetch"] or 0, many["fetch"] or 0, n, old["how"]),
-          file=sys.stderr)
-    return rows
+def median(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs if r[key] is not None)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--size-mb", type=float, default=240, help="size of the served file (MB)")
-    p.add_argument("--rate-mb", type=float, default=20, help="per-connection cap (MB/s)")
-    p.add_argument("--connections", type=int, default=4, help="N for the segmented runs")
-    p.add_argument("--repeat", type=int, default=1, help="rounds (median reported)")
-    p.add_argument("--quick", action="store_true", help="a 60 MB file, for a smoke run")
-    p.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
-    p.add_argument("--json", type=Path, help="also write the rows to this file")
-    p.add_argument("--tail-size-mb", type=float, default=2000,
-                   help="size of the file for the last-byte-to-verified measurement (MB)")
-    p.add_argument("--tail-rate-mb", type=float, default=40,
-                   help="per-connection cap for that measurement (MB/s)")
-    p.add_argument("--tail-only", action="store_true", help="only the last-byte-to-verified measurement")
-    p.add_argument("--no-tail", action="store_true", help="skip the last-byte-to-verified measurement")
-    return p
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    a = build_parser().parse_args(argv)
-    size = int((60 if a.quick else a.size_mb) * 1e6)
-    rate = a.rate_mb * 1e6
-    n = a.connections
-    tail_size = int((200 if a.quick else a.tail_size_mb) * 1e6)
-    if a.tail_only:
-        with tempfile.TemporaryDirectory(dir=a.work) as tmp:
-            rows = tail_rows(Path(tmp), tail_size, a.tail_rate_mb * 1e6, n)
-        return report(a, rows, "last byte to verified, %d MB file" % (tail_size / 1e6), True)
-    with tempfile.TemporaryDirectory(dir=a.work) as tmp:
-        work = Path(tmp)
-        with served(work, "", size, rate) as (srv, urls):
-            res: dict[int, list[tuple[float, float]]] = {1: [], n: []}
-            for k in range(a.repeat):
-                for c in (1, n):  # alternate, so drift in machine load hits both alike
-                    root = work / ("r%d-%d" % (c, k))
-                    srv.reset_log()
-                    res[c].append(download(root, urls, c))
-                    assert srv.bytes_sent() == size, "bytes served %d != %d" % (srv.bytes_sent(), size)
-                    (root / "downloads" / NAME).unlink()
-            resume = {c: killed_then_resumed(work / ("kill%d" % c), urls, srv, size, c) for c in (1, n)}
-        tail = [] if a.no_tail else tail_rows(work, tail_size, a.tail_rate_mb * 1e6, n)
-    t1 = statistics.median(t for t, _ in res[1])
-    tn = statistics.median(t for t, _ in res[n])
-    w1 = statistics.median(w for _, w in res[1])
-    wn = statistics.median(w for _, w in res[n])
-    mb = size / 1e6
-    goal = 0.8 * n
-    rows = [
-        {"measure": "throughput, 1 connection (cap %g MB/s each)" % a.rate_mb,
-         "value": round(mb / t1, 1), "unit": "MB/s", "baseline": None, "ratio": None, "goal": ""},
-        {"measure": "throughput, --connections %d" % n, "value": round(mb / tn, 1), "unit": "MB/s",
-         "baseline": round(mb / t1, 1), "ratio": round(t1 / tn, 2), "goal": ">= %.1fx" % goal},
-        {"measure": "end to end incl. MD5, --connections %d (%d MB)" % (n, mb),
-         "value": round(wn, 2), "unit": "s", "baseline": round(w1, 2), "ratio": round(w1 / wn, 2),
-         "goal": "report"},
-    ]
+def capped_rows(a, work: Path, new: Path, old: Optional[Path], size: int) -> tuple[list, bool]:
+    n, ok, rows = a.connections, True, []
+    with served(work, "", size, a.rate_mb * 1e6) as (srv, urls):
+        runs: dict[str, list] = {"new": [], "old": [], "new1": []}
+        for k in range(a.repeat):
+            for who, script in (("old", old), ("new", new)):
+                if script is not None:
+                    runs[who].append(download(script, work / ("%s%d" % (who, k)), urls, n))
+        runs["new1"].append(download(new, work / "one", urls, 1))
+        resume = {c: killed_then_resumed(new, work / ("kill%d" % c), urls, srv, size, c)
+                  for c in (1, n)}
+    mb, what = size / 1e6, "%d MB at %g MB/s per connection, %d connections" % (size / 1e6,
+                                                                                   a.rate_mb, n)
+    new_t, new_c = median(runs["new"], "wall"), median(runs["new"], "cpu")
+    if runs["old"]:
+        old_t, old_c = median(runs["old"], "wall"), median(runs["old"], "cpu")
+        rows += [{"measure": "time, new 00 vs the bash 00 (%s)" % what, "value": round(new_t, 2),
+                  "unit": "s", "baseline": round(old_t, 2), "ratio": round(new_t / old_t, 2),
+                  "goal": "<= 1.10x"},
+                 {"measure": "CPU (user+sys of all processes), new vs bash 00", "value": round(new_c, 2),
+                  "unit": "s", "baseline": round(old_c, 2), "ratio": round(new_c / old_c, 2),
+                  "goal": "<= 1.25x"}]
+        ok &= new_t / old_t <= 1.10 and new_c / old_c <= 1.25
+        old_v = median(runs["old"], "verify")
+        rows.append({"measure": "bash 00: last byte -> MD5 verified, %d connections" % n,
+                     "value": round(old_v, 2), "unit": "s", "baseline": None, "ratio": None,
+                     "goal": "report"})
+    for key, c in (("new", n), ("new1", 1)):
+        v, s = median(runs[key], "verify"), median(runs[key], "sync")
+        rows.append({"measure": "new 00: last byte -> MD5 verified, %d connection%s (%s)"
+                     % (c, "" if c == 1 else "s", runs[key][-1]["how"].split("; ")[-1]),
+                     "value": round(v, 2), "unit": "s", "baseline": round(s, 2), "ratio": None,
+                     "goal": "<= fsync+rename (baseline) + 0.2 s"})
+        ok &= v <= s + 0.2
     for c in (1, n):
         have, again = resume[c]
         rows.append({"measure": "bytes fetched twice after SIGKILL at %d%%, %d connection%s"
                      % (round(100 * have / size), c, "" if c == 1 else "s"),
                      "value": again, "unit": "B", "baseline": None, "ratio": None, "goal": "0"})
-    ok = t1 / tn >= goal and all(again == 0 for _, again in resume.values())
-    return report(a, rows + tail, "%d MB file, loopback server capped at %g MB/s per connection, "
-                  "%d round(s)" % (mb, a.rate_mb, a.repeat), ok)
+        ok &= again == 0
+    walls = {k: " ".join("%.2f" % r["wall"] for r in v) for k, v in runs.items()}
+    print("capped file: %g MB; rounds new %s, old %s" % (mb, walls["new"], walls["old"]),
+          file=sys.stderr)
+    return rows, ok
 
 
-def report(a, rows: list[dict], what: str, ok: bool) -> int:
-    print("\n00_download.sh benchmark: %s, %d cores" % (what, os.cpu_count() or 0))
-    benchmark.report([dict(benchmark="download", **r) for r in rows], a.json)
-    if not ok:
+def uncapped_rows(a, work: Path, new: Path, size: int) -> tuple[list, bool]:
+    runs: dict[str, list] = {"new": [], "curl": []}
+    with served(work, "fast-", size, 0) as (srv, urls):
+        for k in range(a.repeat):
+            out = work / ("curl%d" % k)
+            out.mkdir()
+            r, wall, cpu = timed(["sh", "-c", 'curl -sS -o "$1" "$2" && sync "$1"', "-", out / NAME,
+                                  srv.url(NAME)])
+            if r.returncode != 0:
+                raise SystemExit("curl failed:\n" + r.stderr)
+            (out / NAME).unlink()
+            runs["curl"].append({"wall": wall, "cpu": cpu})
+            runs["new"].append(download(new, work / ("fast%d" % k), urls, 1))
+    t, base, v = median(runs["new"], "wall"), median(runs["curl"], "wall"), median(runs["new"], "verify")
+    print("uncapped file: %d MB; rounds new %s, curl %s" % (
+        size / 1e6, " ".join("%.2f" % r["wall"] for r in runs["new"]),
+        " ".join("%.2f" % r["wall"] for r in runs["curl"])), file=sys.stderr)
+    return [{"measure": "uncapped link, %d MB, 1 connection: new 00 vs curl -o + sync" % (size / 1e6),
+             "value": round(t, 2), "unit": "s", "baseline": round(base, 2), "ratio": round(t / base, 2),
+             "goal": "<= 1.15x"},
+            {"measure": "uncapped link: last byte -> MD5 verified (%s)"
+             % runs["new"][-1]["how"].split("; ")[-1], "value": round(v, 2), "unit": "s",
+             "baseline": None, "ratio": None, "goal": "<= 0.2 s"}], t / base <= 1.15 and v <= 0.2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--size-mb", type=float, default=300, help="size of the capped file (MB)")
+    p.add_argument("--rate-mb", type=float, default=40, help="per-connection cap (MB/s)")
+    p.add_argument("--connections", type=int, default=4, help="N for the capped runs")
+    p.add_argument("--fast-size-mb", type=float, default=1000, help="size of the uncapped file (MB)")
+    p.add_argument("--repeat", type=int, default=3, help="rounds (medians reported)")
+    p.add_argument("--old-commit", metavar="REV", help="the commit whose bash 00 is the baseline "
+                   "(default: the last one in the history)")
+    p.add_argument("--quick", action="store_true", help="small files and one round, for a smoke run")
+    p.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
+    p.add_argument("--json", type=Path, help="also write the rows to this file")
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    a = build_parser().parse_args(argv)
+    if a.quick:
+        a.size_mb, a.fast_size_mb, a.repeat = 60, 200, 1
+    with tempfile.TemporaryDirectory(dir=a.work) as tmp:
+        work = Path(tmp)
+        (work / "new").mkdir()
+        copy_scripts(work / "new", "00_download.sh")
+        new, old = work / "new" / "00_download.sh", old_script(work, a.old_commit)
+        rows, ok = capped_rows(a, work, new, old, int(a.size_mb * 1e6))
+        more, ok2 = uncapped_rows(a, work, new, int(a.fast_size_mb * 1e6))
+    print("\n00_download.sh benchmark: %d cores, %d round(s)" % (os.cpu_count() or 0, a.repeat))
+    benchmark.report([dict(benchmark="download", **r) for r in rows + more], a.json)
+    if not (ok and ok2):
         print("goal not met (see the table)", file=sys.stderr)
     return 0
 

@@ -122,6 +122,22 @@ def _read(path: str) -> Optional[bytes]:
         return None
 
 
+def ours(entries: set) -> bool:
+    """The entries of a .venv/ without pyvenv.cfg are those of one this set-up began (its lock
+    file, and what `python3 -m venv` makes first) and may be made into one."""
+    return not entries or LOCK in entries and entries <= {LOCK, "bin", "include", "lib", "lib64"}
+
+
+def has_pip() -> bool:
+    """.venv/bin/python runs and has pip: `python3 -m venv` finished (stopped while it put pip
+    in, e.g. by a Ctrl-C in the set-up's first seconds, it leaves a python without pip)."""
+    import subprocess
+    python = venv_python()
+    return os.access(python, os.X_OK) and subprocess.run(
+        [python, "-c", "import importlib.util as u, sys; sys.exit(u.find_spec('pip') is None)"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+
+
 def setup(what: str, prog: str) -> Optional[str]:
     """None when this python has the packages `what` needs ("scripts" or "tests"); else the bin/
     folder of .venv/, made or completed here (pip install -r requirements.txt)."""
@@ -141,8 +157,8 @@ def setup(what: str, prog: str) -> Optional[str]:
                    "folder again" % REQUIREMENTS)
     if os.path.lexists(VENV) and not os.path.isdir(VENV):
         stop(prog, "%s is not a folder: move it away, then run again" % VENV)
-    if os.path.isdir(VENV) and set(os.listdir(VENV)) - {LOCK} and \
-            not os.path.isfile(os.path.join(VENV, "pyvenv.cfg")):
+    if os.path.isdir(VENV) and not os.path.isfile(os.path.join(VENV, "pyvenv.cfg")) and \
+            not ours(set(os.listdir(VENV))):
         stop(prog, "%s is not a virtual environment (no pyvenv.cfg): move it away, then run "
                    "again" % VENV)
     os.makedirs(VENV, exist_ok=True)
@@ -150,15 +166,19 @@ def setup(what: str, prog: str) -> Optional[str]:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)        # another set-up: wait for it
         if _read(DONE) == wanted and os.access(venv_python(), os.X_OK):
             return bin_dir
-        if not os.access(venv_python(), os.X_OK):
+        if not has_pip():        # not made yet, or its making was stopped (before pip was in)
             if importlib.util.find_spec("ensurepip") is None:
                 stop(prog, "%s (Python %d.%d) lacks numpy, scipy, tqdm or the test packages, and "
                            "cannot make a virtual environment: it has no ensurepip. On Debian and "
                            "Ubuntu, install the package python3-venv (sudo apt install "
                            "python3-venv), then run again" % ((sys.executable,)
                                                               + sys.version_info[:2]))
-            log.info("%s lacks some of requirements.txt: making the virtual environment %s "
-                     "(once; every script then uses it)", sys.executable, VENV)
+            if os.path.lexists(venv_python()):
+                log.info("%s is not complete (no pip: its set-up was stopped?): making it again",
+                         VENV)
+            else:
+                log.info("%s lacks some of requirements.txt: making the virtual environment %s "
+                         "(once; every script then uses it)", sys.executable, VENV)
             if subprocess.run([sys.executable, "-m", "venv", VENV],
                               stdout=sys.stderr).returncode != 0:
                 stop(prog, "python3 -m venv %s failed (its message is above); fix what it says, "
@@ -188,7 +208,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                            "folder to put first on PATH (.venv/bin), or nothing when python3 has "
                            "them.")
     p.add_argument("what", choices=("scripts", "tests"),
-                   help="scripts: numpy, scipy, tqdm; tests: also pytest and Pillow")
+                   help="scripts: numpy, scipy, tqdm; tests: also pytest, Pillow, pyarrow and "
+                        "webdataset")
     p.add_argument("--prog", default="bootstrap", help="the name to log under")
     args = p.parse_args(argv)
     bin_dir = setup(args.what, args.prog)

@@ -10,8 +10,9 @@ are never joined, and when the stream is read from its start again, every class 
 is checked against the hashes in its record. The split is done only when the size and MD5 of
 all the bytes read equal the official ones (or MD5_<split>/SIZE_<split> in urls.sh).
 
-With --connections N the bytes are fetched ahead over N connections into a bounded spool of
-windows (ROOT/.01_unzip/spool/) that the reader consumes in order and deletes.
+The bytes come from the one fetch engine (transport.py), as 00_download.sh's do. With
+--connections N they are fetched ahead over N connections into a bounded spool of windows
+(ROOT/.01_unzip/spool/) that the reader consumes in order and deletes.
 """
 from __future__ import annotations
 
@@ -21,8 +22,7 @@ import os
 import queue
 import threading
 import time
-from typing import BinaryIO, Optional
-from urllib.parse import unquote, urlsplit
+from typing import Optional
 
 from . import md5state
 from .console import PrepError, human, log, preflight, thousands
@@ -32,7 +32,8 @@ from .progress import Progress
 from .tarstream import BLOCK, Source, iter_tar, sniff
 from .train import (RE_OUTER, ClassTar, check_class_folders, clear_split_leftovers, finish_train,
                     refused_text, train_done, write_class)
-from .transport import FileChanged, Policy, RangeReader
+from .transport import (FileChanged, LocalReader, Policy, Prefetcher, RangeReader, Validator,
+                        spool)
 from .urls import Link
 
 WINDOW = 64 << 20                     # bytes per spool window (--connections)
@@ -110,133 +111,26 @@ def sync_tree(path: str) -> None:
 
 # ----------------------------------------------------------------------------- the bytes
 
-def local_path(url: str) -> Optional[str]:
-    if not url.startswith("file://"):
-        return None
-    return unquote(urlsplit(url).path)
-
-
-class Spool:
-    """Bytes [start, total) fetched ahead over `n` connections, in windows of WINDOW bytes written
-    to `folder` and read back in order; at most 2n windows exist at once."""
-
-    def __init__(self, link: Link, start: int, total: int, etag: Optional[str], policy: Policy,
-                 n: int, folder: str) -> None:
-        self.link, self.total, self.etag, self.policy, self.folder = link, total, etag, policy, folder
-        self.next_window, self.pos, self.ahead = start, start, 2 * n
-        self.ready: dict[int, str] = {}            # window start -> its complete file
-        self.error: Optional[BaseException] = None
-        self.cond = threading.Condition()
-        self.current: Optional[BinaryIO] = None
-        self.current_end = start
-        os.makedirs(folder, exist_ok=True)
-        for e in os.scandir(folder):                 # windows of an earlier run: fetched again
-            os.remove(e.path)
-        self.threads = [threading.Thread(target=self._fetcher, daemon=True) for _ in range(n)]
-        self.stopping = False
-        self.readers: set[RangeReader] = set()          # the windows being fetched
-        for t in self.threads:
-            t.start()
-
-    def _take_window(self) -> Optional[tuple[int, int]]:
-        with self.cond:
-            while not self.stopping and self.next_window < self.total and \
-                    (self.next_window - self.pos) >= self.ahead * WINDOW:
-                self.cond.wait(0.5)
-            if self.stopping or self.next_window >= self.total:
-                return None
-            a = self.next_window
-            self.next_window = min(a + WINDOW, self.total)
-            return a, self.next_window
-
-    def _fetcher(self) -> None:
-        while True:
-            window = self._take_window()
-            if window is None:
-                return
-            a, b = window
-            path = os.path.join(self.folder, "%d-%d" % (a, b))
-            try:
-                reader = RangeReader(self.link.url, a, b, self.policy, self.link.shown, self.etag,
-                                     self.total)
-                with self.cond:
-                    if self.stopping:
-                        return
-                    self.readers.add(reader)             # close() ends it, even mid-pause
-                with reader, open(path, "wb") as out:
-                    while True:
-                        buf = reader.read(1 << 20)
-                        if not buf or self.stopping:
-                            break
-                        out.write(buf)
-                if os.path.getsize(path) != b - a and not self.stopping:
-                    raise PrepError("%s: window %d-%d came out short" % (self.link.shown, a, b))
-            except BaseException as e:                 # handed to the reader
-                with self.cond:
-                    self.error = self.error or e
-                    self.cond.notify_all()
-                return
-            with self.cond:
-                self.readers.discard(reader)
-                self.ready[a] = path
-                self.cond.notify_all()
-
-    def read(self, n: int) -> bytes:
-        while True:
-            if self.current is not None:
-                data = self.current.read(min(n, self.current_end - self.pos))
-                if data:
-                    self.pos += len(data)
-                    return data
-                name = self.current.name
-                self.current.close()
-                os.remove(name)
-                self.current = None
-            if self.pos >= self.total:
-                return b""
-            with self.cond:
-                self.cond.notify_all()
-                while self.pos not in self.ready and self.error is None:
-                    self.cond.wait(0.5)
-                if self.pos not in self.ready:
-                    raise self.error
-                path = self.ready.pop(self.pos)
-            self.current = open(path, "rb")
-            self.current_end = self.pos + os.path.getsize(path)
-
-    def close(self) -> None:
-        with self.cond:
-            self.stopping = True
-            self.cond.notify_all()
-            readers = list(self.readers)
-        for reader in readers:
-            reader.close()                            # ends its curl and any retry pause
-        for t in self.threads:
-            t.join(timeout=60)
-        if self.current is not None:
-            self.current.close()
-        remove_tree(self.folder)
-
-
 def open_bytes(cfg: Config, link: Link, cp: Checkpoint, policy: Policy, connections: int):
-    """A reader of the archive's bytes from cp.offset; sets cp.total and cp.etag from the server.
-    A server that no longer has the file begun (another size or ETag) is said, and the reading
-    starts over from byte 0 with the checkpoint reset."""
-    path = local_path(link.url)
-    if path is not None:
-        if not os.path.isfile(path):
+    """A reader of the archive's bytes from cp.offset (read(n), close()), from the one fetch engine
+    (transport.py); sets cp.total and cp.etag from the server. A server that no longer has the file
+    begun (another size or ETag) is said, and the reading starts over from byte 0 with the
+    checkpoint reset. With connections > 1 the bytes are fetched ahead in windows of WINDOW bytes
+    in ROOT/.01_unzip/spool/ (at most 2N at once), read back in order and deleted."""
+    remote = link.remote()
+    if remote.local is not None:
+        if not os.path.isfile(remote.local):
             raise PrepError("%s: the link in %s is a local file that does not exist" % (link.split,
                                                                                        link.urls_from))
-        size = os.path.getsize(path)
+        size = os.path.getsize(remote.local)
         if cp.total is not None and size != cp.total:
             raise PrepError("%s: %s is %s bytes, it should be %s (%s)" % (
                 link.split, link.name, thousands(size), thousands(cp.total), link.size_from))
         cp.total = size
-        f = open(path, "rb", buffering=0)
-        f.seek(cp.offset)
-        return f
+        return LocalReader(remote, cp.offset, None)
     for _ in range(2):
-        reader = RangeReader(link.url, cp.offset, None, policy, link.shown, cp.etag, cp.total)
+        validator = Validator(cp.total, cp.etag)
+        reader = RangeReader(remote, cp.offset, None, policy, validator)
         try:
             first = reader.read(1)                     # connect: the headers are checked here
         except FileChanged as e:
@@ -248,6 +142,9 @@ def open_bytes(cfg: Config, link: Link, cp: Checkpoint, policy: Policy, connecti
             cp.restart()
             cp.total = link.size
             continue
+        except BaseException:
+            reader.close()
+            raise
         cp.total, cp.etag = reader.total, reader.etag
         if cp.total is None:
             reader.close()
@@ -262,59 +159,10 @@ def open_bytes(cfg: Config, link: Link, cp: Checkpoint, policy: Policy, connecti
                         "connection", link.split, link.host)
         elif connections > 1:
             reader.close()
-            spool = Spool(link, cp.offset, cp.total, cp.etag, policy, connections,
-                          os.path.join(cfg.state, "spool"))
-            return spool
+            return spool(remote, cp.offset, cp.total, policy, connections,
+                         os.path.join(cfg.state, "spool"), validator, WINDOW)
         return Prefetcher(reader, first)
     raise PrepError("%s: the file behind the link keeps changing; try again later" % link.split)
-
-
-class Prefetcher:
-    """Reads the link ahead of the extractor, in a thread of its own and up to DEPTH chunks of
-    CHUNK bytes, so that the transfer goes on while files are written (curl's pipe holds only
-    64 KiB). `head`: bytes already taken from the reader, put back in front."""
-
-    CHUNK, DEPTH = 1 << 20, 32
-
-    def __init__(self, reader, head: bytes = b"") -> None:
-        self.reader, self.buf, self.at = reader, head, 0
-        self.chunks: queue.Queue = queue.Queue(maxsize=self.DEPTH)
-        self.stopping = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            while not self.stopping:
-                data = self.reader.read(self.CHUNK)
-                self.chunks.put(data)
-                if not data:
-                    return
-        except BaseException as e:                     # raised in the extractor at its next read
-            self.chunks.put(e)
-
-    def read(self, n: int) -> bytes:
-        if self.at >= len(self.buf):
-            item = self.chunks.get()
-            if isinstance(item, BaseException):
-                self.chunks.put(item)                  # every later read says it too
-                raise item
-            if not item:
-                self.chunks.put(item)                  # the end, for later reads too
-                return b""
-            self.buf, self.at = item, 0
-        out = self.buf[self.at:self.at + n]
-        self.at += len(out)
-        return out
-
-    def close(self) -> None:
-        self.stopping = True
-        self.reader.close()                            # ends curl: the thread's read returns
-        while self.thread.is_alive():
-            try:
-                self.chunks.get(timeout=0.1)           # unblock its put
-            except queue.Empty:
-                pass
 
 
 class Saver:

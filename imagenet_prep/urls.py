@@ -23,6 +23,7 @@ from typing import Mapping, Optional
 
 from . import facts
 from .console import PrepError, log
+from .transport import MAX_FILE_SIZE, Digest, Remote
 
 ASSIGN = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)\Z")
 EXPORT_ONLY = re.compile(r"\s*export(\s+[A-Za-z_][A-Za-z0-9_]*)+\s*(#.*)?\Z")
@@ -33,7 +34,7 @@ SINGLE = re.compile(r"'([^']*)'(.*)\Z")
 UNQUOTED_BAD = set("\"'`$;|<>()\\")
 MD5_RE = re.compile(r"[0-9a-fA-F]{32}\Z")
 SIZE_RE = re.compile(r"[0-9]+\Z|[0-9]{1,3}(,[0-9]{3})+\Z|[0-9]{1,3}(_[0-9]{3})+\Z")
-MAX_DIGITS = 18                  # longest size taken (leading zeros aside): below 2^63 for bash
+MAX_DIGITS = 40                  # longest digit string read as a size (anything near is > 1 PiB)
 ENVIRONMENT = "the environment"  # where a setting came from, when not from a file
 TYPOGRAPHIC_QUOTES = "\u201c\u201d\u201e\u2018\u2019\u00ab\u00bb"    # curly and angle quotes
 BOM = "\ufeff"                   # the UTF-8 byte order mark some Windows editors put first
@@ -41,7 +42,8 @@ BOM = "\ufeff"                   # the UTF-8 byte order mark some Windows editor
 
 def parse_size(text: str) -> Optional[int]:
     """A size in bytes as urls.sh may give it: digits, or digits grouped in threes by , or _
-    (3,000,000); leading zeros are fine, at most MAX_DIGITS digits without them. None if not."""
+    (3,000,000); leading zeros are fine. None if not (or absurdly long); the caller refuses
+    sizes over 1 PiB (transport.MAX_FILE_SIZE)."""
     if not SIZE_RE.match(text):
         return None
     digits = text.replace(",", "").replace("_", "").lstrip("0") or "0"
@@ -193,6 +195,11 @@ class Link:
     def shown(self) -> str:
         return "%s from %s" % (self.name, self.host)
 
+    def remote(self) -> Remote:
+        """The file behind the link, for the fetch engine: its link, size and MD5."""
+        return Remote(self.shown, url=self.url, size=self.size,
+                      digest=Digest("md5", self.md5, self.md5_from) if self.md5 else None)
+
 
 def url_name(url: str) -> str:
     """The last part of the link's path, without query string or fragment (one trailing / dropped)."""
@@ -256,6 +263,10 @@ def link_for(split: str, settings: Mapping[str, str], urls_from: str, verify: bo
             raise PrepError("%s: %s in %s is 0: no archive is empty; give the size in bytes, or "
                             "remove the line to take the size the server reports"
                             % (split, sizev, where(sizev)))
+        if size > MAX_FILE_SIZE:
+            raise PrepError("%s: %s in %s is %d bytes, more than 1 PiB: no archive of the release is "
+                            "near that; give the size in bytes, or remove the line to take the size "
+                            "the server reports" % (split, sizev, where(sizev), size))
     else:
         size, size_from = (official.size if official and not settings.get(md5v) else None), "official size"
     return Link(split, url, name, url_host(url), md5.lower() if md5 else None, md5_from, size,

@@ -32,6 +32,7 @@ from __future__ import annotations
 import array
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -174,6 +175,16 @@ def class_index(cfg: Settings) -> dict[str, int]:
     """{WNID: sorted-WNID index} from 02's synsets.csv (or --meta)."""
     path = Path(cfg.meta) if cfg.meta else Path(cfg.root) / SYNSETS_CSV
     return {w: c.class_index for w, c in read_synsets(path, given=bool(cfg.meta)).items()}
+
+
+def labels_of(cfg: Settings) -> dict:
+    """What the labels are made from, as the state records it: the class list's digest (a
+    label is a class's place in it) and --labels. 'Already done' holds only for the same; with
+    other ones the split is planned again (its shards are kept if they come out the same)."""
+    h = hashlib.sha256()
+    for wnid, index in sorted(class_index(cfg).items()):
+        h.update(("%s\t%d\n" % (wnid, index)).encode("utf-8", "surrogateescape"))
+    return {"classes": h.hexdigest(), "labels": cfg.labels}
 
 
 # ----------------------------------------------------------------------------- one shard
@@ -329,7 +340,11 @@ def read_info(cfg: Settings) -> dict:
 
 
 def set_info(cfg: Settings, split: str, entry: Optional[dict]) -> bool:
-    """Put the split's entry into _info.json (None: take it out); True if the file changed."""
+    """Put the split's entry into _info.json (None: take it out); True if the file changed.
+    An entry already there as it should be takes no lock and writes nothing: complete shards on
+    a read-only disk are still 'already done'."""
+    if read_info(cfg).get("splits", {}).get(SPLIT_NAMES[split]) == entry:
+        return False
     with Lock(os.path.join(cfg.out, ".%s.lock" % INFO), "another %s is updating %s; ..."
               % (PROG, INFO), wait=True):
         clear_temps(cfg.out, INFO)                  # what a killed run was writing
@@ -363,10 +378,21 @@ def read_state(cfg: Settings, split: str) -> Optional[dict]:
     if not (isinstance(doc, dict) and isinstance(doc.get("filenames"), list)
             and isinstance(doc.get("written"), dict) and isinstance(doc.get("digest"), str)
             and all(isinstance(n, str) and "/" not in n and n.startswith(PREFIX + "-")
-                    for n in doc["filenames"])):
+                    for n in doc["filenames"])
+            and whole_numbers(doc.get("lengths"), len(doc["filenames"]))
+            and whole_numbers([doc.get("seed")], 1)
+            and all(n in doc["filenames"] and whole_numbers(r, 2)      # [bytes, samples]
+                    for n, r in doc["written"].items())):
         raise PrepError("%s is damaged or not %s's: remove it and the shards %s-%s-*.tar beside "
                         "it, then run again" % (path, PROG, PREFIX, SPLIT_NAMES[split]))
     return doc
+
+
+def whole_numbers(value: Any, n: int) -> bool:
+    """`value` is a list of `n` whole numbers >= 0 (as the state records them; JSON's true and
+    false are not numbers here)."""
+    return isinstance(value, list) and len(value) == n and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
 
 
 def on_disk(cfg: Settings, name: str, record: Any) -> bool:
@@ -382,9 +408,11 @@ def already_done(cfg: Settings, split: str) -> bool:
     """The split's shards are complete for these settings: say so, and mend _info.json's entry
     if it is not the one they make."""
     doc = read_state(cfg, split)
-    if not (doc and doc.get("complete") and doc.get("seed") == cfg.seed
+    if not (doc and doc.get("complete") is True and doc["seed"] == cfg.seed
             and len(doc["filenames"]) == cfg.count(split)
-            and all(on_disk(cfg, n, doc["written"].get(n)) for n in doc["filenames"])):
+            and {k: doc.get(k) for k in ("classes", "labels")} == labels_of(cfg)
+            and all(on_disk(cfg, n, doc["written"].get(n)) and doc["written"][n][1] == length
+                    for n, length in zip(doc["filenames"], doc["lengths"]))):
         return False
     lengths = [doc["written"][n][1] for n in doc["filenames"]]
     if set_info(cfg, split, info_entry(split, doc["filenames"], lengths)):
@@ -401,7 +429,11 @@ def start_state(cfg: Settings, split: str, names: list[str], deal: Deal,
     the shards of the old plan are removed. A shard under one of our names that no state speaks
     of was not written here: refused."""
     old = read_state(cfg, split)
+    made_of = labels_of(cfg)
     if old is not None and old["digest"] == deal.digest and old["filenames"] == names:
+        if any(old.get(k) != v for k, v in made_of.items()):    # the same labels, said otherwise
+            old.update(made_of)
+            write_json(state_path(cfg, split), old)
         return old
     if old is None:
         foreign = [n for n in names if os.path.lexists(os.path.join(cfg.out, n))]
@@ -414,14 +446,15 @@ def start_state(cfg: Settings, split: str, names: list[str], deal: Deal,
     if old is not None:
         gone = [n for n in old["filenames"] if os.path.lexists(os.path.join(cfg.out, n))]
         log.info("%s: the shards in %s were written for another plan (seed %s, %s shards, or other "
-                 "images): removing %d of them, writing all anew", split, cfg.out, old.get("seed"),
+                 "images or labels): removing %d of them, writing all anew", split, cfg.out,
+                 old.get("seed"),
                  len(old["filenames"]), len(gone))
         for n in gone:
             os.remove(os.path.join(cfg.out, n))
     doc = {"split": split, "name": SPLIT_NAMES[split], "seed": cfg.seed, "digest": deal.digest,
            "filenames": names, "lengths": [len(s) for s in deal.shards], "written": {},
            "complete": False, "origin": plan.origin, "source": plan.source,
-           "archive": plan.archive, "archive_size": plan.archive_size}
+           "archive": plan.archive, "archive_size": plan.archive_size, **made_of}
     write_json(state_path(cfg, split), doc)
     return doc
 
@@ -556,13 +589,33 @@ def account(cfg: Settings, split: str, names: list[str], deal: Deal, state: dict
              info_path(cfg))
 
 
+def need_out(cfg: Settings) -> None:
+    """ROOT/webdataset is a folder, a link to one, or not there yet (make_split makes it)."""
+    if not os.path.lexists(cfg.out) or os.path.isdir(cfg.out):
+        return
+    if os.path.islink(cfg.out):
+        raise PrepError("%s is a symbolic link to %s, which is not a folder (or is not there): the "
+                        "shards go into that folder; point the link to a folder, or remove it, "
+                        "then run again" % (cfg.out, os.readlink(cfg.out)))
+    raise PrepError("%s is not a folder: the shards go into a folder of that name; move it away, "
+                    "then run again" % cfg.out)
+
+
 def make_split(cfg: Settings, split: str) -> int:
+    need_out(cfg)
     if os.path.isdir(cfg.out) and already_done(cfg, split):
         return 0
-    os.makedirs(cfg.out, exist_ok=True)
-    lock = os.path.join(cfg.out, ".%s-%s.lock" % (PREFIX, SPLIT_NAMES[split]))
-    with Lock(lock, "another %s is writing the %s shards in %s; let it finish, or stop it, then "
-                    "run again" % (PROG, split, cfg.out)):
+    try:
+        os.makedirs(cfg.out, exist_ok=True)
+        lock = Lock(os.path.join(cfg.out, ".%s-%s.lock" % (PREFIX, SPLIT_NAMES[split])),
+                    "another %s is writing the %s shards in %s; let it finish, or stop it, then "
+                    "run again" % (PROG, split, cfg.out))
+    except OSError as e:
+        if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        raise PrepError("%s: cannot write in %s (%s): make it writable, or pass --root DIR on a "
+                        "disk you can write to" % (split, cfg.out, e.strerror)) from None
+    with lock:
         clear_temps(cfg.out, os.path.basename(state_path(cfg, split)))   # a killed run's
         if already_done(cfg, split):
             return 0

@@ -9,10 +9,14 @@ It serves the files of DIR (flat, by name) on 127.0.0.1 only, answers HEAD and G
 byte range (``bytes=a-b``, ``bytes=a-``, ``bytes=-n``), 416 past the end, and counts every body byte
 it sends. Faults (all off by default; each can be changed while the server runs):
 
-    rate          cap each connection at this many bytes per second
+    rate          cap each connection at this many bytes per second (0: no cap)
     cut_after     close the connection after sending this many body bytes (first cut_times GETs)
+    cut_times     how many GETs cut_after cuts (the first ones)
     fail_status   answer the first fail_count GETs with this status (e.g. 500, 503)
+    fail_count    how many GETs fail_status answers (the first ones)
     stall_after   stop sending for stall_seconds after this many bytes (first stall_times GETs)
+    stall_seconds how long a stall_after stall lasts
+    stall_times   how many GETs stall_after stalls (the first ones)
     ignore_range  always answer 200 with the whole file, whatever Range asks
     hide_length   no total size anywhere (HEAD without Content-Length, Content-Range a-b/*)
     extra_length  claim the file is this many bytes longer than it is, then close early
@@ -34,11 +38,18 @@ it sends. Faults (all off by default; each can be changed while the server runs)
     overrun       GETs only: the file goes on for this many zero bytes past its end (counted in
                   Content-Length and Content-Range; a range's end is not honoured); HEAD tells the
                   real size
+    close_random  close the connection at a random point of every answer to a GET (a seeded
+                  choice per answer: this seed, the GET's number); with range_no_end, of an
+                  answer longer than the range asked for
+    need_auth     answer 401 to any request whose Authorization header is not exactly this
+    redirect_to   answer a request for NAME with 302 to this base link + NAME (another server)
+    refuse_auth   answer 400 to any request that carries an Authorization header (a storage host)
 """
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import re
 import signal
 import sys
@@ -66,6 +77,7 @@ class Request:
     range_header: Optional[str]
     start: int = 0
     sent: int = 0
+    auth: bool = False              # an Authorization header came with it
 
 
 @dataclass
@@ -92,6 +104,10 @@ class Faults:
     flip_at: int = -1
     get_200: str = ""
     overrun: int = 0
+    close_random: int = -1
+    need_auth: str = ""
+    redirect_to: str = ""
+    refuse_auth: bool = False
 
 
 class FaultServer(ThreadingHTTPServer):
@@ -222,7 +238,8 @@ class Handler(BaseHTTPRequestHandler):
         srv = self.server
         name = unquote(urlsplit(self.path).path).lstrip("/")
         rng = self.headers.get("Range")
-        req = self._record(Request(self.command, name, 0, rng))
+        auth = self.headers.get("Authorization")
+        req = self._record(Request(self.command, name, 0, rng, auth=auth is not None))
         with srv.lock:
             f = srv.faults
             nth = srv.gets
@@ -230,6 +247,15 @@ class Handler(BaseHTTPRequestHandler):
                 srv.gets += 1
         if f.status:
             self._plain(req, f.status, "fault: status %d\n" % f.status)
+            return
+        if f.refuse_auth and auth is not None:
+            self._plain(req, 400, "fault: only one way to authenticate is allowed\n")
+            return
+        if f.need_auth and auth != f.need_auth:
+            self._plain(req, 401, "fault: authorization needed\n")
+            return
+        if f.redirect_to:
+            self._redirect(req, f.redirect_to.rstrip("/") + "/" + name)
             return
         if head and f.head_status:
             self._plain(req, f.head_status, "fault: HEAD status %d\n" % f.head_status)
@@ -310,6 +336,8 @@ class Handler(BaseHTTPRequestHandler):
         limit = last - start + 1
         if f.cut_after and nth < f.cut_times:
             limit = min(limit, f.cut_after)
+        if f.close_random >= 0:
+            limit = random.Random(f.close_random * 1_000_003 + nth).randint(1, limit)
         chunk = CHUNK if not f.rate else max(1024, min(4 * CHUNK, int(f.rate / 50)))
         stalled = not (f.stall_after >= 0 and nth < f.stall_times)
         if start <= f.flip_at <= last:
@@ -393,22 +421,35 @@ class Handler(BaseHTTPRequestHandler):
 CLI_DEFAULTS = {"fail_status": 503}     # on the command line, --fail-count N alone fails with 503
 
 
+def fault_help() -> dict[str, str]:
+    """What each fault does, from the table in the docstring above (the one description)."""
+    out: dict[str, str] = {}
+    name = None
+    for line in __doc__.split("Faults (all off by default", 1)[1].splitlines()[1:]:
+        m = re.match(r"    ([a-z_0-9]+)\s+(\S.*)", line) if not line.startswith(" " * 18) else None
+        if m:
+            name, out[m.group(1)] = m.group(1), m.group(2)
+        elif name and line.startswith(" " * 18) and line.strip():
+            out[name] += " " + line.strip()
+    return {k: v.replace("%", "%%") for k, v in out.items()}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """Every fault of Faults as an option (--cut-after N, --ignore-range, --login page, ...), with
-    the docstring above as the reference."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="faults: see the "
-                                "docstring of tests/httpserver.py",
+    """Every fault of Faults as an option (--cut-after N, --ignore-range, --login page, ...), each
+    with its description from the docstring above."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("dir", type=Path, help="folder whose files are served by name")
     p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (0: any free port)")
+    helps = fault_help()
     for f in fields(Faults):
         flag = "--" + f.name.replace("_", "-")
         if f.type in ("bool", bool):
-            p.add_argument(flag, action="store_true", help="fault %s" % f.name)
+            p.add_argument(flag, action="store_true", help=helps[f.name])
         else:
             kind = {"int": int, "float": float}.get(str(f.type), str)
             default = CLI_DEFAULTS.get(f.name, f.default)
-            p.add_argument(flag, type=kind, default=default, help="fault %s" % f.name)
+            p.add_argument(flag, type=kind, default=default, help=helps[f.name])
     return p
 
 

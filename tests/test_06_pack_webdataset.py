@@ -3,6 +3,8 @@ labels and sizes; timm's _info.json; the same bytes for a seed from the archives
 killed and rerun; hostile archives, a changed tree, a missing class list; image sizes from headers."""
 from __future__ import annotations
 
+import contextlib
+import csv
 import io
 import json
 import os
@@ -212,7 +214,7 @@ def test_same_seed_same_bytes_other_seed_other_order_from_archive_or_tree(tmp_pa
     assert contents(root) == ref
     r = pack(root, "--seed", "7", "--shards", "2", "train")
     assert r.returncode == 0, r.stderr
-    assert "written for another plan (seed 0, 4 shards, or other images): removing 4" in r.stderr
+    assert "written for another plan (seed 0, 4 shards, or other images or labels): removing 4" in r.stderr
     now = contents(root)
     assert sorted(n for n in now if n.startswith("imagenet1k-train")) == \
         [TRAIN_NAMES % k for k in range(2)]
@@ -394,6 +396,106 @@ def test_shards_not_written_here_and_too_many_shards_are_refused(tmp_path, relea
     r = pack(root, "--shards", "2", "train")
     assert r.returncode == 1 and "were not written by 06_pack_webdataset.py" in r.stderr, r.stderr
     assert stranger.read_bytes() == b"mine" and not (root / OUT / (TRAIN_NAMES % 0)).exists()
+
+
+def test_an_output_folder_that_is_a_file_or_a_broken_link_is_named(tmp_path, release):
+    root = make_root(tmp_path, release, ["train"])
+    out = root / OUT
+    out.write_text("mine\n")
+    r = pack(root, "--shards", "2", "train")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "%s is not a folder: the shards go into a folder of that name; move it away" % out \
+        in r.stderr, r.stderr
+    assert out.read_text() == "mine\n"
+    out.unlink()
+    out.symlink_to(tmp_path / "gone")
+    r = pack(root, "--shards", "2", "train")
+    assert r.returncode == 1, r.stderr
+    assert "%s is a symbolic link to %s, which is not a folder (or is not there)" \
+        % (out, tmp_path / "gone") in r.stderr, r.stderr
+    assert not (tmp_path / "gone").exists()
+
+
+def test_shards_of_another_class_list_are_not_already_done(tmp_path, release):
+    """The label is a class's place in the class list: complete shards written with one list are
+    not 'already done' for another (--meta with more classes shifts the indexes), and a rerun
+    that names the same labels otherwise (--labels given as a path) keeps the shards as they are."""
+    root = make_root(tmp_path, release, ["train", "val"])
+    assert pack(root, "--shards", "2", "train", "val").returncode == 0
+    rows = list(csv.DictReader(io.StringIO((root / "meta" / "synsets.csv").read_text())))
+    rows += [dict(rows[0], wnid="n0000000%d" % k, ilsvrc_id=str(len(rows) + k + 1)) for k in range(3)]
+    order = sorted(r["wnid"] for r in rows)
+    for r in rows:
+        r["class_index"] = str(order.index(r["wnid"]))     # three classes sort before every other
+    more = tmp_path / "synsets-more.csv"
+    with open(more, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    r = pack(root, "--shards", "2", "--meta", more, "train")
+    assert r.returncode == 0 and "already done" not in r.stderr, r.stderr
+    labels = {doc["wnid"]: doc["label"] for p in shards(root, "imagenet1k-train-*")
+              for doc in (json.loads(s["json"]) for s in wds.WebDataset(str(p), shardshuffle=False))}
+    assert labels == {w: release.class_index(w) + 3 for w in labels}
+    assert "already done" in pack(root, "--shards", "2", "--meta", more, "train").stderr
+    before = {p.name: p.stat().st_ino for p in shards(root, "imagenet1k-validation-*")}
+    truth = next((root / "devkit").rglob("ILSVRC2012_validation_ground_truth.txt"))
+    r = pack(root, "--shards", "2", "--labels", truth, "val")
+    assert r.returncode == 0 and "2 already written, 0 to write" in r.stderr, r.stderr
+    assert {p.name: p.stat().st_ino for p in shards(root, "imagenet1k-validation-*")} == before
+
+
+def test_a_damaged_record_in_the_state_is_refused_not_counted(tmp_path, release):
+    """The state's numbers are checked before they are summed into _info.json: a record that is
+    not [bytes, samples] as whole numbers (edited, damaged) is refused, and one whose sample
+    count is not the deal's is written again, never listed as it stands."""
+    root = make_root(tmp_path, release, ["train"])
+    assert pack(root, "--shards", "2", "train").returncode == 0
+    state = root / OUT / ".imagenet1k-train.json"
+    good, info = state.read_text(), (root / OUT / "_info.json").read_text()
+    for bad in ("a", -5, True, 1.5, None, 99999):
+        doc = json.loads(good)
+        doc["written"] = {n: [v[0], bad] for n, v in doc["written"].items()}
+        state.write_text(json.dumps(doc))
+        r = pack(root, "--shards", "2", "train")
+        assert "Traceback" not in r.stderr, (bad, r.stderr)
+        if bad == 99999:                           # well formed, but not what the deal gave
+            assert r.returncode == 0 and "0 already written, 2 to write" in r.stderr, r.stderr
+        else:
+            assert r.returncode == 1, (bad, r.stderr)
+            assert "%s is damaged or not 06_pack_webdataset.py's" % state in r.stderr, r.stderr
+        assert (root / OUT / "_info.json").read_text() == info, bad
+        state.write_text(good)
+
+
+@contextlib.contextmanager
+def read_only(folder: Path, mount: Path):
+    """`folder` seen read-only at `mount` (a read-only bind mount: root ignores chmod);
+    the test is skipped where mounting is not allowed."""
+    mount.mkdir()
+    if subprocess.run(["mount", "--bind", str(folder), str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot bind-mount here (needs root and mount rights)")
+    try:
+        if subprocess.run(["mount", "-o", "remount,ro,bind", str(mount)],
+                          capture_output=True).returncode:
+            pytest.skip("cannot remount read-only here")
+        yield mount
+    finally:
+        if subprocess.run(["umount", str(mount)], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_complete_shards_on_a_read_only_disk_are_already_done(tmp_path, release):
+    """A complete split needs nothing written: 'already done' on a read-only copy (no lock file
+    made); a split still to write says the folder cannot be written, not an errno."""
+    root = make_root(tmp_path, release, ["train", "val"])
+    assert pack(root, "--shards", "2", "train").returncode == 0
+    with read_only(root, tmp_path / "ro") as ro:
+        r = pack(ro, "--shards", "2", "train", "val")
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert "train: already done (2 shards, 54 samples" in r.stderr, r.stderr
+        assert "val: cannot write in %s (Read-only file system): make it writable, or pass " \
+               "--root DIR" % (ro / OUT) in r.stderr, r.stderr
 
 
 # ----------------------------------------------------------------------------- sizes from headers

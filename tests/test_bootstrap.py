@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +31,8 @@ def command(name: str, root: Path) -> list:
             "02": [sys.executable, REPO / "02_convert_meta_clsloc.py", "--root", root],
             "03": [sys.executable, REPO / "03_build_val_class_folders.py", "--root", root],
             "04": [sys.executable, REPO / "04_verify.py", "--root", root, "all"],
-            "05": [sys.executable, REPO / "05_pack_squashfs.py", "--root", root, "all"]}[name]
+            "05": [sys.executable, REPO / "05_pack_squashfs.py", "--root", root, "all"],
+            "06": [sys.executable, REPO / "06_pack_webdataset.py", "--root", root, "train"]}[name]
 
 
 # ----------------------------------------------------------------------------- an early Ctrl-C
@@ -66,7 +68,7 @@ def interrupt_while_importing(cmd: list) -> tuple[int, str, bool]:
     return rc, "".join(x for x in lines if not x.startswith("import time:")), sent
 
 
-@pytest.mark.parametrize("name", ["01", "02", "03", "04", "05"])
+@pytest.mark.parametrize("name", ["01", "02", "03", "04", "05", "06"])
 def test_ctrl_c_while_the_script_is_still_importing_exits_130_without_a_traceback(tmp_path, name):
     """Before console.run() takes over, Ctrl-C must end a run as quietly as after it: no
     traceback from inside an import, exit code 130. On a busy machine the run may end before the
@@ -84,13 +86,20 @@ def test_ctrl_c_while_the_script_is_still_importing_exits_130_without_a_tracebac
 # ----------------------------------------------------------------------------- .venv/
 
 def make_venv(where: Path, with_packages: bool) -> Path:
-    """A virtual environment without pip: with this python's packages, or with none."""
+    """A virtual environment without pip: with this python's packages, or with none. This python
+    may itself be one (tests/run.sh runs the tests in .venv/ where python3 lacks the packages):
+    --system-site-packages then gives its base's packages, not its own, so its own folders of
+    packages are added with a .pth file."""
     cmd = [sys.executable, "-m", "venv", "--without-pip", where]
     if with_packages:
         cmd.insert(-1, "--system-site-packages")
     r = run(cmd, timeout=120)
     if r.returncode != 0:
         pytest.skip("cannot make a virtual environment here: %s" % r.stderr[-500:])
+    if with_packages:
+        here = [p for p in site.getsitepackages() if os.path.isdir(p)]
+        (where / "lib" / ("python%d.%d" % sys.version_info[:2]) / "site-packages" /
+         "packages-of-the-tests-python.pth").write_text("".join(p + "\n" for p in here))
     return where / "bin" / "python"
 
 
@@ -178,6 +187,29 @@ def test_the_set_up_step_leaves_a_folder_that_is_not_a_venv_alone(tmp_path, bare
     assert sorted(p.name for p in (repo / ".venv").iterdir()) == ["notes.txt"]
 
 
+def test_a_venv_whose_making_was_stopped_before_pip_is_made_again(tmp_path, bare):
+    """`python3 -m venv` stopped while it put pip in (a Ctrl-C in the set-up's first seconds)
+    leaves a .venv/bin/python without pip: the next set-up makes the virtual environment again
+    (pip then installs, here from no index at all: it fails, saying so), instead of failing on
+    'No module named pip' with advice about the network, on every run."""
+    if run([bare, "-c", "import ensurepip"]).returncode != 0:
+        pytest.skip("this python has no ensurepip (Debian: python3-venv)")
+    repo = clone(tmp_path)
+    r = run([bare, "-m", "venv", "--without-pip", repo / ".venv"])   # as the stopped set-up left it
+    assert r.returncode == 0, r.stderr
+    (repo / ".venv" / "imagenet-prep.lock").touch()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env.update(PIP_CONFIG_FILE=os.devnull, PIP_NO_INDEX="1")      # no network, no local index
+    r = run([bare, "-m", "imagenet_prep.bootstrap", "--prog", "test", "scripts"], cwd=repo,
+            env=env, timeout=300)
+    assert "%s is not complete (no pip: its set-up was stopped?): making it again" \
+        % (repo / ".venv") in r.stderr, r.stderr
+    assert "No module named pip" not in r.stderr
+    assert run([repo / ".venv" / "bin" / "python", "-c", "import pip"]).returncode == 0
+    assert r.returncode == 1 and "pip could not install requirements.txt" in r.stderr, r.stderr
+    assert not (repo / ".venv" / "imagenet-prep-requirements.txt").exists()
+
+
 # ----------------------------------------------------------------------------- the README's commands
 
 DEBIAN_PYTHON = Path("/usr/bin/python3")
@@ -216,6 +248,10 @@ def test_a_fresh_clone_runs_the_readme_commands_with_a_python3_that_refuses_pip(
                              "no:cacheprovider"], cwd=repo, env=env, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert re.search(r"\b3 passed\b", r.stdout), r.stdout[-2000:]
+    r = run(tests.split() + ["tests/test_bootstrap.py", "-m", "not slow", "-p",
+                             "no:cacheprovider"], cwd=repo, env=env, timeout=300)   # in .venv/
+    assert r.returncode == 0 and " passed" in r.stdout and " failed" not in r.stdout, \
+        r.stdout[-3000:] + r.stderr[-3000:]
     assert "making the virtual environment" not in r.stderr          # made once, by the demo
 
     for cmd in (["python3", "04_verify.py", "--root", "demo/root", "--full", "--decode", "all"],

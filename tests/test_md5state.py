@@ -19,7 +19,7 @@ import pytest
 from conftest import REPO, run
 
 from imagenet_prep import md5state
-from imagenet_prep.md5state import ResumableMD5
+from imagenet_prep.md5state import ResumableMD5, ResumableSHA256
 
 needs_md5 = pytest.mark.skipif(not md5state.available(),
                                reason=f"resumable MD5 unavailable: {md5state.unavailable_reason()}")
@@ -427,3 +427,82 @@ def test_fork_during_an_update_marks_the_childs_copy_unusable():
     assert out.startswith("refused: this MD5 was being updated by another thread when the "
                           "process forked")
     assert out.endswith(hashlib.md5(b"abc").hexdigest())
+
+
+# ----------------------------------------------------------------------------- SHA-256 (issue 20)
+
+needs_sha256 = pytest.mark.skipif(not md5state.available("sha256"),
+                                  reason=f"resumable SHA-256 unavailable: "
+                                         f"{md5state.unavailable_reason('sha256')}")
+EMPTY_SHA256 = ("sha256v1:0:6a09e667:bb67ae85:3c6ef372:a54ff53a:510e527f:9b05688c:1f83d9ab:"
+                "5be0cd19")
+
+
+@needs_sha256
+@pytest.mark.parametrize("size", SIZES)
+def test_sha256_digest_equals_hashlib(size):
+    data = random_bytes(size, seed=size)
+    rng = random.Random(size)
+    h = ResumableSHA256()
+    feed(h, data, rng)
+    assert h.hexdigest() == hashlib.sha256(data).hexdigest() and h.offset == size
+    assert h.name == "sha256" and h.digest_size == 32
+
+
+@needs_sha256
+@pytest.mark.parametrize("cut", [0, 64, 4096, 1 << 20])
+def test_sha256_state_restored_in_a_new_object(cut):
+    data = random_bytes((1 << 20) + 777, seed=cut)
+    h = ResumableSHA256(data[:cut])
+    text = h.state()
+    assert text.startswith(f"sha256v1:{cut}:") and len(text.split(":")) == 10
+    resumed = md5state.from_state(text)             # the version picks the hash
+    assert isinstance(resumed, ResumableSHA256) and resumed.state() == text
+    resumed.update(data[cut:])
+    assert resumed.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert ResumableSHA256().state() == EMPTY_SHA256
+
+
+@needs_sha256
+def test_sha256_state_across_the_32_bit_bit_count_and_fresh_processes(tmp_path):
+    zeros = bytes(4 << 20)
+    h, ref = ResumableSHA256(), hashlib.sha256()
+    for _ in range(130):                    # 520 MiB: the bit count needs its high word
+        h.update(zeros)
+        ref.update(zeros)
+    code = ("import sys\nfrom imagenet_prep import md5state\n"
+            "h = md5state.from_state(sys.argv[1]); h.update(b'tail'); print(h.hexdigest())\n")
+    r = python(code, h.state())
+    ref.update(b"tail")
+    assert r.returncode == 0 and r.stdout.strip() == ref.hexdigest(), r.stderr
+
+
+@pytest.mark.parametrize("text,match", [
+    (EMPTY_SHA256.replace("sha256v1", "sha256v2"), "not an SHA256 state of version sha256v1"),
+    (EMPTY_SHA256.rsplit(":", 1)[0], "has 9 fields, expected 10"),
+    ("sha256v1:64:" + ":".join(["0" * 8] * 7) + ":XYZ", "word h7 must be 8 lowercase hex"),
+    ("sha256v1:100:" + ":".join(["0" * 8] * 8), "not a multiple of 64"),
+    ("sha256v1:0:" + ":".join(["0" * 8] * 8), "the SHA256 initial values"),
+    (EMPTY_STATE, "not an SHA256 state"),            # an MD5 state is not a SHA-256 one
+])
+def test_sha256_hostile_state_refused(text, match):
+    with pytest.raises(ValueError, match=match):
+        ResumableSHA256.from_state(text)
+
+
+def test_a_state_of_either_hash_is_taken_by_from_state_only_for_what_it_says():
+    with pytest.raises(ValueError, match="not an MD5 state"):
+        ResumableMD5.from_state(EMPTY_SHA256)
+    with pytest.raises(ValueError, match="not a hash state of version md5v1 or sha256v1"):
+        md5state.from_state("crc32v1:0:00000000")
+
+
+def test_missing_library_is_explained_for_sha256():
+    code = ("from imagenet_prep import md5state as m\n"
+            "print(m.available('sha256')); print(m.unavailable_reason('sha256'))\n"
+            "m.ResumableSHA256()\n")
+    r = python(code, env={md5state.ENV_LIBRARY: ctypes.util.find_library("c") or "libc.so.6"})
+    assert r.returncode == 1
+    assert r.stdout.splitlines()[0] == "False"
+    assert "does not export SHA256_Init" in r.stdout
+    assert "SHA256Unavailable" in r.stderr and "libssl3" in r.stderr and "--no-verify" in r.stderr
