@@ -224,7 +224,7 @@ def test_a_login_page_or_a_missing_file_is_said(tmp_path, rel, server):
     assert r.returncode == 1 and "answered with a web page" in r.stderr, r.stderr
     server.set_faults(status=404)
     r = stream(tmp_path / "b", urls, "val")
-    assert r.returncode == 1 and "HTTP 404" in r.stderr and "get a fresh one" in r.stderr, r.stderr
+    assert r.returncode == 1 and "HTTP 404" in r.stderr and "get a fresh link" in r.stderr, r.stderr
     assert not (tmp_path / "b" / "val").exists()
 
 
