@@ -1075,6 +1075,8 @@ class Windows:
                             p.have += n
                             self.received += n
                             self.answered = True
+                            if self.done_at is None and all(q.complete for q in self.pieces):
+                                self.done_at = time.monotonic()     # before a reader sees the end
                             self.cond.notify_all()
             finally:
                 reader.close()
