@@ -16,6 +16,7 @@ median is reported. The rows:
     archive already on disk (copied there untimed)
   * 40 MB/s per connection: time and peak disk under ROOT, `--stream` against `00` + `01`
   * uncapped: `--stream --jobs 1` (one writer thread) against --jobs writers, and the CPU time
+  * the peak memory of `--stream` on a release with one class of ~148 MB (the largest real one)
   * 8 MiB/s per connection (image-net.org's order), a 100-class release: `--connections 4` vs 1
   * the MD5's cost: CPU seconds per GiB of ResumableMD5
 
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -94,9 +94,17 @@ class Sampler:
         self.peak = max(self.peak, disk_used(self.folder))
 
 
-def children_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
+def run_one(cmd: list[str]) -> tuple[float, float]:
+    """Run a command: (CPU seconds, user + system, and peak RSS in MiB of it and the processes it
+    waited for)."""
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.stderr.close()
+    if proc.returncode != 0:
+        raise SystemExit("failed: %s\n%s" % (" ".join(cmd), err.decode(errors="replace")[-3000:]))
+    return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0
 
 
 def timed(cmds: list[list[str]], root: Path,
@@ -108,16 +116,36 @@ def timed(cmds: list[list[str]], root: Path,
     if prepare:
         prepare(root)
     drop_caches()
-    cpu = children_cpu()
+    cpu = 0.0
     with Sampler(root) as s:
         t0 = time.monotonic()
         for cmd in cmds:
-            r = subprocess.run(cmd, env=ENV, capture_output=True, text=True)
-            if r.returncode != 0:
-                raise SystemExit("failed: %s\n%s" % (" ".join(cmd), r.stderr[-3000:]))
+            cpu += run_one(cmd)[0]
         subprocess.run(["sync"])
         dt = time.monotonic() - t0
-    return dt, s.peak, children_cpu() - cpu
+    return dt, s.peak, cpu
+
+
+def peak_memory(work: Path, jobs: int, images: int = 1350) -> dict:
+    """Peak RSS of `01 --stream train` from a local file (the link outruns the writers: the most
+    is held in memory) on a release with one big class of `images` images of ~110 KiB (~148 MB, the
+    size of the largest real class) and a second one of the same size."""
+    rel = minirelease.make_release(work / "bigclass-rel", classes=2, images=(images, images),
+                                   val_per_class=1, test=1, kib=110.0)
+    urls = work / "urls-bigclass.sh"
+    urls.write_text('DOWNLOAD_URL_train="file://%s"\nMD5_train=%s\n'
+                    % (rel.archives["train"], rel.md5["train"]))
+    root = work / "root-bigclass"
+    root.mkdir()
+    try:
+        _, rss = run_one([str(REPO / "01_unzip.sh"), "--root", str(root), "--jobs", str(jobs),
+                          "--stream", "--urls", str(urls), "train"])
+    finally:
+        shutil.rmtree(rel.out, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
+    return {"measure": "peak RSS of --stream, one class of %s (--in-flight 64)"
+            % human(rel.sizes["train"] // 2), "value": round(rss), "unit": "MiB", "baseline": None,
+            "ratio": None, "goal": "< 256 MiB"}
 
 
 def md5_cpu_per_gib(path: Path) -> float:
@@ -247,6 +275,7 @@ def run_all(work: Path, rel_dir: Path, jobs: int, repeat: int,
             cpu["01 from disk"], "s", "report"),
     ]
     if not quick:
+        rows.append(peak_memory(work, jobs))
         rows += connections_at_a_real_cap(work, jobs)
     rows.append({"measure": "MD5 (ResumableMD5) CPU per GiB",
                  "value": round(md5_cpu_per_gib(archive), 2), "unit": "s/GiB", "baseline": None,

@@ -61,7 +61,7 @@ from .urls import Link
 
 WINDOW = 64 << 20                     # bytes per spool window (--connections)
 IN_FLIGHT = 64                        # --in-flight default: MiB of files read but not yet written
-HASH_AHEAD = 32 << 20                 # bytes read but not yet through the MD5, at most
+HASH_AHEAD = 16 << 20                 # bytes read but not yet through the MD5, at most
 CHECKPOINT_SECONDS = 5.0              # a checkpoint (a sync of the tree) at most every this many s
 CHECKPOINT_MAX = 64 << 20             # the largest checkpoint read (test's: ~15 MiB for 100,000 files)
 CHECKPOINT_VERSION = 2
