@@ -280,8 +280,8 @@ def build_parser() -> Parser:
                    help="data folder (default: $IMAGENET_ROOT, else the current directory)")
     p.add_argument("--archive", metavar="PATH", help="read this archive instead of "
                    "ROOT/downloads/<official name> (one SPLIT only)")
-    p.add_argument("--jobs", metavar="N", help="classes extracted in parallel (default: the cores "
-                   "available to this process)")
+    p.add_argument("--jobs", metavar="N", help="classes extracted in parallel; with --stream, "
+                   "threads writing the files (default: the cores available to this process)")
     p.add_argument("--shard", metavar="K/N", help="extract only share K of N of the train classes "
                    "(0 <= K < N); shares can run at the same time on one ROOT. Default: from "
                    "SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_MIN and SLURM_ARRAY_TASK_COUNT when set, "
