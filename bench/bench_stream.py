@@ -15,7 +15,8 @@ median is reported. The rows:
     `01 --stream train` against `00 train` then `01 train`, and against `01 train` alone with the
     archive already on disk (copied there untimed)
   * 40 MB/s per connection: time and peak disk under ROOT, `--stream` against `00` + `01`
-  * uncapped: `--stream --jobs 1` (one writer thread) against --jobs writers, and the CPU time
+  * uncapped: `--stream --jobs 1` (one writer thread) against --jobs writers; `--stream` from a
+    local file (a file:// link: no curl, no pipe) against 01 from disk; the CPU time of each
   * the peak memory of `--stream` on a release with one class of ~148 MB (the largest real one)
   * 8 MiB/s per connection (image-net.org's order), a 100-class release: `--connections 4` vs 1
   * the MD5's cost: CPU seconds per GiB of ResumableMD5
@@ -94,17 +95,23 @@ class Sampler:
         self.peak = max(self.peak, disk_used(self.folder))
 
 
+# runs a command and prints its exit code, CPU seconds and peak RSS (KiB): from a small process of
+# its own, as a child forked from this one (large, after generating a release) would count this
+# one's memory in its peak
+MEASURE = ("import os, subprocess, sys; p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL);"
+           " _, status, u = os.wait4(p.pid, 0);"
+           " print(os.waitstatus_to_exitcode(status), u.ru_utime + u.ru_stime, u.ru_maxrss)")
+
+
 def run_one(cmd: list[str]) -> tuple[float, float]:
     """Run a command: (CPU seconds, user + system, and peak RSS in MiB of it and the processes it
     waited for)."""
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    proc.stderr.close()
-    if proc.returncode != 0:
-        raise SystemExit("failed: %s\n%s" % (" ".join(cmd), err.decode(errors="replace")[-3000:]))
-    return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0
+    r = subprocess.run([sys.executable, "-c", MEASURE, *cmd], env=ENV, capture_output=True,
+                       text=True)
+    rc, cpu, rss = r.stdout.split()
+    if rc != "0":
+        raise SystemExit("failed: %s\n%s" % (" ".join(cmd), r.stderr[-3000:]))
+    return float(cpu), int(rss) / 1024.0
 
 
 def timed(cmds: list[list[str]], root: Path,
@@ -239,12 +246,16 @@ def run_all(work: Path, rel_dir: Path, jobs: int, repeat: int,
     try:
         urls = work / "urls.sh"
         urls.write_text('DOWNLOAD_URL_train="%s?token=x"\nMD5_train=%s\n' % (srv.url(NAME), md5))
+        local = work / "urls-file.sh"
+        local.write_text('DOWNLOAD_URL_train="file://%s"\nMD5_train=%s\n' % (archive, md5))
         base = [unzip, "--root", str(root), "--jobs", str(jobs)]
         stream = base + ["--stream", "--urls", str(urls), "train"]
         pipe = [[dl, "--root", str(root), "--urls", str(urls), "train"], base + ["train"]]
         routes = {"00 + 01": (0, pipe, None), "01 from disk": (0, [base + ["train"]], on_disk),
                   "--stream": (0, [stream], None),
                   "--stream --jobs 1": (0, [base[:3] + ["--jobs", "1"] + stream[5:]], None),
+                  "--stream, file link": (0, [base + ["--stream", "--urls", str(local), "train"]],
+                                          None),
                   "00 + 01, 40 MB/s": (CAP, pipe, None), "--stream, 40 MB/s": (CAP, [stream], None)}
         for _ in range(repeat):
             for name, (cap, cmds, prepare) in routes.items():
@@ -271,7 +282,11 @@ def run_all(work: Path, rel_dir: Path, jobs: int, repeat: int,
             peak["00 + 01, 40 MB/s"] / 2**20, "MiB", "<= 0.60x", 0),
         row("--stream, %d writer threads vs 1 (uncapped)" % jobs, t["--stream"],
             t["--stream --jobs 1"], "s", "report", 2),
+        row("--stream from a local file (file:// link, no curl) vs 01 from disk", t["--stream, file link"],
+            t["01 from disk"], "s", "report", 2),
         row("CPU (user + sys) of --stream vs 01 from disk (uncapped)", cpu["--stream"],
+            cpu["01 from disk"], "s", "report"),
+        row("CPU (user + sys) of --stream from a local file vs 01 from disk", cpu["--stream, file link"],
             cpu["01 from disk"], "s", "report"),
     ]
     if not quick:

@@ -66,6 +66,8 @@ CHECKPOINT_SECONDS = 5.0              # a checkpoint (a sync of the tree) at mos
 CHECKPOINT_MAX = 64 << 20             # the largest checkpoint read (test's: ~15 MiB for 100,000 files)
 CHECKPOINT_VERSION = 2
 SHA_HEX = re.compile(r"[0-9a-f]{64}\Z")
+MARK_BYTES = 1 << 20                  # val/test: a place for a checkpoint after about every MiB,
+MARK_SECONDS = 0.5                    # or every half second on a slow link
 PENDING = object()                    # an MD5 state not taken yet
 
 
@@ -438,7 +440,8 @@ class Counted:
         self.capture: Optional[tuple[int, bytearray]] = None
         self.error: list[BaseException] = []
         self.chunks: Optional[queue.Queue] = None
-        self.buffer: list[bytes] = []             # read, not yet handed to the MD5 thread
+        self.buffer: list[bytes] = []             # read, not yet handed to the MD5 thread (joined:
+        #                                           a copy here saves many calls there)
         self.buffered = 0
         if md5 is not None:
             self.hashed, self.due = start, collections.deque()    # marks the MD5 has not reached
@@ -497,10 +500,10 @@ class Counted:
         """Hand what was read to the MD5 thread (an empty list: it notes the marks it reached)."""
         if self.error:
             raise self.error[0]
-        parts, n = self.buffer, self.buffered
+        data = self.buffer[0] if len(self.buffer) == 1 else b"".join(self.buffer)
         self.buffer, self.buffered = [], 0
-        self.ahead.take(n)
-        self.chunks.put((parts, n))
+        self.ahead.take(len(data))
+        self.chunks.put(data)           # one piece: one call into libcrypto, not one per read
 
     # -- the MD5 thread
     def _hash(self) -> None:
@@ -511,23 +514,27 @@ class Counted:
                 if item is None:
                     return
                 if not self.error:
-                    for part in item[0]:
-                        self._update(memoryview(part))
+                    self._update(item)
                     self._reached()
             except BaseException as e:                 # raised in the reader
                 self.error.append(e)
             finally:
                 if item is not None:
-                    self.ahead.give(item[1])
+                    self.ahead.give(len(item))
                 chunks.task_done()
 
-    def _update(self, view: memoryview) -> None:
-        while view:
-            self._reached()
-            n = len(view) if not self.due else min(len(view), self.due[0] - self.hashed)
-            self.md5.update(view[:n])
+    def _update(self, data: bytes) -> None:
+        """Hash `data`, stopping at each mark inside it to take the state there (a piece is
+        pushed at each mark, so it ends there: most often it is hashed whole)."""
+        self._reached()
+        while self.due and self.due[0] < self.hashed + len(data):
+            n = self.due[0] - self.hashed
+            self.md5.update(memoryview(data)[:n])
             self.hashed += n
-            view = view[n:]
+            data = data[n:]
+            self._reached()
+        self.md5.update(data)
+        self.hashed += len(data)
 
     def _reached(self) -> None:
         while self.due and self.due[0] == self.hashed:
@@ -635,14 +642,14 @@ class Writers:
 
 class Ledger:
     """The units of a stream (train classes, val/test files) in archive order, as the reader opens
-    them and the writers finish them, and the reader's marks between members. A checkpoint may go
-    at the start of the oldest unit not finished, or, with all finished, at the mark after the
-    last one: everything before it is written."""
+    them and the writers finish them, and the reader's marks between members (a unit starts at
+    the last mark before it). A checkpoint may go at the start of the oldest unit not finished,
+    or, with all finished, at the mark after the last one: everything before it is written."""
 
     def __init__(self, start: int) -> None:
         self.lock = threading.Lock()
         self.units: collections.deque = collections.deque()     # [start, info or PENDING]
-        self.finished: list = []                  # infos of the units before the first open one
+        self.finished: list = []                  # units done, before the first open one
         self.last, self.opened, self.saved = start, -1, start
         self.frozen = False
 
@@ -662,7 +669,7 @@ class Ledger:
         with self.lock:
             unit[1] = info
             while self.units and self.units[0][1] is not PENDING:
-                self.finished.append(self.units.popleft()[1])
+                self.finished.append(self.units.popleft())
 
     def freeze(self) -> None:
         """No checkpoint from now on (a member was refused: the run fails at its end)."""
@@ -684,7 +691,11 @@ class Ledger:
             if at == self.saved or not ready(at):
                 return None
             self.saved = at
-            infos, self.finished = self.finished, []
+            n = len(self.finished)            # (units since the mark at `at` are after it)
+            while n and self.finished[n - 1][0] >= at:
+                n -= 1
+            infos = [info for _, info in self.finished[:n]]
+            del self.finished[:n]
             return at, infos
 
 
@@ -1169,7 +1180,9 @@ def resume_flat(out, cp: Checkpoint, partial: str):
 
 
 class FlatStream:
-    """The reader of a val or test stream: each image handed to the writers."""
+    """The reader of a val or test stream: each image handed to the writers. A checkpoint may go
+    at a mark, one after about every MARK_BYTES or MARK_SECONDS (at the start of the oldest image
+    not written: a rerun writes the images after it again)."""
 
     def __init__(self, link: Link, cp: Checkpoint, out, bar: Progress) -> None:
         self.link, self.cp, self.out, self.bar = link, cp, out, bar
@@ -1177,7 +1190,8 @@ class FlatStream:
         self.bytes = cp.extra.get("bytes", 0)
 
     def run(self, src: Source, counted: Counted, ledger: Ledger, writers: Writers) -> None:
-        start = self.cp.offset
+        start = last = self.cp.offset
+        when = time.monotonic()
         ledger.mark(counted.mark())
         for m in iter_tar(src, start, self.cp.total, self.out.label, need_eof=True):
             name = self.out.name(m)
@@ -1192,7 +1206,9 @@ class FlatStream:
                     writers.put(functools.partial(self.write, held(m, data), m, name, unit, ledger),
                                 m.size + BLOCK)
             src.skip_to(m.offset + (m.size + BLOCK - 1) // BLOCK * BLOCK)
-            ledger.mark(counted.mark())
+            if src.pos - last >= MARK_BYTES or time.monotonic() - when >= MARK_SECONDS:
+                last, when = counted.mark(), time.monotonic()
+                ledger.mark(last)
             self.bar.update(src.pos, "%d images, %s" % (self.out.count,
                                                         eta(self.bar, src.pos, self.cp.total, start)))
 

@@ -645,7 +645,9 @@ def check_checkpoint(root: Path, rel, split: str) -> None:
     else:
         partial = root / (".%s.tmp-stream" % split)
         want = expected_flat(rel.archives[split])
+        where = {m.name.rsplit("/", 1)[-1]: m.offset for m in members}
         for name, sha in doc["extra"]["files"]:
+            assert where[name] < offset, (name, offset)
             assert hashlib.sha256((partial / name).read_bytes()).hexdigest() == sha
             assert (partial / name).read_bytes() == want[name]
         assert doc["extra"]["bytes"] == sum(len(want[n]) for n, _ in doc["extra"]["files"])
