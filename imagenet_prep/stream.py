@@ -863,7 +863,6 @@ def eta(bar: Progress, done: int, total: int, start: int) -> str:
                                                 left % 60)
 
 
-
 # ----------------------------------------------------------------------------- train
 
 class TrainStream:
