@@ -1,14 +1,32 @@
 """01_unzip.sh --stream: from the link straight into the tree, with no archive on disk.
 
-The archive's bytes are read once, in order, from the link; the tar reader hands each class (or
-val/test image) to the same writer 01 uses for an archive on disk, and every byte passes through
-a whole-file MD5 whose state can be saved. After each class is complete and synced, a checkpoint
-records where the next class starts, the MD5 state there, the file's size and its ETag
-(ROOT/.01_unzip/stream-SPLIT.json). A rerun asks the server for the rest from there (Range, with
-If-Range); whatever else the server answers is dealt with so that bytes of two different files
-are never joined, and when the stream is read from its start again, every class already on disk
-is checked against the hashes in its record. The split is done only when the size and MD5 of
-all the bytes read equal the official ones (or MD5_<split>/SIZE_<split> in urls.sh).
+The archive's bytes are read once, in order, from the link (open_bytes). The reader (the main
+thread) parses the tar and hands each member's bytes to a pool of writer threads (Writers), at
+most --in-flight MiB at a time, so that memory stays flat for any class size: the writers create
+the files and hash them (SHA-256, for the manifest), and the last writer of a class records it
+and renames it into place (train.ClassWriter; val/test: unzip.FlatWriter). That work is system
+calls and hashing, which run without Python's lock, so the threads share the cores. Every byte
+also passes, in order, through a whole-file MD5 that runs in a thread of its own and whose state
+can be saved (Counted).
+
+Checkpoints (ROOT/.01_unzip/stream-SPLIT.json, Checkpoint) are saved by a thread of their own
+(Saver), at most every CHECKPOINT_SECONDS, after a sync of the tree. A checkpoint goes at the
+start of the oldest class (val/test: file) not yet written (Ledger), so that everything before it
+is complete, and holds the MD5 state there, the SHA-256 of the 512 bytes found there (the tar
+header a resumed read must find: else the file behind the link changed, or the checkpoint was
+edited), the file's size and ETag, and what is done before it: train's classes, each with the
+offset and MD5 state where it starts (a class removed later is fetched again alone and its bytes
+proven by the states around it); val/test's files with their SHA-256. A rerun asks the server for
+the rest from there (Range, with If-Range); whatever else the server answers is dealt with so that
+bytes of two different files are never joined.
+
+Nothing written before counts until the bytes of this reading have proved it: a class on disk
+that the stream reaches again is written anew from the bytes read now and compared with its
+record (kept if the same, else replaced), and val/test files written after the checkpoint are
+written again. After a wrong MD5, a changed file or a checkpoint that does not fit, the reading
+starts from byte 0, and so proves every class again, across any number of interruptions. The
+split is done only when the size and MD5 of all the bytes read equal the official ones (or
+MD5_<split>/SIZE_<split> in urls.sh).
 
 The bytes come from the one fetch engine (transport.py), as 00_download.sh's do. With
 --connections N they are fetched ahead over N connections into a bounded spool of windows
@@ -16,79 +34,145 @@ The bytes come from the one fetch engine (transport.py), as 00_download.sh's do.
 """
 from __future__ import annotations
 
-import copy
+import collections
 import ctypes
+import functools
+import hashlib
+import json
 import os
 import queue
+import re
 import threading
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 from . import md5state
-from .console import PrepError, human, log, preflight, thousands
-from .extract import Config, done_marker, resolve_final
-from .files import Lock, clear_temps, open_dir, read_json, remove_tree, temp_of, try_flock, write_json
+from .console import DISK_FULL, PrepError, disk_full_text, human, log, preflight, some, thousands
+from .extract import CHUNK, Config, done_marker, resolve_final
+from .facts import WNID_RE
+from .files import (Lock, clear_temps, open_dir, read_regular, remove_tree, temp_name, temp_of,
+                    try_flock, write_json)
 from .progress import Progress
-from .tarstream import BLOCK, Source, iter_tar, sniff
-from .train import (RE_OUTER, ClassTar, check_class_folders, clear_split_leftovers, finish_train,
-                    refused_text, train_done, write_class)
+from .tarstream import BLOCK, Member, Source, iter_tar, read_data, sniff
+from .train import (FLAT_NAME, RE_OUTER, ClassTar, ClassWriter, check_class_folders,
+                    clear_split_leftovers, finish_train, refused_text, train_done, write_class)
 from .transport import (FileChanged, LocalReader, Policy, Prefetcher, RangeReader, Validator,
                         spool)
 from .urls import Link
 
 WINDOW = 64 << 20                     # bytes per spool window (--connections)
-CHECKPOINT_BYTES = 256 << 20          # val/test: a checkpoint at the first member boundary after this
-CHECKPOINT_SECONDS = 5.0              # and at most one (a sync of the tree) every this many seconds
+IN_FLIGHT = 64                        # --in-flight default: MiB of files read but not yet written
+HASH_AHEAD = 16 << 20                 # bytes read but not yet through the MD5, at most
+CHECKPOINT_SECONDS = 5.0              # a checkpoint (a sync of the tree) at most every this many s
+CHECKPOINT_MAX = 64 << 20             # the largest checkpoint read (test's: ~15 MiB for 100,000 files)
+CHECKPOINT_VERSION = 2
+SHA_HEX = re.compile(r"[0-9a-f]{64}\Z")
+MARK_BYTES = 1 << 20                  # val/test: a place for a checkpoint after about every MiB,
+MARK_SECONDS = 0.5                    # or every half second on a slow link
+PENDING = object()                    # an MD5 state not taken yet
 
 
 # ----------------------------------------------------------------------------- checkpoints
 
+def whole(value: object) -> bool:
+    return type(value) is int
+
+
 class Checkpoint:
-    """Where a stream may resume: offset (a member boundary), the MD5 state there, the file's
-    size and ETag. Saved atomically and synced; read back strictly (it is input too)."""
+    """Where a stream may resume: `offset` (where a member's tar header starts, every class or
+    file before it complete), the MD5 state there, `head` (the SHA-256 of the 512 bytes there),
+    the file's size and ETag, and `extra`: train {"classes": [[WNID, start, MD5 state there],
+    ...]}, val/test {"files": [[name, SHA-256], ...], "bytes": N}. Saved atomically after a sync;
+    read back strictly (it is input too)."""
 
     def __init__(self, path: str, link: Link, verify: bool) -> None:
         self.path, self.link, self.verify = path, link, verify
-        self.offset, self.total, self.etag = 0, link.size, None
-        self.md5 = md5state.ResumableMD5() if verify else None
+        self.restart()
+        self.total = link.size
+
+    def restart(self) -> None:
+        """From byte 0 (of whatever file the link serves now)."""
+        self.offset, self.etag, self.head = 0, None, None
+        self.md5 = md5state.ResumableMD5() if self.verify else None
         self.extra: dict = {}
 
     def load(self) -> bool:
-        doc = read_json(self.path)
-        if doc is None:
+        """The saved checkpoint, if it fits this link (else a note, and the stream starts from
+        byte 0). A checkpoint that is not a regular file of reasonable size is an error."""
+        try:
+            text = read_regular(self.path, "01_unzip.sh --stream keeps its place in the %s stream "
+                                "there: delete it and run again (the stream then starts from "
+                                "byte 0)" % self.link.split, CHECKPOINT_MAX)
+        except FileNotFoundError:
             return False
         try:
-            if doc.get("archive") != self.link.name or not isinstance(doc.get("offset"), int) \
-                    or doc["offset"] < 0 or doc["offset"] % BLOCK or not isinstance(doc.get("total"), int):
-                raise ValueError("not a checkpoint of %s" % self.link.name)
-            if self.link.size is not None and doc["total"] != self.link.size:
-                raise ValueError("for a file of %d bytes" % doc["total"])
-            md5 = None
-            if self.verify:
-                md5 = md5state.ResumableMD5.from_state(doc.get("md5") or "")
-                if md5.offset != doc["offset"]:
-                    raise ValueError("its MD5 state is not at its offset")
-        except (ValueError, TypeError, AttributeError) as e:
-            log.info("%s: ignoring %s (%s); reading the archive from its start",
-                     self.link.split, self.path, e)
+            self._take(json.loads(text))
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError) as e:
+            log.info("%s: ignoring %s (%s); reading the archive from its start", self.link.split,
+                     self.path, e)
+            self.restart()
             return False
-        self.offset, self.total, self.etag, self.md5 = doc["offset"], doc["total"], doc.get("etag"), md5
-        self.extra = doc.get("extra") or {}
         return True
 
-    def snapshot(self, offset: int) -> dict:
-        """The checkpoint at `offset` (the MD5 must be exactly there), to be written later."""
-        assert self.md5 is None or self.md5.offset == offset, (self.md5.offset, offset)
-        self.offset = offset
-        return {"archive": self.link.name, "offset": offset, "total": self.total, "etag": self.etag,
-                "md5": self.md5.state() if self.md5 else None, "extra": copy.deepcopy(self.extra)}
+    def _take(self, doc: dict) -> None:
+        if not isinstance(doc, dict) or doc.get("version") != CHECKPOINT_VERSION:
+            raise ValueError("not a checkpoint of this version of 01_unzip.sh")
+        if doc.get("archive") != self.link.name:
+            raise ValueError("not a checkpoint of %s" % self.link.name)
+        offset, total = doc.get("offset"), doc.get("total")
+        if not (whole(offset) and whole(total) and 0 < offset < total and offset % BLOCK == 0):
+            raise ValueError("its offset and size do not fit")
+        if self.link.size is not None and total != self.link.size:
+            raise ValueError("for a file of %d bytes" % total)
+        if not isinstance(doc.get("head"), str) or not SHA_HEX.match(doc["head"]):
+            raise ValueError("it says no header")
+        if doc.get("etag") is not None and not isinstance(doc["etag"], str):
+            raise ValueError("its ETag is not text")
+        md5 = self._md5(doc.get("md5"), offset) if self.verify else None
+        extra = doc.get("extra")
+        if not isinstance(extra, dict):
+            raise ValueError("it says nothing of what is done")
+        extra = self._classes(extra, offset) if self.link.split == "train" else self._files(extra)
+        self.offset, self.total, self.etag, self.md5 = offset, total, doc.get("etag"), md5
+        self.head, self.extra = doc["head"], extra
+
+    @staticmethod
+    def _md5(state: object, offset: int) -> md5state.ResumableMD5:
+        md5 = md5state.ResumableMD5.from_state(state)
+        if md5.offset != offset:
+            raise ValueError("its MD5 state is not at its offset")
+        return md5
+
+    def _classes(self, extra: dict, offset: int) -> dict:
+        classes, seen, last = extra["classes"], set(), -1
+        for wnid, start, state in classes:
+            if not (isinstance(wnid, str) and WNID_RE.match(wnid) and wnid not in seen
+                    and whole(start) and last < start < offset and start % BLOCK == 0):
+                raise ValueError("its classes are not a list of WNIDs in archive order")
+            if self.verify:
+                self._md5(state, start)
+            seen.add(wnid)
+            last = start
+        return {"classes": [list(c) for c in classes]}
+
+    @staticmethod
+    def _files(extra: dict) -> dict:
+        files, seen = extra["files"], set()
+        for name, sha in files:
+            if not (isinstance(name, str) and FLAT_NAME.match(name) and name not in seen
+                    and (sha is None or isinstance(sha, str) and SHA_HEX.match(sha))):
+                raise ValueError("its files are not a list of image names and hashes")
+            seen.add(name)
+        if not whole(extra["bytes"]) or extra["bytes"] < 0:
+            raise ValueError("its byte count is not a number")
+        return {"files": [list(f) for f in files], "bytes": extra["bytes"]}
+
+    def doc(self, offset: int, md5: Optional[str], head: str, extra: dict) -> dict:
+        return {"version": CHECKPOINT_VERSION, "archive": self.link.name, "offset": offset,
+                "total": self.total, "etag": self.etag, "md5": md5, "head": head, "extra": extra}
 
     def write(self, doc: dict) -> None:
         write_json(self.path, doc)
-
-    def restart(self) -> None:
-        self.offset, self.etag = 0, None
-        self.md5 = md5state.ResumableMD5() if self.verify else None
 
     def remove(self) -> None:
         if os.path.exists(self.path):
@@ -165,128 +249,425 @@ def open_bytes(cfg: Config, link: Link, cp: Checkpoint, policy: Policy, connecti
     raise PrepError("%s: the file behind the link keeps changing; try again later" % link.split)
 
 
-class Saver:
-    """Checkpoints written in a thread: first the files are synced (syncfs), then the checkpoint
-    that counts on them is saved, while the reader goes on with the next class. Only the latest
-    checkpoint waiting matters, and one is saved at most every CHECKPOINT_SECONDS (a sync after
-    every class would hold up the writing); a kill loses at most the classes since the last one."""
 
-    def __init__(self, cp: Checkpoint) -> None:
-        self.cp, self.cond = cp, threading.Condition()
-        self.pending: Optional[tuple[str, dict]] = None
-        self.busy, self.closed = False, False
-        self.error: list[BaseException] = []
-        threading.Thread(target=self._run, daemon=True).start()
 
-    def put(self, written: str, doc: dict) -> None:
+# ----------------------------------------------------------------------------- the pipeline
+
+class Budget:
+    """Bytes handed from one thread to others: take() waits while `limit` are out (one piece
+    larger than that goes alone), give() returns them."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used, self.cond = limit, 0, threading.Condition()
+
+    def take(self, n: int) -> None:
         with self.cond:
-            if self.error:
-                raise self.error[0]
-            self.pending = (written, doc)
-            self.cond.notify_all()
-
-    def _run(self) -> None:
-        last = 0.0
-        while True:
-            with self.cond:               # at most one sync every CHECKPOINT_SECONDS, unless closing
-                while not self.closed and (self.pending is None
-                                           or time.monotonic() - last < CHECKPOINT_SECONDS):
-                    self.cond.wait(max(0.05, CHECKPOINT_SECONDS - (time.monotonic() - last)))
-                if self.pending is None:
-                    return
-                (written, doc), self.pending, self.busy = self.pending, None, True
-            try:
-                # the files, and the records beside the checkpoint (maybe another file system)
-                folders = (written, os.path.dirname(self.cp.path))
-                for folder in {os.stat(f).st_dev: f for f in folders}.values():
-                    sync_tree(folder)
-                self.cp.write(doc)
-            except BaseException as e:
-                self.error.append(e)
-            last = time.monotonic()
-            with self.cond:
-                self.busy = False
-                self.cond.notify_all()
-
-    def close(self) -> None:
-        with self.cond:
-            self.closed = True
-            self.cond.notify_all()
-            while self.pending is not None or self.busy:
+            while self.used and self.used + n > self.limit:
                 self.cond.wait()
-        if self.error:
-            raise self.error[0]
+            self.used += n
+
+    def give(self, n: int) -> None:
+        with self.cond:
+            self.used -= n
+            self.cond.notify_all()
 
 
 class Counted:
-    """What iter_tar reads from: the archive's bytes, each passing once through the MD5.
+    """What the tar reader reads from: the archive's bytes from `start` on (`head`: bytes taken
+    from `raw` already, read first), each passing once through the MD5, which runs in a thread of
+    its own a little behind the reader (at most HASH_AHEAD bytes; libcrypto runs without the
+    GIL). mark() notes the current position as one where a checkpoint may go: the MD5 thread
+    takes its state there as it passes, and the 512 bytes read next (the header a resumed read
+    must find there) are hashed."""
 
-    The MD5 is updated in a thread of its own, in order, a little behind the reader (libcrypto
-    runs without the GIL), so that hashing the archive overlaps writing the files. drain() waits
-    until it has caught up: the MD5 state is then exactly that of the bytes read so far."""
-
-    def __init__(self, raw, cp: Checkpoint) -> None:
-        self.raw, self.cp = raw, cp
-        self.saver = Saver(cp)
-        self.queue: Optional[queue.Queue] = None
+    def __init__(self, raw, md5: Optional[md5state.ResumableMD5], start: int,
+                 head: bytes = b"") -> None:
+        self.raw, self.md5, self.pos, self.held = raw, md5, start, head
+        self.cond = threading.Condition()
+        self.marks: dict[int, list] = {}          # offset -> [MD5 state, SHA-256 of its header]
+        self.capture: Optional[tuple[int, bytearray]] = None
         self.error: list[BaseException] = []
-        if cp.md5 is not None:
-            self.queue = queue.Queue(maxsize=8)
+        self.chunks: Optional[queue.Queue] = None
+        self.buffer: list[bytes] = []             # read, not yet handed to the MD5 thread (joined:
+        #                                           a copy here saves many calls there)
+        self.buffered = 0
+        if md5 is not None:
+            self.hashed, self.due = start, collections.deque()    # marks the MD5 has not reached
+            self.ahead = Budget(HASH_AHEAD)
+            self.chunks = queue.Queue()
             threading.Thread(target=self._hash, daemon=True).start()
 
-    def _hash(self) -> None:
-        chunks = self.queue
-        while True:
-            data = chunks.get()
-            try:
-                if data is None:
-                    return
-                if not self.error:
-                    self.cp.md5.update(data)
-            except BaseException as e:                 # handed to the reader at drain()
-                self.error.append(e)
-            finally:
-                chunks.task_done()
-
+    # -- the reader's side
     def read(self, n: int) -> bytes:
-        data = self.raw.read(n)
-        if data and len(data) < n:                     # a pipe may return less than asked
-            out = bytearray(data)
-            while len(out) < n:
-                more = self.raw.read(n - len(out))
-                if not more:
-                    break
-                out += more
-            data = bytes(out)
-        if self.queue is not None and data:
-            self.queue.put(data)
+        parts, got = [], 0
+        if self.held:
+            parts.append(self.held[:n])
+            self.held = self.held[n:]
+            got = len(parts[0])
+        while got < n:
+            data = self.raw.read(n - got)         # a pipe may return less than asked
+            if not data:
+                break
+            parts.append(data)
+            got += len(data)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        if data:
+            if self.capture is not None:
+                self._capture(data)
+            if self.chunks is not None:
+                self.buffer.append(data)
+                self.buffered += len(data)
+                if self.buffered >= 1 << 20:
+                    self._push()
+            self.pos += len(data)
         return data
 
-    def drain(self) -> None:
-        if self.queue is not None:
-            self.queue.join()
+    def mark(self) -> int:
+        """Note the current position as one where a checkpoint may go; returns it."""
+        at = self.pos
+        with self.cond:
+            if at in self.marks:
+                return at
+            self.marks[at] = [PENDING if self.md5 is not None else None, None]
+        self.capture = (at, bytearray())
+        if self.chunks is not None:
+            self.due.append(at)
+            self._push()
+        return at
+
+    def _capture(self, data: bytes) -> None:
+        at, block = self.capture
+        block += data[:BLOCK - len(block)]
+        if len(block) == BLOCK:
+            self.capture = None
+            with self.cond:
+                self.marks[at][1] = hashlib.sha256(block).hexdigest()
+                self.cond.notify_all()
+
+    def _push(self) -> None:
+        """Hand what was read to the MD5 thread (an empty list: it notes the marks it reached)."""
+        if self.error:
+            raise self.error[0]
+        data = self.buffer[0] if len(self.buffer) == 1 else b"".join(self.buffer)
+        self.buffer, self.buffered = [], 0
+        self.ahead.take(len(data))
+        self.chunks.put(data)           # one piece: one call into libcrypto, not one per read
+
+    # -- the MD5 thread
+    def _hash(self) -> None:
+        chunks = self.chunks
+        while True:
+            item = chunks.get()
+            try:
+                if item is None:
+                    return
+                if not self.error:
+                    self._update(item)
+                    self._reached()
+            except BaseException as e:                 # raised in the reader
+                self.error.append(e)
+            finally:
+                if item is not None:
+                    self.ahead.give(len(item))
+                chunks.task_done()
+
+    def _update(self, data: bytes) -> None:
+        """Hash `data`, stopping at each mark inside it to take the state there (a piece is
+        pushed at each mark, so it ends there: most often it is hashed whole)."""
+        self._reached()
+        while self.due and self.due[0] < self.hashed + len(data):
+            n = self.due[0] - self.hashed
+            self.md5.update(memoryview(data)[:n])
+            self.hashed += n
+            data = data[n:]
+            self._reached()
+        self.md5.update(data)
+        self.hashed += len(data)
+
+    def _reached(self) -> None:
+        while self.due and self.due[0] == self.hashed:
+            at = self.due.popleft()
+            state = self.md5.state()
+            with self.cond:
+                self.marks[at][0] = state
+                self.cond.notify_all()
+
+    # -- what the checkpoints need
+    def known(self, at: int) -> bool:
+        """The MD5 state at mark `at` and the hash of the header there are both known."""
+        with self.cond:
+            m = self.marks.get(at)
+            return m is not None and m[0] is not PENDING and m[1] is not None
+
+    def info(self, at: int) -> tuple[Optional[str], str]:
+        with self.cond:
+            return self.marks[at][0], self.marks[at][1]
+
+    def forget(self, before: int) -> None:
+        with self.cond:
+            for at in [a for a in self.marks if a < before]:
+                del self.marks[at]
+
+    def close(self) -> None:
+        """Wait until the MD5 has every byte read (cp.md5 is then that of all of them)."""
+        if self.chunks is not None:
+            self._push()
+            self.chunks.join()
+            self.chunks.put(None)
+            self.chunks = None
             if self.error:
                 raise self.error[0]
 
-    def checkpoint(self, offset: int, written: str) -> None:
-        """A checkpoint at `offset`, the position of the bytes read so far: saved by the Saver
-        once what was written under `written` is on disk."""
-        self.drain()
-        self.saver.put(written, self.cp.snapshot(offset))
 
-    def close(self) -> None:
-        """Wait for the MD5 and the last checkpoint."""
-        if self.queue is not None:
-            self.drain()
-            self.queue.put(None)
-            self.queue = None
-        self.saver.close()
+class Held:
+    """A member's bytes, read already, as write_member reads them (read_data asks for them whole:
+    no copy)."""
 
-    def source(self, pos: int) -> Source:
-        return Source(self, pos=pos, seekable=False)
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def read(self, n: int) -> bytes:
+        if n >= len(self.data):
+            data, self.data = self.data, b""
+        else:
+            data, self.data = self.data[:n], self.data[n:]
+        return data
 
 
-# ----------------------------------------------------------------------------- checking the end
+def held(m: Member, data: bytes) -> Source:
+    """A Source that gives member m's data (at m.offset) from memory."""
+    return Source(Held(data), pos=m.offset, seekable=False)
+
+
+class Writers:
+    """Threads that write the files the reader hands them (put), at most `limit` bytes of files
+    waiting or being written at a time. The first error of a writer is raised in the reader at
+    its next put(); the files handed over after it are dropped."""
+
+    def __init__(self, threads: int, limit: int) -> None:
+        self.jobs: queue.Queue = queue.Queue()
+        self.budget = Budget(limit)
+        self.error: list[BaseException] = []
+        self.stopping = False
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def put(self, job: Callable[[], None], nbytes: int) -> None:
+        self.check()
+        self.budget.take(nbytes)
+        self.jobs.put((job, nbytes))
+
+    def check(self) -> None:
+        if self.error:
+            raise self.error[0]
+
+    def _run(self) -> None:
+        while True:
+            item = self.jobs.get()
+            if item is None:
+                return
+            job, nbytes = item
+            try:
+                if not self.error and not self.stopping:
+                    job()
+            except BaseException as e:                 # raised in the reader
+                self.error.append(e)
+            finally:
+                self.budget.give(nbytes)
+
+    def close(self, drop: bool = False) -> None:
+        """Wait until every file handed over is written (drop: until the writers have finished
+        the file each is writing; the rest is dropped), then end the threads."""
+        self.stopping = self.stopping or drop
+        for _ in self.threads:
+            self.jobs.put(None)
+        for t in self.threads:
+            t.join()
+        if not drop:
+            self.check()
+
+
+class Ledger:
+    """The units of a stream (train classes, val/test files) in archive order, as the reader opens
+    them and the writers finish them, and the reader's marks between members (a unit starts at
+    the last mark before it). A checkpoint may go at the start of the oldest unit not finished,
+    or, with all finished, at the mark after the last one: everything before it is written."""
+
+    def __init__(self, start: int) -> None:
+        self.lock = threading.Lock()
+        self.units: collections.deque = collections.deque()     # [start, info or PENDING]
+        self.finished: list = []                  # units done, before the first open one
+        self.last, self.opened, self.saved = start, -1, start
+        self.frozen = False
+
+    def mark(self, at: int) -> None:
+        with self.lock:
+            self.last = at
+
+    def open(self) -> list:
+        """A unit that starts at the last mark."""
+        with self.lock:
+            unit = [self.last, PENDING]
+            self.opened = self.last
+            self.units.append(unit)
+            return unit
+
+    def done(self, unit: list, info: tuple) -> None:
+        with self.lock:
+            unit[1] = info
+            while self.units and self.units[0][1] is not PENDING:
+                self.finished.append(self.units.popleft())
+
+    def freeze(self) -> None:
+        """No checkpoint from now on (a member was refused: the run fails at its end)."""
+        with self.lock:
+            self.frozen = True
+
+    def take(self, ready: Callable[[int], bool]) -> Optional[tuple[int, list]]:
+        """(offset, infos of the units finished since the last take) where a new checkpoint may
+        go, if ready(offset); else None."""
+        with self.lock:
+            if self.frozen:
+                return None
+            if self.units:
+                at = self.units[0][0]
+            elif self.last > self.opened:
+                at = self.last
+            else:
+                return None                       # the end of the last unit is not marked yet
+            if at == self.saved or not ready(at):
+                return None
+            self.saved = at
+            n = len(self.finished)            # (units since the mark at `at` are after it)
+            while n and self.finished[n - 1][0] >= at:
+                n -= 1
+            infos = [info for _, info in self.finished[:n]]
+            del self.finished[:n]
+            return at, infos
+
+
+class Saver:
+    """Checkpoints saved in a thread of their own, at most one every CHECKPOINT_SECONDS and once
+    more at close(): where the ledger says, once the MD5 has passed there; first the files are
+    synced (syncfs), then the checkpoint that counts on them is written. `extra(infos, counted)`
+    adds the units finished since the last one and returns the checkpoint's `extra`."""
+
+    def __init__(self, cp: Checkpoint, counted: Counted, ledger: Ledger,
+                 extra: Callable[[list, Counted], dict], folders: tuple[str, ...]) -> None:
+        self.cp, self.counted, self.ledger, self.extra, self.folders = cp, counted, ledger, extra, folders
+        self.cond = threading.Condition()
+        self.closing = self.dropped = False
+        self.error: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        last = -CHECKPOINT_SECONDS
+        while True:
+            with self.cond:
+                while not self.closing and time.monotonic() - last < CHECKPOINT_SECONDS:
+                    self.cond.wait(CHECKPOINT_SECONDS - (time.monotonic() - last))
+                closing = self.closing
+                if self.dropped:
+                    return
+            try:
+                got = self.ledger.take(self.counted.known)
+                if got is not None:
+                    self._save(*got)
+                    last = time.monotonic()
+            except BaseException as e:                 # raised at close()
+                self.error.append(e)
+                return
+            if closing:
+                return
+            if got is None:
+                with self.cond:
+                    if not self.closing:
+                        self.cond.wait(0.1)
+
+    def _save(self, at: int, infos: list) -> None:
+        state, head = self.counted.info(at)
+        extra = self.extra(infos, self.counted)
+        for folder in {os.stat(f).st_dev: f for f in self.folders}.values():
+            sync_tree(folder)
+        with self.cond:
+            if self.dropped:
+                return
+        self.cp.write(self.cp.doc(at, state, head, extra))
+        self.counted.forget(at)
+
+    def close(self, drop: bool = False) -> None:
+        """Save the last checkpoint and stop (drop: stop without it, at once)."""
+        with self.cond:
+            self.closing, self.dropped = True, drop
+            self.cond.notify_all()
+        if not drop:
+            self.thread.join()
+            if self.error:
+                raise self.error[0]
+
+
+def pump(cp: Checkpoint, raw, head: bytes, reader, folders: tuple[str, ...], threads: int,
+         in_flight: int) -> int:
+    """Read the archive from cp.offset through `reader` (TrainStream, FlatStream) with the writer
+    pool, the MD5 and the checkpoints; the position at the end."""
+    counted = Counted(raw, cp.md5, cp.offset, head)
+    ledger = Ledger(cp.offset)
+    writers = Writers(threads, in_flight)
+    saver = Saver(cp, counted, ledger, reader.extra, folders)
+    src = Source(counted, pos=cp.offset, seekable=False)
+    try:
+        reader.run(src, counted, ledger, writers)
+        writers.close()
+        counted.close()
+    except BaseException:
+        saver.close(drop=True)
+        writers.close(drop=True)
+        reader.abort()
+        raise
+    saver.close()
+    return src.pos
+
+
+# ----------------------------------------------------------------------------- checking the ends
+
+def open_checked(cfg: Config, link: Link, cp: Checkpoint, policy: Policy,
+                 connections: int) -> tuple[object, bytes]:
+    """open_bytes, and where a checkpoint resumes, the check that the 512 bytes there are the
+    header it expects: else the file behind the link changed (a server without ETag) or the
+    checkpoint was edited, and the reading starts from byte 0. (reader, the bytes read)."""
+    raw = open_bytes(cfg, link, cp, policy, connections)
+    if cp.offset == 0:
+        return raw, b""
+    head = b""
+    try:
+        while len(head) < BLOCK:
+            more = raw.read(BLOCK - len(head))
+            if not more:
+                break
+            head += more
+    except BaseException:
+        raw.close()
+        raise
+    if hashlib.sha256(head).hexdigest() == cp.head:
+        return raw, head
+    raw.close()
+    log.warning("%s: the bytes at byte %s of %s are not the tar header %s expects there: the file "
+                "behind the link changed, or that checkpoint was edited; reading the archive from "
+                "its start again (%s)", link.split, thousands(cp.offset), link.name, cp.path,
+                reread_note(link.split))
+    cp.restart()
+    cp.total = link.size
+    return open_bytes(cfg, link, cp, policy, connections), b""
+
+
+def reread_note(split: str) -> str:
+    if split == "train":
+        return ("every class already on disk is written again from the bytes read and compared "
+                "with its record: kept if the same, else replaced")
+    return "the files written so far are written again"
+
 
 def check_whole(link: Link, cp: Checkpoint, pos: int) -> None:
     """All bytes were read: their count and MD5 must be the expected ones."""
@@ -302,14 +683,12 @@ def check_whole(link: Link, cp: Checkpoint, pos: int) -> None:
         cp.remove()
         raise PrepError("%s: the %s bytes read have MD5 %s, but %s says %s: some bytes arrived "
                         "damaged, or the link serves another file. The split is not marked done and "
-                        "nothing was deleted; a rerun reads the archive again from its start and "
-                        "checks every class already on disk against its record"
-                        % (link.split, thousands(pos), got, link.md5_from, link.md5))
+                        "nothing was deleted; a rerun reads the archive again from its start (%s)"
+                        % (link.split, thousands(pos), got, link.md5_from, link.md5,
+                           reread_note(link.split)))
     log.info("%s: MD5 %s verified (%s), %s bytes, with no copy of the archive on disk",
              link.split, got, link.md5_from, thousands(pos))
 
-
-# ----------------------------------------------------------------------------- train
 
 def checkpoint_for(cfg: Config, split: str, link: Link, verify: bool) -> Checkpoint:
     if verify and link.md5 and not md5state.available():
@@ -332,51 +711,193 @@ def eta(bar: Progress, done: int, total: int, start: int) -> str:
                                                 left % 60)
 
 
-class TrainStream:
-    """One run of the train stream: the classes as they come, a checkpoint after each."""
+# ----------------------------------------------------------------------------- train
 
-    def __init__(self, cfg: Config, link: Link, cp: Checkpoint) -> None:
-        self.cfg, self.link, self.cp = cfg, link, cp
+class TrainStream:
+    """The reader of the train stream: each class tar as it comes, its images handed to the
+    writers; the last one done finishes the class. A class already on disk is written anew and
+    compared with its record (ClassWriter.finish(replace=True)): whatever was written before is
+    kept only if the bytes read now prove it."""
+
+    def __init__(self, cfg: Config, link: Link, cp: Checkpoint, bar: Progress) -> None:
+        self.cfg, self.link, self.cp, self.bar = cfg, link, cp, bar
         self.train_dir = os.path.join(cfg.root, "train")
         self.records = os.path.join(cfg.state, "train")
-        self.wnids: list[str] = list(cp.extra.get("wnids", [])) if cp.offset else []
+        self.classes: list[list] = [list(c) for c in cp.extra.get("classes", [])]  # the Saver's
+        self.wnids = [c[0] for c in self.classes]
+        self.seen = set(self.wnids)
         self.refused: list[str] = []
-        self.new = self.images = 0
+        self.lock = threading.Lock()
+        self.active: set[ClassWriter] = set()         # classes begun, not finished
+        self.counts: collections.Counter = collections.Counter()
 
-    def one_class(self, src: Source, tar: ClassTar, label: str, verifying: bool) -> None:
-        """Write the class, or skip it when it is on disk already. When the stream is read from
-        its start again (verifying), a class on disk is written anew and kept only if the files
-        are the same; else the new bytes replace it: never a tree from two different files."""
-        folder = os.path.join(self.train_dir, tar.wnid)
-        if os.path.isdir(folder):
-            check_class_folders(self.train_dir, self.records, [tar.wnid])   # foreign: says so
-        if os.path.isdir(folder) and not verifying:
-            src.skip_to(tar.offset + tar.size)
-            return
-        rec = write_class(src, tar, self.train_dir, self.records, label, self.cfg.manifest,
-                          replace=True)
-        self.new += 1
-        self.images += rec["images"]
-
-    def run(self, src: Source, bar: Progress) -> None:
-        start, verifying = self.cp.offset, self.cp.offset == 0
+    def run(self, src: Source, counted: Counted, ledger: Ledger, writers: Writers) -> None:
+        start = self.cp.offset
+        ledger.mark(counted.mark())
         for m in iter_tar(src, start, self.cp.total, self.link.name, need_eof=True):
-            if not m.is_file() or not RE_OUTER.match(m.name) or m.name[:-4] in self.wnids:
+            if not m.is_file() or not RE_OUTER.match(m.name) or m.name[:-4] in self.seen:
                 self.refused.append(m.describe())
-                continue
-            tar = ClassTar(m.name[:-4], m.offset, m.size, m.mtime)
-            self.wnids.append(tar.wnid)
-            self.one_class(src, tar, "%s: %s" % (self.link.name, m.name), verifying)
-            nxt = tar.offset + (tar.size + BLOCK - 1) // BLOCK * BLOCK
-            src.skip_to(nxt)
-            if not self.refused:
-                self.cp.extra = {"wnids": self.wnids}
-                src.f.checkpoint(nxt, self.train_dir)
-            bar.update(src.pos, "%d classes (%d written now, %d images), %s" % (
-                len(self.wnids), self.new, self.images, eta(bar, src.pos, self.cp.total, start)))
+                ledger.freeze()
+            else:
+                tar = ClassTar(m.name[:-4], m.offset, m.size, m.mtime)
+                self.seen.add(tar.wnid)
+                self.wnids.append(tar.wnid)
+                self.one_class(src, tar, ledger, writers)
+            src.skip_to(m.offset + (m.size + BLOCK - 1) // BLOCK * BLOCK)
+            ledger.mark(counted.mark())
+            with self.lock:
+                done = "%d classes (%d written now, %d images)" % (
+                    len(self.wnids) - len(self.active), self.counts["new"] + self.counts["replaced"],
+                    self.counts["images"])
+            self.bar.update(src.pos, "%s, %s" % (done, eta(self.bar, src.pos, self.cp.total, start)))
+
+    def one_class(self, src: Source, tar: ClassTar, ledger: Ledger, writers: Writers) -> None:
+        if os.path.isdir(os.path.join(self.train_dir, tar.wnid)):
+            check_class_folders(self.train_dir, self.records, [tar.wnid])   # foreign: says so
+        label = "%s: %s.tar" % (self.link.name, tar.wnid)
+        out = ClassWriter(tar, self.train_dir, self.records, label, self.cfg.manifest)
+        with self.lock:
+            self.active.add(out)
+        job = ClassJob(out, functools.partial(self.finished, out, ledger.open(), ledger))
+        for m in iter_tar(src, tar.offset, tar.offset + tar.size, label, need_eof=False):
+            out.check(m)
+            if m.size > CHUNK:
+                out.write(src, m)               # a large file: written here, CHUNK at a time
+            else:
+                data = b"".join(read_data(src, m, CHUNK, label))
+                job.hold()
+                writers.put(functools.partial(job.write, m, data), m.size + BLOCK)
+        job.release()
+
+    def finished(self, out: ClassWriter, unit: list, ledger: Ledger) -> None:
+        """The last file of the class is written: record it and give it its name."""
+        rec = out.finish(replace=True)
+        with self.lock:
+            self.active.discard(out)
+            self.counts[out.outcome] += 1
+            if out.outcome != "same":
+                self.counts["images"] += rec["images"]
+        ledger.done(unit, (out.tar.wnid, unit[0]))
+
+    def extra(self, infos: list, counted: Counted) -> dict:
+        """The Saver's: the classes finished, each with the MD5 state where it starts."""
+        for wnid, start in infos:
+            self.classes.append([wnid, start, counted.info(start)[0]])
+        return {"classes": self.classes}
+
+    def abort(self) -> None:
+        with self.lock:
+            active, self.active = list(self.active), set()
+        for out in active:
+            out.abort()
+
+    def summary(self) -> None:
+        c = self.counts
+        log.info("train: this run wrote %d classes, %d images", c["new"] + c["replaced"], c["images"])
+        if c["same"] or c["replaced"]:
+            log.info("train: %d classes written before were compared with the bytes read now: %d "
+                     "the same (kept), %d different (replaced)", c["same"] + c["replaced"],
+                     c["same"], c["replaced"])
 
 
-def stream_train(cfg: Config, link: Link, policy: Policy, connections: int, verify: bool) -> int:
+class ClassJob:
+    """The files of one class in the writers' hands: the reader holds one share until it has
+    handed every file; whoever releases the last share finishes the class."""
+
+    def __init__(self, out: ClassWriter, finish: Callable[[], None]) -> None:
+        self.out, self.finish, self.left, self.lock = out, finish, 1, threading.Lock()
+
+    def hold(self) -> None:
+        with self.lock:
+            self.left += 1
+
+    def write(self, m: Member, data: bytes) -> None:
+        self.out.write(held(m, data), m)
+        self.release()
+
+    def release(self) -> None:
+        with self.lock:
+            self.left -= 1
+            last = self.left == 0
+        if last:
+            self.finish()
+
+
+def fetch_missing(cfg: Config, link: Link, cp: Checkpoint, policy: Policy) -> bool:
+    """Classes the checkpoint counts as written that are not on disk (removed since): each one is
+    fetched again alone, its bytes proven by the MD5 states saved where it starts and where the
+    next one does, and written. False when the bytes differ (the file behind the link changed):
+    the checkpoint is then reset, to read the archive from its start."""
+    train_dir = os.path.join(cfg.root, "train")
+    classes = cp.extra.get("classes", [])
+    ends = [(c[1], c[2]) for c in classes[1:]] + [(cp.offset, cp.md5.state() if cp.md5 else None)]
+    missing = [(c, end) for c, end in zip(classes, ends)
+               if not os.path.isdir(os.path.join(train_dir, c[0]))]
+    if not missing:
+        return True
+    log.info("train: %d classes that the checkpoint counts as written are not in %s (removed "
+             "since?): %s; fetching them again", len(missing), train_dir,
+             some([c[0] for c, _ in missing]))
+    for (wnid, start, state), (end, end_state) in missing:
+        if not fetch_class(cfg, link, cp, policy, (wnid, start, state), (end, end_state)):
+            log.warning("train: the bytes of %s fetched again are not those read before: the file "
+                        "behind the link changed; reading the archive from its start again (%s)",
+                        wnid, reread_note("train"))
+            cp.restart()
+            cp.total = link.size
+            return False
+        log.info("train: %s fetched again%s", wnid, " (its bytes are those read before: MD5 "
+                 "states at its start and end)" if cp.md5 else "")
+    return True
+
+
+def fetch_class(cfg: Config, link: Link, cp: Checkpoint, policy: Policy, begin: tuple,
+                end: tuple) -> bool:
+    """One class, bytes [start, end) of the link, into a file under ROOT/.01_unzip (a class at a
+    time), proven by the MD5 (the state at its start, hashed on, must give the state at its end),
+    then written. False if the bytes are not those read before."""
+    (wnid, start, state), (stop, stop_state) = begin, end
+    part = Checkpoint(cp.path, link, cp.verify)
+    part.offset, part.total, part.etag = start, cp.total, cp.etag
+    part.md5 = md5state.ResumableMD5.from_state(state) if cp.md5 is not None else None
+    path = os.path.join(cfg.state, temp_name(wnid + ".tar"))
+    raw = open_bytes(cfg, link, part, policy, 1)
+    try:
+        if part.offset != start:                # open_bytes found another file: from byte 0
+            return False
+        with open(path, "wb") as f:
+            pos = start
+            while pos < stop:
+                data = raw.read(min(CHUNK, stop - pos))
+                if not data:
+                    return False
+                if part.md5 is not None:
+                    part.md5.update(data)
+                f.write(data)
+                pos += len(data)
+        if part.md5 is not None and part.md5.state() != stop_state:
+            return False
+        with open(path, "rb") as f:
+            src = Source(f)
+            try:
+                m = next(iter_tar(src, 0, stop - start, link.name, need_eof=False), None)
+            except PrepError:
+                if part.md5 is not None:
+                    raise
+                return False                     # (--no-verify: not proven, so not that class)
+            if m is None or m.name != wnid + ".tar" or not m.is_file():
+                return False
+            write_class(src, ClassTar(wnid, m.offset, m.size, m.mtime), os.path.join(cfg.root, "train"),
+                        os.path.join(cfg.state, "train"), "%s: %s" % (link.name, m.name), cfg.manifest)
+    finally:
+        raw.close()
+        if os.path.exists(path):
+            os.remove(path)
+    return True
+
+
+def stream_train(cfg: Config, link: Link, policy: Policy, connections: int, verify: bool,
+                 in_flight: int = IN_FLIGHT) -> int:
     resolve_final(cfg.root, "train")                   # a link to a missing folder: said
     train_dir = os.path.join(cfg.root, "train")
     doc = train_done(cfg)
@@ -398,33 +919,55 @@ def stream_train(cfg: Config, link: Link, policy: Policy, connections: int, veri
         if cp.load():
             log.info("train: resuming the stream at byte %s (%s of %s)", thousands(cp.offset),
                      human(cp.offset), human(cp.total or 0))
-        raw = open_bytes(cfg, link, cp, policy, connections)
-        run = TrainStream(cfg, link, cp)
         try:
-            preflight(cfg.root, cp.total - cp.offset + (2 * connections * WINDOW if connections > 1
-                                                         else 0), "train")
-            bar = Progress("train", cp.total, "B")
-            counted = Counted(raw, cp)
-            src = counted.source(cp.offset)
-            try:
-                run.run(src, bar)
-                counted.close()
-            finally:
-                bar.close()
-        finally:
-            raw.close()
-        log.info("train: this run wrote %d classes, %d images", run.new, run.images)
-        if run.refused:
-            raise PrepError(refused_text(link.name, run.refused))
-        check_whole(link, cp, src.pos)
-    finish_train(cfg, link.name, src.pos, sorted(run.wnids))      # (removes the checkpoint)
+            run, pos = train_run(cfg, link, cp, policy, connections, in_flight)
+            if run.refused:
+                raise PrepError(refused_text(link.name, run.refused))
+            check_whole(link, cp, pos)
+            missing = [w for w in run.wnids if not os.path.isdir(os.path.join(train_dir, w))]
+            if missing and cp.load():                  # removed while the stream ran
+                fetch_missing(cfg, link, cp, policy)
+        except OSError as e:
+            if e.errno in DISK_FULL:
+                raise PrepError("train: %s" % disk_full_text(train_dir)) from None
+            raise
+    if not finish_train(cfg, link.name, pos, sorted(run.wnids)) and not train_done(cfg):
+        missing = [w for w in run.wnids if not os.path.isdir(os.path.join(train_dir, w))]
+        raise PrepError("train: %d classes read by this stream are not in %s (e.g. %s): something "
+                        "removed them; the split is not marked done: run the same command again, "
+                        "it fetches them" % (len(missing), train_dir, some(missing)))
     return 0
+
+
+def train_run(cfg: Config, link: Link, cp: Checkpoint, policy: Policy, connections: int,
+              in_flight: int) -> tuple[TrainStream, int]:
+    """One reading of the train stream, from the checkpoint (classes it counts that are gone are
+    fetched first) or from byte 0; (the run, the position at the end)."""
+    if cp.offset:
+        fetch_missing(cfg, link, cp, policy)
+    on_disk = any(not e.name.startswith(".") for e in os.scandir(os.path.join(cfg.root, "train")))
+    if cp.offset == 0 and on_disk:
+        log.info("train: reading the archive from byte 0: %s", reread_note("train"))
+    raw, head = open_checked(cfg, link, cp, policy, connections)
+    try:
+        preflight(cfg.root, cp.total - cp.offset + (2 * connections * WINDOW if connections > 1
+                                                     else 0), "train")
+        bar = Progress("train", cp.total, "B")
+        run = TrainStream(cfg, link, cp, bar)
+        try:
+            pos = pump(cp, raw, head, run, (run.train_dir, cfg.state), cfg.jobs, in_flight << 20)
+        finally:
+            bar.close()
+    finally:
+        raw.close()
+    run.summary()
+    return run, pos
 
 
 # ----------------------------------------------------------------------------- val and test
 
 def stream_flat(cfg: Config, split: str, link: Link, policy: Policy, connections: int,
-                verify: bool) -> int:
+                verify: bool, in_flight: int = IN_FLIGHT) -> int:
     from .unzip import FlatWriter, finish_flat, prepare_final
     final = resolve_final(cfg.root, split)
     doc = done_marker(cfg, split, final)
@@ -446,28 +989,33 @@ def stream_flat(cfg: Config, split: str, link: Link, policy: Policy, connections
             prepare_final(cfg, final, split)
             remove_tree(partial)
             os.makedirs(partial)
-        raw = open_bytes(cfg, link, cp, policy, connections)
         try:
-            with open_dir(partial) as folder:
-                if not try_flock(folder):
-                    raise PrepError("%s: another run is writing %s" % (split, partial))
-                out = resume_flat(FlatWriter(split, folder, link.name, cfg.manifest), cp, partial)
-                preflight(os.path.dirname(final), cp.total - cp.offset, split)
-                stream_members(link, raw, cp, out, partial)
-        finally:
-            raw.close()
+            raw, head = open_checked(cfg, link, cp, policy, connections)
+            try:
+                with open_dir(partial) as folder:
+                    if not try_flock(folder):
+                        raise PrepError("%s: another run is writing %s" % (split, partial))
+                    out = resume_flat(FlatWriter(split, folder, link.name, cfg.manifest), cp, partial)
+                    preflight(os.path.dirname(final), cp.total - cp.offset, split)
+                    stream_members(cfg, link, raw, head, cp, out, partial, in_flight)
+            finally:
+                raw.close()
+        except OSError as e:
+            if e.errno in DISK_FULL:
+                raise PrepError("%s: %s" % (split, disk_full_text(os.path.dirname(final)))) from None
+            raise
         finish_flat(cfg, split, partial, final, (link.name, cp.total), (out.count, out.bytes, out.sums))
     return 0
 
 
 def resume_flat(out, cp: Checkpoint, partial: str):
     """The writer, with what the checkpoint says was written; files written after it are removed
-    (they are written again)."""
+    (they are written again from the bytes read now)."""
     if cp.offset == 0:
         for name in os.listdir(partial):
             os.remove(os.path.join(partial, name))
         return out
-    kept = {name: sha for name, sha in cp.extra.get("files", [])}
+    kept = {name: sha for name, sha in cp.extra["files"]}
     for name in os.listdir(partial):
         if name not in kept:
             os.remove(os.path.join(partial, name))
@@ -475,34 +1023,67 @@ def resume_flat(out, cp: Checkpoint, partial: str):
     if missing:
         raise PrepError("%s is missing %d file(s) the checkpoint lists (e.g. %s); delete %s and run "
                         "again to start this split over" % (partial, len(missing), missing[0], cp.path))
-    out.count, out.bytes = len(kept), cp.extra.get("bytes", 0)
+    out.count, out.bytes = len(kept), cp.extra["bytes"]
     out.sums = [(n, s) for n, s in kept.items() if s]
     return out
 
 
-def stream_members(link: Link, raw, cp: Checkpoint, out, partial: str) -> None:
-    """Write the members from cp.offset on; a checkpoint every CHECKPOINT_BYTES."""
-    start, last = cp.offset, cp.offset
+class FlatStream:
+    """The reader of a val or test stream: each image handed to the writers. A checkpoint may go
+    at a mark, one after about every MARK_BYTES or MARK_SECONDS (at the start of the oldest image
+    not written: a rerun writes the images after it again)."""
+
+    def __init__(self, link: Link, cp: Checkpoint, out, bar: Progress) -> None:
+        self.link, self.cp, self.out, self.bar = link, cp, out, bar
+        self.files: list[list] = [list(f) for f in cp.extra.get("files", [])]    # the Saver's
+        self.bytes = cp.extra.get("bytes", 0)
+
+    def run(self, src: Source, counted: Counted, ledger: Ledger, writers: Writers) -> None:
+        start = last = self.cp.offset
+        when = time.monotonic()
+        ledger.mark(counted.mark())
+        for m in iter_tar(src, start, self.cp.total, self.out.label, need_eof=True):
+            name = self.out.name(m)
+            if self.out.refused:
+                ledger.freeze()
+            if name is not None:
+                unit = ledger.open()
+                if m.size > CHUNK:
+                    self.write(src, m, name, unit, ledger)
+                else:
+                    data = b"".join(read_data(src, m, CHUNK, self.out.label))
+                    writers.put(functools.partial(self.write, held(m, data), m, name, unit, ledger),
+                                m.size + BLOCK)
+            src.skip_to(m.offset + (m.size + BLOCK - 1) // BLOCK * BLOCK)
+            if src.pos - last >= MARK_BYTES or time.monotonic() - when >= MARK_SECONDS:
+                last, when = counted.mark(), time.monotonic()
+                ledger.mark(last)
+            self.bar.update(src.pos, "%d images, %s" % (self.out.count,
+                                                        eta(self.bar, src.pos, self.cp.total, start)))
+
+    def write(self, src: Source, m: Member, name: str, unit: list, ledger: Ledger) -> None:
+        sha = self.out.write(src, m, name)
+        ledger.done(unit, (name, sha, m.size))
+
+    def extra(self, infos: list, counted: Counted) -> dict:
+        """The Saver's: the files written, with their hashes."""
+        for name, sha, size in infos:
+            self.files.append([name, sha])
+            self.bytes += size
+        return {"files": self.files, "bytes": self.bytes}
+
+    def abort(self) -> None:
+        """(files written after the last checkpoint are removed by the rerun)"""
+
+
+def stream_members(cfg: Config, link: Link, raw, head: bytes, cp: Checkpoint, out, partial: str,
+                   in_flight: int) -> None:
+    """Write the members from cp.offset on, with checkpoints."""
     bar = Progress(link.split, cp.total, "B")
-    counted = Counted(raw, cp)
-    src = counted.source(cp.offset)
-    names = {n: s for n, s in cp.extra.get("files", [])} if cp.offset else {}
     try:
-        for m in iter_tar(src, cp.offset, cp.total, out.label, need_eof=True):
-            before = len(out.sums)
-            name = out.add(src, m)
-            if name is None:
-                continue
-            names[name] = out.sums[-1][1] if len(out.sums) > before else None
-            nxt = m.offset + (m.size + BLOCK - 1) // BLOCK * BLOCK
-            src.skip_to(nxt)
-            bar.update(src.pos, "%d images, %s" % (out.count, eta(bar, src.pos, cp.total, start)))
-            if nxt - last >= CHECKPOINT_BYTES and not out.refused:
-                cp.extra = {"files": sorted(names.items()), "bytes": out.bytes}
-                counted.checkpoint(nxt, partial)
-                last = nxt
-        counted.close()
+        pos = pump(cp, raw, head, FlatStream(link, cp, out, bar), (partial, cfg.state), cfg.jobs,
+                   in_flight << 20)
     finally:
         bar.close()
     out.check()
-    check_whole(link, cp, src.pos)
+    check_whole(link, cp, pos)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +22,8 @@ from .console import (DISK_FULL, ErrorList, PrepError, disk_full_text, human, lo
                       some)
 from .extract import (Config, check_archive, find_archive, maybe_remove, official_counts, read_marker,
                       refuse_unless_file, resolve_final, write_member)
-from .files import (Lock, clear_leftover, clear_temps, open_dir, read_json, remove_tree, temp_name,
-                    temp_of, try_flock, write_json)
+from .files import (Lock, clear_leftover, clear_temps, read_json, remove_tree, temp_name, temp_of,
+                    try_flock, write_json)
 from .parallel import run_parallel
 from .progress import Progress
 from .tarstream import Member, Source, iter_tar
@@ -135,49 +136,91 @@ def check_class_member(m: Member, wnid: str, label: str, pattern: re.Pattern, se
     seen.add(m.name)
 
 
-def write_class(src: Source, tar: ClassTar, train_dir: str, records: str, label: str,
-                digest: bool, replace: bool = False) -> dict:
-    """Write the images of one class tar from `src` into train/.WNID.tmp-TAG, record them, and
-    rename the folder to train/WNID. Returns the record.
+class ClassWriter:
+    """One class being written: its images go into train/.WNID.tmp-TAG (held with an flock until it
+    has its final name, so that no rerun clears it), then its record is saved and the folder is
+    renamed to train/WNID. check() takes the members in archive order; write() may run in several
+    threads at once, one member each; then finish() once, or abort()."""
 
-    replace: train/WNID may exist already (written by an earlier run from bytes read before):
-    if it holds exactly these files it is kept as it is, else it is replaced by the new folder."""
-    wnid = tar.wnid
-    final, tmp = os.path.join(train_dir, wnid), os.path.join(train_dir, temp_name(wnid))
-    pattern = class_pattern(wnid)
-    files, nbytes, special, seen = [], 0, {}, set()
-    os.mkdir(tmp, 0o755)
+    def __init__(self, tar: ClassTar, train_dir: str, records: str, label: str, digest: bool) -> None:
+        self.tar, self.records, self.label, self.digest = tar, records, label, digest
+        self.final = os.path.join(train_dir, tar.wnid)
+        self.tmp = os.path.join(train_dir, temp_name(tar.wnid))
+        self.pattern = class_pattern(tar.wnid)
+        self.files: list[list] = []
+        self.nbytes, self.special, self.seen = 0, {}, set()
+        self.outcome = "new"           # after finish(replace=True): "same" or "replaced" too
+        self.lock = threading.Lock()
+        os.mkdir(self.tmp, 0o755)
+        self.fd = -1
+        try:
+            self.fd = os.open(self.tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            if not try_flock(self.fd):
+                raise PrepError("%s: another run is clearing %s; run again" % (label, self.tmp))
+        except BaseException:
+            self.abort()
+            raise
+
+    def check(self, m: Member) -> None:
+        check_class_member(m, self.tar.wnid, self.label, self.pattern, self.seen)
+
+    def write(self, src: Source, m: Member) -> None:
+        kind, sha = write_member(src, m, self.fd, m.name, self.label, self.digest)
+        with self.lock:
+            if kind:
+                self.special[m.name] = kind
+            self.files.append([m.name, m.size, sha])
+            self.nbytes += m.size
+
+    def finish(self, replace: bool = False) -> dict:
+        """Record the class and give it its final name. replace: train/WNID may exist already
+        (written by an earlier run from bytes read before): if it holds exactly these files it is
+        kept as it is, else it is replaced by the new folder (replace_class)."""
+        if not self.files:
+            raise PrepError("%s: holds no images; the archive is damaged: download it again"
+                            % self.label)
+        os.utime(self.fd, (self.tar.mtime, self.tar.mtime))
+        rec = {"wnid": self.tar.wnid, "images": len(self.files), "bytes": self.nbytes,
+               "special": self.special, "files": sorted(self.files)}
+        if replace and os.path.isdir(self.final):
+            kept = replace_class(self.tmp, self.final, self.records, rec)
+            self.outcome = "same" if kept is not rec else "replaced"
+            self.close()
+            return kept
+        write_json(os.path.join(self.records, self.tar.wnid + ".json"), rec, sync=False)
+        try:
+            os.rename(self.tmp, self.final)
+        except OSError:
+            if not os.path.isdir(self.final):
+                raise
+            remove_tree(self.tmp)            # another process finished this class first
+        self.close()
+        return rec
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def abort(self) -> None:
+        """Drop what was written (the class is not there)."""
+        self.close()
+        remove_tree(self.tmp)
+
+
+def write_class(src: Source, tar: ClassTar, train_dir: str, records: str, label: str,
+                digest: bool) -> dict:
+    """Write the images of one class tar from `src` into train/.WNID.tmp-TAG, record them, and
+    rename the folder to train/WNID. Returns the record."""
+    out = ClassWriter(tar, train_dir, records, label, digest)
     try:
-        # the flock on the folder is held until it has its final name: a rerun never clears it
-        with open_dir(tmp) as folder:
-            if not try_flock(folder):
-                raise PrepError("%s: another run is clearing %s; run again" % (label, tmp))
-            for m in iter_tar(src, tar.offset, tar.offset + tar.size, label, need_eof=False):
-                check_class_member(m, wnid, label, pattern, seen)
-                kind, sha = write_member(src, m, folder, m.name, label, digest)
-                if kind:
-                    special[m.name] = kind
-                files.append([m.name, m.size, sha])
-                nbytes += m.size
-            if not files:
-                raise PrepError("%s: holds no images; the archive is damaged: download it again"
-                                % label)
-            os.utime(folder, (tar.mtime, tar.mtime))
-            rec = {"wnid": wnid, "images": len(files), "bytes": nbytes, "special": special,
-                   "files": sorted(files)}
-            if replace and os.path.isdir(final):
-                return replace_class(tmp, final, records, rec)
-            write_json(os.path.join(records, wnid + ".json"), rec, sync=False)
-            try:
-                os.rename(tmp, final)
-            except OSError:
-                if not os.path.isdir(final):
-                    raise
-                remove_tree(tmp)             # another process finished this class first
+        for m in iter_tar(src, tar.offset, tar.offset + tar.size, label, need_eof=False):
+            out.check(m)
+            out.write(src, m)
+        return out.finish()
     except BaseException:
-        remove_tree(tmp)
+        out.abort()
         raise
-    return rec
 
 
 def replace_class(tmp: str, final: str, records: str, rec: dict) -> dict:

@@ -125,9 +125,9 @@ def policy_from_env(env: Mapping[str, str] = os.environ, retries: Optional[int] 
 def http_hint(code: int) -> str:
     """What an HTTP error status means for an image-net.org link (a Remote may bring its own)."""
     if code in (401, 403):
-        return "the link may have expired or needs a login: get a fresh one from image-net.org"
+        return "the link may have expired or needs a login: get a fresh link from image-net.org"
     if code in (404, 410):
-        return "the link may have expired or is wrong: get a fresh one from image-net.org"
+        return "the link may have expired or is wrong: get a fresh link from image-net.org"
     return "check the link"
 
 
@@ -634,7 +634,8 @@ class RangeReader(io.RawIOBase):
         if resp.html:
             self._kill()
             raise WebPage("%s: the link answered with a web page (HTML), not with the file: it has "
-                          "expired, or the site wants you to log in" % self.label)
+                          "expired, or the site wants you to log in (%s)"
+                          % (self.label, self.remote.hint(401)))
         if resp.status == 200 and self.pos > 0 and (self.resume_200 == RAISE or self.end is not None):
             head = self._peek(HTML_SNIFF)      # the caller judges this answer (00: start over?)
             self._kill()
@@ -1074,6 +1075,8 @@ class Windows:
                             p.have += n
                             self.received += n
                             self.answered = True
+                            if self.done_at is None and all(q.complete for q in self.pieces):
+                                self.done_at = time.monotonic()     # before a reader sees the end
                             self.cond.notify_all()
             finally:
                 reader.close()
@@ -1236,7 +1239,8 @@ def probe(remote: Remote, policy: Policy, ranged: bool = False,
             if resp is not None and code in (200, 206):
                 if resp.html:
                     raise WebPage("%s: the link answered with a web page (HTML), not with the file: "
-                                  "it has expired, or the site wants you to log in" % remote.label)
+                                  "it has expired, or the site wants you to log in (%s)"
+                                  % (remote.label, remote.hint(401)))
                 if resp.total is not None and resp.total > MAX_FILE_SIZE:
                     raise BadHeader("%s: the server reports %d bytes, more than 1 PiB: no file is "
                                     "near that; it misreports the size" % (remote.label, resp.total))

@@ -9,6 +9,7 @@ import os
 import re
 import sys
 import tarfile
+import threading
 from typing import Optional
 
 from . import facts, manifest
@@ -93,19 +94,28 @@ class FlatWriter(FlatNames):
         self.folder_fd, self.digest = folder_fd, digest
         self.count = self.bytes = 0
         self.sums: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
 
     def add(self, src: Source, m) -> Optional[str]:
         """Write member m (unless refused); its file name, or None."""
         name = self.name(m)
-        if name is None:
-            return None
+        if name is not None:
+            self.write(src, m, name)
+        return name
+
+    def write(self, src: Source, m, name: str) -> Optional[str]:
+        """Write member m as `name` (once a member was refused, only count it); its SHA-256 when
+        hashed. name() takes the members in archive order; write() may run in several threads at
+        once, one member each."""
+        sha = None
         if not self.refused:
             _, sha = write_member(src, m, self.folder_fd, name, self.label, self.digest)
+        with self.lock:
             if sha:
                 self.sums.append((name, sha))
-        self.count += 1
-        self.bytes += m.size
-        return name
+            self.count += 1
+            self.bytes += m.size
+        return sha
 
 
 def write_flat(src: Source, size: int, split: str, tmp: str, label: str,
@@ -283,9 +293,9 @@ def build_parser() -> Parser:
                    "downloaded them; every source gives the same tree (docs/sources.md)")
     p.add_argument("--archive", metavar="PATH", help="read this archive instead of "
                    "ROOT/downloads/<official name> (one SPLIT only)")
-    p.add_argument("--jobs", metavar="N", help="classes extracted in parallel; with --source, files "
-                   "(or ranges of the zip) read in parallel (default: the cores available to this "
-                   "process)")
+    p.add_argument("--jobs", metavar="N", help="classes extracted in parallel; with --stream, "
+                   "threads writing the files; with --source, files (or ranges of the zip) read in "
+                   "parallel (default: the cores available to this process)")
     p.add_argument("--shard", metavar="K/N", help="extract only share K of N of the train classes "
                    "(0 <= K < N <= %d); shares can run at the same time on one ROOT. Default: in a "
                    "SLURM array, K = (SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN) / "
@@ -307,6 +317,9 @@ def build_parser() -> Parser:
                    % MAX_CONNECTIONS)
     s.add_argument("--no-verify", dest="verify", action="store_false", help="with --stream: do not "
                    "check the MD5 (the size is always checked)")
+    s.add_argument("--in-flight", metavar="MIB", default="64", help="with --stream: at most this "
+                   "many MiB of files read from the link and not yet written (--jobs threads write "
+                   "them)")
     return p
 
 
@@ -314,7 +327,7 @@ def check_stream_options(parser: Parser, args, splits: list[str]) -> int:
     """The options that go with --stream (or not); the number of connections."""
     if not args.stream:
         for given, name in ((args.urls, "--urls"), (args.connections != "1", "--connections"),
-                            (not args.verify, "--no-verify")):
+                            (not args.verify, "--no-verify"), (args.in_flight != "64", "--in-flight")):
             if given:
                 parser.error("%s goes with --stream" % name)
         return 1
@@ -330,6 +343,9 @@ def check_stream_options(parser: Parser, args, splits: list[str]) -> int:
     if not re.fullmatch(r"[1-9][0-9]?", args.connections) or int(args.connections) > MAX_CONNECTIONS:
         parser.error("--connections must be a whole number from 1 to %d, not '%s'"
                      % (MAX_CONNECTIONS, args.connections))
+    if not re.fullmatch(r"[1-9][0-9]{0,3}", args.in_flight) or int(args.in_flight) > 4096:
+        parser.error("--in-flight must be a whole number of MiB from 1 to 4096, not '%s'"
+                     % args.in_flight)
     return int(args.connections)
 
 
@@ -425,9 +441,11 @@ def stream_splits(cfg: Config, splits: list[str], args, connections: int) -> int
         log.info("%s: streaming %s -> %s", link.split, link.shown, os.path.join(cfg.root, link.split))
         try:
             if link.split == "train":
-                rc = max(rc, stream_train(cfg, link, policy, connections, args.verify))
+                rc = max(rc, stream_train(cfg, link, policy, connections, args.verify,
+                                          int(args.in_flight)))
             else:
-                rc = max(rc, stream_flat(cfg, link.split, link, policy, connections, args.verify))
+                rc = max(rc, stream_flat(cfg, link.split, link, policy, connections, args.verify,
+                                         int(args.in_flight)))
         except PrepError as e:
             log.error("error: %s", e)
             rc = 1

@@ -5,6 +5,8 @@ or in a clear error with nothing marked done; no archive is ever stored under RO
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import random
@@ -12,15 +14,17 @@ import re
 import shutil
 import signal
 import subprocess
+import tarfile
 import time
 from pathlib import Path
 
 import pytest
 
 import minirelease
-from conftest import REPO, run
+from conftest import REPO, run, small_tmpfs
 from httpserver import FaultServer
-from test_01_unzip import expected_flat, expected_train, files
+from imagenet_prep.md5state import ResumableMD5
+from test_01_unzip import complete_classes, expected_flat, expected_train, files
 
 UNZIP = REPO / "01_unzip.sh"
 TOKEN = "s3cr3t-T0KEN"
@@ -67,6 +71,7 @@ def stream(root: Path, urls: Path, *args, timeout=120, **kw) -> subprocess.Compl
     r = run(["bash", UNZIP, "--root", root, "--stream", "--urls", urls, *args], timeout=timeout,
             env=env(**kw))
     assert TOKEN not in r.stdout + r.stderr, "the link (with its token) was printed"
+    assert "Traceback" not in r.stderr, r.stderr
     return r
 
 
@@ -224,7 +229,7 @@ def test_a_login_page_or_a_missing_file_is_said(tmp_path, rel, server):
     assert r.returncode == 1 and "answered with a web page" in r.stderr, r.stderr
     server.set_faults(status=404)
     r = stream(tmp_path / "b", urls, "val")
-    assert r.returncode == 1 and "HTTP 404" in r.stderr and "get a fresh one" in r.stderr, r.stderr
+    assert r.returncode == 1 and "HTTP 404" in r.stderr and "get a fresh link" in r.stderr, r.stderr
     assert not (tmp_path / "b" / "val").exists()
 
 
@@ -243,6 +248,9 @@ def test_without_an_md5_library_it_says_so(tmp_path, rel):
     (["--stream", "--archive", "x.tar", "train"], "--archive does not go with --stream"),
     (["--connections", "4", "train"], "--connections goes with --stream"),
     (["--stream", "--connections", "99", "train"], "--connections must be a whole number from 1 to 32"),
+    (["--in-flight", "8", "train"], "--in-flight goes with --stream"),
+    (["--stream", "--in-flight", "0", "train"], "--in-flight must be a whole number of MiB from 1 to 4096"),
+    (["--stream", "--in-flight", "5000", "train"], "--in-flight must be a whole number of MiB"),
 ])
 def test_stream_usage_errors(tmp_path, args, said):
     r = run(["bash", UNZIP, "--root", tmp_path, *args], env=env())
@@ -357,3 +365,354 @@ def test_a_login_page_asks_for_a_fresh_link_named_by_file_and_host(tmp_path, rel
                     r"with|sent) a web page" % (rel.archives["val"].name, server.port), error[0])
     assert "get a fresh link from image-net.org" in error[0] and "00_download" not in error[0]
     assert not (tmp_path / "root" / "val").exists()
+
+
+# ----------------------------------------------------------------------------- re-reads (issue 18)
+
+def start(root: Path, urls: Path, *args, **kw) -> subprocess.Popen:
+    """A stream in the background (its own session, output dropped), to be killed."""
+    root.mkdir(exist_ok=True)
+    return subprocess.Popen(["bash", str(UNZIP), "--root", str(root), "--stream", "--urls", str(urls),
+                             *args], env=env(**kw), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def kill_when(proc: subprocess.Popen, ready, what: str, timeout: float = 30.0) -> None:
+    """SIGKILL the run's whole group as soon as ready() holds (bounded wait)."""
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            assert proc.poll() is None, "the run ended before %s" % what
+            assert time.monotonic() < deadline, "no %s within %g s" % (what, timeout)
+            time.sleep(0.02)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+def saved(root: Path, split: str):
+    """The stream's checkpoint as saved (None if there is none)."""
+    try:
+        return json.loads((root / ".01_unzip" / ("stream-%s.json" % split)).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def member_offsets(archive: Path) -> list[tuple[str, int, int]]:
+    """(name, offset of its header, offset of its data) of every member of the outer tar."""
+    with tarfile.open(archive) as tar:
+        return [(m.name, m.offset, m.offset_data) for m in tar.getmembers()]
+
+
+def byte_of_class(archive: Path, index: int) -> int:
+    """The offset of the last byte of the first image of class number `index`: changing it
+    changes that image and nothing else (no header, no JPEG marker that matters)."""
+    with tarfile.open(archive) as outer:
+        m = outer.getmembers()[index]
+        with tarfile.open(fileobj=outer.extractfile(m)) as inner:
+            im = inner.getmembers()[0]
+            return m.offset_data + im.offset_data + im.size - 1
+
+
+def byte_of_member(archive: Path, index: int) -> int:
+    """The offset of the last byte of member number `index` of a flat tar (val, test)."""
+    with tarfile.open(archive) as tar:
+        m = [m for m in tar.getmembers() if m.isfile()][index]
+        return m.offset_data + m.size - 1
+
+
+@pytest.fixture
+def own(tmp_path, rel):
+    """A server of copies of the release's archives, which a test may change."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    for s in SPLITS:
+        shutil.copy(rel.archives[s], folder)
+    srv = FaultServer(folder).start()
+    yield srv, folder
+    srv.stop()
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_a_damaged_late_part_is_rewritten_though_the_reread_was_interrupted(tmp_path, rel, server,
+                                                                            split):
+    """The MD5 fails at the end (a late class or image arrived damaged); the re-read from byte 0
+    is killed after its first checkpoint; the next run must not keep the damaged part written
+    before: what comes after the checkpoint is proven by the bytes read now, or rewritten."""
+    archive = rel.archives[split]
+    flip = byte_of_class(archive, 35) if split == "train" else byte_of_member(archive, 110)
+    root = tmp_path / "root"
+    urls = urls_file(tmp_path, rel, "http://127.0.0.1:%d" % server.port, (split,))
+    server.set_faults(flip_at=flip)
+    r = stream(root, urls, split)
+    assert r.returncode == 1 and "but MD5_%s in %s says" % (split, urls) in r.stderr, r.stderr
+    server.set_faults(rate=100_000)
+    proc = start(root, urls, split)
+    kill_when(proc, lambda: (saved(root, split) or {}).get("offset", 0) > 0, "first checkpoint")
+    assert saved(root, split)["offset"] < flip - 100_000
+    server.set_faults()
+    r = stream(root, urls, split)
+    assert r.returncode == 0, r.stderr
+    check_tree(root, rel, (split,))
+    assert "MD5 %s verified" % rel.md5[split] in r.stderr
+
+
+def test_a_changed_file_then_an_interrupted_reread_keeps_no_class_of_the_old_file(tmp_path, rel,
+                                                                                   own):
+    """Killed after a late class was written from file A; the link then serves B (that class
+    differs); the re-read from byte 0 is killed after its first checkpoint; the next run must
+    end in B's tree, not keep A's class."""
+    srv, folder = own
+    archive = rel.archives["train"]
+    late = byte_of_class(archive, 35)
+    wnid = member_offsets(archive)[35][0][:-4]
+    b = bytearray(archive.read_bytes())
+    b[late] ^= 0xFF
+    md5_b = hashlib.md5(b).hexdigest()
+    root = tmp_path / "root"
+    urls = urls_file(tmp_path, rel, "http://127.0.0.1:%d" % srv.port, ("train",),
+                     md5={"train": md5_b})
+    srv.set_faults(rate=1_000_000)
+    proc = start(root, urls, "train")
+    kill_when(proc, lambda: (root / "train" / wnid).is_dir(), "class %s written" % wnid)
+    first = saved(root, "train")
+    assert first is not None
+    (folder / archive.name).write_bytes(b)                   # a new ETag
+    srv.set_faults(rate=300_000)
+    proc = start(root, urls, "train")
+    kill_when(proc, lambda: (saved(root, "train") or first)["etag"] != first["etag"],
+              "a checkpoint of the new file")
+    srv.set_faults()
+    r = stream(root, urls, "train")
+    assert r.returncode == 0, r.stderr
+    want = expected_train(folder / archive.name)
+    assert files(root / "train") == want
+    assert "MD5 %s verified" % md5_b in r.stderr
+
+
+def test_a_repacked_file_of_the_same_size_without_etag_is_read_again(tmp_path, rel, own):
+    """The link's file is replaced by the same classes in another order (same size, and the
+    server sends no ETag): the checkpoint's offset no longer holds the header it expects. The
+    rerun says so and reads from byte 0, instead of failing inside a member on every rerun."""
+    srv, folder = own
+    archive = rel.archives["train"]
+    b = folder / archive.name
+    with tarfile.open(archive) as outer:
+        members = [(m, outer.extractfile(m).read()) for m in outer.getmembers()]
+    with tarfile.open(b, "w", format=tarfile.GNU_FORMAT) as out:
+        for m, data in reversed(members):
+            out.addfile(m, io.BytesIO(data))
+    assert b.stat().st_size == archive.stat().st_size
+    md5_b = hashlib.md5(b.read_bytes()).hexdigest()
+    shutil.copy(archive, b.with_suffix(".a"))
+    os.replace(b, b.with_suffix(".b"))
+    os.replace(b.with_suffix(".a"), b)
+    root = tmp_path / "root"
+    urls = urls_file(tmp_path, rel, "http://127.0.0.1:%d" % srv.port, ("train",),
+                     md5={"train": md5_b})
+    srv.set_faults(rate=300_000, no_etag=True)
+    proc = start(root, urls, "train")
+    kill_when(proc, lambda: (saved(root, "train") or {}).get("offset", 0) > 0, "first checkpoint")
+    offset = saved(root, "train")["offset"]
+    os.replace(b.with_suffix(".b"), b)
+    assert b.read_bytes()[offset:offset + 512] != archive.read_bytes()[offset:offset + 512]
+    srv.set_faults(no_etag=True)
+    r = stream(root, urls, "train")
+    assert r.returncode == 0, r.stderr
+    assert "the file behind the link changed" in r.stderr, r.stderr
+    assert files(root / "train") == expected_train(archive)
+    assert "MD5 %s verified" % md5_b in r.stderr
+
+
+def test_a_checkpoint_edited_by_hand_is_said_and_the_stream_read_again(tmp_path, rel, server):
+    root = tmp_path / "root"
+    urls = urls_file(tmp_path, rel, "http://127.0.0.1:%d" % server.port, ("train",))
+    server.set_faults(rate=300_000)
+    proc = start(root, urls, "train")
+    kill_when(proc, lambda: (saved(root, "train") or {}).get("offset", 0) > 0, "first checkpoint")
+    doc = saved(root, "train")
+    moved = doc["offset"] + 512                              # the first image's header, not a class's
+    doc["offset"] = moved
+    doc["md5"] = doc["md5"].replace(":%d:" % (moved - 512), ":%d:" % moved)
+    path = root / ".01_unzip" / "stream-train.json"
+    path.write_text(json.dumps(doc))
+    server.set_faults()
+    r = stream(root, urls, "train")
+    assert r.returncode == 0, r.stderr
+    assert str(path) in r.stderr, r.stderr
+    check_tree(root, rel, ("train",))
+
+
+def test_a_class_deleted_while_the_stream_was_interrupted_is_fetched_again(tmp_path, rel, server):
+    """A complete class and its record deleted between runs: the resumed stream must not verify
+    the MD5 and exit 0 without train.done; it fetches that class again (its bytes proven by the
+    MD5 states around it) and finishes the split."""
+    root = tmp_path / "root"
+    urls = urls_file(tmp_path, rel, "http://127.0.0.1:%d" % server.port, ("train",))
+    server.set_faults(rate=300_000)
+    proc = start(root, urls, "train")
+    kill_when(proc, lambda: (saved(root, "train") or {}).get("offset", 0) > 0, "first checkpoint")
+    wnid = member_offsets(rel.archives["train"])[0][0][:-4]
+    shutil.rmtree(root / "train" / wnid)
+    os.remove(root / ".01_unzip" / "train" / (wnid + ".json"))
+    server.set_faults()
+    r = stream(root, urls, "train")
+    assert r.returncode == 0, r.stderr
+    assert "not there yet" not in r.stderr
+    check_tree(root, rel, ("train",))
+    assert wnid in r.stderr
+
+
+def test_a_class_deleted_while_the_stream_runs_is_fetched_again_at_its_end(tmp_path, rel, server):
+    root = tmp_path / "root"
+    urls = urls_file(tmp_path, rel, "http://127.0.0.1:%d" % server.port, ("train",))
+    wnid = member_offsets(rel.archives["train"])[1][0][:-4]
+    server.set_faults(rate=1_000_000)
+    root.mkdir()
+    proc = subprocess.Popen(["bash", str(UNZIP), "--root", str(root), "--stream", "--urls", str(urls),
+                             "train"], env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not (root / ".01_unzip" / "train" / (wnid + ".json")).exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
+            time.sleep(0.01)
+        shutil.rmtree(root / "train" / wnid)
+        os.remove(root / ".01_unzip" / "train" / (wnid + ".json"))
+        err = proc.communicate(timeout=60)[1]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err
+    assert "%s fetched again" % wnid in err, err
+    check_tree(root, rel, ("train",))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "huge"])
+def test_a_checkpoint_that_is_not_a_small_regular_file_is_refused(tmp_path, rel, kind):
+    root = tmp_path / "root"
+    (root / ".01_unzip").mkdir(parents=True)
+    path = root / ".01_unzip" / "stream-val.json"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "dev-zero":
+        path.symlink_to("/dev/zero")
+    else:
+        with open(path, "wb") as f:
+            f.truncate(1 << 30)                              # sparse: no disk used
+    urls = urls_file(tmp_path, rel, "file://" + str(rel.out), ("val",))
+    r = stream(root, urls, "val", timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert str(path) in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert {"fifo": "(a FIFO)", "dev-zero": "a symbolic link to /dev/zero",
+            "huge": "more than the"}[kind] in r.stderr, r.stderr
+    assert "delete it" in r.stderr, r.stderr
+    assert not (root / "val").exists()
+
+
+def test_a_full_disk_while_streaming_names_the_folder_being_written(tmp_path):
+    """Tiny images pass the preflight but take a 4 KiB page each on tmpfs: the disk fills up.
+    The message names ROOT/train and its free space, not the current folder."""
+    small_rel = minirelease.make_release(tmp_path / "rel", classes=40, images=(20, 30),
+                                         val_per_class=1, test=2, kib=0.1, seed=5)
+    urls = urls_file(tmp_path, small_rel, "file://" + str(small_rel.out), ("train",))
+    with small_tmpfs(tmp_path / "small", "size=2m") as small:
+        r = run(["bash", UNZIP, "--root", small, "--stream", "--urls", urls, "train"],
+                env=env(), cwd=tmp_path, timeout=120)
+        assert r.returncode == 1
+        assert "the disk is full (or the quota is used up): cannot write to %s" % (small / "train") \
+            in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr and r.stderr.count("the disk is full") == 1, r.stderr
+        assert not [p for p in (small / "train").iterdir() if p.name.startswith(".")]
+
+
+# ----------------------------------------------------------------------------- parallel writers (issue 23)
+
+@pytest.fixture(scope="module")
+def busy(tmp_path_factory) -> minirelease.Release:
+    """Many small files (~6,000 of 1 KiB): read from a local file, the writers are the limit."""
+    return minirelease.make_release(tmp_path_factory.mktemp("busy"), classes=60, images=(40, 80),
+                                    val_per_class=40, test=20, kib=1.0, seed=7)
+
+
+def check_checkpoint(root: Path, rel, split: str) -> None:
+    """The checkpoint left by a kill counts only what is complete: its offset is a member's
+    header, its MD5 state and header hash are those of the archive there, and every class (or
+    file) it lists is on disk as the archive has it."""
+    doc = saved(root, split)
+    if doc is None:
+        return
+    data = rel.archives[split].read_bytes()
+    offset = doc["offset"]
+    assert doc["md5"] == ResumableMD5(data[:offset]).state()
+    assert doc["head"] == hashlib.sha256(data[offset:offset + 512]).hexdigest()
+    with tarfile.open(rel.archives[split]) as tar:
+        members = tar.getmembers()
+    headers = {m.offset for m in members}
+    end = members[-1].offset_data + (members[-1].size + 511) // 512 * 512
+    assert offset in headers or offset == end, offset
+    if split == "train":
+        want = expected_train(rel.archives[split])
+        for wnid, start, state in doc["extra"]["classes"]:
+            assert start in headers and start < offset
+            assert state == ResumableMD5(data[:start]).state()
+            got = {"%s/%s" % (wnid, p.name): p.read_bytes() for p in (root / "train" / wnid).iterdir()}
+            assert got == {k: v for k, v in want.items() if k.startswith(wnid + "/")}
+    else:
+        partial = root / (".%s.tmp-stream" % split)
+        want = expected_flat(rel.archives[split])
+        where = {m.name.rsplit("/", 1)[-1]: m.offset for m in members}
+        for name, sha in doc["extra"]["files"]:
+            assert where[name] < offset, (name, offset)
+            assert hashlib.sha256((partial / name).read_bytes()).hexdigest() == sha
+            assert (partial / name).read_bytes() == want[name]
+        assert doc["extra"]["bytes"] == sum(len(want[n]) for n, _ in doc["extra"]["files"])
+
+
+def kills_while_writing(tmp_path: Path, rel, split: str, kills: int) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    urls = urls_file(tmp_path, rel, "file://" + str(rel.out), (split,))
+    rng = random.Random(kills)
+    expect = expected_train(rel.archives["train"]) if split == "train" else None
+    folder = root / "train" if split == "train" else root / (".%s.tmp-stream" % split)
+    total = len(rel.classes) if split == "train" else len(expected_flat(rel.archives[split]))
+
+    def written() -> int:
+        try:
+            return sum(1 for p in folder.iterdir() if not p.name.startswith("."))
+        except OSError:
+            return 0
+
+    target = 0
+    for i in range(kills):                   # each run is killed once it has written a few more
+        target += rng.randint(1, total // (kills + 1))
+        proc = start(root, urls, "--in-flight", "1" if i % 2 else "64", split)
+        kill_when(proc, lambda goal=target: written() >= goal, "%d written" % target)
+        if expect is not None:
+            complete_classes(root / "train", expect)
+        check_checkpoint(root, rel, split)
+    r = stream(root, urls, split)
+    assert r.returncode == 0, r.stderr
+    assert "MD5 %s verified" % rel.md5[split] in r.stderr
+    check_tree(root, rel, (split,))
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_kills_while_the_writers_are_busy_leave_sound_checkpoints(tmp_path, busy, split):
+    kills_while_writing(tmp_path, busy, split, 5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_fifteen_kills_while_the_writers_are_busy(tmp_path, busy, split):
+    kills_while_writing(tmp_path, busy, split, 15)
+
+
+def test_a_small_in_flight_bound_and_one_writer_give_the_same_tree(tmp_path, rel):
+    root = tmp_path / "root"
+    r = stream(root, urls_file(tmp_path, rel, "file://" + str(rel.out)), "--in-flight", "1",
+               "--jobs", "1", "train", "val", "test")
+    assert r.returncode == 0, r.stderr
+    check_tree(root, rel)
