@@ -388,7 +388,9 @@ def test_val_labels_that_do_not_cover_the_archive_are_refused(tmp_path, release)
     labels = tmp_path / "short.txt"
     labels.write_text("".join(release.val[n] + "\n" for n in sorted(release.val)[:-1]))
     r = pack(root, "--labels", labels, "val")
-    assert r.returncode == 1 and "1 without a label" in r.stderr, r.stderr
+    assert r.returncode == 1 and "1 without a label (%s)" % sorted(release.val)[-1] in r.stderr, \
+        r.stderr
+    assert "labelled but absent" not in r.stderr and "()" not in r.stderr, r.stderr
     assert not (root / "squashfs" / "val.sqfs").exists()
 
 
