@@ -191,7 +191,7 @@ def write_member(src: Source, m: Member, folder_fd: int, name: str, label: str,
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o644, dir_fd=folder_fd)
     except FileExistsError:
-        raise PrepError("%s: member %s appears twice; refused" % (label, shown(m.name))) from None
+        raise PrepError(twice(label, m.name)) from None
     kind, sha, head = None, hashlib.sha256() if digest else None, HeadScan()
     try:
         for buf in read_data(src, m, CHUNK, label):
@@ -206,6 +206,12 @@ def write_member(src: Source, m: Member, folder_fd: int, name: str, label: str,
     finally:
         os.close(fd)
     return kind, sha.hexdigest() if sha is not None else None
+
+
+def twice(label: str, name: str) -> str:
+    """The message for a member seen a second time."""
+    return ("%s: member %s appears twice; refused: an official archive holds each image once, so "
+            "this one is damaged or was altered: download it again" % (label, shown(name)))
 
 
 def refuse_unless_file(m: Member, label: str, pattern_text: str) -> None:
