@@ -124,8 +124,9 @@ def disk_full_text(path: str, need: Optional[int] = None) -> str:
         if st.f_files and (st.f_favail < 1000 or st.f_favail * 100 < st.f_files):
             return ("no more files can be created in %s: the file system (or your quota) has "
                     "almost no free inodes left (%d), though %s are free; delete files there, or "
-                    "put the tree where more files are allowed (or pack it in one file: "
-                    "05_pack_squashfs.py), and run again: complete work is kept"
+                    "use --root on a file system that allows more files (a split's tree of images "
+                    "also fits in one file: 05_pack_squashfs.py), and run again: complete work is "
+                    "kept"
                     % (folder, st.f_favail, free))
     except OSError:
         free = "?"

@@ -224,7 +224,7 @@ def create_file(folder_fd: int, name: str, origin: str) -> int:
         return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                        0o644, dir_fd=folder_fd)
     except FileExistsError:
-        raise PrepError("%s appears twice; refused" % origin) from None
+        raise PrepError(appears_twice(origin)) from None
 
 
 def write_chunks(chunks: Iterable[bytes], fd: int, mode: int, mtime: Optional[float],
@@ -242,6 +242,17 @@ def write_chunks(chunks: Iterable[bytes], fd: int, mode: int, mtime: Optional[fl
     kind = head.end().kind
     keep_attributes(fd, mode, mtime)
     return kind, sha.hexdigest() if sha is not None else None
+
+
+def twice(label: str, name: str) -> str:
+    """The message for a member seen a second time."""
+    return appears_twice("%s: member %s" % (label, shown(name)))
+
+
+def appears_twice(origin: str) -> str:
+    """The message for a member (`origin`: where it is) seen a second time."""
+    return ("%s appears twice; refused: an official archive holds each image once, so this one is "
+            "damaged or was altered: download it again" % origin)
 
 
 def refuse_unless_file(m: Member, label: str, pattern_text: str) -> None:

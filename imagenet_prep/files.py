@@ -154,6 +154,19 @@ def clear_leftover(path: str) -> None:
         os.close(fd)
 
 
+def need_folder(path: str, what: str) -> None:
+    """`path` is a folder, a link to one, or not there yet (the caller makes it); anything else is
+    a PrepError naming it. `what` says what goes into it ("the shards")."""
+    if not os.path.lexists(path) or os.path.isdir(path):
+        return
+    if os.path.islink(path):
+        raise PrepError("%s is a symbolic link to %s, which is not a folder (or is not there): %s "
+                        "go into that folder; point the link to a folder, or remove it, then run "
+                        "again" % (path, os.readlink(path), what))
+    raise PrepError("%s is not a folder: %s go into a folder of that name; move it away, then run "
+                    "again" % (path, what))
+
+
 @contextlib.contextmanager
 def open_dir(path: str) -> Iterator[int]:
     """A descriptor of folder `path`, to create files in it without walking the path again."""

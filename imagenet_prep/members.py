@@ -190,11 +190,12 @@ def place_val(cfg: Inputs, items: list[Item]) -> tuple[list[str], list[Item]]:
     unlabelled = sorted(names.difference(wnid_of))
     absent = sorted(set(wnid_of).difference(names))
     if unlabelled or absent:
-        raise PrepError("val: the labels list %d images, the source holds %d: %d without a label "
-                        "(%s), %d labelled but absent (%s); use the labels of this release (pass "
-                        "the right devkit to 01_unzip.sh devkit, then 02)"
-                        % (len(wnid_of), len(names), len(unlabelled), some(unlabelled),
-                           len(absent), some(absent)))
+        wrong = ["%d %s (%s)" % (len(found), what, some(found))
+                 for found, what in ((unlabelled, "without a label"), (absent, "labelled but absent"))
+                 if found]
+        raise PrepError("val: the labels list %d images, the source holds %d: %s; use the labels "
+                        "of this release (pass the right devkit to 01_unzip.sh devkit, then 02)"
+                        % (len(wnid_of), len(names), ", ".join(wrong)))
     placed = [Item("%s/%s" % (wnid_of[it.path], it.path), it.source, it.offset, it.size,
                        it.mtime, it.archived, it.rel) for it in items]
     return sorted(set(wnid_of.values())), placed

@@ -45,7 +45,8 @@ from . import members
 from .console import (PrepError, disk_full_text, each_split, human, log, preflight, shown, some,
                       thousands)
 from .extract import Config, find_archive, official_counts
-from .files import Lock, clear_temps, fsync_dir, read_json, temp_beside, temp_of, write_json
+from .files import (Lock, clear_temps, fsync_dir, need_folder, read_json, temp_beside, temp_of,
+                    write_json)
 from .members import DIR_MODE, Plan, tar_header
 from .progress import Progress
 
@@ -647,6 +648,7 @@ def pack_split(cfg: Settings, split: str, tools: Callable[[], Tools]) -> int:
         already_done(cfg, split, doc)
         return 0
     found = tools()
+    need_folder(cfg.out, "the images")
     os.makedirs(cfg.out, exist_ok=True)
     with Lock(os.path.join(cfg.out, ".%s.lock" % os.path.basename(image)),
               "another %s is building %s; let it finish, or stop it, then run again" % (PROG, image)) as lock:

@@ -21,7 +21,7 @@ from . import facts, manifest, valfolders
 from .console import (DISK_FULL, ErrorList, PrepError, disk_full_text, human, log, preflight, shown,
                       some)
 from .extract import (Config, check_archive, find_archive, maybe_remove, official_counts, read_marker,
-                      refuse_unless_file, resolve_final, write_member)
+                      refuse_unless_file, resolve_final, twice, write_member)
 from .files import (Lock, clear_leftover, clear_temps, read_json, remove_tree, temp_name, temp_of,
                     try_flock, write_json)
 from .parallel import run_parallel
@@ -132,7 +132,7 @@ def check_class_member(m: Member, wnid: str, label: str, pattern: re.Pattern, se
         raise PrepError("%s: member %s refused: names in this class must look like %s_<number>.JPEG"
                         % (label, shown(m.name), wnid))
     if m.name in seen:
-        raise PrepError("%s: member %s appears twice; refused" % (label, shown(m.name)))
+        raise PrepError(twice(label, m.name))
     seen.add(m.name)
 
 

@@ -14,9 +14,9 @@ from typing import Optional
 
 from . import facts, manifest
 from .console import (DISK_FULL, PrepError, Parser, disk_full_text, human, jobs_option, log, preflight, run,
-                      shown, some, thousands)
+                      some, thousands)
 from .extract import (Config, check_archive, done_marker, find_archive, maybe_remove, resolve_final,
-                      official_counts, refuse_unless_file, safe_mode, write_member)
+                      official_counts, refuse_unless_file, safe_mode, twice, write_member)
 from .files import Lock, open_dir, remove_tree, temp_beside, write_json
 from .progress import Progress
 from .tarstream import Source, iter_tar, read_tarfile
@@ -74,7 +74,7 @@ class FlatNames:
             self.refused.append(m.name)
             return None
         if match.group(1) in self.seen:
-            raise PrepError("%s: member %s appears twice; refused" % (self.label, shown(m.name)))
+            raise PrepError(twice(self.label, m.name))
         self.seen.add(match.group(1))
         return match.group(1)
 

@@ -147,6 +147,9 @@ def read_synsets(path: Path, given: bool = False) -> dict[str, ClassRow]:
     regular file (files.read_regular_text); `given` (--meta CSV): a symbolic link to one too."""
     rerun = "rerun %s" % STAGE_02
     if missing(path):
+        if given:
+            raise PrepError("--meta %s: no such file; name the synsets.csv that %s wrote (or leave "
+                            "--meta out to use ROOT/meta/synsets.csv)" % (path, STAGE_02))
         raise PrepError("%s not found: run %s first (or pass --meta CSV)" % (path, STAGE_02))
     what = ("pass the CSV file itself with --meta" if given else
             "%s writes it: remove it and %s" % (STAGE_02, rerun))

@@ -45,8 +45,8 @@ from . import members
 from .console import (DISK_FULL, ErrorList, PrepError, disk_full_text, each_split, human, log,
                       preflight, some, thousands)
 from .extract import official_counts
-from .files import (Lock, clear_leftover, clear_temps, fsync_dir, read_json, temp_beside, temp_of, try_flock,
-                    write_json)
+from .files import (Lock, clear_leftover, clear_temps, fsync_dir, need_folder, read_json, temp_beside,
+                    temp_of, try_flock, write_json)
 from .images import HeadScan, ImageInfo
 from .members import tar_header
 from .parallel import run_parallel
@@ -591,14 +591,7 @@ def account(cfg: Settings, split: str, names: list[str], deal: Deal, state: dict
 
 def need_out(cfg: Settings) -> None:
     """ROOT/webdataset is a folder, a link to one, or not there yet (make_split makes it)."""
-    if not os.path.lexists(cfg.out) or os.path.isdir(cfg.out):
-        return
-    if os.path.islink(cfg.out):
-        raise PrepError("%s is a symbolic link to %s, which is not a folder (or is not there): the "
-                        "shards go into that folder; point the link to a folder, or remove it, "
-                        "then run again" % (cfg.out, os.readlink(cfg.out)))
-    raise PrepError("%s is not a folder: the shards go into a folder of that name; move it away, "
-                    "then run again" % cfg.out)
+    need_folder(cfg.out, "the shards")
 
 
 def make_split(cfg: Settings, split: str) -> int:

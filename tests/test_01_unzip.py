@@ -531,6 +531,32 @@ def test_busy_shard_lock_is_reported(tmp_path, release):
 
 # ----------------------------------------------------------------------------- bad input
 
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_a_member_seen_twice_is_refused_with_what_to_do(tmp_path, split):
+    """The same image twice: refused, the archive named as damaged, to be downloaded again."""
+    rng = random.Random(4)
+    root = tmp_path / "root"
+    (root / "downloads").mkdir(parents=True)
+    image = minirelease.fake_jpeg(rng, 600)
+    if split == "val":
+        name, path = "ILSVRC2012_val_00000001.JPEG", root / "downloads" / minirelease.VAL_TAR
+        with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
+            for _ in range(2):
+                minirelease.add_bytes(tar, name, image)
+    else:
+        name, path, inner = "n01000001_1.JPEG", root / "downloads" / minirelease.TRAIN_TAR, io.BytesIO()
+        with tarfile.open(fileobj=inner, mode="w", format=tarfile.GNU_FORMAT) as tar:
+            for _ in range(2):
+                minirelease.add_bytes(tar, name, image)
+        with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
+            minirelease.add_bytes(tar, "n01000001.tar", inner.getvalue())
+    r = unzip(root, split)
+    assert r.returncode == 1, r.stderr
+    assert "member %s appears twice; refused" % name in r.stderr and "download it again" in r.stderr, \
+        r.stderr
+    assert not (root / split).exists() or not any((root / split).iterdir())
+
+
 @pytest.mark.parametrize("kind", minirelease.HOSTILE_KINDS)
 def test_hostile_archives_write_nothing_outside_root(tmp_path, kind):
     src = minirelease.make_hostile(tmp_path / "src", kind)

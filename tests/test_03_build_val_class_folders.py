@@ -1069,6 +1069,16 @@ def test_a_folder_given_for_a_file_is_said_plainly(tmp_path, release, option):
     assert snapshot(tmp_path) == before
 
 
+def test_a_meta_file_that_is_not_there_is_said_as_given(tmp_path, release):
+    root = make_root(tmp_path, release)
+    before = snapshot(tmp_path)
+    r = run03("--root", root, "--meta", tmp_path / "nonexist.csv")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "--meta %s: no such file" % (tmp_path / "nonexist.csv") in r.stderr, r.stderr
+    assert "or pass --meta CSV" not in r.stderr, r.stderr
+    assert snapshot(tmp_path) == before
+
+
 def capped() -> None:
     """In the child: at most 4 GiB of address space, so that a read of /dev/zero fails quickly
     instead of taking the machine's memory."""

@@ -388,7 +388,9 @@ def test_val_labels_that_do_not_cover_the_archive_are_refused(tmp_path, release)
     labels = tmp_path / "short.txt"
     labels.write_text("".join(release.val[n] + "\n" for n in sorted(release.val)[:-1]))
     r = pack(root, "--labels", labels, "val")
-    assert r.returncode == 1 and "1 without a label" in r.stderr, r.stderr
+    assert r.returncode == 1 and "1 without a label (%s)" % sorted(release.val)[-1] in r.stderr, \
+        r.stderr
+    assert "labelled but absent" not in r.stderr and "()" not in r.stderr, r.stderr
     assert not (root / "squashfs" / "val.sqfs").exists()
 
 
@@ -711,3 +713,22 @@ def test_slurm_example_without_images_says_what_to_run(tmp_path):
     r = run(["bash", SBATCH, "true"], env=clean_env(IMAGENET_ROOT=str(tmp_path)))
     assert r.returncode == 1
     assert "no finished image of train val" in r.stderr and "05_pack_squashfs.py --root" in r.stderr
+
+
+@needs_tools
+def test_an_output_folder_that_is_a_file_or_a_broken_link_is_named(tmp_path, release):
+    root = make_root(tmp_path, release, ["val"], meta=True)
+    out = root / "squashfs"
+    out.write_text("mine\n")
+    r = pack(root, "val")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "%s is not a folder: the images go into a folder of that name; move it away" % out \
+        in r.stderr, r.stderr
+    assert out.read_text() == "mine\n"
+    out.unlink()
+    out.symlink_to(tmp_path / "gone")
+    r = pack(root, "val")
+    assert r.returncode == 1, r.stderr
+    assert "%s is a symbolic link to %s, which is not a folder (or is not there)" \
+        % (out, tmp_path / "gone") in r.stderr, r.stderr
+    assert not (tmp_path / "gone").exists()
