@@ -4,6 +4,7 @@
 # Usage:   01_unzip.sh [options] SPLIT...        SPLIT: train val test devkit all
 # Example: 01_unzip.sh --root /data/imagenet all
 #          sbatch --array=0-7 --wrap '01_unzip.sh --root /data/imagenet train'   # 8 shards
+#          01_unzip.sh --root /data/imagenet --source hf all   # the Hugging Face files (docs/sources.md)
 #
 # train is read straight from ILSVRC2012_img_train.tar: the images of each class tar (WNID.tar) are
 # written to ROOT/train/WNID/ without ever writing the inner tar, several classes at a time. Each

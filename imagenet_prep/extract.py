@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterable, Optional
 
 from . import facts
 from .console import PrepError, log, shown, thousands
@@ -32,6 +32,7 @@ class Config:
     remove: bool = False             # --remove-archive
     archive: Optional[str] = None    # --archive PATH (one split)
     manifest: bool = True            # hash every file for ROOT/meta/SHA256SUMS.SPLIT
+    copy: Optional["Copy"] = None    # --source: the copy the files are (official counts or not)
 
     @property
     def state(self) -> str:
@@ -129,22 +130,42 @@ def done_marker(cfg: Config, split: str, final: str) -> Optional[dict]:
     return doc if doc is not None and os.path.isdir(final) else None
 
 
-def official_counts(split: str, archive_size: int, classes: Optional[int], images: int) -> None:
-    """An archive of the official size must hold the official counts: else an error."""
+@dataclass(frozen=True)
+class Copy:
+    """Which copy of the release a split comes from when it is not an image-net.org archive (the
+    Hugging Face or Kaggle files, whose size says nothing): `name` says it in messages; with
+    `official` its counts must be the release's, else they are not checked (and that is said);
+    `redo` is what to do when they are wrong."""
+    name: str
+    official: bool
+    redo: str = ""
+
+
+def official_counts(split: str, archive_size: int, classes: Optional[int], images: int,
+                    copy: Optional[Copy] = None) -> None:
+    """An archive of the official size (or a `copy` known to be official) must hold the official
+    counts: else an error."""
     size = facts.official_size(split)
-    if size is None:
+    if copy is not None:
+        if not copy.official:
+            log.info("%s: %s; official counts not checked", split, copy.name)
+            return
+    elif size is None:
         return
-    if archive_size != size:
+    elif archive_size != size:
         log.info("%s: archive is not the official one (%s B, official %s B); official counts not "
                  "checked", split, thousands(archive_size), thousands(size))
         return
     want_classes = facts.official(split).classes if classes is not None else None
     if images != facts.images(split) or classes != want_classes:
-        raise PrepError("%s: the official archive holds %s images%s, this one %s%s: it is damaged; "
-                        "download it again (00_download.sh checks its MD5)"
-                        % (split, thousands(facts.images(split)),
+        official = ("the official archive", "this one", "it is damaged; download it again "
+                    "(00_download.sh checks its MD5)") if copy is None else \
+            (copy.name, "these files", copy.redo)
+        raise PrepError("%s: %s holds %s images%s, %s %s%s: %s"
+                        % (split, official[0], thousands(facts.images(split)),
                            " in %s classes" % thousands(want_classes) if classes is not None else "",
-                           thousands(images), " in %d classes" % classes if classes is not None else ""))
+                           official[1], thousands(images),
+                           " in %d classes" % classes if classes is not None else "", official[2]))
 
 
 def maybe_remove(cfg: Config, split: str, archive: Optional[str], doc: Optional[dict] = None) -> None:
@@ -175,10 +196,12 @@ def safe_mode(mode: int) -> int:
     return (mode & 0o777 | 0o600) & ~umask()
 
 
-def keep_attributes(fd: int, m: Member) -> None:
-    """The member's modification time and (safe) permission bits, as tar and torchvision keep."""
-    os.fchmod(fd, safe_mode(m.mode))
-    os.utime(fd, (m.mtime, m.mtime))
+def keep_attributes(fd: int, mode: int, mtime: Optional[float]) -> None:
+    """The member's (safe) permission bits and, where the source keeps one, its modification time,
+    as tar and torchvision keep them."""
+    os.fchmod(fd, safe_mode(mode))
+    if mtime is not None:
+        os.utime(fd, (mtime, mtime))
 
 
 def write_member(src: Source, m: Member, folder_fd: int, name: str, label: str,
@@ -187,31 +210,49 @@ def write_member(src: Source, m: Member, folder_fd: int, name: str, label: str,
 
     Returns (its image kind, from its headers however far they go: images.HeadScan; SHA-256 of
     its bytes when `digest`)."""
+    fd = create_file(folder_fd, name, "%s: member %s" % (label, shown(m.name)))
     try:
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o644, dir_fd=folder_fd)
-    except FileExistsError:
-        raise PrepError(twice(label, m.name)) from None
-    kind, sha, head = None, hashlib.sha256() if digest else None, HeadScan()
-    try:
-        for buf in read_data(src, m, CHUNK, label):
-            head.feed(buf)
-            if sha is not None:
-                sha.update(buf)
-            view = memoryview(buf)
-            while view:
-                view = view[os.write(fd, view):]
-        kind = head.end().kind
-        keep_attributes(fd, m)
+        return write_chunks(read_data(src, m, CHUNK, label), fd, m.mode, m.mtime, digest)
     finally:
         os.close(fd)
+
+
+def create_file(folder_fd: int, name: str, origin: str) -> int:
+    """A new file `name` (a path relative to the folder), opened for writing; one that exists
+    already is a second member of that name (`origin` names it): refused."""
+    try:
+        return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                       0o644, dir_fd=folder_fd)
+    except FileExistsError:
+        raise PrepError(appears_twice(origin)) from None
+
+
+def write_chunks(chunks: Iterable[bytes], fd: int, mode: int, mtime: Optional[float],
+                 digest: bool) -> tuple[Optional[str], Optional[str]]:
+    """Write the bytes of `chunks` to the new file `fd` and give it `mode` and `mtime` (None: the
+    time of writing). Returns (its image kind, its SHA-256 when `digest`)."""
+    kind, sha, head = None, hashlib.sha256() if digest else None, HeadScan()
+    for buf in chunks:
+        head.feed(buf)
+        if sha is not None:
+            sha.update(buf)
+        view = memoryview(buf)
+        while view:
+            view = view[os.write(fd, view):]
+    kind = head.end().kind
+    keep_attributes(fd, mode, mtime)
     return kind, sha.hexdigest() if sha is not None else None
 
 
 def twice(label: str, name: str) -> str:
     """The message for a member seen a second time."""
-    return ("%s: member %s appears twice; refused: an official archive holds each image once, so "
-            "this one is damaged or was altered: download it again" % (label, shown(name)))
+    return appears_twice("%s: member %s" % (label, shown(name)))
+
+
+def appears_twice(origin: str) -> str:
+    """The message for a member (`origin`: where it is) seen a second time."""
+    return ("%s appears twice; refused: an official archive holds each image once, so this one is "
+            "damaged or was altered: download it again" % origin)
 
 
 def refuse_unless_file(m: Member, label: str, pattern_text: str) -> None:

@@ -90,6 +90,8 @@ def images(split: str) -> int:
 # ----------------------------------------------------------------------------- Hugging Face
 
 HF_REPO = "ILSVRC/imagenet-1k"
+KAGGLE_REAL_MIN = 100 << 30              # the Kaggle zip is taken for the real one above this size:
+#                                          it is over 150 GiB, its exact size is not published
 HF_SPLITS = ("train", "val", "test")
 SHA256_RE = re.compile(r"[0-9a-f]{64}\Z")
 

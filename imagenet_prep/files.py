@@ -124,14 +124,15 @@ def remove_tree(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def clear_temps(folder: str, name: str) -> None:
-    """Remove the temporary files and folders of NAME in `folder` that no live run holds."""
+def clear_temps(folder: str, name: str, keep: str = "") -> None:
+    """Remove the temporary files and folders of NAME in `folder` that no live run holds (but
+    `keep`, one the caller holds and uses)."""
     try:
         entries = list(os.scandir(folder))
     except OSError:
         return
     for e in entries:
-        if temp_of(e.name) == name:
+        if temp_of(e.name) == name and e.name != keep:
             clear_leftover(e.path)
 
 

@@ -147,11 +147,17 @@ def hf_parquet_entries(path: str, split: str, wnids: list[str],
 
 # ----------------------------------------------------------------------------- Kaggle
 
-def kaggle_entries(directory: ZipDirectory, src: Source, first: int = 0) -> Iterator[Entry]:
-    """What the Kaggle zip holds, from its `first`-th member in file order (a resumed stream):
-    the images and the LOC_* files, and those inside its nested tar.gz (read as it passes)."""
+def kaggle_entries(directory: ZipDirectory, src: Source, first: int = 0,
+                   end: Optional[int] = None) -> Iterator[Entry]:
+    """What the Kaggle zip holds, from its `first`-th member in file order (a resumed stream, or
+    a range of the file) to the end of the zip or, with `end`, to the `end`-th member, whose local
+    header is read (so the bytes between the last member given and it are checked too): the
+    images and the LOC_* files, and those inside its nested tar.gz (read as it passes)."""
     label = directory.label
-    for m in directory.members(src, first):
+    stop = len(directory) if end is None else end
+    for k, m in enumerate(directory.members(src, first, check_end=stop == len(directory)), first):
+        if k == stop:
+            return
         named = kaggle_member(m.name, label)
         if named is None:
             continue

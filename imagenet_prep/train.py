@@ -8,6 +8,7 @@ final name is always complete, and one without a matching record was not made he
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import threading
@@ -116,7 +117,11 @@ def check_class_folders(train_dir: str, records: str, wnids: Iterable[str]) -> N
 
 # ----------------------------------------------------------------------------- one class
 
+@functools.lru_cache(maxsize=None)
 def class_pattern(wnid: str) -> re.Pattern:
+    """The names of class `wnid`'s images (compiled once a class: the Hub's and Kaggle's names
+    come with their classes mixed, where re's own cache of 512 patterns would compile them anew
+    for nearly every name)."""
     return re.compile(re.escape(wnid) + r"_[0-9]{1,20}\.JPEG\Z")     # (a name fits a file system)
 
 
@@ -305,13 +310,14 @@ def train_done(cfg: Config) -> Optional[dict]:
     return doc
 
 
-def clear_split_leftovers(cfg: Config, split: str, final: str) -> None:
+def clear_split_leftovers(cfg: Config, split: str, final: str, keep: str = "") -> None:
     """What runs of `split` left when they were killed (temporary names that no live run holds):
     the split's folder being built beside `final` (ROOT/.val.tmp-HOST.PID), its done marker,
     checkpoint and manifest being written, and for train the class folders and records being
     built. A rerun clears them whether or not the split is done (04 tells the user to rerun for
-    them), never the split's folder itself: 03 may be working in val/."""
-    clear_temps(os.path.dirname(final), os.path.basename(final))
+    them), never the split's folder itself: 03 may be working in val/. `keep`: the temporary
+    folder beside `final` that the caller holds (01 --source's staging folder)."""
+    clear_temps(os.path.dirname(final), os.path.basename(final), keep)
     clear_temps(cfg.state, os.path.basename(cfg.marker(split)))
     clear_temps(cfg.state, os.path.basename(cfg.checkpoint(split)))
     clear_temps(os.path.dirname(manifest.path_of(cfg.root, split)),
@@ -494,7 +500,7 @@ def verify_train(cfg: Config, wnids: list[str],
                         % (train_dir, len(strays), some(strays)))
     log.info("train: checked %d classes, %d images, %s: names and sizes as 01_unzip.sh wrote them "
              "(every byte: 04_verify.py --full train)", len(wnids), total_images, human(total_bytes))
-    official_counts("train", archive_size, len(wnids), total_images)
+    official_counts("train", archive_size, len(wnids), total_images, cfg.copy)
     warnings = compare_with_synsets(cfg.root, per_class)
     report_specials(special)
     return ({"classes": wnids, "images": total_images, "bytes": total_bytes, "special": special,

@@ -37,6 +37,12 @@ INTERRUPTED = "complete work is kept and a rerun resumes"
 def prepare_final(cfg: Config, final: str, split: str) -> None:
     """Clear leftovers; refuse a folder under the final name that this script did not finish."""
     clear_split_leftovers(cfg, split, final)
+    refuse_unfinished(cfg, final, split)
+
+
+def refuse_unfinished(cfg: Config, final: str, split: str) -> None:
+    """Refuse a folder under the final name that this script did not finish (an empty one is
+    fine: the rename replaces it); a done marker whose folder is gone is removed."""
     if os.path.exists(cfg.marker(split)) and not os.path.isdir(final):
         os.remove(cfg.marker(split))                 # the split it spoke of is gone
     if os.path.isdir(final) and not os.listdir(final):
@@ -131,7 +137,7 @@ def finish_flat(cfg: Config, split: str, tmp: str, final: str, archive: tuple[st
     """Check the counts, write the manifest and the done marker, rename the folder into place."""
     count, nbytes, sums = counts
     log.info("%s: verified %d images, %s", split, count, human(nbytes))
-    official_counts(split, archive[1], None, count)
+    official_counts(split, archive[1], None, count, cfg.copy)
     if count != facts.images(split):
         log.info("%s: note: the official release has %s images; this archive has %s", split,
                  thousands(facts.images(split)), thousands(count))
@@ -280,17 +286,24 @@ def build_parser() -> Parser:
     p.add_argument("splits", nargs="+", metavar="SPLIT", help="train val test devkit all")
     p.add_argument("--root", metavar="DIR",
                    help="data folder (default: $IMAGENET_ROOT, else the current directory)")
+    p.add_argument("--source", metavar="NAME", default="imagenet", help="where the files come "
+                   "from: imagenet (the image-net.org archives in ROOT/downloads/), hf (the Hugging "
+                   "Face dataset ILSVRC/imagenet-1k, in ROOT/downloads/hf/) or kaggle (the Kaggle "
+                   "competition's zip, in ROOT/downloads/kaggle/), as 00_download.sh --source "
+                   "downloaded them; every source gives the same tree (docs/sources.md)")
     p.add_argument("--archive", metavar="PATH", help="read this archive instead of "
                    "ROOT/downloads/<official name> (one SPLIT only)")
     p.add_argument("--jobs", metavar="N", help="classes extracted in parallel; with --stream, "
-                   "threads writing the files (default: the cores available to this process)")
+                   "threads writing the files; with --source, files (or ranges of the zip) read in "
+                   "parallel (default: the cores available to this process)")
     p.add_argument("--shard", metavar="K/N", help="extract only share K of N of the train classes "
                    "(0 <= K < N <= %d); shares can run at the same time on one ROOT. Default: in a "
                    "SLURM array, K = (SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN) / "
                    "SLURM_ARRAY_TASK_STEP and N = SLURM_ARRAY_TASK_COUNT; else 0/1 (everything)"
                    % MAX_SHARDS)
     p.add_argument("--remove-archive", action="store_true", help="delete the archive once its "
-                   "split is complete and verified (default: keep)")
+                   "split is complete and verified; with --source, the split's files (the Kaggle "
+                   "zip: once every split asked is) (default: keep)")
     p.add_argument("--no-manifest", dest="manifest", action="store_false", help="do not hash the "
                    "files for ROOT/meta/SHA256SUMS.SPLIT (default: hash them while writing)")
     s = p.add_argument_group("streaming (no archive on disk)")
@@ -343,11 +356,35 @@ EPILOG = """\
           (or ILSVRC2012_img_test.tar)
   devkit  ILSVRC2012_devkit_t12.tar.gz        -> ROOT/devkit/ILSVRC2012_devkit_t12/...
           (or ILSVRC2012_devkit_t12.tar, ILSVRC2017_devkit.tar.gz)
+  --source hf      ROOT/downloads/hf/data/*.tar.gz or *.parquet       -> the same tree (no devkit)
+  --source kaggle  ROOT/downloads/kaggle/imagenet-object-localization-challenge.zip  -> the same
 
 A rerun skips what is complete, clears leftovers of interrupted work and finishes the rest; a
 finished split says "already done". Exit codes: 0 ok, 1 failure, 2 usage, 130 Ctrl-C, 143 SIGTERM.
 Example: ./01_unzip.sh --root /data/imagenet all
 """
+
+
+def check_source_options(parser: Parser, args, splits: list[str]) -> None:
+    """--source hf|kaggle: what goes with it; the devkit is not among its splits."""
+    if args.source not in ("imagenet", "hf", "kaggle"):
+        parser.error("--source is imagenet, hf or kaggle, not '%s'" % args.source)
+    if args.source == "imagenet":
+        return
+    for given, name in ((args.archive, "--archive"), (args.shard, "--shard"),
+                        (args.stream, "--stream")):
+        if given:
+            parser.error("%s does not go with --source %s (it reads ROOT/downloads/%s/, as "
+                         "00_download.sh --source %s left it)" % (name, args.source, args.source,
+                                                                  args.source))
+    if "devkit" in args.splits:
+        parser.error("there is no devkit in the %s source: 02_convert_meta_clsloc.py takes the "
+                     "classes from the source's own list (%s, which 01_unzip.sh --source %s "
+                     "keeps), and 03 the val labels; ask for train, val, test or all"
+                     % (args.source, "ROOT/hf/classes.py" if args.source == "hf" else
+                        "ROOT/kaggle/LOC_synset_mapping.txt", args.source))
+    if "devkit" in splits:
+        splits.remove("devkit")                      # all: train, val and test
 
 
 def splits_of(parser: Parser, names: list[str]) -> list[str]:
@@ -423,6 +460,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.archive and len(splits) != 1:
         parser.error("--archive names one archive: give exactly one SPLIT with it")
     jobs = jobs_option(parser, args.jobs)
+    check_source_options(parser, args, splits)
     connections = check_stream_options(parser, args, splits)
 
     def body() -> int:
@@ -434,10 +472,14 @@ def main(argv: Optional[list[str]] = None) -> int:
                                       else "the folder holding downloads/"))
         cfg = Config(os.path.realpath(root), jobs, k, n, args.remove_archive, args.archive,
                      args.manifest)
-        log.info("ROOT=%s splits=%s jobs=%d shard=%d/%d", cfg.root, " ".join(splits), jobs, k, n)
+        log.info("ROOT=%s splits=%s jobs=%d shard=%d/%d%s", cfg.root, " ".join(splits), jobs, k, n,
+                 "" if args.source == "imagenet" else " source=" + args.source)
         os.makedirs(cfg.state, exist_ok=True)
         if args.stream:
             return stream_splits(cfg, splits, args, connections)
+        if args.source != "imagenet":
+            from .sources import extract
+            return extract(cfg, args.source, splits)
         rc = 0
         for split in splits:
             try:
