@@ -141,6 +141,12 @@ class Copy:
     redo: str = ""
 
 
+def is_official(split: str, archive_size: int, copy: Optional[Copy] = None) -> bool:
+    """The split comes from the official release: an archive of the official size, or a copy
+    known to be official (the Hub's tar.gz revision, Kaggle's real zip)."""
+    return copy.official if copy is not None else archive_size == facts.official_size(split)
+
+
 def official_counts(split: str, archive_size: int, classes: Optional[int], images: int,
                     copy: Optional[Copy] = None) -> None:
     """An archive of the official size (or a `copy` known to be official) must hold the official

@@ -20,8 +20,8 @@ from typing import Iterable, Iterator, Optional
 from . import facts, manifest, valfolders
 from .console import (DISK_FULL, ErrorList, PrepError, disk_full_text, human, log, preflight, shown,
                       some)
-from .extract import (Config, check_archive, find_archive, maybe_remove, official_counts, read_marker,
-                      refuse_unless_file, resolve_final, twice, write_member)
+from .extract import (Config, check_archive, find_archive, is_official, maybe_remove, official_counts,
+                      read_marker, refuse_unless_file, resolve_final, twice, write_member)
 from .files import (Lock, clear_leftover, clear_temps, read_json, remove_tree, temp_name, temp_of,
                     try_flock, write_json)
 from .parallel import run_parallel
@@ -451,7 +451,8 @@ def finish_train(cfg: Config, archive_name: str, archive_size: int, wnids: list[
         doc, sums = verify_train(cfg, wnids, archive_size)
         if sums is not None:
             manifest.write(cfg.root, "train", sums)
-        doc.update(archive=archive_name, archive_size=archive_size, manifest=sums is not None)
+        doc.update(archive=archive_name, archive_size=archive_size, manifest=sums is not None,
+                   official=is_official("train", archive_size, cfg.copy))
         write_json(cfg.marker("train"), doc)
         cfg.forget_stream("train")
         log.info("train: complete: %d classes, %d images, %s in %s%s", len(wnids), doc["images"],

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional, Union
 
 from . import bootstrap, facts, files, manifest, valfolders
-from .console import PrepError, human, log, some, thousands
+from .console import PrepError, human, log, shown, some, thousands
 from .images import image_kind
 from .parallel import run_parallel
 from .progress import Progress
@@ -267,16 +267,38 @@ def _gaps(f: Findings, numbers: set[int], expect: Optional[int], name: str) -> N
 
 # ----------------------------------------------------------------------------- the three splits
 
+def table_counts_apart(root: str) -> Optional[str]:
+    """Why meta/synsets.csv's train counts do not apply to ROOT/train, or None when they do. 02
+    without a devkit takes them from the package's table of the official release; a train that
+    01 extracted from a copy that is not that release (its done marker says "official": false)
+    has counts of its own. A devkit's counts always apply."""
+    doc = manifest.read_done(root, "train")
+    if not isinstance(doc, dict) or doc.get("official") is not False:
+        return None
+    syn = files.read_json(os.path.join(root, "meta", "synsets.json"), "02_convert_meta_clsloc.py "
+                          "writes it: run it again")
+    if not isinstance(syn, dict) or "class_table" not in syn:
+        return None
+    return ("the train counts of meta/synsets.csv are those of the official release (02 took them "
+            "from the package's class table, there being no devkit), and train was extracted from "
+            "%s, which is not it: the number of images per class is not compared"
+            % shown(str(doc.get("archive"))))
+
+
 def check_train(ctx: Context, f: Findings) -> list[str]:
     """train/WNID/WNID_N.JPEG: the class folders and their counts; returns the image paths."""
     _, wnids = _listing(ctx.root, "train", None, f, facts.WNID_RE)
     paths: list[str] = []
     wrong = []
+    apart = table_counts_apart(ctx.root) if ctx.classes else None
+    if apart:
+        f.notes.append(apart)
     for wnid in wnids:
         names, _ = _listing(ctx.root, "train/" + wnid,
                             re.compile(re.escape(wnid) + r"_[0-9]+\.JPEG\Z"), f)
         paths.extend("train/%s/%s" % (wnid, n) for n in names)
-        want = ctx.classes[wnid].num_train_images if ctx.classes and wnid in ctx.classes else None
+        want = ctx.classes[wnid].num_train_images if ctx.classes and wnid in ctx.classes \
+            and not apart else None
         if want is not None and len(names) != want:
             wrong.append("%s (%d images, expected %d)" % (wnid, len(names), want))
     _class_set(ctx, f, {w: "train/" + w for w in wnids}, set(ctx.classes or ()))

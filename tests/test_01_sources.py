@@ -216,13 +216,12 @@ def test_every_layout_gives_the_image_net_tree_and_02_to_05_run_on_it(tmp_path, 
     assert sorted_tree(root) == after03
     four = stage("04_verify.py", root, "--full", "all")
     # 02 without a devkit takes each class's train count from the package's table (the real
-    # counts, 732 to 1,300): a miniature of 2 to 7 images a class is told apart there, and only
-    # there; every other check passes, every file's SHA-256 included
-    assert four.returncode == 1, four.stderr
-    assert "train: error: classes whose image count is not num_train_images (12)" in four.stderr
-    assert "train: FAILED (12 problems): 12 classes, 54 images" in four.stderr
+    # counts, 732 to 1,300), which a miniature is not: 01 marked train as not from the official
+    # release, and 04 says that it does not compare the counts; every other check holds
+    assert four.returncode == 0, four.stderr
+    assert "the number of images per class is not compared" in four.stderr
     assert "checked: structure, SHA-256 against meta/SHA256SUMS.train (54 files listed)" in four.stderr
-    assert "result: train FAILED (12 problems), val ok, test ok" in four.stderr
+    assert "result: train ok, val ok, test ok" in four.stderr
     if SQUASHFS:
         five = stage("05_pack_squashfs.py", root, "--from-tree", "val")
         assert five.returncode == 0, five.stderr
