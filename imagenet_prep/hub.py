@@ -30,7 +30,7 @@ from urllib.parse import quote
 from . import credentials, facts, webapi
 from .console import PrepError, human, log, shown, thousands
 from .credentials import Credentials
-from .files import atomic_write
+from .files import atomic_write, read_regular
 from .sourcenames import hf_data_file
 from .transport import MAX_FILE_SIZE, Digest, Policy, Remote, Target, looks_like_html
 
@@ -222,6 +222,8 @@ class Hub:
                                 "knows: pick another revision with --hf-revision"
                                 % (what, shown(path), shown(str(e.get("type")))))
             layout, split = hf_data_file(path)
+            if any(f.path == path for f in files):
+                raise PrepError("%s: %s is listed twice; refused" % (what, path))
             layouts.add(layout)
             lfs = e.get("lfs")
             size = e.get("size")
@@ -286,11 +288,11 @@ class Hub:
                             "list 01 and 02 read with the images; pick another revision with "
                             "--hf-revision" % (what, CLASSES))
         try:
-            with open(dest, "rb") as fh:
-                if git_blob_id(fh.read(CLASSES_MAX + 1)) == oid:
-                    return False
-        except OSError:
-            pass
+            if git_blob_id(read_regular(dest, "it is the class list of %s" % REPO,
+                                        limit=CLASSES_MAX)) == oid:
+                return False
+        except (OSError, PrepError):
+            pass                                  # none, or not that file: written anew
         reply = self.get(self.resolve_url(pin.commit, CLASSES), what, limit=CLASSES_MAX)
         self.check_commit(reply, pin, what)
         if reply.status != 200:

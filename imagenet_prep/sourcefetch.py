@@ -32,7 +32,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
-from . import download, transport
+from . import download, transport, webapi
 from .console import PrepError, human, log, preflight, thousands
 from .extract import Config, read_marker
 from .files import Lock, read_json, write_json
@@ -250,6 +250,7 @@ def entry(path: str, split: str, size: int, sha256: Optional[str], verified: boo
 
 def download_hf(settings: download.Settings, splits: list[str], revision: Optional[str],
                 env: Mapping[str, str] = os.environ) -> int:
+    webapi.stop_pauses_on_signals()
     folder = os.path.join(settings.dl, "hf")
     data = os.path.join(folder, "data")
     try:
@@ -330,6 +331,7 @@ def trust_text(pin: Pin) -> str:
 
 def download_kaggle(settings: download.Settings, splits: list[str],
                     env: Mapping[str, str] = os.environ) -> int:
+    webapi.stop_pauses_on_signals()
     folder = os.path.join(settings.dl, "kaggle")
     try:
         os.makedirs(folder, exist_ok=True)

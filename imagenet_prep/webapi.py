@@ -11,7 +11,8 @@ back for the caller to word: 401, 403 and 404 mean different things to each API.
 from __future__ import annotations
 
 import re
-import time
+import signal
+import threading
 from dataclasses import dataclass
 from typing import Callable, Optional
 from urllib.parse import urljoin
@@ -23,6 +24,22 @@ from .transport import (MAX_RETRY_AFTER, RETRY_HTTP, Attempt, BadHeader, Policy,
 BODY_MAX = 8 << 20          # the longest answer read (a tree listing of a few hundred files is ~100 KiB)
 CALL_SECONDS = 120          # an API call's longest time (curl --max-time)
 ERROR_CODE = re.compile(r"[A-Za-z][A-Za-z0-9]{0,59}\Z")    # an X-Error-Code as the Hub sends them
+STOPPING = threading.Event()      # set by a stop signal: a pause before another attempt ends at once
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def stop_pauses_on_signals() -> None:
+    """From now on, Ctrl-C, SIGTERM and SIGHUP also end the pause of a call waiting in another
+    thread (a fetch-engine thread asking an API for a fresh link, told to wait by a 429): the
+    handler already set runs as before, in the main thread."""
+    for sig in STOP_SIGNALS:
+        old = signal.getsignal(sig)
+        if callable(old) and not getattr(old, "sets_stopping", False):
+            def handler(signum, frame, old=old):
+                STOPPING.set()
+                old(signum, frame)
+            handler.sets_stopping = True           # type: ignore[attr-defined]
+            signal.signal(sig, handler)
 
 
 @dataclass
@@ -57,6 +74,8 @@ def call(url: str, headers: tuple[str, ...], policy: Policy, what: str,
     on_wait = on_wait or (lambda text: log.info("%s", text))
     fails = 0
     while True:
+        if STOPPING.is_set():
+            raise PrepError("%s: stopped" % what)
         attempt = Attempt(Target(url, headers), call_args(policy))
         data = b""
         try:
@@ -101,4 +120,4 @@ def call(url: str, headers: tuple[str, ...], policy: Policy, what: str,
             wait = max(wait, min(resp.retry_after, MAX_RETRY_AFTER))
         on_wait("%s: %s; retrying in %ss (%d of %d attempts)" % (what, said, seconds_text(wait),
                                                                fails, policy.retries))
-        time.sleep(wait)
+        STOPPING.wait(wait)

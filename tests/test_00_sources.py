@@ -487,3 +487,35 @@ def test_kaggle_kill_then_a_fresh_link_and_resume(tmp_path, kaggle):
     assert [c.status for c in kaggle.storage.get_calls()].count(403) == 1
     assert kaggle.storage.auth_refused == 0
     assert record(root, "kaggle")["files"][0]["size"] == BIG
+
+
+def test_kaggle_a_stop_ends_the_wait_for_a_fresh_link_at_once(tmp_path, kaggle):
+    """The link expires in the middle, and Kaggle answers the request for a fresh one with 429 and a
+    long Retry-After: that wait (in a fetch-engine thread) ends at SIGTERM, which stops the run."""
+    big = tmp_path / "big.zip"
+    big.write_bytes(random.Random(4).randbytes(BIG))
+    kaggle.set_zip(big)
+    kaggle.link_uses = 2                            # the probe and one GET per link
+    kaggle.storage.set_faults(rate=400_000, cut_after=500_000, cut_times=1)
+    root = tmp_path / "root"
+    p = subprocess.Popen([SCRIPT, "--root", root, "--source", "kaggle"], env=kaggle_env(tmp_path, kaggle),
+                         start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while kaggle.storage.bytes_sent() < 100_000 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        kaggle.quota, kaggle.retry_after = 5, 300
+        while 429 not in [c.status for c in kaggle.get_calls()] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    assert p.returncode == 143, err
+    assert time.monotonic() - t0 < 10, err
+    assert "HTTP 429; retrying in 300s" in err
+    assert 0 < bytes_on_disk(root / "downloads" / "kaggle" / (ZIP_NAME + ".part")) < BIG
