@@ -347,13 +347,13 @@ def check_linked(headers: dict, f: facts.HubFile, pin: Pin, what: str) -> None:
             raise PrepError("%s: the Hub sent an X-Linked-Size that is not a number; rerun later" % what)
         if int(size) != f.size:
             raise PrepError(
-                "%s: the Hub says %s is %s bytes (X-Linked-Size), but %s says %s: the Hub serves "
-                "another file than the one expected. Nothing was fetched; pick another revision with "
-                "--hf-revision, or report it" % (what, f.path, thousands(int(size)), pin.checked_by(),
-                                                 thousands(f.size)))
+                "%s: the Hub says %s is %s bytes (X-Linked-Size), but it should be %s bytes (%s): the "
+                "Hub serves another file than the one expected. Nothing was fetched; pick another "
+                "revision with --hf-revision, or report it" % (what, f.path, thousands(int(size)),
+                                                                thousands(f.size), pin.checked_by()))
     etag = ETAG_SHA256.match(headers.get("x-linked-etag", ""))
     if etag and etag.group(1) != f.sha256:
         raise PrepError(
-            "%s: the Hub says the SHA-256 of %s is %s (X-Linked-Etag), but %s says %s: the Hub serves "
-            "another file than the one expected. Nothing was fetched; pick another revision with "
-            "--hf-revision, or report it" % (what, f.path, etag.group(1), pin.checked_by(), f.sha256))
+            "%s: the Hub says the SHA-256 of %s is %s (X-Linked-Etag), but it should be %s (%s): the "
+            "Hub serves another file than the one expected. Nothing was fetched; pick another revision "
+            "with --hf-revision, or report it" % (what, f.path, etag.group(1), f.sha256, pin.checked_by()))

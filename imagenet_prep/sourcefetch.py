@@ -274,6 +274,7 @@ def download_hf(settings: download.Settings, splits: list[str], revision: Option
         if done:
             log.info("%s: already done (extracted into %s by 01_unzip.sh from revision %s; its files "
                      "are not needed)", split, os.path.join(settings.root, split), pin.short)
+            tidy_extracted(folder, files)
         else:
             todo.append(split)
         for f in files:
@@ -282,9 +283,12 @@ def download_hf(settings: download.Settings, splits: list[str], revision: Option
             local = os.path.join(folder, *f.path.split("/"))
             state[f.path] = entry(f.path, split, f.size, f.sha256, same and (
                 done or os.path.isfile(local) and os.path.getsize(local) == f.size))
-    record.update(list(state.values()))
     classes = os.path.join(folder, "classes.py")
-    if todo or not os.path.isfile(classes) or not known:
+    network = bool(todo) or not os.path.isfile(classes) or not known
+    if network:
+        hub.creds()                               # none: said before anything is written
+    record.update(list(state.values()))
+    if network:
         if hub.classes_py(pin, classes):
             log.info("hf: classes.py of revision %s -> %s (its git blob id checked; read as data by "
                      "01 and 02, never run)", pin.short, classes)
@@ -304,6 +308,18 @@ def download_hf(settings: download.Settings, splits: list[str], revision: Option
             if not ok and split not in failed:
                 failed.append(split)
     return summary(splits, failed, folder, "revision %s of %s" % (pin.short, REPO))
+
+
+def tidy_extracted(folder: str, files: list) -> None:
+    """The files of a split 01 extracted: the record of a check of a file 01 removed goes; a
+    download left unfinished is named (it is not needed)."""
+    for f in files:
+        local = os.path.join(folder, *f.path.split("/"))
+        if not os.path.exists(local):
+            transport.remove_file(local + ".sha256")
+        if os.path.exists(local + ".part"):
+            log.info("%s: %s.part (%s) is not needed: delete it (and %s.part.*) to free the space",
+                     f.split, local, human(os.path.getsize(local + ".part")), f.path)
 
 
 def hf_link(hub: Hub, pin: Pin, f) -> SourceLink:

@@ -263,8 +263,8 @@ def test_hf_default_revision_with_other_files_fails_clearly(tmp_path, hub):
     assert r.returncode == 1
     assert ("val: asking the Hub for data/val_images.tar.gz at 1500f8c5: the Hub says "
             "data/val_images.tar.gz is") in r.stderr
-    assert ("(X-Linked-Size), but the package's facts of revision 1500f8c5 (imagenet_prep/"
-            "hf_release.tsv) says 6,667,094,731") in r.stderr
+    assert ("(X-Linked-Size), but it should be 6,667,094,731 bytes (the package's facts of revision "
+            "1500f8c5 (imagenet_prep/hf_release.tsv))") in r.stderr
     assert "Nothing was fetched" in r.stderr and "failed: val" in r.stderr
     assert hub.storage.get_calls() == []
     doc = record(root, "hf")
@@ -346,7 +346,7 @@ def test_hf_refusals_say_what_to_do(tmp_path, hub, case):
         assert s in err, (s, r.stderr)
     assert hub.storage.get_calls() == []
     if case == "no-token":
-        assert hub.get_calls() == []
+        assert hub.get_calls() == [] and not (tmp_path / "root" / "downloads" / "hf" / "source.json").exists()
 
 
 def test_hf_rate_limited_then_served(tmp_path, hub, layouts):
@@ -376,6 +376,7 @@ def test_hf_split_extracted_by_01_is_already_done(tmp_path, hub, layouts):
     assert "val: already done (extracted into %s by 01_unzip.sh from revision %s" % (
         root / "val", hub.commit[:8]) in r.stderr
     assert len(hub.storage.get_calls()) == n and not (root / "downloads" / "hf" / val.path).exists()
+    assert not (root / "downloads" / "hf" / (val.path + ".sha256")).exists()     # tidied
     assert record(root, "hf")["files"][0]["verified"] is True
 
 
@@ -429,6 +430,24 @@ def test_kaggle_zip_with_each_kind_of_credentials(tmp_path, kaggle, kaggle_zip, 
     assert kaggle.storage.auth_refused == 0
     r = dl(root, "--source", "kaggle", "val", env=kaggle_env(tmp_path, kaggle, **extra))
     assert r.returncode == 0 and "already done" in r.stderr and len(kaggle.get_calls()) == 1
+
+
+def test_kaggle_splits_extracted_by_01_need_no_zip(tmp_path, kaggle, kaggle_zip):
+    root = tmp_path / "root"
+    (root / ".01_unzip").mkdir(parents=True)
+    for split in ("train", "val"):
+        (root / split).mkdir()
+        marker = {"archive": "kaggle:" + ZIP_NAME, "archive_size": 1, "bytes": 1, "images": 1}
+        if split == "train":
+            marker.update(classes=["n01440764"], special={})
+        (root / ".01_unzip" / (split + ".done")).write_text(json.dumps(marker))
+    r = dl(root, "--source", "kaggle", "val", "train", env=kaggle_env(tmp_path, kaggle))
+    assert r.returncode == 0, r.stderr
+    assert "val train: already done (extracted by 01_unzip.sh from %s" % ZIP_NAME in r.stderr
+    assert kaggle.get_calls() == []
+    r = dl(root, "--source", "kaggle", env=kaggle_env(tmp_path, kaggle))      # all: test is not
+    assert r.returncode == 0, r.stderr
+    assert (root / "downloads" / "kaggle" / ZIP_NAME).stat().st_size == kaggle_zip.file.size
 
 
 def test_kaggle_refusals(tmp_path, kaggle):
