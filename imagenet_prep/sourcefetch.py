@@ -35,7 +35,7 @@ from typing import Mapping, Optional
 from . import download, transport, webapi
 from .console import PrepError, human, log, preflight, thousands
 from .extract import Config, read_marker
-from .files import Lock, read_json, write_json
+from .files import Lock, read_json, read_regular, write_json
 from .hub import PACKAGE, PAGE as HF_PAGE, REPO, Hub, Pin, revision_error
 from .kaggle import NO_CHECKSUM, RULES, ZIP, Kaggle
 from .sourcenames import KAGGLE_COMPETITION, SPLITS
@@ -160,8 +160,24 @@ class SourceJob(download.FileJob):
         return False                              # (said per split, before the files)
 
     def check_final(self) -> None:
-        """A zip of unknown size under its final name that no record vouches for (a run killed
-        between the rename and the record): its size against what the storage gives now."""
+        """A file under its final name: one of another size, or checked earlier as another file
+        (NAME.sha256), is said to be that (a file of another revision?), not hashed again. A zip
+        of unknown size that no record vouches for (a run killed between the rename and the
+        record): its size against what the storage gives now."""
+        if self.digest is not None and self.link.size is not None:
+            size = os.path.getsize(self.final)
+            try:
+                text = read_regular(self.marker, "it is 00_download.sh's record of a check", limit=4096)
+                was = text.split(b" ", 1)[0].decode("ascii", "replace")
+            except (OSError, PrepError):
+                was = None
+            if size != self.link.size or was not in (None, self.digest.hex):
+                raise PrepError(
+                    "%s: %s is there already, but it is not this revision's file (%s bytes%s; this "
+                    "one is %s bytes, SHA-256 %s): a file of another revision? It was left as it is: "
+                    "move it away (or delete it) and rerun to download this one."
+                    % (self.split, self.final, thousands(size), ", SHA-256 %s as checked" % was
+                       if was else "", thousands(self.link.size), self.digest.hex))
         if self.digest is not None or self.link.size is not None:
             return super().check_final()
         pr = self.ask(transport.probe, self.remote, self.s.policy, on_wait=self.wait_note)

@@ -324,6 +324,21 @@ def test_hf_a_flipped_byte_is_named_nothing_verified_and_a_rerun_fetches_again(t
     assert record(root, "hf")["files"][0]["verified"] is True
 
 
+def test_hf_a_file_of_another_revision_is_left_alone_and_named(tmp_path, hub, layouts):
+    root = tmp_path / "root"
+    r = dl(root, "--source", "hf", "--hf-revision", "mini", "val", env=hf_env(tmp_path, hub))
+    assert r.returncode == 0, r.stderr
+    val = root / "downloads" / "hf" / "data" / "val_images.tar.gz"
+    before, n = val.read_bytes(), len(hub.storage.get_calls())
+    r = dl(root, "--source", "hf", "--hf-revision", "big", "val", env=hf_env(tmp_path, hub))
+    assert r.returncode == 1
+    assert "val: %s is there already, but it is not this revision's file (%s bytes, SHA-256 %s as " \
+           "checked; this one is 3,000,000 bytes" % (val, "{:,}".format(len(before)),
+                                                    hashlib.sha256(before).hexdigest()) in r.stderr
+    assert val.read_bytes() == before and len(hub.storage.get_calls()) == n
+    assert record(root, "hf")["files"][0]["verified"] is False
+
+
 @pytest.mark.parametrize("case", ["no-token", "no-access", "unknown-token", "unknown-revision"])
 def test_hf_refusals_say_what_to_do(tmp_path, hub, case):
     token = {"no-token": None, "no-access": NO_ACCESS_TOKEN, "unknown-token": "hf_unknownToken12345"}
