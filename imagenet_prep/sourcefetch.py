@@ -300,7 +300,9 @@ def download_hf(settings: download.Settings, splits: list[str], revision: Option
             state[f.path] = entry(f.path, split, f.size, f.sha256, same and (
                 done or os.path.isfile(local) and os.path.getsize(local) == f.size))
     classes = os.path.join(folder, "classes.py")
-    network = bool(todo) or not os.path.isfile(classes) or not known
+    missing = [f for split in todo for f in pin.of(split)
+               if not os.path.isfile(os.path.join(folder, *f.path.split("/")))]
+    network = bool(missing) or not os.path.isfile(classes) or not known
     if network:
         hub.creds()                               # none: said before anything is written
     record.update(list(state.values()))

@@ -234,6 +234,10 @@ def test_hf_tar_layout_of_a_branch_then_rerun_without_storage(tmp_path, hub, lay
     assert r.returncode == 0, r.stderr
     assert r.stderr.count("already done") == len(layouts["targz"].files)
     assert len(storage.get_calls()) == n
+    calls = len(hub.get_calls())
+    r = dl(root, "--source", "hf", "--hf-revision", hub.commit, "val", env=hf_env(tmp_path, hub))
+    assert r.returncode == 0 and "already done" in r.stderr, r.stderr
+    assert len(hub.get_calls()) == calls + 2          # the revision and its listing: no file
 
 
 def test_hf_parquet_layout_and_the_token_from_hf_home(tmp_path, hub, layouts):
