@@ -382,6 +382,8 @@ def download_kaggle(settings: download.Settings, splits: list[str],
     size = old.get("size") if old.get("verified") is True and type(old.get("size")) is int \
         and os.path.isfile(final) and os.path.getsize(final) == old.get("size") else None
     log.info("kaggle: %s (%s); %s", ZIP, " ".join(splits), NO_CHECKSUM)
+    if size is None:
+        kaggle.creds()                            # none: said before anything is written
     link = SourceLink("kaggle", ZIP, "Kaggle's storage", size, "the size recorded in %s" % RECORD,
                       kaggle.url, kaggle.remote())
     job = SourceJob(settings, link, folder, ZIP, "kaggle")

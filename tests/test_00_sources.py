@@ -343,6 +343,35 @@ def test_hf_a_file_of_another_revision_is_left_alone_and_named(tmp_path, hub, la
     assert record(root, "hf")["files"][0]["verified"] is False
 
 
+def test_hf_the_token_is_on_no_command_line(tmp_path, hub, monkeypatch):
+    """Every command line of the machine is read while the Hub answers slowly (so that each curl
+    that carries the token lives long enough to be seen): the token is in none of them."""
+    import fakehub
+    inflight = []
+    route = fakehub.HubHandler._route
+
+    def slow_route(handler):
+        inflight.append(1)
+        try:
+            time.sleep(0.3)
+            route(handler)
+        finally:
+            inflight.pop()
+    monkeypatch.setattr(fakehub.HubHandler, "_route", slow_route)
+    p = subprocess.Popen([SCRIPT, "--root", tmp_path / "root", "--source", "hf", "--hf-revision", "mini",
+                          "val"], env=hf_env(tmp_path, hub), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+    seen, deadline = 0, time.monotonic() + 60
+    while p.poll() is None and time.monotonic() < deadline:
+        busy = bool(inflight)
+        for cmd in cmdlines():
+            assert GOOD_TOKEN.encode() not in cmd, cmd          # what `ps` shows to every user
+            seen += busy and cmd.startswith(b"curl\0")
+        time.sleep(0.02)
+    assert p.wait(timeout=30) == 0
+    assert seen > 0 and len(hub.get_calls()) >= 4
+
+
 @pytest.mark.parametrize("case", ["no-token", "no-access", "unknown-token", "unknown-revision"])
 def test_hf_refusals_say_what_to_do(tmp_path, hub, case):
     token = {"no-token": None, "no-access": NO_ACCESS_TOKEN, "unknown-token": "hf_unknownToken12345"}
