@@ -146,8 +146,8 @@ class Hub:
             return PrepError("%s: no such file in %s at that revision (%s); pick another revision "
                              "with --hf-revision" % (what, REPO, status))
         if reply.status == 404:
-            return PrepError("%s: %s at %s answers %s: check HF_ENDPOINT (now %s)"
-                             % (what, REPO, self.endpoint, status, self.endpoint))
+            return PrepError("%s: the Hub at %s answers %s for %s: check HF_ENDPOINT"
+                             % (what, self.endpoint, status, REPO))
         return PrepError("%s: the Hub answered %s, not what was asked; rerun later" % (what, status))
 
     def get(self, url: str, what: str, body: bool = True, limit: int = webapi.BODY_MAX) -> webapi.Reply:

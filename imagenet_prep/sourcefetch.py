@@ -166,9 +166,12 @@ class SourceJob(download.FileJob):
         record): its size against what the storage gives now."""
         if self.digest is not None and self.link.size is not None:
             size = os.path.getsize(self.final)
-            try:
-                text = read_regular(self.marker, "it is 00_download.sh's record of a check", limit=4096)
-                was = text.split(b" ", 1)[0].decode("ascii", "replace")
+            try:                                  # (a record older than the file says nothing)
+                was = None
+                if os.path.getmtime(self.final) <= os.path.getmtime(self.marker):
+                    text = read_regular(self.marker, "it is 00_download.sh's record of a check",
+                                        limit=4096)
+                    was = text.split(b" ", 1)[0].decode("ascii", "replace")
             except (OSError, PrepError):
                 was = None
             if size != self.link.size or was not in (None, self.digest.hex):
