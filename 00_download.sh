@@ -3,8 +3,11 @@
 # ROOT/downloads/: resumable, verified, optionally over several connections.
 #
 # Usage:   00_download.sh [options] SPLIT...        SPLIT: train val test devkit all
+#          00_download.sh --source hf [--hf-revision REV] SPLIT...   (Hugging Face: train val test all)
+#          00_download.sh --source kaggle [SPLIT...]                 (Kaggle: the one zip)
 # Example: cp urls.sh.example urls.sh && chmod 600 urls.sh   # then paste your links into urls.sh
 #          00_download.sh --root /data/imagenet --connections 4 val devkit
+#          HF_TOKEN=hf_... 00_download.sh --root /data/imagenet --source hf val
 #
 # The bytes are fetched with curl by the package's one fetch engine (imagenet_prep/transport.py,
 # shared with 01_unzip.sh --stream) and hashed as they are written; `00_download.sh --help` lists
@@ -20,7 +23,8 @@ if [[ ! -f $here/imagenet_prep/download.py ]]; then
   exit 1
 fi
 for f in __init__.py download.py transport.py urls.py md5state.py facts.py console.py files.py \
-  progress.py extract.py images.py tarstream.py release.tsv; do
+  progress.py extract.py images.py tarstream.py release.tsv sourcefetch.py hub.py kaggle.py webapi.py \
+  credentials.py sourcenames.py hf_release.tsv; do
   [[ -f $here/imagenet_prep/$f ]] || { printf '00_download.sh: error: %s is missing (an incomplete copy?): copy or clone the whole repository folder again\n' "$here/imagenet_prep/$f" >&2; exit 1; }
 done
 command -v python3 >/dev/null 2>&1 || { echo "00_download.sh: error: need 'python3' (not found in PATH): it runs the Python package imagenet_prep/ beside it" >&2; exit 1; }

@@ -434,7 +434,9 @@ class FileJob:
         algo = self.digest.algo if self.digest else "md5"
         self.state = "%s.%sstate" % (self.part, algo)
         self.lockpath = self.final + ".lock"
-        self.suffix = facts.official(link.split).suffix
+        self.suffix = link.suffix
+        self.marker = "%s.%s" % (self.final, algo)      # NAME.md5 (NAME.sha256): the check done
+        self.unchecked = "MD5 not checked: --no-verify"  # what finish says of a file without digest
         self.lock: Optional[Lock] = None
         self.writer: Optional[Writer] = None
         self.windows: Optional[transport.Windows] = None
@@ -449,6 +451,10 @@ class FileJob:
     # -- words
     def check_link(self) -> str:
         return "Check %s in %s" % (self.link.variable, self.link.url_from)
+
+    def retry_advice(self) -> str:
+        """What to do when the server serves another file than the one begun."""
+        return "%s (a fresh link?) and rerun" % self.check_link()
 
     def kept(self) -> str:
         n = sum(os.path.getsize(p) for p in [self.part] + [q.path for q in self.list_pieces()]
@@ -573,10 +579,10 @@ class FileJob:
             raise PrepError("%s: %s now reports %d bytes for %s, a smaller size than the %d bytes "
                             "already downloaded into %s.part: the file on the server changed, the link "
                             "leads to another file, or the server misreports the length. Nothing was "
-                            "fetched; %s.part is kept as it is. %s (a fresh link?) and rerun; only if "
+                            "fetched; %s.part is kept as it is. %s; only if "
                             "the server is right, move %s away and rerun to download %s again."
                             % (self.split, self.host, total, self.name, have, self.name, self.name,
-                               self.check_link(), self.part, self.name))
+                               self.retry_advice(), self.part, self.name))
         self.total = total
         self.validator.total = total
         fh = self.load_hash()
@@ -805,9 +811,8 @@ class FileJob:
             return PrepError("%s: %s. Try again later or get a fresh link; %s.part is kept (remove it "
                              "to start over)." % (self.split, e, self.name))
         if isinstance(e, (FileChanged, transport.BadHeader)):
-            return PrepError("%s: %s. %s. %s (a fresh link?) and rerun; remove %s* only if you want "
-                             "to start over." % (self.split, e, self.kept(), self.check_link(),
-                                                 self.part))
+            return PrepError("%s: %s. %s. %s; remove %s* only if you want to start over."
+                             % (self.split, e, self.kept(), self.retry_advice(), self.part))
         if isinstance(e, OSError):
             return self.write_error(e)
         if isinstance(e, PrepError) and not str(e).startswith(self.split + ":"):
@@ -831,17 +836,16 @@ class FileJob:
         if length != self.total:
             raise PrepError("%s: %s ignored the byte range of a resume and sent a whole file (HTTP 200) "
                             "of %s, but %s has %d bytes: the link now leads to another file, or the "
-                            "server changed it. %s. %s (a fresh link?) and rerun; remove %s* only if "
-                            "you want to start over."
+                            "server changed it. %s. %s; remove %s* only if you want to start over."
                             % (self.split, self.host, "unknown length (no Content-Length)"
                                if length is None else "%d bytes" % length, self.name, self.total,
-                               self.kept(), self.check_link(), self.part))
+                               self.kept(), self.retry_advice(), self.part))
         n = min(self.part_size(), len(head), transport.HTML_SNIFF)
         if n and self.read_part(0, n) != head[:n]:
             raise PrepError("%s: %s ignores byte ranges, and what it sends now does not begin with the "
                             "bytes %s.part begins with: the link leads to another file than the one "
-                            "begun. %s. %s (a fresh link?) and rerun; remove %s* only to start over."
-                            % (self.split, self.host, self.name, self.kept(), self.check_link(),
+                            "begun. %s. %s; remove %s* only to start over."
+                            % (self.split, self.host, self.name, self.kept(), self.retry_advice(),
                                self.part))
         log.info("%s: %s: discarding the %s in %s.part and starting over, so no byte is duplicated",
                  self.split, why, human(self.part_size()), self.name)
@@ -1089,8 +1093,7 @@ class FileJob:
                      self.final, human(size), self.digest.name, self.digest.hex,
                      time.monotonic() - t0)
         else:
-            log.info("%s: done: %s (%s, MD5 not checked: --no-verify)", self.split, self.final,
-                     human(size))
+            log.info("%s: done: %s (%s, %s)", self.split, self.final, human(size), self.unchecked)
 
     def mismatch(self, actual: str) -> None:
         remove_file(self.state)
@@ -1102,20 +1105,24 @@ class FileJob:
                             "and rerun" % (self.split, self.name, self.final, self.part)) from None
         raise PrepError("%s: checksum mismatch for %s: expected %s %s (%s), got %s. The file was moved "
                         "to %s.bad and nothing was written under its final name. Rerun to download it "
-                        "again (delete %s.bad when you no longer need it); if this link is a mirror you "
-                        "trust, set %s_%s=%s in %s." % (
+                        "again (delete %s.bad when you no longer need it)%s." % (
                             self.split, self.name, self.digest.name, self.digest.hex,
-                            self.digest.source, actual, self.final, self.name,
-                            self.digest.name.replace("-", ""), self.suffix, actual, self.link.urls_from))
+                            self.digest.source, actual, self.final, self.name, self.trust_hint(actual)))
+
+    def trust_hint(self, actual: str) -> str:
+        """The end of the mismatch message: how to accept the file anyway, where one can."""
+        return "; if this link is a mirror you trust, set %s_%s=%s in %s" % (
+            self.digest.name.replace("-", ""), self.suffix, actual, self.link.urls_from)
 
     def write_marker(self) -> None:
-        """NAME.md5: the check is done (a failure only costs a new check next time)."""
+        """NAME.md5 (NAME.sha256): the check is done (a failure only costs a new check next time)."""
         try:
             from .files import atomic_write
-            atomic_write(self.final + ".md5", ("%s  %s\n" % (self.digest.hex, self.name)).encode())
+            atomic_write(self.marker, ("%s  %s\n" % (self.digest.hex,
+                                                     os.path.basename(self.final))).encode())
         except OSError:
-            log.info("%s: warning: cannot write %s.md5; a rerun checks the MD5 again", self.split,
-                     self.final)
+            log.info("%s: warning: cannot write %s; a rerun checks the %s again", self.split,
+                     self.marker, self.digest.name)
 
     def check_final(self) -> None:
         """A file already under its final name: check it (once; NAME.md5 remembers), leave it."""
@@ -1126,18 +1133,18 @@ class FileJob:
                             % (self.split, self.final, size, self.link.size, self.final, self.final))
         if self.digest is None:
             self.tidy()
-            log.info("%s: already done: %s is present (%s, MD5 not checked: --no-verify)", self.split,
-                     self.final, human(size))
+            log.info("%s: already done: %s is present (%s, %s)", self.split, self.final, human(size),
+                     self.unchecked)
             return
-        marker = self.final + ".md5"
+        marker = self.marker
         try:
             if os.path.getmtime(self.final) <= os.path.getmtime(marker):
                 text = read_regular(marker, "it is %s's record of the check of %s: remove it (the "
                                     "check is then done again)" % (PROG, self.name), limit=4096)
                 if text.split(b" ", 1)[0].decode("ascii", "replace") == self.digest.hex:
                     self.tidy()
-                    log.info("%s: already done: %s (%s, %s verified earlier, see %s.md5)", self.split,
-                             self.final, human(size), self.digest.name, self.name)
+                    log.info("%s: already done: %s (%s, %s verified earlier, see %s)", self.split,
+                             self.final, human(size), self.digest.name, os.path.basename(marker))
                     return
         except FileNotFoundError:
             pass
@@ -1267,13 +1274,33 @@ NAME.html. NAME.lock keeps a second {prog} off the same file; it is removed when
 run ends or is stopped (and given up during a Ctrl-Z). Exit codes: 0 all requested splits present
 and verified, 1 failure, 2 usage, 130 stopped by Ctrl-C, 143 stopped by SIGTERM (129 by SIGHUP).
 Example: {prog} --root /data/imagenet --connections 4 val devkit
+
+--source hf: the gated Hugging Face dataset ILSVRC/imagenet-1k instead of your links, into
+ROOT/downloads/hf/ (data/..., classes.py, and source.json for 01_unzip.sh --source hf); SPLIT:
+train val test all. Accept its terms on https://huggingface.co/datasets/ILSVRC/imagenet-1k, then
+give a token with read access in HF_TOKEN, HF_TOKEN_PATH or $HF_HOME/token (`hf auth login` saves
+it there); HF_ENDPOINT for another endpoint. The default revision is the tar.gz one ({revision}),
+whose sizes and SHA-256 ship with the package; --hf-revision REV takes another one (its Parquet
+files too), checked against the sizes and SHA-256 of the Hub's API. Each file's SHA-256 is computed
+as it is written and saved with every write (NAME.part.sha256state; NAME.sha256 at the end).
+
+--source kaggle: the one zip of the Kaggle competition imagenet-object-localization-challenge into
+ROOT/downloads/kaggle/ (any SPLIT, or none, means the zip: it holds them all). Accept the rules on
+https://www.kaggle.com/competitions/imagenet-object-localization-challenge/rules; credentials from
+KAGGLE_API_TOKEN or $KAGGLE_CONFIG_DIR/access_token (Bearer), else KAGGLE_USERNAME + KAGGLE_KEY or
+$KAGGLE_CONFIG_DIR/kaggle.json (default ~/.kaggle); KAGGLE_API_ENDPOINT for another endpoint. Kaggle
+publishes no checksum: its size and every byte are checked here, each member's CRC-32 by 01.
+With a source there is no devkit: 02 takes the classes from the source's own list. Credentials go
+to curl on its standard input, to the API only (never to the storage it redirects to), and are
+never printed. Example: {prog} --root /data/imagenet --source hf val
 """
 
 
 def build_parser() -> Parser:
     p = Parser(prog=PROG, usage="%(prog)s [options] SPLIT...",
                description="Download ILSVRC2012 archives into ROOT/downloads/.",
-               epilog=EPILOG.format(table=help_table(), prog=PROG))
+               epilog=EPILOG.format(table=help_table(), prog=PROG,
+                                    revision=facts.hf_release()[0][:8] + "..."))
     p.add_argument("splits", nargs="*", metavar="SPLIT", help="%s all" % " ".join(facts.SPLITS))
     p.add_argument("--root", metavar="DIR",
                    help="data folder (default: $IMAGENET_ROOT, else the current directory)")
@@ -1286,6 +1313,10 @@ def build_parser() -> Parser:
                    "up (default: 10, or $DOWNLOAD_RETRIES)")
     p.add_argument("--no-verify", dest="verify", action="store_false", help="do not check the MD5 "
                    "(default: check); needed for a file with no known checksum")
+    p.add_argument("--source", choices=("hf", "kaggle"), help="download from the Hugging Face Hub "
+                   "(hf) or Kaggle (kaggle) instead of your image-net.org links; see below")
+    p.add_argument("--hf-revision", metavar="REV", help="with --source hf: a commit hash, branch or "
+                   "tag of ILSVRC/imagenet-1k (default: the package's tar.gz revision)")
     return p
 
 
@@ -1336,7 +1367,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                      "urls.sh as DOWNLOAD_URL_<split>=\"...\" (cp urls.sh.example urls.sh && chmod 600 "
                      "urls.sh), then run %s SPLIT..." % PROG)
     args = parser.parse_args(argv)
-    splits = splits_of(parser, args.splits)
+    from . import sourcefetch
+    sourcefetch.check_options(parser, args)
+    splits = sourcefetch.source_splits(parser, args.source, args.splits) if args.source else \
+        splits_of(parser, args.splits)
     if not re.fullmatch(r"[1-9][0-9]?", args.connections) or int(args.connections) > 32:
         parser.error("--connections must be a whole number from 1 to 32, not '%s'"
                      % scrub_links(args.connections)[:40])
@@ -1365,13 +1399,19 @@ def download(args, splits: list[str]) -> int:
     if os.environ.get("DOWNLOAD_MD5_FOLLOW"):
         log.info("note: DOWNLOAD_MD5_FOLLOW is not read any more: the MD5 is computed as the bytes are "
                  "written")
-    links = urls.load(splits, args.urls, args.verify, prog=PROG)     # every split, before any byte
+    links = [] if args.source else urls.load(splits, args.urls, args.verify, prog=PROG)
     try:
         os.makedirs(settings.dl, exist_ok=True)
     except OSError as e:
         raise PrepError("cannot create %s (%s); check --root" % (settings.dl, e.strerror)) from None
     if not os.access(settings.dl, os.W_OK):
         raise PrepError("cannot write to %s; check --root and permissions" % settings.dl)
+    if args.source == "hf":
+        from . import sourcefetch
+        return sourcefetch.download_hf(settings, splits, args.hf_revision)
+    if args.source == "kaggle":
+        from . import sourcefetch
+        return sourcefetch.download_kaggle(settings, splits)
     failed = []
     for link in links:
         job = FileJob(settings, link)

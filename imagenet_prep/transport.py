@@ -530,8 +530,11 @@ def open_attempt(remote: Remote, fresh: bool, args: Callable[[bool], list[str]],
                  ) -> tuple[Attempt, Optional[Response]]:
     """Start a transfer of `remote` with curl options args(follow) and request headers `extra`
     (e.g. If-Range); its Attempt and final answer (None when curl ended before one). A link with
-    headers is not followed by curl: its redirect is followed here, to a link without them."""
-    target, redirected = remote.target(fresh), False
+    headers is not followed by curl: its redirect is followed here, to a link without them. A
+    link that resolve() hands out without headers is a redirect's target too (a signed storage
+    link a Hub or Kaggle API answered with): a 401/403 from it asks resolve() for a fresh one."""
+    target = remote.target(fresh)
+    redirected = remote.refreshable and not target.headers
     for _ in range(MAX_REDIRECTS + 1):
         attempt = Attempt(Target(target.url, target.headers + extra), args(not target.headers))
         if started is not None:

@@ -195,6 +195,11 @@ class Link:
     def shown(self) -> str:
         return "%s from %s" % (self.name, self.host)
 
+    @property
+    def suffix(self) -> str:
+        """The split's suffix of the settings (DOWNLOAD_URL_<suffix>, MD5_<suffix>, SIZE_<suffix>)."""
+        return facts.official(self.split).suffix
+
     def remote(self) -> Remote:
         """The file behind the link, for the fetch engine: its link, size and MD5."""
         return Remote(self.shown, url=self.url, size=self.size,
