@@ -90,6 +90,8 @@ def images(split: str) -> int:
 # ----------------------------------------------------------------------------- Hugging Face
 
 HF_REPO = "ILSVRC/imagenet-1k"
+KAGGLE_COMPETITION = "imagenet-object-localization-challenge"
+KAGGLE_ZIP = KAGGLE_COMPETITION + ".zip"    # the one file of its download-all
 KAGGLE_REAL_MIN = 100 << 30              # the Kaggle zip is taken for the real one above this size:
 #                                          it is over 150 GiB, its exact size is not published
 HF_SPLITS = ("train", "val", "test")

@@ -19,10 +19,10 @@ from typing import Callable, Mapping, Optional
 from . import credentials, webapi
 from .console import PrepError
 from .credentials import Credentials
-from .sourcenames import KAGGLE_COMPETITION
+from .facts import KAGGLE_COMPETITION, KAGGLE_ZIP
 from .transport import Policy, Remote, Target
 
-ZIP = KAGGLE_COMPETITION + ".zip"
+ZIP = KAGGLE_ZIP
 PAGE = "https://www.kaggle.com/competitions/" + KAGGLE_COMPETITION
 RULES = PAGE + "/rules"
 SETTINGS_PAGE = "https://www.kaggle.com/settings"

@@ -38,16 +38,11 @@ from .extract import Config, read_marker
 from .files import Lock, read_json, read_regular, write_json
 from .hub import PACKAGE, PAGE as HF_PAGE, REPO, Hub, Pin, revision_error
 from .kaggle import NO_CHECKSUM, RULES, ZIP, Kaggle
-from .sourcenames import KAGGLE_COMPETITION, SPLITS
+from .sourcenames import KAGGLE_COMPETITION, SPLITS, marker_archive
 
 RECORD = "source.json"
 NAMES = {"hf": "the Hugging Face Hub", "kaggle": "Kaggle"}
 NO_DEVKIT = {"hf": "its classes.py", "kaggle": "LOC_synset_mapping.txt in its zip"}
-
-
-def marker_archive(source: str, commit: str = "") -> str:
-    """What 01_unzip.sh --source writes as "archive" in a split's done marker."""
-    return "hf:%s@%s" % (REPO, commit) if source == "hf" else "kaggle:" + ZIP
 
 
 # ----------------------------------------------------------------------------- the command line

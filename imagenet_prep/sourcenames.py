@@ -43,8 +43,7 @@ from . import facts, train, unzip
 from .console import PrepError, shown
 
 SPLITS = ("train", "val", "test")
-HF_REPO = "ILSVRC/imagenet-1k"
-KAGGLE_COMPETITION = "imagenet-object-localization-challenge"
+HF_REPO, KAGGLE_COMPETITION, KAGGLE_ZIP = facts.HF_REPO, facts.KAGGLE_COMPETITION, facts.KAGGLE_ZIP
 KAGGLE_NESTED = "imagenet_object_localization_patched2019.tar.gz"
 KAGGLE_FILES = ("LOC_synset_mapping.txt", "LOC_val_solution.csv", "LOC_train_solution.csv",
                 "LOC_sample_submission.csv")
@@ -75,6 +74,12 @@ class Named:
 
 def _refuse(label: str, name: str, why: str) -> PrepError:
     return PrepError("%s: member %s refused: %s" % (label, shown(name), why))
+
+
+def marker_archive(source: str, revision: str = "") -> str:
+    """What 01_unzip.sh --source writes as "archive" in a split's done marker (00 reads it to
+    know a split was extracted): hf:REPO@COMMIT, kaggle:ZIP."""
+    return "hf:%s@%s" % (HF_REPO, revision) if source == "hf" else "kaggle:" + KAGGLE_ZIP
 
 
 # ----------------------------------------------------------------------------- Hugging Face

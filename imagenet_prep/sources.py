@@ -59,8 +59,8 @@ from .files import (TMP_MARK, Lock, NotRegular, clear_temps, open_regular, read_
 from .parallel import run_parallel
 from .progress import Progress
 from .sourceread import Entry, hf_parquet_entries, hf_tar_entries, kaggle_entries
-from .sourcenames import (HF_REPO, KAGGLE_COMPETITION, KAGGLE_FILES, KAGGLE_NESTED, NESTED, SPLITS,
-                          hf_data_file, kaggle_member)
+from .sourcenames import (HF_REPO, KAGGLE_COMPETITION, KAGGLE_FILES, KAGGLE_NESTED, KAGGLE_ZIP, NESTED,
+                          SPLITS, hf_data_file, kaggle_member, marker_archive)
 from .tarstream import REDO, Source
 from .train import (check_class_folders, class_pattern, clear_split_leftovers, finish_train,
                     read_record, replace_class, train_done)
@@ -72,7 +72,6 @@ RECORD = "source.json"
 RECORD_MAX = 1 << 20              # source.json: a few hundred files at most
 FILES_MAX = 10000                 # files one record may list
 SIZE_MAX = 1 << 50                # the largest file size believed (1 PiB)
-KAGGLE_ZIP = KAGGLE_COMPETITION + ".zip"
 KAGGLE_TEXT_MAX = {"LOC_train_solution.csv": 256 << 20}   # the others: KAGGLE_TEXT_DEFAULT
 KAGGLE_TEXT_DEFAULT = 64 << 20
 KAGGLE_FIRST_LINE = {"LOC_synset_mapping.txt": re.compile(r"n[0-9]{8} \S"),
@@ -121,9 +120,7 @@ class Record:
     @property
     def archive(self) -> str:
         """What the done markers name as the split's archive."""
-        if self.source == "hf":
-            return "hf:%s@%s" % (HF_REPO, self.revision)
-        return "kaggle:" + KAGGLE_ZIP
+        return marker_archive(self.source, self.revision)
 
     def archive_size(self, split: str) -> int:
         return sum(f.size for f in self.of(split))
