@@ -54,7 +54,7 @@ from .sourcenames import KAGGLE_NESTED, kaggle_member
 from .tarstream import REDO, Source, iter_tar
 from .train import ClassTar, check_class_member, class_pattern, index_outer, read_record, refused_text
 from .unzip import FlatNames
-from .valfolders import KEPT_DIR, NoLabels, read_synsets, val_labels
+from .valfolders import HF_DIR, KAGGLE_DIR, KEPT_DIR, NoLabels, read_synsets, val_labels
 from .zipread import ZipDirectory, file_range
 
 DIR_MODE, FILE_MODE = 0o755, 0o644       # every folder and file a sink writes
@@ -538,6 +538,7 @@ class HubFiles:
         log.info("hf: %s at revision %s (asked as %s), %s layout", sources.NAMES["hf"],
                  rec.revision, shown(rec.asked), sources.HF_LAYOUTS[rec.layout])
         self.wnids = sources.hf_classes(cfg.root, rec)
+        self.class_list = os.path.join(cfg.root, HF_DIR, "classes.py")
         if rec.layout == "parquet":
             sources.label_order(self.wnids, os.path.join(rec.folder, "classes.py"))
             from .parquetread import pyarrow_modules
@@ -610,6 +611,7 @@ class KaggleZip:
         self.zplan = sources.kaggle_plan(self.directory, {}, 1)
         self.copy = sources.kaggle_copy(f.size, self.zplan.nested is not None)
         sources.keep_kaggle_files(cfg, self.directory, f.local, self.zplan.extra)
+        self.class_list = os.path.join(cfg.root, KAGGLE_DIR, "LOC_synset_mapping.txt")
 
     @contextlib.contextmanager
     def damaged(self) -> Iterator[None]:

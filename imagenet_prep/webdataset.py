@@ -15,17 +15,29 @@ settings.
 
 The split's images come from members.plan_split (the archive: its headers indexed in one pass, val
 placed by 03's labels; or --from-tree: 01's tree, checked by 04's structural checks and hashed
-against the manifest as it is read). Sorted by WNID/NAME, they are ranked by BLAKE2b-128 of
-"SEED/WNID/NAME" (a permutation any program can recompute), and the ranked list is dealt out to the
-shards like cards: sample j goes to shard j mod N, so shard lengths differ by at most one. Shards
-are written in parallel (one worker process each, reading its samples where they lie), each under a
-temporary name, renamed when complete and recorded in the state file. A rerun writes only the
-shards not recorded there; the same plan gives the same bytes. _info.json gets the split's entry
-only once every shard is there with the size recorded for it.
+against the manifest as it is read; or --source: the Kaggle zip's members where they lie, deflated
+ones inflated and their CRC-32 checked as they are read). Sorted by WNID/NAME, they are ranked by
+BLAKE2b-128 of "SEED/WNID/NAME" (a permutation any program can recompute), and the ranked list is
+dealt out to the shards like cards: sample j goes to shard j mod N, so shard lengths differ by at
+most one. Shards are written in parallel (one worker process each, reading its samples where they
+lie), each under a temporary name, renamed when complete and recorded in the state file. A rerun
+writes only the shards not recorded there; the same plan gives the same bytes. _info.json gets the
+split's entry only once every shard is there with the size recorded for it.
 
-Here: Settings; Index (the plan's images, compact) -> Deal (the permutation and the shards) ->
-ShardWriter (a worker: one shard) -> write_split (state, leftovers, workers, accounting,
-_info.json); make_shards is the stage as 06_pack_webdataset.py runs it.
+Files that can only be read from their start (members.Stream: the Hub's tar.gz and Parquet files,
+the older Kaggle zip's nested tar.gz) are read twice, with nothing spooled. The first reading
+(Scanner, one worker per file) indexes them: each image's name, size, CRC-32, width and height.
+That fixes every member of every shard, so every sample's place (Layout). The shards still to
+write are made as part files of their final size (.imagenet1k-train-0000.tar.part), and the second
+reading (StreamWriter, one worker per file) writes each image and its members at their place,
+checking its name, size and CRC-32 against the first. A file is recorded as done in the state
+("streams") once the file system is synced; a rerun with the same files reads only those not done.
+When all are, each part is renamed to its shard. Peak disk: the files plus the shards.
+
+Here: Settings; Index (the plan's images, compact; Scanner for streams) -> Deal (the permutation
+and the shards) -> ShardWriter (a worker: one shard) or Layout and StreamWriter (a worker: one
+file) -> write_split (state, leftovers, workers, accounting, _info.json); make_shards is the
+stage as 06_pack_webdataset.py runs it.
 """
 from __future__ import annotations
 
@@ -41,7 +53,7 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Optional
+from typing import Any, BinaryIO, Callable, Iterator, Optional
 
 from . import members
 from .console import (DISK_FULL, ErrorList, PrepError, disk_full_text, each_split, human, log,
@@ -107,6 +119,33 @@ def state_path(cfg: Settings, split: str) -> str:
 
 # ----------------------------------------------------------------------------- what goes in
 
+def succeeded(func: Callable[[int], tuple], todo: list[int], jobs: int, errors: ErrorList,
+              died: Callable[[int, Optional[int]], str]) -> Iterator[tuple[int, tuple]]:
+    """The jobs `todo` run by `func` in up to `jobs` worker processes, none started once the disk
+    is full: (k, result) of each that went well ("ok", k, ...). What went wrong is said into
+    `errors`: ("error", k, message), a full disk once ("full", k, message), a worker that died
+    (died(k, its exit code))."""
+    full: list[int] = []
+
+    def start() -> Iterator[int]:
+        for k in todo:
+            if full:
+                return
+            yield k
+
+    for k, result, exitcode in run_parallel(func, start(), max(1, min(jobs, len(todo)))):
+        if result is None:
+            errors.add(died(k, exitcode))
+        elif result[0] == "full":
+            if not full:
+                errors.add(result[2])
+            full.append(k)
+        elif result[0] == "error":
+            errors.add(result[2])
+        else:
+            yield k, result
+
+
 COLUMNS = ("paths", "sources", "rels", "offsets", "sizes", "csizes", "crcs", "widths", "heights",
            "archived", "methods")
 
@@ -157,7 +196,7 @@ class Index:
 
     def add(self, path: str, source: str, rel: str, offset: int, size: int, archived: bool,
             method: int = 0, csize: int = 0, crc: Optional[int] = None,
-            info: Optional[ImageInfo] = None) -> None:
+            width: Optional[int] = None, height: Optional[int] = None) -> None:
         self.paths.append(path)
         self.sources.append(source)
         self.rels.append(rel)
@@ -167,8 +206,8 @@ class Index:
         self.methods.append(method)
         self.csizes.append(csize)
         self.crcs.append(-1 if crc is None else crc)
-        self.widths.append(-1 if info is None or info.width is None else info.width)
-        self.heights.append(-1 if info is None or info.height is None else info.height)
+        self.widths.append(-1 if width is None else width)
+        self.heights.append(-1 if height is None else height)
 
     def _entries(self, plan: members.Plan) -> None:
         bar, seen = Progress("%s: index" % plan.split, plan.total, "B"), 0
@@ -190,16 +229,11 @@ class Index:
         streams = self.streams
         bar, done, errors = Progress("%s: index" % plan.split, plan.total, "B"), 0, ErrorList()
         got: dict[int, list] = {}
-        for k, result, exitcode in run_parallel(Scanner(streams), range(len(streams)),
-                                                min(jobs, len(streams))):
-            if result is None:
-                errors.add("%s: the worker reading it died (exit code %s: killed, or out of "
-                           "memory?); run again" % (streams[k].label, exitcode))
-            elif result[0] == "error":
-                errors.add(result[2])
-            else:
-                got[k] = result[2]
-                self.identity[streams[k].label] = result[3]
+        for k, result in succeeded(Scanner(streams), list(range(len(streams))), jobs, errors,
+                                   lambda k, code: "%s: the worker reading it died (exit code %s: "
+                                   "killed, or out of memory?); run again" % (streams[k].label, code)):
+            got[k] = result[2]
+            self.identity[streams[k].label] = result[3]
             done += streams[k].size
             bar.update(done, "%d/%d files" % (len(got), len(streams)))
         bar.close()
@@ -208,8 +242,9 @@ class Index:
         rows = [(k, j, r) for k in range(len(streams)) for j, r in enumerate(got[k])]
         assert plan.place is not None
         placed = plan.place([(r[0], r[1]) for _, _, r in rows])
-        for (k, j, (canonical, _, size, crc, info)), path in zip(rows, placed):
-            self.add(path, streams[k].label, canonical, j, size, True, crc=crc, info=info)
+        for (k, j, (canonical, _, size, crc, width, height)), path in zip(rows, placed):
+            self.add(path, streams[k].label, canonical, j, size, True, crc=crc, width=width,
+                     height=height)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -226,7 +261,7 @@ class Index:
 class Scanner:
     """A worker's job in the first reading of a plan's streams: stream k from its start, with
     every check its reader makes; each image's canonical name, the class the source gives it,
-    size, CRC-32 and ImageInfo (from its headers, nothing decoded); nothing is written. Returns
+    size, CRC-32, width and height (from its headers, nothing decoded); nothing is written. Returns
     ("ok", k, rows, the file's identity) or ("error", k, message)."""
 
     def __init__(self, streams: list[members.Stream]) -> None:
@@ -243,7 +278,8 @@ class Scanner:
                     scan.feed(chunk)
                     crc = zlib.crc32(chunk, crc)
                     n += len(chunk)
-                rows.append((e.named.path, e.named.wnid, n, crc, scan.end()))
+                info = scan.end()
+                rows.append((e.named.path, e.named.wnid, n, crc, info.width, info.height))
             if file_id(st.local) != before:
                 raise PrepError("%s changed while it was read (a new download?); run this again"
                                 % st.local)
@@ -623,32 +659,18 @@ def write_streams(cfg: Settings, split: str, names: list[str], index: Index, dea
     write_json(state_path(cfg, split), state)
     left = [k for k, st in enumerate(index.streams) if st.label not in done]
     writer = StreamWriter(cfg.out, names, index, layout, labels, set(todo))
-    errors, full = ErrorList(), []
+    errors = ErrorList()
     total = sum(st.size for st in index.streams)
     bar = Progress(split, total, "B")
     t0, nbytes, seen = time.monotonic(), 0, total - sum(index.streams[k].size for k in left)
-
-    def jobs():
-        for k in left:
-            if full:
-                return
-            yield k
-
-    for k, result, exitcode in run_parallel(writer, jobs(), min(cfg.jobs, max(len(left), 1))):
-        if result is None:
-            errors.add("%s: the worker reading it died (exit code %s: killed, or out of memory?); "
-                       "a rerun reads it again" % (index.streams[k].label, exitcode))
-        elif result[0] == "full":
-            if not full:
-                errors.add(result[2])
-            full.append(k)
-        elif result[0] == "error":
-            errors.add(result[2])
-        else:
-            sync_tree(cfg.out)
-            done.append(index.streams[k].label)
-            write_json(state_path(cfg, split), state)
-            nbytes += result[2]
+    for k, result in succeeded(writer, left, cfg.jobs, errors,
+                               lambda k, code: "%s: the worker reading it died (exit code %s: "
+                               "killed, or out of memory?); a rerun reads it again"
+                               % (index.streams[k].label, code)):
+        sync_tree(cfg.out)
+        done.append(index.streams[k].label)
+        write_json(state_path(cfg, split), state)
+        nbytes += result[2]
         seen += index.streams[k].size
         bar.update(seen, "%d/%d files" % (len(done), len(index.streams)))
     bar.close()
@@ -843,7 +865,13 @@ def plan_split(cfg: Settings, split: str,
     `source`: another source's files, opened (once for all splits) before the class list is
     read: opening keeps the source's class list where 02 finds it."""
     opened = source()
-    labels = class_index(cfg)                      # first: it is quick, and needed
+    try:
+        labels = class_index(cfg)                  # first: it is quick, and needed
+    except PrepError as e:
+        if opened is None or cfg.meta or os.path.lexists(os.path.join(cfg.root, SYNSETS_CSV)):
+            raise
+        raise PrepError("%s: 02 finds the source's class list in %s, kept there by this run, as "
+                        "01 keeps it" % (e, opened.class_list)) from None
     plan = members.plan_split(cfg, split, cfg.from_tree, FROM_TREE_HINT, opened)
     index = Index(plan, cfg.jobs)
     wnids = index.wnids()
@@ -909,37 +937,22 @@ def write_shards(cfg: Settings, split: str, names: list[str], index: Index, deal
     sums = plan.sums and dataclasses.replace(plan.sums,
                                              undone="the shard holding it was not written")
     writer = ShardWriter(cfg.out, names, index, deal, labels, sums, plan.redo)
-    errors, full, nosize = ErrorList(), [], []
+    errors, nosize = ErrorList(), []
     total = sum(index.sizes[i] for k in todo for i in deal.shards[k])
     bar = Progress(split, total, "B")
     t0, done, nbytes = time.monotonic(), 0, 0
-
-    def jobs():
-        for k in todo:
-            if full:
-                return
-            yield k
-
     temp_beside(os.path.join(cfg.out, names[0]))     # this run's tag, before the workers fork
     try:
-        for k, result, exitcode in run_parallel(writer, jobs(), cfg.jobs):
-            if result is None:
-                errors.add("%s: the worker writing it died (exit code %s: killed, or out of memory?); "
-                           "a rerun writes it" % (names[k], exitcode))
-            elif result[0] == "full":
-                if not full:
-                    errors.add(result[2])
-                full.append(k)
-            elif result[0] == "error":
-                errors.add(result[2])
-            else:
-                _, _, size, samples, missing = result
-                state["written"][names[k]] = [size, samples]
-                write_json(state_path(cfg, split), state)
-                nosize.extend(missing)
-                done += 1
-                nbytes += sum(index.sizes[i] for i in deal.shards[k])
-                bar.update(nbytes, "%d/%d shards" % (done, len(todo)))
+        for k, result in succeeded(writer, todo, cfg.jobs, errors,
+                                   lambda k, code: "%s: the worker writing it died (exit code %s: "
+                                   "killed, or out of memory?); a rerun writes it" % (names[k], code)):
+            _, _, size, samples, missing = result
+            state["written"][names[k]] = [size, samples]
+            write_json(state_path(cfg, split), state)
+            nosize.extend(missing)
+            done += 1
+            nbytes += sum(index.sizes[i] for i in deal.shards[k])
+            bar.update(nbytes, "%d/%d shards" % (done, len(todo)))
     finally:                                       # stopped (Ctrl-C, SIGTERM): workers are gone,
         for k in todo:                             # and with them what they were writing
             with contextlib.suppress(FileNotFoundError):

@@ -602,6 +602,18 @@ def test_every_source_gives_the_bytes_of_the_archives(tmp_path, built, layouts, 
     assert r.returncode == 0 and "train: already done (4 shards" in r.stderr, r.stderr
 
 
+def test_without_a_class_list_the_sources_own_is_kept_for_02(tmp_path, layouts, release):
+    """The Kaggle zip holds the class list 02 needs: a first run keeps it (as 01 does) and says
+    so when meta/synsets.csv is missing."""
+    root = kaggle_root(tmp_path, layouts["kaggle inline"])
+    r = pack(root, "--source", "kaggle", "--shards", "2", "train")
+    kept = root / "kaggle" / "LOC_synset_mapping.txt"
+    refused(root, r, "meta/synsets.csv not found: run 02_convert_meta_clsloc.py first (or pass "
+                     "--meta CSV): 02 finds the source's class list in %s, kept there by this run"
+                     % kept)
+    assert kept.read_text() == minirelease.kaggle_synset_mapping(release)
+
+
 def test_the_hub_val_names_must_agree_with_the_labels(tmp_path, built, layouts, release):
     """The class a Hub val name carries is checked against the labels 03 would read (here
     --labels, one WNID per line): one that differs is named, nothing is written."""
