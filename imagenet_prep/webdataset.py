@@ -582,7 +582,8 @@ class StreamWriter:
         if fd is None:
             if len(self.fds) >= self.FDS:
                 os.close(self.fds.pop(next(iter(self.fds))))
-            fd = os.open(part_path(self.out, self.names[s]), os.O_WRONLY | os.O_CLOEXEC)
+            fd = os.open(part_path(self.out, self.names[s]),
+                         os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         self.fds[s] = fd                     # the most recently used last
         return fd
 
@@ -647,9 +648,12 @@ def write_streams(cfg: Settings, split: str, names: list[str], index: Index, dea
                  split, len(done), len(index.streams))
     kept = sum(os.lstat(part_path(cfg.out, names[k])).st_blocks * 512 for k in todo if k not in fresh)
     preflight(cfg.out, max(0, sum(layout.sizes[k] for k in todo) - kept), "%s shards" % split)
-    for k in fresh:
+    for k in fresh:                                  # made anew (never through a link)
         part = part_path(cfg.out, names[k])
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(part)
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644)
         try:
             os.ftruncate(fd, layout.sizes[k])
             pwrite_all(fd, tar_end(layout.ends[k]), layout.ends[k])
