@@ -110,6 +110,15 @@ def big(tmp_path_factory) -> minirelease.Release:
                                     val_per_class=1, test=2, kib=200.0, seed=6)
 
 
+@pytest.fixture(scope="module")
+def big_ref(tmp_path_factory, big) -> Path:
+    """ROOT with big's train written uninterrupted into 12 shards: the bytes every run must give."""
+    ref = make_root(tmp_path_factory.mktemp("bigref"), big, ["train"], "ref")
+    r = pack(ref, "--shards", "12", "--jobs", "2", "train")
+    assert r.returncode == 0, r.stderr
+    return ref
+
+
 # ----------------------------------------------------------------------------- command line
 
 def test_help_lists_options_and_defaults():
@@ -240,15 +249,12 @@ def recorded(root: Path) -> int:
         return 0
 
 
-def test_sigkill_at_random_moments_then_rerun_gives_the_same_bytes(tmp_path, big):
+def test_sigkill_at_random_moments_then_rerun_gives_the_same_bytes(tmp_path, big, big_ref):
     """Killed anywhere (the whole job, or the main process alone: while indexing, in the middle
     of a shard, between two), a rerun writes only what is missing and the shards are
     byte-identical to an uninterrupted run; _info.json lists the split only once every shard is
     complete."""
-    ref = make_root(tmp_path, big, ["train"], "ref")
-    r = pack(ref, "--shards", "12", "--jobs", "2", "train")
-    assert r.returncode == 0, r.stderr
-    want = contents(ref)
+    want = contents(big_ref)
     root = make_root(tmp_path, big, ["train"])
     rng, kills, kept = random.Random(4), 0, 0
     for attempt in range(10):
@@ -704,12 +710,12 @@ def test_a_damaged_hub_file_is_named_before_any_shard_is_written(tmp_path, built
             "again; no shard was written" % f)
 
 
-def test_killed_while_the_files_are_read_again_a_rerun_goes_on_with_the_same_bytes(tmp_path, big):
+def test_killed_while_the_files_are_read_again_a_rerun_goes_on_with_the_same_bytes(tmp_path, big,
+                                                                                  big_ref):
     """The Hub's files are read twice: killed (SIGKILL) once some of them have been written into
     the shards' part files, a rerun reads only the others and the shards are those of the
     archive; until then no shard is under its name."""
-    ref = make_root(tmp_path, big, ["train"], "ref")
-    assert pack(ref, "--shards", "12", "train").returncode == 0
+    ref = big_ref
     made = sourcerelease.make_hf_parquet(big, tmp_path / "pq", {"train": 6, "validation": 1,
                                                                "test": 1}, row_group=8)
     root = source_root(tmp_path, ref, made)
