@@ -606,11 +606,12 @@ class KaggleZip:
         log.info("kaggle: %s (%s). Kaggle publishes no checksum for it: the CRC-32 of every image, "
                  "checked as it is read, is the check there is for this source (and the zip's "
                  "size, as the download was told it)", f.local, human(f.size))
-        with self.damaged(), os.fdopen(self._open(), "rb") as raw:
-            self.directory = ZipDirectory(f.size, file_range(raw), f.path)
-        self.zplan = sources.kaggle_plan(self.directory, {}, 1)
+        with self.damaged():
+            with os.fdopen(self._open(), "rb") as raw:
+                self.directory = ZipDirectory(f.size, file_range(raw), f.path)
+            self.zplan = sources.kaggle_plan(self.directory, {}, 1)
+            sources.keep_kaggle_files(cfg, self.directory, f.local, self.zplan.extra)
         self.copy = sources.kaggle_copy(f.size, self.zplan.nested is not None)
-        sources.keep_kaggle_files(cfg, self.directory, f.local, self.zplan.extra)
         self.class_list = os.path.join(cfg.root, KAGGLE_DIR, "LOC_synset_mapping.txt")
 
     @contextlib.contextmanager
