@@ -8,8 +8,8 @@ shuffled by a seed, with every image's bytes exactly as the archive holds them (
 and its label the sorted-WNID class index.
 
 Usage:
-    06_pack_webdataset.py [--root DIR] [--from-tree] [--shards N] [--seed S] [--jobs N]
-                          [--labels FILE] [--meta CSV] SPLIT...          SPLIT: train val
+    06_pack_webdataset.py [--root DIR] [--from-tree | --source hf|kaggle] [--shards N] [--seed S]
+                          [--jobs N] [--labels FILE] [--meta CSV] SPLIT...     SPLIT: train val
 
 Example:
     06_pack_webdataset.py --root /data/imagenet train val
@@ -29,8 +29,11 @@ After::
 Nothing is extracted: the train archive's headers are indexed in one pass, then every shard reads
 its images where they lie, all shards in parallel. --from-tree reads ROOT/train and ROOT/val as
 01 (and 03) left them instead, after 04's structural checks, hashing every file against the
-manifest: the same seed gives byte-identical shards from either source. Each shard is written
-under a hidden temporary name and renamed when complete; a rerun writes only the shards missing.
+manifest. --source hf|kaggle reads what 00_download.sh --source left in ROOT/downloads/SOURCE/
+instead (the Kaggle zip's members where they lie; the Hub's tar.gz or Parquet files, which can
+only be read from their start, twice: once to index, once to put each image in its place in its
+shard). The same seed gives byte-identical shards from any of them. Each shard is written under
+a hidden temporary name and renamed when complete; a rerun writes only the shards missing.
 The work is done by imagenet_prep/webdataset.py; docs/webdataset.md says how to read the shards.
 Exit codes: 0 ok, 1 failure, 2 usage, 130 Ctrl-C, 143 SIGTERM (complete shards are kept).
 """
@@ -55,6 +58,7 @@ from typing import Optional
 from imagenet_prep import console, webdataset
 
 PROG = webdataset.PROG
+SOURCES = ("hf", "kaggle")
 MAX_SHARDS = 100000
 MAX_SEED = (1 << 63) - 1
 
@@ -64,13 +68,22 @@ def build_parser() -> console.Parser:
         prog=PROG,
         description="Write train and val as shuffled WebDataset shards in timm's form into\n"
                     "ROOT/webdataset/, straight from the archives in ROOT/downloads/ (or, with\n"
-                    "--from-tree, from ROOT/train and ROOT/val).",
+                    "--from-tree, from ROOT/train and ROOT/val; with --source, from the files of\n"
+                    "the Hugging Face or Kaggle source).",
         epilog="  train  ILSVRC2012_img_train.tar -> webdataset/imagenet1k-train-{0000..1023}.tar\n"
                "  val    ILSVRC2012_img_val.tar   -> webdataset/imagenet1k-validation-{00..63}.tar\n"
                "         and webdataset/_info.json (timm reads it: --dataset wds/imagenet-1k)\n\n"
+               "--source hf      ROOT/downloads/hf/: the Hub's tar.gz or Parquet files, each read\n"
+               "                 twice from its start (index, then each image into its place)\n"
+               "--source kaggle  ROOT/downloads/kaggle/imagenet-object-localization-challenge.zip:\n"
+               "                 its members read where they lie (the older zip's nested tar.gz:\n"
+               "                 read twice from its start); the same bytes as from the archives\n\n"
                "Needs meta/synsets.csv (02_convert_meta_clsloc.py) for the class index, and for val\n"
-               "the devkit's labels (01_unzip.sh devkit). Exit codes: 0 ok (finished shards say\n"
-               "'already done'), 1 failure, 2 usage, 130 Ctrl-C, 143 SIGTERM.\n"
+               "the devkit's labels (01_unzip.sh devkit), or a source's own: --source keeps the\n"
+               "source's class list (and Kaggle's val labels) in ROOT/hf/ or ROOT/kaggle/ for 02\n"
+               "and 03, as 01 does; the Hub's val names carry their class.\n"
+               "Exit codes: 0 ok (finished shards say 'already done'), 1 failure, 2 usage,\n"
+               "130 Ctrl-C, 143 SIGTERM.\n"
                "Example: %s --root /data/imagenet train val" % PROG)
     p.add_argument("splits", nargs="+", metavar="SPLIT", help="train val")
     p.add_argument("--root", type=Path, default=None, metavar="DIR",
@@ -78,6 +91,9 @@ def build_parser() -> console.Parser:
     p.add_argument("--from-tree", action="store_true",
                    help="read ROOT/train and ROOT/val as 01_unzip.sh (and 03) left them, instead "
                         "of the archives (default: the archives in ROOT/downloads/)")
+    p.add_argument("--source", choices=SOURCES, default=None, metavar="hf|kaggle",
+                   help="read the files 00_download.sh --source hf|kaggle left in ROOT/downloads/"
+                        "SOURCE/ (default: the image-net.org archives)")
     p.add_argument("--shards", default=None, metavar="N",
                    help="shards per split, 1 to %d, numbered 0..N-1 with the digits of N-1 (at "
                         "least 2) (default: 1024 for train, 64 for val, as timm's)" % MAX_SHARDS)
@@ -109,12 +125,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     for s in args.splits:
         if s not in webdataset.SPLITS:
             parser.error("unknown split '%s' (one of: %s)" % (s, " ".join(webdataset.SPLITS)))
+    if args.source and args.from_tree:
+        parser.error("--source and --from-tree do not go together: the tree 01 made is the same "
+                     "whatever its source (give --from-tree alone)")
     shards = number(parser, "--shards", args.shards, 1, MAX_SHARDS)
     seed = number(parser, "--seed", args.seed, 0, MAX_SEED)
     jobs = console.jobs_option(parser, args.jobs)
     root = args.root if args.root is not None else Path(os.environ.get("IMAGENET_ROOT") or ".")
     cfg = webdataset.Settings(os.path.realpath(root), args.from_tree, shards, seed or 0, jobs,
-                              args.labels and str(args.labels), args.meta and str(args.meta))
+                              args.labels and str(args.labels), args.meta and str(args.meta),
+                              args.source)
     return console.run(
         PROG, [str(a) for a in (sys.argv[1:] if argv is None else argv)],
         lambda: webdataset.make_shards(cfg, webdataset.iter_splits(args.splits)),

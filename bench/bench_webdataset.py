@@ -16,6 +16,16 @@ images of ~110 KiB, ~330 MB), from the same train archive, one run each, cold ca
   * disk      the peak of the bytes allocated under the work folder during each route (sampled
               every 50 ms), against the archive + the shards
 
+With --source kaggle|hf-parquet|hf-targz, the release's train images are first made into that
+source's files (tests/sourcerelease.py: the Kaggle zip inline, stored and deflated members; the
+Hub's Parquet files, or 5 tar.gz files), and the routes are:
+
+  * 06        06_pack_webdataset.py --source ... --shards 64 train: the zip's members read where
+              they lie; the Hub's files read twice (index, then each image into its place)
+  * anchor    what one does without --source: 01_unzip.sh --source ... train (the tree), then
+              06_pack_webdataset.py --from-tree, then delete the tree; both routes' shards must
+              be byte-identical
+
 Each route starts with the page cache dropped when the machine allows it (`sync; echo 3 >
 /proc/sys/vm/drop_caches`, as root) and its time includes a final `sync`. The scripts and
 imagenet_prep/ are copied into the scratch folder and run from there.
@@ -36,6 +46,9 @@ from typing import Optional
 from benchpaths import copy_scripts
 from benchmark import drop_caches, remove_work, report
 from bench_unzip import generate, timed
+
+import minirelease
+import sourcerelease
 
 SCRIPTS = ("01_unzip.sh", "02_convert_meta_clsloc.py", "06_pack_webdataset.py")
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
@@ -101,6 +114,11 @@ def make_root(work: Path, release: Path, name: str) -> Path:
     shutil.rmtree(root, ignore_errors=True)
     (root / "downloads").mkdir(parents=True)
     shutil.copy(release / TRAIN_TAR, root / "downloads" / TRAIN_TAR)
+    return with_meta(work, release, root)
+
+
+def with_meta(work: Path, release: Path, root: Path) -> Path:
+    """ROOT with the release's devkit extracted and 02's synsets.csv written."""
     shutil.copy(release / DEVKIT, root / "downloads" / DEVKIT)
     subprocess.run(["bash", str(work / "01_unzip.sh"), "--root", str(root), "devkit"], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -169,6 +187,89 @@ def measure(work: Path, release: Path, shards: int, jobs: int) -> tuple[list[dic
     ], cold
 
 
+# ----------------------------------------------------------------------------- --source
+
+SOURCES = ("kaggle", "hf-parquet", "hf-targz")
+
+
+def make_source(work: Path, classes: int, source: str) -> tuple[Path, object]:
+    """A bench release (made here: its image bytes are needed) and its train images as the
+    source's files. (the release folder, the layout made)"""
+    opts = dict(minirelease.PRESETS["bench"], classes=classes, val_per_class=1, test=1)
+    print("generating the bench release (%d classes) and its %s files in %s ..."
+          % (classes, source, work), file=sys.stderr)
+    rel = minirelease.make_release(work / "bench-release", **opts)
+    images = {p: b for p, b in sourcerelease.release_images(rel).items() if p.startswith("train/")}
+    out = work / ("source-" + source)
+    if source == "kaggle":
+        made = sourcerelease.make_kaggle_zip(rel, out, images=images)
+    elif source == "hf-parquet":
+        made = sourcerelease.make_hf_parquet(rel, out, {"train": 5, "validation": 1, "test": 1},
+                                             row_group=100, images=images)
+    else:
+        made = sourcerelease.make_hf_targz(rel, out, train_files=5, images=images)
+    return work / "bench-release", made
+
+
+def source_root(work: Path, release: Path, made, name: str) -> Path:
+    """ROOT as 00_download.sh --source leaves it, with 02's synsets.csv (from the devkit)."""
+    hub = isinstance(made, sourcerelease.HubLayout)
+    root = (sourcerelease.hub_root if hub else sourcerelease.kaggle_root)(work, made, name)
+    if hub:                                       # only train: its files alone in the record
+        doc = sourcerelease.hub_record(made)
+        doc["files"] = [f for f in doc["files"] if f["split"] == "train"]
+        sourcerelease.write_record(root, "hf", doc)
+    return with_meta(work, release, root)
+
+
+def measure_source(work: Path, release: Path, made, source: str, shards: int,
+                   jobs: int) -> tuple[list[dict], bool]:
+    flag = source.split("-")[0]
+    files = made.file.size if source == "kaggle" else \
+        sum(f.size for f in made.files if f.split == "train")
+    results, shard_bytes, cold = {}, {}, True
+    for name in ("06", "anchor"):
+        root = source_root(work, release, made, "root-" + name)
+        base = PeakDisk(root).used()
+        cold = drop_caches() and cold
+        with PeakDisk(root) as disk:
+            if name == "06":
+                seconds = timed([sys.executable, work / "06_pack_webdataset.py", "--root", root,
+                                 "--source", flag, "--shards", shards, "--jobs", jobs, "train"])
+            else:
+                seconds = timed(["bash", work / "01_unzip.sh", "--root", root, "--source", flag,
+                                 "--jobs", jobs, "train"])
+                seconds += timed([sys.executable, work / "06_pack_webdataset.py", "--root", root,
+                                  "--from-tree", "--shards", shards, "--jobs", jobs, "train"])
+                t0 = time.perf_counter()
+                shutil.rmtree(root / "train")
+                seconds += time.perf_counter() - t0
+        out = sorted((root / "webdataset").glob("*.tar"))
+        shard_bytes[name] = [p.read_bytes() for p in out]
+        made_bytes = sum(p.stat().st_blocks * 512 for p in out)
+        results[name] = (seconds, disk.peak - base + files, made_bytes)
+        print("  %-7s %7.2f s, peak %s MiB" % (name, seconds, (disk.peak - base + files) >> 20),
+              file=sys.stderr)
+        shutil.rmtree(root, ignore_errors=True)
+    if shard_bytes["06"] != shard_bytes["anchor"]:
+        raise SystemExit("bench_webdataset: the shards of 06 --source %s and of the anchor differ"
+                         % flag)
+    (t06, peak06, shards06), (tanchor, peakanchor, _) = results["06"], results["anchor"]
+    mib = 1 << 20
+    return [
+        {"measure": "train %.0f MB of %s files, %d shards: 06 --source vs 01 --source + "
+                    "06 --from-tree" % (files / 1e6, source, shards),
+         "value": round(t06, 2), "unit": "s", "baseline": round(tanchor, 2),
+         "ratio": round(t06 / tanchor, 3), "goal": "report"},
+        {"measure": "peak disk: 06 --source vs anchor (files included)", "value": round(peak06 / mib),
+         "unit": "MiB", "baseline": round(peakanchor / mib), "ratio": round(peak06 / peakanchor, 3),
+         "goal": "report"},
+        {"measure": "peak disk: 06 --source vs files + shards", "value": round(peak06 / mib),
+         "unit": "MiB", "baseline": round((files + shards06) / mib),
+         "ratio": round(peak06 / (files + shards06), 3), "goal": "<= 1"},
+    ], cold
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -178,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shards", type=int, default=64, help="shards written by both routes")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                    help="--jobs of 06_pack_webdataset.py and 01_unzip.sh")
+    p.add_argument("--source", choices=SOURCES, default=None,
+                   help="measure 06 --source on this source's files instead (see above)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: %d classes, 8 shards" % QUICK_CLASSES)
     p.add_argument("--repeat", type=int, default=1, help="ignored: one run of each route")
@@ -201,10 +304,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     generated = []
     try:
         rel = args.release
-        if rel is None:
-            rel = generate(work / "bench-release", "bench", "--classes", str(args.classes))
-            generated.append(rel)
-        rows, cold = measure(work, rel, args.shards, args.jobs)
+        if args.source:
+            rel, made = make_source(work, args.classes, args.source)
+            generated += [rel, made.root if isinstance(made, sourcerelease.HubLayout)
+                          else made.file.local.parent]
+            rows, cold = measure_source(work, rel, made, args.source, args.shards, args.jobs)
+        else:
+            if rel is None:
+                rel = generate(work / "bench-release", "bench", "--classes", str(args.classes))
+                generated.append(rel)
+            rows, cold = measure(work, rel, args.shards, args.jobs)
         rows = [dict(benchmark="webdataset", **r) for r in rows]
         print("\n06_pack_webdataset.py benchmark (%s, %d cores, one run of each route; every time "
               "includes sync)" % ("cold cache" if cold else "warm cache (could not drop caches)",

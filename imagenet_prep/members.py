@@ -8,36 +8,54 @@ then gives its entries in the source's order, each with its place in the split a
 are:
 
     Folder("n01440764", mtime)                            a class folder (mtime None: the sink's)
-    Item("n01440764/n01440764_10026.JPEG", source, offset, size, mtime, archived, rel)
+    Item("n01440764/n01440764_10026.JPEG", source, offset, size, mtime, archived, rel,
+         method, csize, crc)
          path in the split: train WNID/NAME, val WNID/NAME, test NAME (the canonical path is
          split/path); `size` bytes at `offset` of the archive `source`, or the tree's file
-         `source` (`rel`: its path relative to ROOT, the manifest's key)
+         `source` (`rel`: its path relative to ROOT, the manifest's key), or a zip member's data
+         at `offset`: stored, or deflated in `csize` bytes (`rel`: the member's name), its
+         CRC-32 `crc` checked as it is read
+
+The other sources (00_download.sh --source hf|kaggle, docs/sources.md) are planned from the files
+00 recorded as verified (sources.load_record, check_files), with their side files kept where 02
+and 03 look for them, as 01 keeps them (ROOT/hf/classes.py, ROOT/kaggle/LOC_*):
+
+    the Kaggle zip, the tree inline    Items: each member where the central directory and its
+                                       local header put it (random access, as an archive's)
+    the Hub's tar.gz or Parquet files, Streams: files that are read only from their start, each
+    the Kaggle zip's nested tar.gz     giving its images in its own order (sourceread's readers,
+                                       01's checks); Plan.place gives each its path in the split
 
 Sinks: 05 (squashfs.py) streams the entries into a SquashFS builder in this order; 06
-(webdataset.py) indexes them and writes shuffled shards. A new source (another archive layout)
-is one more planner for plan_split to choose.
+(webdataset.py) indexes them and writes shuffled shards (a plan of streams: read twice, see
+webdataset.py). A new source (another archive layout) is one more planner for plan_split to
+choose.
 
 Here: plan_split -> plan_train_archive (index_outer; entries read the class tars' headers as they
 are asked for: one pass), plan_flat_archive (index_flat, place_val), plan_train_tree and
-plan_flat_tree (tree_done, check_tree, check_sizes, flat_tree_items); open_tree_file and Sums for
-reading a tree's file; tar_header, the form of every tar member a sink writes; need_root.
+plan_flat_tree (tree_done, check_tree, check_sizes, flat_tree_items), or open_source ->
+HubFiles.plan, KaggleZip.plan (place_names, val_classes); open_tree_file and Sums for reading a
+tree's file; tar_header, the form of every tar member a sink writes; need_root.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Protocol, Union
+from typing import Callable, Collection, Iterator, Optional, Protocol, Union
 
-from . import files, manifest, verify
-from .console import PrepError, human, log, some, thousands
-from .extract import STATE, Config, check_archive, find_archive
-from .tarstream import Source, iter_tar
+from . import files, manifest, sourceread, sources, verify
+from .console import PrepError, human, log, shown, some, thousands
+from .extract import STATE, Config, Copy, check_archive, find_archive
+from .sourcenames import KAGGLE_NESTED, kaggle_member
+from .tarstream import REDO, Source, iter_tar
 from .train import ClassTar, check_class_member, class_pattern, index_outer, read_record, refused_text
 from .unzip import FlatNames
-from .valfolders import KEPT_DIR, read_synsets, val_labels
+from .valfolders import HF_DIR, KAGGLE_DIR, KEPT_DIR, NoLabels, read_synsets, val_labels
+from .zipread import ZipDirectory, file_range
 
 DIR_MODE, FILE_MODE = 0o755, 0o644       # every folder and file a sink writes
 
@@ -66,10 +84,27 @@ class Item:
     size: int
     mtime: float
     archived: bool = True
-    rel: str = ""                    # a tree's file: its path relative to ROOT (the manifest's)
+    rel: str = ""                    # a tree's file: its path relative to ROOT (the manifest's);
+    #                                  a zip member: its name in the zip
+    method: int = 0                  # 8: deflated, `csize` bytes at `offset` inflate to `size`
+    csize: int = 0
+    crc: Optional[int] = None        # a zip member's CRC-32, checked as it is read
 
 
 Entry = Union[Folder, Item]
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A file of a source that can be read only from its start (a Hub tar.gz or Parquet file, the
+    older Kaggle zip's nested tar.gz). read(check) gives the split's images in the file's order,
+    as sourceread Entries under their canonical names (train/WNID/NAME, val/NAME), checked by
+    01's readers; with check, the whole file too (the Hub's: its size and SHA-256 against 00's
+    record). Each entry's bytes must be read (or left) before the next is asked for."""
+    label: str                       # its path in the source, for messages and the state
+    local: str                       # the file
+    size: int
+    read: Callable[[bool], Iterator[sourceread.Entry]]
 
 
 @dataclass
@@ -87,6 +122,12 @@ class Plan:
     check_official: bool = True
     expect_files: Optional[int] = None  # a tree: the images 01 extracted
     sums: Optional["Sums"] = None    # a tree: the manifest's hashes, to check while reading
+    copy: Optional[Copy] = None      # another source's copy: official or not (its counts)
+    redo: str = ""                   # another source: what to do when its bytes are damaged
+    streams: tuple[Stream, ...] = ()    # files read from their start (then `entries` gives none)
+    place: Optional[Callable[[list[tuple[str, Optional[str]]]], list[str]]] = None
+    #                                  streams: the path in the split of each image, from its
+    #                                  canonical name and the class the source gives it (or None)
 
 
 # ----------------------------------------------------------------------------- the tar form
@@ -177,17 +218,33 @@ def index_flat(archive: str, split: str) -> list[Item]:
     return items
 
 
-def place_val(cfg: Inputs, items: list[Item]) -> tuple[list[str], list[Item]]:
-    """The val images in their class folders (03's labels): (folders, items as WNID/NAME).
-    Every image must have a label and every label an image; checked before anything is built."""
+def val_classes(cfg: Inputs, names: Collection[str],
+                own: Optional[dict[str, str]] = None) -> dict[str, str]:
+    """{NAME: WNID} of the val images `names`, by 03's labels (val_labels: the devkit's, those a
+    source keeps in ROOT, or --labels). `own`: the classes the source itself gives them (the
+    Hub's names carry one), taken when ROOT has no labels, else checked against them. Every image
+    must have a label and every label an image; checked before anything is built."""
     try:
         wnid_of = val_labels(Path(cfg.root), cfg.meta and Path(cfg.meta),
                              cfg.labels and Path(cfg.labels))
+    except NoLabels as e:
+        if own is None:
+            raise PrepError("val: the images go into class folders by the validation labels, as "
+                            "03 sorts them: %s" % e) from None
+        log.info("val: no validation labels in %s (no devkit): the classes the source's names "
+                 "carry are taken", cfg.root)
+        wnid_of = own
     except PrepError as e:
         raise PrepError("val: the images go into class folders by the validation labels, as 03 "
                         "sorts them: %s" % e) from None
-    names = {it.path for it in items}
-    unlabelled = sorted(names.difference(wnid_of))
+    else:
+        differ = sorted(n for n, w in (own or {}).items() if wnid_of.get(n, w) != w)
+        if differ:
+            raise PrepError("val: %d images are given another class by the labels than their names "
+                            "in the source carry (%s); find out which is right: pass the right "
+                            "labels with --labels FILE" % (len(differ), some(
+                                ["%s: %s, %s" % (n, wnid_of[n], own[n]) for n in differ])))
+    unlabelled = sorted(set(names).difference(wnid_of))
     absent = sorted(set(wnid_of).difference(names))
     if unlabelled or absent:
         wrong = ["%d %s (%s)" % (len(found), what, some(found))
@@ -195,9 +252,15 @@ def place_val(cfg: Inputs, items: list[Item]) -> tuple[list[str], list[Item]]:
                  if found]
         raise PrepError("val: the labels list %d images, the source holds %d: %s; use the labels "
                         "of this release (pass the right devkit to 01_unzip.sh devkit, then 02)"
-                        % (len(wnid_of), len(names), ", ".join(wrong)))
+                        % (len(wnid_of), len(set(names)), ", ".join(wrong)))
+    return wnid_of
+
+
+def place_val(cfg: Inputs, items: list[Item]) -> tuple[list[str], list[Item]]:
+    """The val images in their class folders (03's labels): (folders, items as WNID/NAME)."""
+    wnid_of = val_classes(cfg, [it.path for it in items])
     placed = [Item("%s/%s" % (wnid_of[it.path], it.path), it.source, it.offset, it.size,
-                       it.mtime, it.archived, it.rel) for it in items]
+                   it.mtime, it.archived, it.rel, it.method, it.csize, it.crc) for it in items]
     return sorted(set(wnid_of.values())), placed
 
 
@@ -441,6 +504,195 @@ def plan_flat_tree(cfg: Inputs, split: str) -> Plan:
                 expect_files=None if set_aside else doc["images"], sums=sums)
 
 
+# ----------------------------------------------------------------------------- sources: the Hub, Kaggle
+
+UNDONE = "no shard was written"          # what a damaged Hub file leaves undone here
+
+
+def stream_entries() -> Iterator[Entry]:
+    """The entries of a plan of streams: none in any order but the files' own (Plan.streams)."""
+    raise PrepError("these files are read only from their start (Plan.streams), not as entries")
+
+
+def place_names(cfg: Inputs, split: str, names: list[tuple[str, Optional[str]]]) -> list[str]:
+    """The path in the split (WNID/NAME) of each image of a plan's streams, from its canonical
+    name (train/WNID/NAME, val/NAME) and the class the source gives it (the Hub's val names carry
+    one; None: the labels 03 reads decide)."""
+    flat = [c.split("/", 1)[1] for c, _ in names]
+    if split != "val":
+        return flat
+    own = {n: w for n, (_, w) in zip(flat, names) if w is not None}
+    wnid_of = val_classes(cfg, flat, own or None)
+    return ["%s/%s" % (wnid_of[n], n) for n in flat]
+
+
+class HubFiles:
+    """The Hub's files of ILSVRC/imagenet-1k in ROOT/downloads/hf/ as 00_download.sh --source hf
+    recorded them. gzip has no random access and a Parquet file's images lie in row groups
+    (compressed pages of many images), so each file is a Stream. Opened: the record read and the
+    class list, kept as ROOT/hf/classes.py for 02 (as 01 --source hf keeps it)."""
+
+    def __init__(self, cfg: Inputs) -> None:
+        self.cfg = cfg
+        self.record = rec = sources.load_record(cfg.root, "hf")
+        log.info("hf: %s at revision %s (asked as %s), %s layout", sources.NAMES["hf"],
+                 rec.revision, shown(rec.asked), sources.HF_LAYOUTS[rec.layout])
+        self.wnids = sources.hf_classes(cfg.root, rec)
+        self.class_list = os.path.join(cfg.root, HF_DIR, "classes.py")
+        if rec.layout == "parquet":
+            sources.label_order(self.wnids, os.path.join(rec.folder, "classes.py"))
+            from .parquetread import pyarrow_modules
+            pyarrow_modules()                        # says what to install
+
+    def plan(self, split: str) -> Plan:
+        """The split's files, verified by 00 and of their recorded size, as Streams."""
+        rec = self.record
+        found = rec.of(split)
+        if not found:
+            raise PrepError("%s: %s lists no %s files (00 was run for other splits); %s, then run "
+                            "this again" % (split, os.path.join(rec.folder, sources.RECORD), split,
+                                            sources.redo("hf", split)))
+        sources.check_files(rec, found, split)
+        streams = tuple(Stream(f.path, f.local, f.size, functools.partial(self.read, f))
+                        for f in found)
+        size = rec.archive_size(split)
+        log.info("%s: %d file(s) in %s (%s), each read from its start", split, len(found),
+                 rec.folder, human(size))
+        return Plan(split, "hf", rec.folder, rec.archive, size, size, 0.0, stream_entries,
+                    classes=split == "train", copy=sources.hf_copy(rec), streams=streams,
+                    place=functools.partial(place_names, self.cfg, split))
+
+    def read(self, f: sources.SourceFile, check: bool) -> Iterator[sourceread.Entry]:
+        """The images of file f, as 01 --source hf reads them; with check, its size and SHA-256
+        against the record too (a Parquet file is hashed first: pyarrow reads it itself)."""
+        try:
+            fd = files.open_regular(f.local)
+        except files.NotRegular as e:
+            raise PrepError("%s is %s; %s" % (f.local, e, sources.redo("hf", f.split))) from None
+        with os.fdopen(fd, "rb") as raw:
+            if f.path.endswith(".parquet"):
+                if check:
+                    sources.hf_check(f, sources.hash_file(raw), None, UNDONE)
+                yield from sourceread.hf_parquet_entries(f.local, f.split, self.wnids, f.path)
+                return
+            hashed = sources.Hashed(raw)
+            try:
+                yield from sourceread.hf_tar_entries(hashed if check else raw, f.split, f.path)
+            except PrepError as e:
+                if check:
+                    hashed.drain()
+                    sources.hf_check(f, hashed, str(e), UNDONE)
+                raise
+            if check:
+                hashed.drain()
+                sources.hf_check(f, hashed, None, UNDONE)
+
+
+class KaggleZip:
+    """The Kaggle competition's zip in ROOT/downloads/kaggle/ as 00_download.sh --source kaggle
+    recorded it. Opened: its central directory read and checked, every name by sourcenames'
+    rules (sources.kaggle_plan), and its LOC_* files kept as ROOT/kaggle/ (02's classes, 03's
+    val labels), as 01 --source kaggle keeps them. The tree inline: every image is a member
+    where the directory puts it (Items); the older shape, the tree in one tar.gz member: that
+    member is a Stream."""
+
+    def __init__(self, cfg: Inputs, splits: list[str]) -> None:
+        self.cfg = cfg
+        self.record = rec = sources.load_record(cfg.root, "kaggle")
+        self.file = f = rec.files[0]
+        sources.check_files(rec, [f], " ".join(splits))
+        self.redo = "delete %s and %s: it downloads the zip again" % (f.local, sources.redo(
+            "kaggle", " ".join(splits)))
+        log.info("kaggle: %s (%s). Kaggle publishes no checksum for it: the CRC-32 of every image, "
+                 "checked as it is read, is the check there is for this source (and the zip's "
+                 "size, as the download was told it)", f.local, human(f.size))
+        with self.damaged():
+            with os.fdopen(self._open(), "rb") as raw:
+                self.directory = ZipDirectory(f.size, file_range(raw), f.path)
+            self.zplan = sources.kaggle_plan(self.directory, {}, 1)
+            sources.keep_kaggle_files(cfg, self.directory, f.local, self.zplan.extra)
+        self.copy = sources.kaggle_copy(f.size, self.zplan.nested is not None)
+        self.class_list = os.path.join(cfg.root, KAGGLE_DIR, "LOC_synset_mapping.txt")
+
+    @contextlib.contextmanager
+    def damaged(self) -> Iterator[None]:
+        """A reader's words that the zip is damaged, with what to do: 00 checked only its size."""
+        try:
+            yield
+        except PrepError as e:
+            if not str(e).endswith(REDO):
+                raise
+            raise PrepError("%s (%s)" % (e, self.redo)) from None
+
+    def _open(self) -> int:
+        try:
+            return files.open_regular(self.file.local)
+        except files.NotRegular as e:
+            raise PrepError("%s is %s; %s" % (self.file.local, e, sources.redo("kaggle", "all"))) \
+                from None
+
+    def plan(self, split: str) -> Plan:
+        f, d, z = self.file, self.directory, self.zplan
+        place = functools.partial(place_names, self.cfg, split)
+        if z.nested is not None:
+            member = next(d.in_file_order(z.nested))
+            log.info("%s: %s holds its images in %s (%s): read from its start", split, f.path,
+                     KAGGLE_NESTED, human(member.csize))
+            stream = Stream("%s: %s" % (f.path, KAGGLE_NESTED), f.local, member.csize,
+                            functools.partial(self.nested, split))
+            return Plan(split, "kaggle", f.local, self.record.archive, f.size, member.csize, 0.0,
+                        stream_entries, classes=split == "train", copy=self.copy,
+                        streams=(stream,), place=place, redo=self.redo)
+        items = self.members(split)
+        if not items:
+            raise PrepError("%s holds no %s images; is it the competition's zip? %s"
+                            % (f.path, split, sources.redo("kaggle", split)))
+        folders = sorted({it.path.split("/")[0] for it in items}) if split == "train" else []
+        log.info("%s: %s images in %s%s (its central directory)", split, thousands(len(items)),
+                 f.path, " in %d classes" % len(folders) if folders else "")
+        if split == "val":
+            folders, items = place_val(self.cfg, items)
+        return Plan(split, "kaggle", f.local, self.record.archive, f.size, f.size,
+                    max(it.mtime for it in items),
+                    lambda: flat_entries(folders, items), classes=split == "train", copy=self.copy,
+                    redo=self.redo)
+
+    def members(self, split: str) -> list[Item]:
+        """The split's images where their data lies: every local header read in file order and
+        checked against the central directory, as 01 reads them (nothing between them, the
+        directory read again at the end), no data read."""
+        d, items = self.directory, []
+        with self.damaged(), os.fdopen(self._open(), "rb", buffering=0) as raw:
+            for m in d.members(Source(raw)):
+                e = m.entry
+                named = kaggle_member(e.name, d.label)
+                if named is not None and named.split == split:
+                    items.append(Item(named.path.split("/", 1)[1], self.file.local, m.data_offset,
+                                      e.size, e.mtime, rel=e.name, method=e.method, csize=e.csize,
+                                      crc=e.crc))
+        return items
+
+    def nested(self, split: str, check: bool) -> Iterator[sourceread.Entry]:
+        """The split's images in the nested tar.gz, as 01 reads them: the zip member's CRC-32 and
+        the gzip's own checked at its end (`check`: nothing more to check)."""
+        d, k = self.directory, self.zplan.nested
+        with self.damaged(), os.fdopen(self._open(), "rb") as raw:
+            src = Source(raw)
+            src.skip_to(d.start_of(k))
+            for e in sourceread.kaggle_entries(d, src, k, k + 1):
+                if e.named.split == split:
+                    yield e
+
+
+SourceFiles = Union[HubFiles, KaggleZip]
+
+
+def open_source(cfg: Inputs, name: str, splits: list[str]) -> SourceFiles:
+    """The files 00_download.sh --source NAME left (hf, kaggle), checked as 01 checks them before
+    it reads them, their side files kept for 02 and 03."""
+    return HubFiles(cfg) if name == "hf" else KaggleZip(cfg, splits)
+
+
 # ----------------------------------------------------------------------------- choosing the source
 
 def need_root(root: str) -> None:
@@ -450,9 +702,13 @@ def need_root(root: str) -> None:
                         % root)
 
 
-def plan_split(cfg: Inputs, split: str, from_tree: bool, other: str) -> Plan:
-    """The plan of a split: the tree 01 made (from_tree), else the split's archive in
-    ROOT/downloads/ (`other`: what else the user can do when it is not there)."""
+def plan_split(cfg: Inputs, split: str, from_tree: bool, other: str,
+               source: Optional[SourceFiles] = None) -> Plan:
+    """The plan of a split: another source's files (`source`, open_source), the tree 01 made
+    (from_tree), else the split's archive in ROOT/downloads/ (`other`: what else the user can do
+    when it is not there)."""
+    if source is not None:
+        return source.plan(split)
     if from_tree:
         return plan_train_tree(cfg) if split == "train" else plan_flat_tree(cfg, split)
     archive = find_archive(Config(cfg.root), split, other)

@@ -664,6 +664,22 @@ def hash_file(f: BinaryIO) -> Hashed:
     return h
 
 
+def hf_check(f: SourceFile, hashed: Hashed, stopped: Optional[str],
+             undone: str = "what this file wrote here was removed") -> None:
+    """The whole file's size and SHA-256, as read, against 00's record (`undone`: what the
+    caller leaves undone when they are wrong)."""
+    digest = hashed.sha.hexdigest()
+    if hashed.count == f.size and digest == f.sha256:
+        return
+    what = ("%s bytes, %s says %s" % (thousands(hashed.count), RECORD, thousands(f.size))
+            if hashed.count != f.size else
+            "SHA-256 mismatch (the file gives %s, %s says %s)" % (digest, RECORD, f.sha256))
+    raise Damaged("%s: %s: the file is damaged%s; delete it (rm %s) and %s: it downloads the "
+                  "file again; %s"
+                  % (f.path, what, " (reading it stopped at: %s)" % stopped if stopped else "",
+                     f.local, redo("hf", f.split), undone))
+
+
 # ----------------------------------------------------------------------------- units of work
 
 @dataclass(frozen=True)
@@ -739,7 +755,7 @@ class Extraction:
             with os.fdopen(fd, "rb") as raw:
                 before = file_id(f.local)
                 if f.path.endswith(".parquet"):
-                    self.hf_check(f, hash_file(raw), None)          # pyarrow reads the file itself
+                    hf_check(f, hash_file(raw), None)          # pyarrow reads the file itself
                     got = [out.write(e) for e in hf_parquet_entries(f.local, split, self.wnids, f.path)]
                 else:
                     got = self.hf_targz(raw, f, out)
@@ -770,24 +786,11 @@ class Extraction:
                 got.append(out.write(e))
         except PrepError as e:
             hashed.drain()
-            self.hf_check(f, hashed, str(e))
+            hf_check(f, hashed, str(e))
             raise
         hashed.drain()
-        self.hf_check(f, hashed, None)
+        hf_check(f, hashed, None)
         return got
-
-    def hf_check(self, f: SourceFile, hashed: Hashed, stopped: Optional[str]) -> None:
-        """The whole file's size and SHA-256, as read, against 00's record."""
-        digest = hashed.sha.hexdigest()
-        if hashed.count == f.size and digest == f.sha256:
-            return
-        what = ("%s bytes, %s says %s" % (thousands(hashed.count), RECORD, thousands(f.size))
-                if hashed.count != f.size else
-                "SHA-256 mismatch (the file gives %s, %s says %s)" % (digest, RECORD, f.sha256))
-        raise Damaged("%s: %s: the file is damaged%s; delete it (rm %s) and %s: it downloads the "
-                      "file again; what this file wrote here was removed"
-                      % (f.path, what, " (reading it stopped at: %s)" % stopped if stopped else "",
-                         f.local, redo("hf", f.split)))
 
     # -- Kaggle ---------------------------------------------------------------------------------
     def kaggle_unit(self, unit: Unit) -> Done:

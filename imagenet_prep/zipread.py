@@ -542,6 +542,61 @@ def _said(values: tuple) -> list:
     return [crc, thousands(size), thousands(csize)]
 
 
+def member_error(label: str, name: str, what: str) -> PrepError:
+    """What is wrong with a member's data, naming the zip and the member."""
+    return PrepError("%s: member %s: %s; %s" % (label, shown(name), what, REDO))
+
+
+def member_data(src: Source, method: int, csize: int, size: int, want_crc: int,
+                fail: Callable[[str], PrepError], chunk: int = CHUNK) -> Iterator[bytes]:
+    """The data of a member stored (method 0) or deflated (8) in `csize` bytes, from `src` at its
+    first byte (a stream in file order, or a file at the offset a plan recorded), uncompressed,
+    in pieces of at most `chunk` bytes; after the last one its `size` and CRC-32 are checked
+    against the central directory's. `fail(what)` makes the error that names the member."""
+    left, crc, out_total = csize, 0, 0
+    inflate = zlib.decompressobj(-15) if method == 8 else None
+    while True:
+        if inflate is not None and inflate.unconsumed_tail:
+            buf = inflate.unconsumed_tail
+        elif left:
+            buf = src.read(min(left, IN_CHUNK if inflate is not None else chunk))
+            if not buf:
+                raise fail("truncated at byte %s, %s bytes before its end"
+                           % (thousands(src.pos), thousands(left)))
+            left -= len(buf)
+        else:
+            buf = b""
+        if inflate is None:
+            out = buf
+        else:
+            try:
+                out = inflate.decompress(buf, chunk)
+            except zlib.error as ex:
+                raise fail("its deflate data is corrupt (%s)" % ex) from None
+        if out:
+            out_total += len(out)
+            if out_total > size:
+                raise fail("it inflates to more than the %s bytes the central directory says (a "
+                           "zip bomb, or damage); refused" % thousands(size))
+            crc = zlib.crc32(out, crc)
+            yield out
+        if inflate is None:
+            if not left:
+                break
+        elif inflate.eof:
+            if left or inflate.unused_data:
+                raise fail("its deflate data ends %s bytes before its compressed size"
+                           % thousands(left + len(inflate.unused_data)))
+            break
+        elif not buf and not out:
+            raise fail("its deflate data stops before its end (after %s of %s bytes)"
+                       % (thousands(out_total), thousands(size)))
+    if out_total != size:
+        raise fail("%s bytes, the central directory says %s" % (thousands(out_total), thousands(size)))
+    if crc != want_crc:
+        raise fail("CRC-32 mismatch (%08x, the central directory says %08x)" % (crc, want_crc))
+
+
 class ZipMember:
     """A member being read from a stream: the entry, and its data (read once, checked)."""
 
@@ -557,56 +612,14 @@ class ZipMember:
         return self.entry.size
 
     def _fail(self, what: str) -> PrepError:
-        return PrepError("%s: member %s: %s; %s" % (self.label, shown(self.entry.name), what, REDO))
+        return member_error(self.label, self.entry.name, what)
 
     def chunks(self, chunk: int = CHUNK) -> Iterator[bytes]:
         """Its uncompressed data in pieces of at most `chunk` bytes; after the last one, its size
         and CRC-32 are checked (a PrepError naming the member when they are wrong)."""
-        e, src = self.entry, self.src
-        src.skip_to(self.data_offset)
-        left, crc, out_total = e.csize, 0, 0
-        inflate = zlib.decompressobj(-15) if e.method == 8 else None
-        while True:
-            if inflate is not None and inflate.unconsumed_tail:
-                buf = inflate.unconsumed_tail
-            elif left:
-                buf = src.read(min(left, IN_CHUNK if inflate is not None else chunk))
-                if not buf:
-                    raise self._fail("truncated at byte %s, %s bytes before its end"
-                                     % (thousands(src.pos), thousands(left)))
-                left -= len(buf)
-            else:
-                buf = b""
-            if inflate is None:
-                out = buf
-            else:
-                try:
-                    out = inflate.decompress(buf, chunk)
-                except zlib.error as ex:
-                    raise self._fail("its deflate data is corrupt (%s)" % ex) from None
-            if out:
-                out_total += len(out)
-                if out_total > e.size:
-                    raise self._fail("it inflates to more than the %s bytes the central directory "
-                                     "says (a zip bomb, or damage); refused" % thousands(e.size))
-                crc = zlib.crc32(out, crc)
-                yield out
-            if inflate is None:
-                if not left:
-                    break
-            elif inflate.eof:
-                if left or inflate.unused_data:
-                    raise self._fail("its deflate data ends %s bytes before its compressed size"
-                                     % thousands(left + len(inflate.unused_data)))
-                break
-            elif not buf and not out:
-                raise self._fail("its deflate data stops before its end (after %s of %s bytes)"
-                                 % (thousands(out_total), thousands(e.size)))
-        if out_total != e.size:
-            raise self._fail("%s bytes, the central directory says %s"
-                             % (thousands(out_total), thousands(e.size)))
-        if crc != e.crc:
-            raise self._fail("CRC-32 mismatch (%08x, the central directory says %08x)" % (crc, e.crc))
+        e = self.entry
+        self.src.skip_to(self.data_offset)
+        yield from member_data(self.src, e.method, e.csize, e.size, e.crc, self._fail, chunk)
 
     def read_all(self, limit: int) -> bytes:
         """Its whole data (checked), for a small member of at most `limit` bytes."""

@@ -13,6 +13,8 @@ pipeline fed from any source must give the tree of the image-net.org route, byte
                                 (shape "inline") or inside imagenet_object_localization_patched
                                 2019.tar.gz (shape "nested"), with the LOC_* files at its top;
                                 stored and deflated members, Zip64 on demand
+    hub_root, kaggle_root       ROOT/downloads/SOURCE/ with those files and the record source.json,
+                                as 00_download.sh --source leaves them (docs/sources.md)
     write_zip(items)            a zip written byte by byte (Zip64 records everywhere on demand,
                                 data descriptors, Unix attributes), with the offset of every
                                 record, for tests that break one on purpose
@@ -27,7 +29,9 @@ import argparse
 import gzip
 import hashlib
 import io
+import json
 import random
+import shutil
 import struct
 import sys
 import tarfile
@@ -310,6 +314,45 @@ def make_kaggle_zip(rel: Release, out: Path, shape: str = "inline", force_zip64:
                 f.write(data)
     return KaggleZip(_described(name, path, "all"), shape, [n for n, _ in members],
                      [n for n, _ in tree])
+
+
+# ----------------------------------------------------------------------------- ROOT as 00 leaves it
+
+def hub_record(layout: HubLayout, revision: str = "b" * 40, asked: str = "main",
+               hashes_from: str = "the Hub's API", verified=lambda f: True) -> dict:
+    """source.json as 00_download.sh --source hf writes it."""
+    return {"source": "hf", "repo": "ILSVRC/imagenet-1k", "revision": revision, "asked": asked,
+            "layout": "tar" if layout.layout == "tar.gz" else "parquet", "hashes_from": hashes_from,
+            "files": [{"path": f.path, "split": f.split, "size": f.size, "sha256": f.sha256,
+                       "verified": verified(f)} for f in layout.files]}
+
+
+def hub_root(tmp_path: Path, layout: HubLayout, name: str = "root", **kw) -> Path:
+    """ROOT with the Hub's files in ROOT/downloads/hf/ (copies: tests damage them) and the record."""
+    root = tmp_path / name
+    hf = root / "downloads" / "hf"
+    for f in layout.files:
+        (hf / f.path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f.local, hf / f.path)
+    shutil.copyfile(layout.classes_py, hf / "classes.py")
+    write_record(root, "hf", hub_record(layout, **kw))
+    return root
+
+
+def kaggle_root(tmp_path: Path, z: KaggleZip, name: str = "root",
+                verified: bool = True) -> Path:
+    """ROOT with the Kaggle zip in ROOT/downloads/kaggle/ (a copy) and the record."""
+    root = tmp_path / name
+    (root / "downloads" / "kaggle").mkdir(parents=True)
+    shutil.copyfile(z.file.local, root / "downloads" / "kaggle" / KAGGLE_ZIP)
+    write_record(root, "kaggle", {"source": "kaggle", "competition": KAGGLE_ZIP[:-4],
+                                  "files": [{"path": KAGGLE_ZIP, "split": "all", "size": z.file.size,
+                                             "sha256": None, "verified": verified}]})
+    return root
+
+
+def write_record(root: Path, source: str, doc: dict) -> None:
+    (root / "downloads" / source / "source.json").write_text(json.dumps(doc, indent=1))
 
 
 # ----------------------------------------------------------------------------- zips by hand

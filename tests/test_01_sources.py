@@ -27,6 +27,7 @@ import pytest
 
 import minirelease
 import sourcerelease
+from sourcerelease import hub_record, hub_root, kaggle_root, write_record
 from conftest import REPO, assert_usage_error, run
 from imagenet_prep import facts, sources
 from imagenet_prep.console import PrepError
@@ -62,42 +63,6 @@ def leftovers(root: Path) -> list[str]:
     """Temporary names and source state that a finished run must not leave."""
     return sorted(str(p.relative_to(root)) for p in root.rglob("*")
                   if ".tmp-" in p.name or p.name.startswith("source-") and not p.name.endswith(".lock"))
-
-
-def hub_record(layout: sourcerelease.HubLayout, revision: str = "b" * 40, asked: str = "main",
-               hashes_from: str = "the Hub's API", verified=lambda f: True) -> dict:
-    """source.json as 00_download.sh --source hf writes it."""
-    return {"source": "hf", "repo": "ILSVRC/imagenet-1k", "revision": revision, "asked": asked,
-            "layout": "tar" if layout.layout == "tar.gz" else "parquet", "hashes_from": hashes_from,
-            "files": [{"path": f.path, "split": f.split, "size": f.size, "sha256": f.sha256,
-                       "verified": verified(f)} for f in layout.files]}
-
-
-def hub_root(tmp_path: Path, layout: sourcerelease.HubLayout, name: str = "root", **kw) -> Path:
-    """ROOT with the Hub's files in ROOT/downloads/hf/ (copies: tests damage them) and the record."""
-    root = tmp_path / name
-    hf = root / "downloads" / "hf"
-    for f in layout.files:
-        (hf / f.path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(f.local, hf / f.path)
-    shutil.copyfile(layout.classes_py, hf / "classes.py")
-    write_record(root, "hf", hub_record(layout, **kw))
-    return root
-
-
-def kaggle_root(tmp_path: Path, z: sourcerelease.KaggleZip, name: str = "root",
-                verified: bool = True) -> Path:
-    root = tmp_path / name
-    (root / "downloads" / "kaggle").mkdir(parents=True)
-    shutil.copyfile(z.file.local, root / "downloads" / "kaggle" / ZIP)
-    write_record(root, "kaggle", {"source": "kaggle", "competition": sourcerelease.KAGGLE_ZIP[:-4],
-                                  "files": [{"path": ZIP, "split": "all", "size": z.file.size,
-                                             "sha256": None, "verified": verified}]})
-    return root
-
-
-def write_record(root: Path, source: str, doc: dict) -> None:
-    (root / "downloads" / source / "source.json").write_text(json.dumps(doc, indent=1))
 
 
 def flip(path: Path, at: int) -> None:

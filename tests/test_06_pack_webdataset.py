@@ -1,6 +1,7 @@
 """06_pack_webdataset.py: shards that the webdataset library reads back to the release's images,
-labels and sizes; timm's _info.json; the same bytes for a seed from the archives or the tree;
-killed and rerun; hostile archives, a changed tree, a missing class list; image sizes from headers."""
+labels and sizes; timm's _info.json; the same bytes for a seed from the archives, the tree or the
+Hugging Face and Kaggle files (--source); killed and rerun; hostile archives, a changed tree,
+damaged or unverified source files, a missing class list; image sizes from headers."""
 from __future__ import annotations
 
 import contextlib
@@ -21,7 +22,9 @@ import pytest
 from PIL import Image
 
 import minirelease
+import sourcerelease
 from conftest import assert_usage_error, run, script
+from sourcerelease import hub_root, kaggle_root
 
 wds = pytest.importorskip("webdataset")
 
@@ -107,13 +110,23 @@ def big(tmp_path_factory) -> minirelease.Release:
                                     val_per_class=1, test=2, kib=200.0, seed=6)
 
 
+@pytest.fixture(scope="module")
+def big_ref(tmp_path_factory, big) -> Path:
+    """ROOT with big's train written uninterrupted into 12 shards: the bytes every run must give."""
+    ref = make_root(tmp_path_factory.mktemp("bigref"), big, ["train"], "ref")
+    r = pack(ref, "--shards", "12", "--jobs", "2", "train")
+    assert r.returncode == 0, r.stderr
+    return ref
+
+
 # ----------------------------------------------------------------------------- command line
 
 def test_help_lists_options_and_defaults():
     r = run([sys.executable, WDS, "--help"])
     assert r.returncode == 0
     for text in ("--root DIR", "--from-tree", "--shards N", "--seed S", "--jobs N",
-                 "IMAGENET_ROOT", "imagenet1k-train-{0000..1023}.tar", "wds/imagenet-1k"):
+                 "IMAGENET_ROOT", "imagenet1k-train-{0000..1023}.tar", "wds/imagenet-1k",
+                 "--source hf|kaggle", "ROOT/downloads/hf/", "read\n                 twice"):
         assert text in r.stdout, text
 
 
@@ -124,6 +137,8 @@ def test_help_lists_options_and_defaults():
     (["--shards", "1e3", "train"], "--shards wants a whole number"),
     (["--seed", "-1", "train"], "--seed wants a whole number"),
     (["--jobs", "0", "train"], "--jobs wants a number from 1 to 1024"),
+    (["--source", "s3", "train"], "argument --source: invalid choice: 's3'"),
+    (["--source", "hf", "--from-tree", "train"], "--source and --from-tree do not go together"),
 ])
 def test_usage_errors_exit_2(tmp_path, args, message):
     assert_usage_error(pack(tmp_path, *args), "06_pack_webdataset.py", message)
@@ -234,15 +249,12 @@ def recorded(root: Path) -> int:
         return 0
 
 
-def test_sigkill_at_random_moments_then_rerun_gives_the_same_bytes(tmp_path, big):
+def test_sigkill_at_random_moments_then_rerun_gives_the_same_bytes(tmp_path, big, big_ref):
     """Killed anywhere (the whole job, or the main process alone: while indexing, in the middle
     of a shard, between two), a rerun writes only what is missing and the shards are
     byte-identical to an uninterrupted run; _info.json lists the split only once every shard is
     complete."""
-    ref = make_root(tmp_path, big, ["train"], "ref")
-    r = pack(ref, "--shards", "12", "--jobs", "2", "train")
-    assert r.returncode == 0, r.stderr
-    want = contents(ref)
+    want = contents(big_ref)
     root = make_root(tmp_path, big, ["train"])
     rng, kills, kept = random.Random(4), 0, 0
     for attempt in range(10):
@@ -525,3 +537,210 @@ def test_image_size_from_headers_equals_pillows_in_any_pieces(mode, fmt, kw):
         for at in range(0, len(data), step):
             scan.feed(data[at:at + step])
         assert scan.end() == info
+
+
+# ----------------------------------------------------------------------------- other sources
+
+PART = ".imagenet1k-train-%02d.tar.part"
+
+
+@pytest.fixture(scope="module")
+def layouts(release, tmp_path_factory) -> dict:
+    """Every layout of the Hugging Face and Kaggle sources, made from the unit release's very
+    image bytes (tests/sourcerelease.py)."""
+    base = tmp_path_factory.mktemp("sources")
+    imgs = sourcerelease.release_images(release)
+    return {"kaggle inline": sourcerelease.make_kaggle_zip(release, base / "k", images=imgs),
+            "kaggle inline zip64": sourcerelease.make_kaggle_zip(release, base / "k64",
+                                                                 force_zip64=True, stored_every=3,
+                                                                 images=imgs),
+            "kaggle nested": sourcerelease.make_kaggle_zip(release, base / "kn", "nested",
+                                                           images=imgs),
+            "hf parquet": sourcerelease.make_hf_parquet(release, base / "p", images=imgs),
+            "hf tar.gz": sourcerelease.make_hf_targz(release, base / "t", prefix="split",
+                                                     images=imgs)}
+
+
+def source_root(tmp_path: Path, meta_from: Path, made, name: str = "root", **kw) -> Path:
+    """ROOT as 00_download.sh --source leaves it (the files, source.json), with 02's class list
+    copied from `meta_from`; no devkit: the val labels are the source's own."""
+    hub = isinstance(made, sourcerelease.HubLayout)
+    root = (hub_root if hub else kaggle_root)(tmp_path, made, name, **kw)
+    (root / "meta").mkdir()
+    shutil.copy(meta_from / "meta" / "synsets.csv", root / "meta")
+    return root
+
+
+def parts(root: Path) -> list[str]:
+    return sorted(p.name for p in (root / OUT).glob(".*.part")) if (root / OUT).exists() else []
+
+
+@pytest.mark.parametrize("layout", ["kaggle inline", "kaggle inline zip64", "kaggle nested",
+                                    "hf parquet", "hf tar.gz"])
+def test_every_source_gives_the_bytes_of_the_archives(tmp_path, built, layouts, layout):
+    """The Kaggle zip inline (stored and deflated members, read where they lie; Zip64 records
+    forced), the older zip's nested tar.gz, the Hub's Parquet and tar.gz files (read twice from
+    their start): the very shards and _info.json the image-net.org archives give (and so
+    --from-tree: test_same_seed_same_bytes_...), without a devkit: the val labels are
+    Kaggle's LOC_val_solution.csv (kept in ROOT/kaggle/ for 03, as 01 keeps it), or the classes
+    the Hub's names carry."""
+    source = layout.split()[0]
+    made = layouts[layout]
+    root = source_root(tmp_path, built, made)
+    for split, n in (("train", "4"), ("val", "3")):
+        r = pack(root, "--source", source, "--shards", n, split)
+        assert r.returncode == 0, r.stderr
+        assert "Traceback" not in r.stderr
+    assert contents(root) == contents(built)
+    assert parts(root) == [] and leftovers(root) == []
+    if source == "hf":
+        assert (root / "hf" / "classes.py").read_bytes() == made.classes_py.read_bytes()
+        assert "val: no validation labels in %s (no devkit): the classes the source's names " \
+               "carry are taken" % root in r.stderr, r.stderr
+        assert "each reading its files from their start again" in r.stderr
+    else:
+        assert sorted(p.name for p in (root / "kaggle").iterdir()) == [
+            "LOC_sample_submission.csv", "LOC_synset_mapping.txt", "LOC_train_solution.csv",
+            "LOC_val_solution.csv"]
+        assert "Kaggle publishes no checksum for it" in r.stderr
+    assert "official counts not checked" in r.stderr      # a miniature: not the official copy
+    r = pack(root, "--source", source, "--shards", "4", "train")
+    assert r.returncode == 0 and "train: already done (4 shards" in r.stderr, r.stderr
+
+
+def test_without_a_class_list_the_sources_own_is_kept_for_02(tmp_path, layouts, release):
+    """The Kaggle zip holds the class list 02 needs: a first run keeps it (as 01 does) and says
+    so when meta/synsets.csv is missing."""
+    root = kaggle_root(tmp_path, layouts["kaggle inline"])
+    r = pack(root, "--source", "kaggle", "--shards", "2", "train")
+    kept = root / "kaggle" / "LOC_synset_mapping.txt"
+    refused(root, r, "meta/synsets.csv not found: run 02_convert_meta_clsloc.py first (or pass "
+                     "--meta CSV): 02 finds the source's class list in %s, kept there by this run"
+                     % kept)
+    assert kept.read_text() == minirelease.kaggle_synset_mapping(release)
+
+
+def test_the_hub_val_names_must_agree_with_the_labels(tmp_path, built, layouts, release):
+    """The class a Hub val name carries is checked against the labels 03 would read (here
+    --labels, one WNID per line): one that differs is named, nothing is written."""
+    root = source_root(tmp_path, built, layouts["hf parquet"])
+    names = sorted(release.val)
+    wnids = [release.val[n] for n in names]
+    other = next(w for w in release.wnids_sorted if w != wnids[0])
+    labels = tmp_path / "labels.txt"
+    labels.write_text("".join(w + "\n" for w in [other] + wnids[1:]))
+    r = pack(root, "--source", "hf", "--shards", "3", "--labels", labels, "val")
+    refused(root, r, "val: 1 images are given another class by the labels than their names in the "
+                     "source carry (%s: %s, %s)" % (names[0], other, wnids[0]), "--labels FILE")
+
+
+def deflated_member(z: sourcerelease.KaggleZip) -> tuple[str, int]:
+    """A deflated train image of the zip and a byte of its compressed data that, flipped, still
+    inflates, to other bytes: only the CRC-32 can tell."""
+    import zipfile
+    import zlib
+    with zipfile.ZipFile(z.file.local) as zf:
+        for info in zf.infolist():
+            if info.compress_type != zipfile.ZIP_DEFLATED or \
+                    not info.filename.startswith("ILSVRC/Data/CLS-LOC/train/"):
+                continue
+            raw = z.file.local.read_bytes()
+            start = info.header_offset + 30 + len(info.filename.encode()) + \
+                int.from_bytes(raw[info.header_offset + 28:info.header_offset + 30], "little")
+            data = raw[start:start + info.compress_size]
+            for at in range(len(data) // 2, len(data)):
+                bad = bytearray(data)
+                bad[at] ^= 0x01
+                try:
+                    out = zlib.decompress(bytes(bad), -15)
+                except zlib.error:
+                    continue
+                if len(out) == info.file_size and zlib.crc32(out) != info.CRC:
+                    return info.filename, start + at
+    raise AssertionError("no deflated member with such a byte")
+
+
+def test_a_flipped_byte_in_a_deflated_member_is_named_by_its_crc(tmp_path, built, layouts):
+    z = layouts["kaggle inline"]
+    name, at = deflated_member(z)
+    root = source_root(tmp_path, built, z)
+    zip_path = root / "downloads" / "kaggle" / sourcerelease.KAGGLE_ZIP
+    data = bytearray(zip_path.read_bytes())
+    data[at] ^= 0x01
+    zip_path.write_bytes(bytes(data))
+    r = pack(root, "--source", "kaggle", "--shards", "1", "train")
+    refused(root, r, "imagenet1k-train-00.tar: imagenet-object-localization-challenge.zip: member "
+                     "%s: CRC-32 mismatch (" % name,
+            "the download is incomplete or damaged: download it again (delete %s and run "
+            "00_download.sh --source kaggle train: it downloads the zip again)" % zip_path)
+    assert zip_path.read_bytes() == bytes(data)
+
+
+@pytest.mark.parametrize("how", ["kaggle unverified", "hf unverified", "hf short"])
+def test_a_file_00_has_not_verified_is_refused(tmp_path, built, layouts, how):
+    if how == "kaggle unverified":
+        root = source_root(tmp_path, built, layouts["kaggle inline"], verified=False)
+        words = ["imagenet-object-localization-challenge.zip is not verified yet (00_download.sh "
+                 "has not finished it); run 00_download.sh --source kaggle train"]
+    elif how == "hf unverified":
+        root = source_root(tmp_path, built, layouts["hf tar.gz"],
+                           verified=lambda f: f.path != "data/train_images_1.tar.gz")
+        words = ["train: data/train_images_1.tar.gz is not verified yet (00_download.sh has not "
+                 "finished it); run 00_download.sh --source hf train"]
+    else:
+        root = source_root(tmp_path, built, layouts["hf parquet"])
+        f = root / "downloads" / "hf" / "data" / "train-00001-of-00003.parquet"
+        size = f.stat().st_size
+        os.truncate(f, size - 1)
+        words = ["%s is %s bytes, source.json says %s" % (f, format(size - 1, ","),
+                                                           format(size, ","))]
+    r = pack(root, "--source", how.split()[0], "--shards", "2", "train")
+    refused(root, r, *words)
+
+
+def test_a_damaged_hub_file_is_named_before_any_shard_is_written(tmp_path, built, layouts):
+    root = source_root(tmp_path, built, layouts["hf tar.gz"])
+    f = root / "downloads" / "hf" / "data" / "train_images_1.tar.gz"
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    f.write_bytes(bytes(data))
+    r = pack(root, "--source", "hf", "--shards", "2", "train")
+    refused(root, r, "data/train_images_1.tar.gz: SHA-256 mismatch", "the file is damaged",
+            "delete it (rm %s) and run 00_download.sh --source hf train: it downloads the file "
+            "again; no shard was written" % f)
+
+
+def test_killed_while_the_files_are_read_again_a_rerun_goes_on_with_the_same_bytes(tmp_path, big,
+                                                                                  big_ref):
+    """The Hub's files are read twice: killed (SIGKILL) once some of them have been written into
+    the shards' part files, a rerun reads only the others and the shards are those of the
+    archive; until then no shard is under its name."""
+    ref = big_ref
+    made = sourcerelease.make_hf_parquet(big, tmp_path / "pq", {"train": 6, "validation": 1,
+                                                               "test": 1}, row_group=8)
+    root = source_root(tmp_path, ref, made)
+    state, done = root / OUT / ".imagenet1k-train.json", []
+    proc = subprocess.Popen([sys.executable, str(WDS), "--root", str(root), "--source", "hf",
+                             "--shards", "12", "--jobs", "1", "train"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=clean_env(), start_new_session=True)
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and not done and time.monotonic() < deadline:
+        try:
+            done = json.loads(state.read_text())["streams"]["done"]
+        except (OSError, ValueError, KeyError):
+            time.sleep(0.005)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before it could be killed")
+    done = json.loads(state.read_text())["streams"]["done"]     # as the kill left it
+    assert 0 < len(done) < 6, done
+    assert parts(root) == [PART % k for k in range(12)]
+    assert not [n for n in contents(root) if n.startswith("imagenet1k-")]
+    r = pack(root, "--source", "hf", "--shards", "12", "--jobs", "2", "train")
+    assert r.returncode == 0, r.stderr
+    assert "train: resuming: %d of 6 files were written into the shards by an earlier run" \
+        % len(done) in r.stderr, r.stderr
+    assert contents(root) == contents(ref)
+    assert parts(root) == [] and leftovers(root) == []
