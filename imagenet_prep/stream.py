@@ -50,15 +50,17 @@ from . import md5state
 from .console import DISK_FULL, PrepError, disk_full_text, human, log, preflight, some, thousands
 from .extract import CHUNK, Config, done_marker, resolve_final
 from .facts import WNID_RE
-from .files import (Lock, clear_temps, open_dir, read_regular, remove_tree, temp_name, temp_of,
-                    try_flock, write_json)
+from .files import (Lock, NotRegular, clear_temps, open_dir, open_regular, read_regular, remove_tree,
+                    temp_name, temp_of, try_flock, write_json)
 from .progress import Progress
 from .tarstream import BLOCK, Member, Source, iter_tar, read_data, sniff
 from .train import (FLAT_NAME, RE_OUTER, ClassTar, ClassWriter, check_class_folders,
-                    clear_split_leftovers, finish_train, refused_text, train_done, write_class)
+                    clear_split_leftovers, finish_train, foreign_reason, read_record, refused_text,
+                    train_done, write_class)
 from .transport import (FileChanged, LocalReader, Policy, Prefetcher, RangeReader, Validator,
                         spool)
 from .urls import Link
+from .verify import read_all
 
 WINDOW = 64 << 20                     # bytes per spool window (--connections)
 IN_FLIGHT = 64                        # --in-flight default: MiB of files read but not yet written
@@ -752,10 +754,13 @@ class TrainStream:
             self.bar.update(src.pos, "%s, %s" % (done, eta(self.bar, src.pos, self.cp.total, start)))
 
     def one_class(self, src: Source, tar: ClassTar, ledger: Ledger, writers: Writers) -> None:
-        if os.path.isdir(os.path.join(self.train_dir, tar.wnid)):
+        on_disk = os.path.isdir(os.path.join(self.train_dir, tar.wnid))
+        if on_disk:
             check_class_folders(self.train_dir, self.records, [tar.wnid])   # foreign: says so
         label = "%s: %s.tar" % (self.link.name, tar.wnid)
-        out = ClassWriter(tar, self.train_dir, self.records, label, self.cfg.manifest)
+        # a class on disk is compared with the bytes read now by content: hashed also without a
+        # manifest (names and sizes alone would keep an image damaged in transit)
+        out = ClassWriter(tar, self.train_dir, self.records, label, self.cfg.manifest or on_disk)
         with self.lock:
             self.active.add(out)
         job = ClassJob(out, functools.partial(self.finished, out, ledger.open(), ledger))
@@ -771,6 +776,8 @@ class TrainStream:
 
     def finished(self, out: ClassWriter, unit: list, ledger: Ledger) -> None:
         """The last file of the class is written: record it and give it its name."""
+        if out.digest and os.path.isdir(out.final):
+            hash_record(self.records, out.final, out.tar.wnid)
         rec = out.finish(replace=True)
         with self.lock:
             self.active.discard(out)
@@ -798,6 +805,31 @@ class TrainStream:
             log.info("train: %d classes written before were compared with the bytes read now: %d "
                      "the same (kept), %d different (replaced)", c["same"] + c["replaced"],
                      c["same"], c["replaced"])
+
+
+def hash_record(records: str, final: str, wnid: str) -> None:
+    """A class on disk whose record holds no SHA-256 (written with --no-manifest) can be compared
+    with the bytes read now only by its files' contents: its record gets the SHA-256 of each file
+    as it is on disk (a regular file of its recorded size). Where that cannot be, the record is left
+    as it is: not proven, the class is replaced by the bytes read now."""
+    rec = read_record(records, wnid)
+    if rec is None or not rec.get("files") or all(f[2] for f in rec["files"]) \
+            or foreign_reason(final, rec, sizes=True):
+        return
+    files = []
+    for name, size, _ in rec["files"]:
+        try:
+            fd = open_regular(os.path.join(final, name))
+        except (OSError, NotRegular):
+            return
+        try:
+            data = read_all(fd)
+        finally:
+            os.close(fd)
+        if len(data) != size:
+            return
+        files.append([name, size, hashlib.sha256(data).hexdigest()])
+    write_json(os.path.join(records, wnid + ".json"), dict(rec, files=files), sync=False)
 
 
 class ClassJob:

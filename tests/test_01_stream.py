@@ -716,3 +716,43 @@ def test_a_small_in_flight_bound_and_one_writer_give_the_same_tree(tmp_path, rel
                "--jobs", "1", "train", "val", "test")
     assert r.returncode == 0, r.stderr
     check_tree(root, rel)
+
+
+# ----------------------------------------------------------------------------- review 2
+
+def test_without_a_manifest_a_damaged_class_is_compared_by_its_bytes(tmp_path, rel, server):
+    """--no-manifest: the records hold no SHA-256. After a wrong MD5 the re-read must still
+    prove each class on disk by its bytes: a late image damaged in transit (same size) was
+    kept as 'the same' by its names and sizes, and train marked done with it."""
+    archive = rel.archives["train"]
+    root = tmp_path / "root"
+    urls = urls_file(tmp_path, rel, "http://127.0.0.1:%d" % server.port, ("train",))
+    server.set_faults(flip_at=byte_of_class(archive, 35))
+    r = stream(root, urls, "--no-manifest", "train")
+    assert r.returncode == 1 and "but MD5_train in %s says" % urls in r.stderr, r.stderr
+    server.set_faults()
+    r = stream(root, urls, "--no-manifest", "train")
+    assert r.returncode == 0, r.stderr
+    assert files(root / "train") == expected_train(archive)
+    assert "40 classes written before were compared with the bytes read now: 39 the same (kept), " \
+        "1 different (replaced)" in r.stderr, r.stderr
+
+
+def test_classes_written_without_a_manifest_are_proven_by_content_by_a_run_with_one(tmp_path, rel,
+                                                                                    server):
+    """A stream stopped with --no-manifest, resumed without it: the classes on disk after the
+    checkpoint hold no hashes in their records; they are compared by their files' contents
+    (the same: kept), not replaced as 'different' for want of a hash."""
+    root = tmp_path / "root"
+    urls = urls_file(tmp_path, rel, "http://127.0.0.1:%d" % server.port, ("train",))
+    server.set_faults(rate=300_000)
+    proc = start(root, urls, "--no-manifest", "train")
+    kill_when(proc, lambda: (saved(root, "train") or {}).get("offset", 0) > 0
+              and sum(1 for p in (root / "train").iterdir() if not p.name.startswith(".")) >
+              len(saved(root, "train")["extra"]["classes"]) + 1, "classes past the checkpoint")
+    server.set_faults()
+    r = stream(root, urls, "train")
+    assert r.returncode == 0, r.stderr
+    assert files(root / "train") == expected_train(rel.archives["train"])
+    assert re.search(r"(\d+) classes written before were compared with the bytes read now: \1 the "
+                     r"same \(kept\), 0 different", r.stderr), r.stderr
