@@ -109,9 +109,9 @@ class Checkpoint:
             return False
         try:
             self._take(json.loads(text))
-        except (ValueError, TypeError, AttributeError, KeyError, IndexError) as e:
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError, RecursionError) as e:
             log.info("%s: ignoring %s (%s); reading the archive from its start", self.link.split,
-                     self.path, e)
+                     self.path, "nested too deep" if isinstance(e, RecursionError) else e)
             self.restart()
             return False
         return True

@@ -756,3 +756,13 @@ def test_classes_written_without_a_manifest_are_proven_by_content_by_a_run_with_
     assert files(root / "train") == expected_train(rel.archives["train"])
     assert re.search(r"(\d+) classes written before were compared with the bytes read now: \1 the "
                      r"same \(kept\), 0 different", r.stderr), r.stderr
+
+
+def test_a_checkpoint_nested_too_deep_is_ignored_with_a_note(tmp_path, rel):
+    root = tmp_path / "root"
+    (root / ".01_unzip").mkdir(parents=True)
+    (root / ".01_unzip" / "stream-val.json").write_text("[" * 100_000)
+    r = stream(root, urls_file(tmp_path, rel, "file://" + str(rel.out), ("val",)), "val")
+    assert r.returncode == 0, r.stderr
+    assert "ignoring %s" % (root / ".01_unzip" / "stream-val.json") in r.stderr, r.stderr
+    check_tree(root, rel, ("val",))
