@@ -42,6 +42,7 @@ import json
 import os
 import queue
 import re
+import stat
 import threading
 import time
 from typing import Callable, Optional
@@ -50,8 +51,8 @@ from . import md5state
 from .console import DISK_FULL, PrepError, disk_full_text, human, log, preflight, some, thousands
 from .extract import CHUNK, Config, done_marker, resolve_final
 from .facts import WNID_RE
-from .files import (Lock, NotRegular, clear_temps, open_dir, open_regular, read_regular, remove_tree,
-                    temp_name, temp_of, try_flock, write_json)
+from .files import (Lock, NotRegular, clear_temps, kind_of, open_dir, open_regular, read_regular,
+                    remove_tree, temp_name, temp_of, try_flock, write_json)
 from .progress import Progress
 from .tarstream import BLOCK, Member, Source, iter_tar, read_data, sniff
 from .train import (FLAT_NAME, RE_OUTER, ClassTar, ClassWriter, check_class_folders,
@@ -205,9 +206,15 @@ def open_bytes(cfg: Config, link: Link, cp: Checkpoint, policy: Policy, connecti
     in ROOT/.01_unzip/spool/ (at most 2N at once), read back in order and deleted."""
     remote = link.remote()
     if remote.local is not None:
-        if not os.path.isfile(remote.local):
-            raise PrepError("%s: the link in %s is a local file that does not exist" % (link.split,
-                                                                                       link.urls_from))
+        try:
+            mode = os.stat(remote.local).st_mode
+        except FileNotFoundError:
+            raise PrepError("%s: the link in %s is a local file that does not exist"
+                            % (link.split, link.urls_from)) from None
+        if not stat.S_ISREG(mode):
+            raise PrepError("%s: the link in %s is a local file that is not a regular file (%s), so it "
+                            "was not read: point it at the archive itself" % (link.split, link.urls_from,
+                                                                              kind_of(mode)))
         size = os.path.getsize(remote.local)
         if cp.total is not None and size != cp.total:
             raise PrepError("%s: %s is %s bytes, it should be %s (%s)" % (

@@ -766,3 +766,20 @@ def test_a_checkpoint_nested_too_deep_is_ignored_with_a_note(tmp_path, rel):
     assert r.returncode == 0, r.stderr
     assert "ignoring %s" % (root / ".01_unzip" / "stream-val.json") in r.stderr, r.stderr
     check_tree(root, rel, ("val",))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_a_local_link_to_something_else_than_a_file_is_said_so(tmp_path, rel, kind):
+    served = tmp_path / "served"
+    served.mkdir()
+    path = served / rel.archives["val"].name
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    root = tmp_path / "root"
+    r = stream(root, urls_file(tmp_path, rel, "file://" + str(served), ("val",)), "val", timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert "is not a regular file (%s)" % ("a FIFO" if kind == "fifo" else "a character device") \
+        in r.stderr, r.stderr
+    assert "does not exist" not in r.stderr
