@@ -59,7 +59,7 @@ from .train import (FLAT_NAME, RE_OUTER, ClassTar, ClassWriter, check_class_fold
                     clear_split_leftovers, finish_train, foreign_reason, read_record, refused_text,
                     train_done, write_class)
 from .transport import (FileChanged, LocalReader, Policy, Prefetcher, RangeReader, Validator,
-                        spool)
+                        Windows, spool)
 from .urls import Link
 from .verify import read_all
 
@@ -671,6 +671,17 @@ def open_checked(cfg: Config, link: Link, cp: Checkpoint, policy: Policy,
     return open_bytes(cfg, link, cp, policy, connections), b""
 
 
+def room(cfg: Config, tree: str, raw, connections: int, cp: Checkpoint, what: str) -> None:
+    """The disk preflight: room in `tree` for what is left to write and, over --connections N,
+    in ROOT/.01_unzip for the spool (at most 2N windows, and never more than what is left)."""
+    left = cp.total - cp.offset
+    spooled = min(2 * connections * WINDOW, left) if isinstance(raw, Windows) else 0
+    if spooled and os.stat(tree).st_dev != os.stat(cfg.state).st_dev:
+        preflight(cfg.state, spooled, what)
+        spooled = 0
+    preflight(tree, left + spooled, what)
+
+
 def reread_note(split: str) -> str:
     if split == "train":
         return ("every class already on disk is written again from the bytes read and compared "
@@ -989,8 +1000,7 @@ def train_run(cfg: Config, link: Link, cp: Checkpoint, policy: Policy, connectio
         log.info("train: reading the archive from byte 0: %s", reread_note("train"))
     raw, head = open_checked(cfg, link, cp, policy, connections)
     try:
-        preflight(cfg.root, cp.total - cp.offset + (2 * connections * WINDOW if connections > 1
-                                                     else 0), "train")
+        room(cfg, os.path.join(cfg.root, "train"), raw, connections, cp, "train")
         bar = Progress("train", cp.total, "B")
         run = TrainStream(cfg, link, cp, bar)
         try:
@@ -1035,7 +1045,7 @@ def stream_flat(cfg: Config, split: str, link: Link, policy: Policy, connections
                     if not try_flock(folder):
                         raise PrepError("%s: another run is writing %s" % (split, partial))
                     out = resume_flat(FlatWriter(split, folder, link.name, cfg.manifest), cp, partial)
-                    preflight(os.path.dirname(final), cp.total - cp.offset, split)
+                    room(cfg, os.path.dirname(final), raw, connections, cp, split)
                     stream_members(cfg, link, raw, head, cp, out, partial, in_flight)
             finally:
                 raw.close()
