@@ -671,11 +671,16 @@ def open_checked(cfg: Config, link: Link, cp: Checkpoint, policy: Policy,
     return open_bytes(cfg, link, cp, policy, connections), b""
 
 
-def room(cfg: Config, tree: str, raw, connections: int, cp: Checkpoint, what: str) -> None:
+def room(cfg: Config, tree: str, raw, connections: int, cp: Checkpoint, what: str,
+         rewritten: tuple[int, int] = (0, 0)) -> None:
     """The disk preflight: room in `tree` for what is left to write and, over --connections N,
-    in ROOT/.01_unzip for the spool (at most 2N windows, and never more than what is left)."""
+    in ROOT/.01_unzip for the spool (at most 2N windows, and never more than what is left).
+    `rewritten`: the bytes of the tree on disk that the stream writes again (compared, then kept
+    or replaced: they need no more room) and the room their copies take at once."""
     left = cp.total - cp.offset
     spooled = min(2 * connections * WINDOW, left) if isinstance(raw, Windows) else 0
+    on_disk, at_once = rewritten
+    left = max(left - on_disk, 0) + min(on_disk, at_once)
     if spooled and os.stat(tree).st_dev != os.stat(cfg.state).st_dev:
         preflight(cfg.state, spooled, what)
         spooled = 0
@@ -1000,7 +1005,8 @@ def train_run(cfg: Config, link: Link, cp: Checkpoint, policy: Policy, connectio
         log.info("train: reading the archive from byte 0: %s", reread_note("train"))
     raw, head = open_checked(cfg, link, cp, policy, connections)
     try:
-        room(cfg, os.path.join(cfg.root, "train"), raw, connections, cp, "train")
+        room(cfg, os.path.join(cfg.root, "train"), raw, connections, cp, "train",
+             reached_again(cfg, cp, in_flight << 20))
         bar = Progress("train", cp.total, "B")
         run = TrainStream(cfg, link, cp, bar)
         try:
@@ -1011,6 +1017,23 @@ def train_run(cfg: Config, link: Link, cp: Checkpoint, policy: Policy, connectio
         raw.close()
     run.summary()
     return run, pos
+
+
+def reached_again(cfg: Config, cp: Checkpoint, in_flight: int) -> tuple[int, int]:
+    """The bytes of the classes on disk that this reading reaches again (all but those the
+    checkpoint counts), and the room their new copies take at once: each is written beside the
+    old one, then one of the two removed; at most the classes with files in the writers' hands,
+    about the in-flight bytes and the two largest classes."""
+    counted = {c[0] for c in cp.extra.get("classes", [])}
+    train_dir, records = os.path.join(cfg.root, "train"), os.path.join(cfg.state, "train")
+    sizes = []
+    for e in os.scandir(train_dir):
+        if WNID_RE.match(e.name) and e.name not in counted and e.is_dir(follow_symlinks=False):
+            rec = read_record(records, e.name)
+            if rec is not None:
+                sizes.append(rec["bytes"])
+    sizes.sort()
+    return sum(sizes), in_flight + sum(sizes[-2:])
 
 
 # ----------------------------------------------------------------------------- val and test

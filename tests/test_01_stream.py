@@ -805,3 +805,22 @@ def test_classes_written_without_a_manifest_are_proven_by_content_by_a_run_with_
     assert files(root / "train") == expected_train(rel.archives["train"])
     assert re.search(r"(\d+) classes written before were compared with the bytes read now: \1 the "
                      r"same \(kept\), 0 different", r.stderr), r.stderr
+
+
+def test_a_reread_from_byte_0_needs_room_for_a_few_classes_not_the_whole_archive(tmp_path, rel,
+                                                                                server):
+    """After a wrong MD5 the tree is on disk and the re-read writes each class again beside it,
+    then keeps one copy: it needs room for the classes in the writers' hands, not for the whole
+    archive again (the preflight refused it on a disk the tree fills, forever)."""
+    archive = rel.archives["train"]
+    urls = urls_file(tmp_path, rel, "http://127.0.0.1:%d" % server.port, ("train",))
+    with small_tmpfs(tmp_path / "small", "size=5500k") as small:
+        server.set_faults(flip_at=byte_of_class(archive, 35))
+        r = stream(small, urls, "--in-flight", "1", "train")
+        assert r.returncode == 1 and "but MD5_train in %s says" % urls in r.stderr, r.stderr
+        assert shutil.disk_usage(small).free < archive.stat().st_size
+        server.set_faults()
+        r = stream(small, urls, "--in-flight", "1", "train")
+        assert r.returncode == 0, r.stderr
+        check_tree(small, rel, ("train",))
+        assert "39 the same (kept), 1 different (replaced)" in r.stderr, r.stderr
