@@ -131,6 +131,9 @@ class Checkpoint:
             raise ValueError("it says no header")
         if doc.get("etag") is not None and not isinstance(doc["etag"], str):
             raise ValueError("its ETag is not text")
+        if self.verify and doc.get("md5") is None:
+            raise ValueError("it was saved by a stream with --no-verify, without the MD5 state this "
+                             "one needs")
         md5 = self._md5(doc.get("md5"), offset) if self.verify else None
         extra = doc.get("extra")
         if not isinstance(extra, dict):

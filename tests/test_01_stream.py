@@ -824,3 +824,18 @@ def test_a_reread_from_byte_0_needs_room_for_a_few_classes_not_the_whole_archive
         assert r.returncode == 0, r.stderr
         check_tree(small, rel, ("train",))
         assert "39 the same (kept), 1 different (replaced)" in r.stderr, r.stderr
+
+
+def test_a_checkpoint_of_a_stream_without_verify_is_said_so_by_one_with_it(tmp_path, rel, server):
+    root = tmp_path / "root"
+    urls = urls_file(tmp_path, rel, "http://127.0.0.1:%d" % server.port, ("train",))
+    server.set_faults(rate=300_000)
+    proc = start(root, urls, "--no-verify", "train")
+    kill_when(proc, lambda: (saved(root, "train") or {}).get("offset", 0) > 0, "first checkpoint")
+    server.set_faults()
+    r = stream(root, urls, "train")
+    assert r.returncode == 0, r.stderr
+    assert "(it was saved by a stream with --no-verify, without the MD5 state this one needs); " \
+        "reading the archive from its start" in r.stderr, r.stderr
+    check_tree(root, rel, ("train",))
+    assert "MD5 %s verified" % rel.md5["train"] in r.stderr
