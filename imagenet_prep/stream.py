@@ -42,6 +42,7 @@ import json
 import os
 import queue
 import re
+import stat
 import threading
 import time
 from typing import Callable, Optional
@@ -50,15 +51,17 @@ from . import md5state
 from .console import DISK_FULL, PrepError, disk_full_text, human, log, preflight, some, thousands
 from .extract import CHUNK, Config, done_marker, resolve_final
 from .facts import WNID_RE
-from .files import (Lock, clear_temps, open_dir, read_regular, remove_tree, temp_name, temp_of,
-                    try_flock, write_json)
+from .files import (Lock, NotRegular, clear_temps, kind_of, open_dir, open_regular, read_regular,
+                    remove_tree, temp_name, temp_of, try_flock, write_json)
 from .progress import Progress
 from .tarstream import BLOCK, Member, Source, iter_tar, read_data, sniff
 from .train import (FLAT_NAME, RE_OUTER, ClassTar, ClassWriter, check_class_folders,
-                    clear_split_leftovers, finish_train, refused_text, train_done, write_class)
+                    clear_split_leftovers, finish_train, foreign_reason, read_record, refused_text,
+                    train_done, write_class)
 from .transport import (FileChanged, LocalReader, Policy, Prefetcher, RangeReader, Validator,
-                        spool)
+                        Windows, spool)
 from .urls import Link
+from .verify import read_all
 
 WINDOW = 64 << 20                     # bytes per spool window (--connections)
 IN_FLIGHT = 64                        # --in-flight default: MiB of files read but not yet written
@@ -107,9 +110,9 @@ class Checkpoint:
             return False
         try:
             self._take(json.loads(text))
-        except (ValueError, TypeError, AttributeError, KeyError, IndexError) as e:
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError, RecursionError) as e:
             log.info("%s: ignoring %s (%s); reading the archive from its start", self.link.split,
-                     self.path, e)
+                     self.path, "nested too deep" if isinstance(e, RecursionError) else e)
             self.restart()
             return False
         return True
@@ -128,6 +131,9 @@ class Checkpoint:
             raise ValueError("it says no header")
         if doc.get("etag") is not None and not isinstance(doc["etag"], str):
             raise ValueError("its ETag is not text")
+        if self.verify and doc.get("md5") is None:
+            raise ValueError("it was saved by a stream with --no-verify, without the MD5 state this "
+                             "one needs")
         md5 = self._md5(doc.get("md5"), offset) if self.verify else None
         extra = doc.get("extra")
         if not isinstance(extra, dict):
@@ -203,9 +209,15 @@ def open_bytes(cfg: Config, link: Link, cp: Checkpoint, policy: Policy, connecti
     in ROOT/.01_unzip/spool/ (at most 2N at once), read back in order and deleted."""
     remote = link.remote()
     if remote.local is not None:
-        if not os.path.isfile(remote.local):
-            raise PrepError("%s: the link in %s is a local file that does not exist" % (link.split,
-                                                                                       link.urls_from))
+        try:
+            mode = os.stat(remote.local).st_mode
+        except FileNotFoundError:
+            raise PrepError("%s: the link in %s is a local file that does not exist"
+                            % (link.split, link.urls_from)) from None
+        if not stat.S_ISREG(mode):
+            raise PrepError("%s: the link in %s is a local file that is not a regular file (%s), so it "
+                            "was not read: point it at the archive itself" % (link.split, link.urls_from,
+                                                                              kind_of(mode)))
         size = os.path.getsize(remote.local)
         if cp.total is not None and size != cp.total:
             raise PrepError("%s: %s is %s bytes, it should be %s (%s)" % (
@@ -662,6 +674,22 @@ def open_checked(cfg: Config, link: Link, cp: Checkpoint, policy: Policy,
     return open_bytes(cfg, link, cp, policy, connections), b""
 
 
+def room(cfg: Config, tree: str, raw, connections: int, cp: Checkpoint, what: str,
+         rewritten: tuple[int, int] = (0, 0)) -> None:
+    """The disk preflight: room in `tree` for what is left to write and, over --connections N,
+    in ROOT/.01_unzip for the spool (at most 2N windows, and never more than what is left).
+    `rewritten`: the bytes of the tree on disk that the stream writes again (compared, then kept
+    or replaced: they need no more room) and the room their copies take at once."""
+    left = cp.total - cp.offset
+    spooled = min(2 * connections * WINDOW, left) if isinstance(raw, Windows) else 0
+    on_disk, at_once = rewritten
+    left = max(left - on_disk, 0) + min(on_disk, at_once)
+    if spooled and os.stat(tree).st_dev != os.stat(cfg.state).st_dev:
+        preflight(cfg.state, spooled, what)
+        spooled = 0
+    preflight(tree, left + spooled, what)
+
+
 def reread_note(split: str) -> str:
     if split == "train":
         return ("every class already on disk is written again from the bytes read and compared "
@@ -752,10 +780,13 @@ class TrainStream:
             self.bar.update(src.pos, "%s, %s" % (done, eta(self.bar, src.pos, self.cp.total, start)))
 
     def one_class(self, src: Source, tar: ClassTar, ledger: Ledger, writers: Writers) -> None:
-        if os.path.isdir(os.path.join(self.train_dir, tar.wnid)):
+        on_disk = os.path.isdir(os.path.join(self.train_dir, tar.wnid))
+        if on_disk:
             check_class_folders(self.train_dir, self.records, [tar.wnid])   # foreign: says so
         label = "%s: %s.tar" % (self.link.name, tar.wnid)
-        out = ClassWriter(tar, self.train_dir, self.records, label, self.cfg.manifest)
+        # a class on disk is compared with the bytes read now by content: hashed also without a
+        # manifest (names and sizes alone would keep an image damaged in transit)
+        out = ClassWriter(tar, self.train_dir, self.records, label, self.cfg.manifest or on_disk)
         with self.lock:
             self.active.add(out)
         job = ClassJob(out, functools.partial(self.finished, out, ledger.open(), ledger))
@@ -771,6 +802,8 @@ class TrainStream:
 
     def finished(self, out: ClassWriter, unit: list, ledger: Ledger) -> None:
         """The last file of the class is written: record it and give it its name."""
+        if out.digest and os.path.isdir(out.final):
+            hash_record(self.records, out.final, out.tar.wnid)
         rec = out.finish(replace=True)
         with self.lock:
             self.active.discard(out)
@@ -798,6 +831,31 @@ class TrainStream:
             log.info("train: %d classes written before were compared with the bytes read now: %d "
                      "the same (kept), %d different (replaced)", c["same"] + c["replaced"],
                      c["same"], c["replaced"])
+
+
+def hash_record(records: str, final: str, wnid: str) -> None:
+    """A class on disk whose record holds no SHA-256 (written with --no-manifest) can be compared
+    with the bytes read now only by its files' contents: its record gets the SHA-256 of each file
+    as it is on disk (a regular file of its recorded size). Where that cannot be, the record is left
+    as it is: not proven, the class is replaced by the bytes read now."""
+    rec = read_record(records, wnid)
+    if rec is None or not rec.get("files") or all(f[2] for f in rec["files"]) \
+            or foreign_reason(final, rec, sizes=True):
+        return
+    files = []
+    for name, size, _ in rec["files"]:
+        try:
+            fd = open_regular(os.path.join(final, name))
+        except (OSError, NotRegular):
+            return
+        try:
+            data = read_all(fd)
+        finally:
+            os.close(fd)
+        if len(data) != size:
+            return
+        files.append([name, size, hashlib.sha256(data).hexdigest()])
+    write_json(os.path.join(records, wnid + ".json"), dict(rec, files=files), sync=False)
 
 
 class ClassJob:
@@ -950,8 +1008,8 @@ def train_run(cfg: Config, link: Link, cp: Checkpoint, policy: Policy, connectio
         log.info("train: reading the archive from byte 0: %s", reread_note("train"))
     raw, head = open_checked(cfg, link, cp, policy, connections)
     try:
-        preflight(cfg.root, cp.total - cp.offset + (2 * connections * WINDOW if connections > 1
-                                                     else 0), "train")
+        room(cfg, os.path.join(cfg.root, "train"), raw, connections, cp, "train",
+             reached_again(cfg, cp, in_flight << 20))
         bar = Progress("train", cp.total, "B")
         run = TrainStream(cfg, link, cp, bar)
         try:
@@ -962,6 +1020,23 @@ def train_run(cfg: Config, link: Link, cp: Checkpoint, policy: Policy, connectio
         raw.close()
     run.summary()
     return run, pos
+
+
+def reached_again(cfg: Config, cp: Checkpoint, in_flight: int) -> tuple[int, int]:
+    """The bytes of the classes on disk that this reading reaches again (all but those the
+    checkpoint counts), and the room their new copies take at once: each is written beside the
+    old one, then one of the two removed; at most the classes with files in the writers' hands,
+    about the in-flight bytes and the two largest classes."""
+    counted = {c[0] for c in cp.extra.get("classes", [])}
+    train_dir, records = os.path.join(cfg.root, "train"), os.path.join(cfg.state, "train")
+    sizes = []
+    for e in os.scandir(train_dir):
+        if WNID_RE.match(e.name) and e.name not in counted and e.is_dir(follow_symlinks=False):
+            rec = read_record(records, e.name)
+            if rec is not None:
+                sizes.append(rec["bytes"])
+    sizes.sort()
+    return sum(sizes), in_flight + sum(sizes[-2:])
 
 
 # ----------------------------------------------------------------------------- val and test
@@ -996,7 +1071,7 @@ def stream_flat(cfg: Config, split: str, link: Link, policy: Policy, connections
                     if not try_flock(folder):
                         raise PrepError("%s: another run is writing %s" % (split, partial))
                     out = resume_flat(FlatWriter(split, folder, link.name, cfg.manifest), cp, partial)
-                    preflight(os.path.dirname(final), cp.total - cp.offset, split)
+                    room(cfg, os.path.dirname(final), raw, connections, cp, split)
                     stream_members(cfg, link, raw, head, cp, out, partial, in_flight)
             finally:
                 raw.close()

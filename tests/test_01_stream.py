@@ -716,3 +716,126 @@ def test_a_small_in_flight_bound_and_one_writer_give_the_same_tree(tmp_path, rel
                "--jobs", "1", "train", "val", "test")
     assert r.returncode == 0, r.stderr
     check_tree(root, rel)
+
+
+# ----------------------------------------------------------------------------- review 2
+
+def test_without_a_manifest_a_damaged_class_is_compared_by_its_bytes(tmp_path, rel, server):
+    """--no-manifest: the records hold no SHA-256. After a wrong MD5 the re-read must still
+    prove each class on disk by its bytes: a late image damaged in transit (same size) was
+    kept as 'the same' by its names and sizes, and train marked done with it."""
+    archive = rel.archives["train"]
+    root = tmp_path / "root"
+    urls = urls_file(tmp_path, rel, "http://127.0.0.1:%d" % server.port, ("train",))
+    server.set_faults(flip_at=byte_of_class(archive, 35))
+    r = stream(root, urls, "--no-manifest", "train")
+    assert r.returncode == 1 and "but MD5_train in %s says" % urls in r.stderr, r.stderr
+    server.set_faults()
+    r = stream(root, urls, "--no-manifest", "train")
+    assert r.returncode == 0, r.stderr
+    assert files(root / "train") == expected_train(archive)
+    assert "40 classes written before were compared with the bytes read now: 39 the same (kept), " \
+        "1 different (replaced)" in r.stderr, r.stderr
+
+
+def test_a_checkpoint_nested_too_deep_is_ignored_with_a_note(tmp_path, rel):
+    root = tmp_path / "root"
+    (root / ".01_unzip").mkdir(parents=True)
+    (root / ".01_unzip" / "stream-val.json").write_text("[" * 100_000)
+    r = stream(root, urls_file(tmp_path, rel, "file://" + str(rel.out), ("val",)), "val")
+    assert r.returncode == 0, r.stderr
+    assert "ignoring %s" % (root / ".01_unzip" / "stream-val.json") in r.stderr, r.stderr
+    check_tree(root, rel, ("val",))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_a_local_link_to_something_else_than_a_file_is_said_so(tmp_path, rel, kind):
+    served = tmp_path / "served"
+    served.mkdir()
+    path = served / rel.archives["val"].name
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    root = tmp_path / "root"
+    r = stream(root, urls_file(tmp_path, rel, "file://" + str(served), ("val",)), "val", timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert "is not a regular file (%s)" % ("a FIFO" if kind == "fifo" else "a character device") \
+        in r.stderr, r.stderr
+    assert "does not exist" not in r.stderr
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_the_spool_counted_by_the_preflight_is_at_most_what_is_left(tmp_path, rel, server, split):
+    """--connections N: the spool holds at most 2N windows of what is left to fetch, never more
+    than that; a small archive on a small disk was refused for N x 128 MiB it would never use."""
+    urls = urls_file(tmp_path, rel, "http://127.0.0.1:%d" % server.port, (split,))
+    with small_tmpfs(tmp_path / "small", "size=24m") as small:
+        r = stream(small, urls, "--connections", "4", split)
+        assert r.returncode == 0, r.stderr
+        check_tree(small, rel, (split,))
+
+
+def test_the_preflight_of_val_counts_the_spool_too(tmp_path, rel, server):
+    """val and test over --connections N need room for the spool as train does: a disk with room
+    for the tree alone is refused before anything is written, not filled halfway."""
+    urls = urls_file(tmp_path, rel, "http://127.0.0.1:%d" % server.port, ("val",))
+    with small_tmpfs(tmp_path / "small", "size=1m") as small:
+        r = stream(small, urls, "--connections", "4", "val")
+        assert r.returncode == 1
+        assert "val: not enough free space in %s" % small in r.stderr, r.stderr
+        assert not (small / ".val.tmp-stream").exists() or not list((small / ".val.tmp-stream").iterdir())
+
+
+def test_classes_written_without_a_manifest_are_proven_by_content_by_a_run_with_one(tmp_path, rel,
+                                                                                    server):
+    """A stream stopped with --no-manifest, resumed without it: the classes on disk after the
+    checkpoint hold no hashes in their records; they are compared by their files' contents
+    (the same: kept), not replaced as 'different' for want of a hash."""
+    root = tmp_path / "root"
+    urls = urls_file(tmp_path, rel, "http://127.0.0.1:%d" % server.port, ("train",))
+    server.set_faults(rate=300_000)
+    proc = start(root, urls, "--no-manifest", "train")
+    kill_when(proc, lambda: (saved(root, "train") or {}).get("offset", 0) > 0
+              and sum(1 for p in (root / "train").iterdir() if not p.name.startswith(".")) >
+              len(saved(root, "train")["extra"]["classes"]) + 1, "classes past the checkpoint")
+    server.set_faults()
+    r = stream(root, urls, "train")
+    assert r.returncode == 0, r.stderr
+    assert files(root / "train") == expected_train(rel.archives["train"])
+    assert re.search(r"(\d+) classes written before were compared with the bytes read now: \1 the "
+                     r"same \(kept\), 0 different", r.stderr), r.stderr
+
+
+def test_a_reread_from_byte_0_needs_room_for_a_few_classes_not_the_whole_archive(tmp_path, rel,
+                                                                                server):
+    """After a wrong MD5 the tree is on disk and the re-read writes each class again beside it,
+    then keeps one copy: it needs room for the classes in the writers' hands, not for the whole
+    archive again (the preflight refused it on a disk the tree fills, forever)."""
+    archive = rel.archives["train"]
+    urls = urls_file(tmp_path, rel, "http://127.0.0.1:%d" % server.port, ("train",))
+    with small_tmpfs(tmp_path / "small", "size=5500k") as small:
+        server.set_faults(flip_at=byte_of_class(archive, 35))
+        r = stream(small, urls, "--in-flight", "1", "train")
+        assert r.returncode == 1 and "but MD5_train in %s says" % urls in r.stderr, r.stderr
+        assert shutil.disk_usage(small).free < archive.stat().st_size
+        server.set_faults()
+        r = stream(small, urls, "--in-flight", "1", "train")
+        assert r.returncode == 0, r.stderr
+        check_tree(small, rel, ("train",))
+        assert "39 the same (kept), 1 different (replaced)" in r.stderr, r.stderr
+
+
+def test_a_checkpoint_of_a_stream_without_verify_is_said_so_by_one_with_it(tmp_path, rel, server):
+    root = tmp_path / "root"
+    urls = urls_file(tmp_path, rel, "http://127.0.0.1:%d" % server.port, ("train",))
+    server.set_faults(rate=300_000)
+    proc = start(root, urls, "--no-verify", "train")
+    kill_when(proc, lambda: (saved(root, "train") or {}).get("offset", 0) > 0, "first checkpoint")
+    server.set_faults()
+    r = stream(root, urls, "train")
+    assert r.returncode == 0, r.stderr
+    assert "(it was saved by a stream with --no-verify, without the MD5 state this one needs); " \
+        "reading the archive from its start" in r.stderr, r.stderr
+    check_tree(root, rel, ("train",))
+    assert "MD5 %s verified" % rel.md5["train"] in r.stderr
