@@ -18,7 +18,6 @@ files of a few KiB; a file that others may read gets a warning, as the Kaggle to
 from __future__ import annotations
 
 import base64
-import json
 import os
 import re
 import stat
@@ -26,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
 from .console import PrepError, log
-from .files import read_regular_text
+from .files import parse_json, read_regular_text
 
 SECRET_MAX = 4096                               # bytes of a token file or kaggle.json read at most
 TOKEN_RE = re.compile(r"[A-Za-z0-9_.~+/=-]{8,1024}\Z")   # what a token may hold: no space, no quote
@@ -147,7 +146,7 @@ def read_kaggle_json(path: str) -> Optional[tuple[str, str]]:
     if text is None:
         return None
     try:
-        doc = json.loads(text)
+        doc = parse_json(text)
     except ValueError:
         doc = None
     if not (isinstance(doc, dict) and isinstance(doc.get("username"), str)

@@ -24,7 +24,6 @@ full read before the file is set aside as NAME.bad.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import queue
 import re
@@ -38,7 +37,7 @@ from . import facts, md5state, transport, urls
 from .console import (DISK_FULL, PrepError, Parser, disk_full_text, free_bytes, human, log,
                       preflight, run, scrub_links)
 from .extract import Config, read_marker
-from .files import Lock, clear_temps, fsync_dir, read_regular, write_json
+from .files import Lock, clear_temps, fsync_dir, parse_json, read_regular, write_json
 from .progress import Progress
 from .transport import (FileChanged, IgnoredRange, Piece, TransferFailed, Unsatisfiable,
                         WebPage, looks_like_html, remove_file, write_all)
@@ -992,7 +991,7 @@ class FileJob:
 
     def fitting_state(self, raw: bytes, algo: str) -> tuple[str, Optional[FileHash]]:
         try:
-            doc = json.loads(raw)
+            doc = parse_json(raw)
         except ValueError:
             return "it is damaged: not JSON", None
         if not isinstance(doc, dict):

@@ -45,11 +45,17 @@ class Config:
         """Where 01 --stream records how far the split's stream got."""
         return os.path.join(self.state, "stream-%s.json" % split)
 
+    def unproven(self, split: str) -> str:
+        """Marks a --stream of the split begun and not finished: what it wrote was not yet proven
+        by the archive's MD5 (a later 01 from the archive writes it again and compares)."""
+        return os.path.join(self.state, "stream-%s.unproven" % split)
+
     def forget_stream(self, split: str) -> None:
         """The split is done: a stream checkpoint left (this run's, or of a --stream given up
-        on) speaks of work that is finished."""
-        if os.path.exists(self.checkpoint(split)):
-            os.remove(self.checkpoint(split))
+        on) speaks of work that is finished, and nothing of it is unproven any more."""
+        for path in (self.checkpoint(split), self.unproven(split)):
+            if os.path.lexists(path):
+                os.remove(path)
 
 
 def find_archive(cfg: Config, split: str,

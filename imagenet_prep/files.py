@@ -107,15 +107,25 @@ def write_json(path: str, doc: Any, sync: bool = True) -> None:
     atomic_write(path, text.encode("utf-8"), sync=sync)
 
 
+def parse_json(text, **kw) -> Any:
+    """json.loads of input from outside, whose nesting deeper than the parser goes is a ValueError
+    like any other text that is not a usable document (json raises RecursionError there)."""
+    try:
+        return json.loads(text, **kw)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def read_json(path: str, what: Optional[str] = None) -> Any:
-    """The document in `path`, or None if it is missing or not JSON. With `what` (what to do
-    about it), the file is read only if it is a regular file of at most INPUT_MAX bytes
-    (read_regular), else a PrepError: stages 03-05 read 01's and 05's markers so."""
+    """The document in `path`, or None if it is missing or not JSON (nested deeper than the
+    parser goes, too). With `what` (what to do about it), the file is read only if it is a regular
+    file of at most INPUT_MAX bytes (read_regular), else a PrepError: stages 03-05 read 01's and
+    05's markers so."""
     try:
         if what is not None:
-            return json.loads(read_regular(path, what))
+            return parse_json(read_regular(path, what))
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            return parse_json(f.read())
     except (OSError, ValueError):
         return None
 

@@ -20,7 +20,6 @@ it is never printed, also not in an error. Errors name the dataset, its page, an
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from urllib.parse import quote
 from . import credentials, facts, webapi
 from .console import PrepError, human, log, shown, thousands
 from .credentials import Credentials
-from .files import atomic_write, read_regular
+from .files import atomic_write, parse_json, read_regular
 from .sourcenames import hf_data_file
 from .transport import MAX_FILE_SIZE, Digest, Policy, Remote, Target, looks_like_html
 
@@ -168,7 +167,7 @@ class Hub:
             raise PrepError("%s: the Hub answered HTTP %d, not the listing asked for; rerun later"
                             % (what, reply.status))
         try:
-            return json.loads(reply.body.decode("utf-8")), reply
+            return parse_json(reply.body.decode("utf-8")), reply
         except (UnicodeDecodeError, ValueError):
             raise PrepError("%s: the Hub's answer is not JSON (%s); rerun later, or check HF_ENDPOINT"
                             % (what, human(len(reply.body)))) from None

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import os
 import re
 import time
@@ -54,8 +53,8 @@ from .console import (DISK_FULL, ErrorList, PrepError, disk_full_text, human, lo
                       some, thousands)
 from .extract import (Config, Copy, create_file, done_marker, official_counts, resolve_final,
                       write_chunks)
-from .files import (TMP_MARK, Lock, NotRegular, clear_temps, open_regular, read_json, read_regular,
-                    remove_tree, try_flock, write_if_changed, write_json)
+from .files import (TMP_MARK, Lock, NotRegular, clear_temps, open_regular, parse_json, read_json,
+                    read_regular, remove_tree, try_flock, write_if_changed, write_json)
 from .parallel import run_parallel
 from .progress import Progress
 from .sourceread import Entry, hf_parquet_entries, hf_tar_entries, kaggle_entries
@@ -157,7 +156,7 @@ def load_record(root: str, source: str) -> Record:
                         "(SPLIT: train val test all), then run this again"
                         % (path, NAMES[source], redo(source, "SPLIT"))) from None
     try:
-        doc = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates,
+        doc = parse_json(data.decode("utf-8"), object_pairs_hook=_no_duplicates,
                          parse_constant=_no_constant)
         return _record(doc, source, folder)
     except (UnicodeDecodeError, ValueError) as e:

@@ -45,8 +45,8 @@ from . import members
 from .console import (PrepError, disk_full_text, each_split, human, log, preflight, shown, some,
                       thousands)
 from .extract import Config, find_archive, official_counts
-from .files import (Lock, clear_temps, fsync_dir, need_folder, read_json, temp_beside, temp_of,
-                    write_json)
+from .files import (Lock, clear_temps, fsync_dir, need_folder, parse_json, read_json, temp_beside,
+                    temp_of, write_json)
 from .members import DIR_MODE, Plan, tar_header
 from .progress import Progress
 
@@ -578,7 +578,7 @@ def clear_interrupted(cfg: Settings, split: str, lock: Lock) -> None:
     if leftovers:
         started = None
         try:
-            started = json.loads(os.pread(lock.fd, 4096, 0).decode() or "null")
+            started = parse_json(os.pread(lock.fd, 4096, 0).decode() or "null")
         except (OSError, ValueError):
             pass
         for e in leftovers:

@@ -38,7 +38,6 @@ import collections
 import ctypes
 import functools
 import hashlib
-import json
 import os
 import queue
 import re
@@ -51,8 +50,8 @@ from . import md5state
 from .console import DISK_FULL, PrepError, disk_full_text, human, log, preflight, some, thousands
 from .extract import CHUNK, Config, done_marker, resolve_final
 from .facts import WNID_RE
-from .files import (Lock, NotRegular, clear_temps, kind_of, open_dir, open_regular, read_regular,
-                    remove_tree, temp_name, temp_of, try_flock, write_json)
+from .files import (Lock, NotRegular, atomic_write, clear_temps, kind_of, open_dir, open_regular,
+                    parse_json, read_regular, remove_tree, temp_name, temp_of, try_flock, write_json)
 from .progress import Progress
 from .tarstream import BLOCK, Member, Source, iter_tar, read_data, sniff
 from .train import (FLAT_NAME, RE_OUTER, ClassTar, ClassWriter, check_class_folders,
@@ -109,10 +108,10 @@ class Checkpoint:
         except FileNotFoundError:
             return False
         try:
-            self._take(json.loads(text))
-        except (ValueError, TypeError, AttributeError, KeyError, IndexError, RecursionError) as e:
+            self._take(parse_json(text))
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError) as e:
             log.info("%s: ignoring %s (%s); reading the archive from its start", self.link.split,
-                     self.path, "nested too deep" if isinstance(e, RecursionError) else e)
+                     self.path, e)
             self.restart()
             return False
         return True
@@ -974,6 +973,9 @@ def stream_train(cfg: Config, link: Link, policy: Policy, connections: int, veri
                 if temp_of(e.name) and not e.name.endswith(".lock"):
                     clear_temps(folder, temp_of(e.name))
         cp = checkpoint_for(cfg, "train", link, verify)
+        if not os.path.lexists(cfg.unproven("train")):  # before any class: kept until train is done
+            atomic_write(cfg.unproven("train"), b"a --stream of train began; what it wrote counts once "
+                                                b"train is done\n")
         if cp.load():
             log.info("train: resuming the stream at byte %s (%s of %s)", thousands(cp.offset),
                      human(cp.offset), human(cp.total or 0))

@@ -49,6 +49,7 @@ class Job:
     records: str
     tar: ClassTar
     digest: bool
+    replace: bool = False            # a class on disk is written again and kept only if the same
 
 
 # ----------------------------------------------------------------------------- records
@@ -209,15 +210,16 @@ class ClassWriter:
 
 
 def write_class(src: Source, tar: ClassTar, train_dir: str, records: str, label: str,
-                digest: bool) -> dict:
+                digest: bool, replace: bool = False) -> dict:
     """Write the images of one class tar from `src` into train/.WNID.tmp-TAG, record them, and
-    rename the folder to train/WNID. Returns the record."""
+    rename the folder to train/WNID. Returns the record. replace: train/WNID may be there already
+    (ClassWriter.finish)."""
     out = ClassWriter(tar, train_dir, records, label, digest)
     try:
         for m in iter_tar(src, tar.offset, tar.offset + tar.size, label, need_eof=False):
             out.check(m)
             out.write(src, m)
-        return out.finish()
+        return out.finish(replace)
     except BaseException:
         out.abort()
         raise
@@ -245,10 +247,11 @@ def extract_class(job: Job) -> tuple[str, str, object]:
     wnid = job.tar.wnid
     label = "%s: %s.tar" % (os.path.basename(job.archive), wnid)
     try:
-        if os.path.isdir(os.path.join(job.train_dir, wnid)):
+        if os.path.isdir(os.path.join(job.train_dir, wnid)) and not job.replace:
             return ("skip", wnid, None)
         with open(job.archive, "rb", buffering=1 << 20) as f:
-            rec = write_class(Source(f), job.tar, job.train_dir, job.records, label, job.digest)
+            rec = write_class(Source(f), job.tar, job.train_dir, job.records, label, job.digest,
+                              job.replace)
         return ("ok", wnid, rec)
     except PrepError as e:
         return ("error", wnid, str(e))
@@ -344,8 +347,10 @@ def clear_share_leftovers(train_dir: str, records: str, mine: set) -> None:
             os.remove(e.path)
 
 
-def extract_share(cfg: Config, archive: str, todo: list[ClassTar], errors: ErrorList) -> None:
-    """Extract the classes of `todo` in parallel; stop starting new ones once the disk is full."""
+def extract_share(cfg: Config, archive: str, todo: list[ClassTar], errors: ErrorList,
+                  replace: bool = False) -> None:
+    """Extract the classes of `todo` in parallel; stop starting new ones once the disk is full.
+    replace: the classes on disk are written again, hashed, and kept only where the same."""
     train_dir, records = os.path.join(cfg.root, "train"), os.path.join(cfg.state, "train")
     full: list[str] = []
 
@@ -353,7 +358,7 @@ def extract_share(cfg: Config, archive: str, todo: list[ClassTar], errors: Error
         for tar in todo:
             if full:
                 return
-            yield Job(archive, train_dir, records, tar, cfg.manifest)
+            yield Job(archive, train_dir, records, tar, cfg.manifest or replace, replace)
 
     t0, done, images, nbytes = time.monotonic(), 0, 0, 0
     bar = Progress("train", len(todo), "classes")
@@ -414,12 +419,21 @@ def do_train(cfg: Config) -> int:
         share = [c for i, c in enumerate(classes) if i % cfg.n == cfg.k]
         clear_share_leftovers(train_dir, records, {c.wnid for c in share})
         check_class_folders(train_dir, records, [c.wnid for c in share])
-        todo = [c for c in share if not os.path.isdir(os.path.join(train_dir, c.wnid))]
-        preflight(cfg.root, sum(c.size for c in todo), "train")
+        on_disk = [c for c in share if os.path.isdir(os.path.join(train_dir, c.wnid))]
+        unproven = on_disk and os.path.lexists(cfg.unproven("train"))
+        todo = share if unproven else [c for c in share if c not in on_disk]
+        preflight(cfg.root, sum(c.size for c in share if c not in on_disk)
+                  + sum(sorted((c.size for c in on_disk), reverse=True)[:cfg.jobs]
+                        if unproven else ()), "train")
+        if unproven:
+            log.info("train: %d classes on disk were written by a 01_unzip.sh --stream that did not "
+                     "finish (%s), so their bytes were never checked against the archive's MD5: "
+                     "they are written again from %s and kept only where the same",
+                     len(on_disk), cfg.unproven("train"), label)
         log.info("train: shard %d/%d: %d classes, %d already complete, %d to extract with %d "
                  "workers", cfg.k, cfg.n, len(share), len(share) - len(todo), len(todo), cfg.jobs)
         if todo:
-            extract_share(cfg, archive, todo, errors)
+            extract_share(cfg, archive, todo, errors, bool(unproven))
     if errors:
         log.error("error: train: %s; complete classes are kept, a rerun retries the rest",
                   errors.summary())

@@ -458,6 +458,26 @@ def test_a_damaged_late_part_is_rewritten_though_the_reread_was_interrupted(tmp_
     assert "MD5 %s verified" % rel.md5[split] in r.stderr
 
 
+def test_classes_of_an_unfinished_stream_are_proven_by_01_from_the_archive(tmp_path, rel, server):
+    """A --stream that wrote a damaged class and stopped (here at the MD5, so no checkpoint is
+    left), then 00 + 01 from the verified archive: 01 must not take the stream's classes as done
+    on their records' word; it writes them again and keeps only what is the same."""
+    archive = rel.archives["train"]
+    root = tmp_path / "root"
+    urls = urls_file(tmp_path, rel, "http://127.0.0.1:%d" % server.port, ("train",))
+    server.set_faults(flip_at=byte_of_class(archive, 35))
+    r = stream(root, urls, "train")
+    assert r.returncode == 1 and "but MD5_train in %s says" % urls in r.stderr, r.stderr
+    copy = tmp_path / archive.name                  # as 00_download.sh leaves it (verified)
+    shutil.copy(archive, copy)
+    r = run(["bash", UNZIP, "--root", root, "--archive", copy, "train"], env=env())
+    assert r.returncode == 0, r.stderr
+    assert "were written by a 01_unzip.sh --stream that did not finish" in r.stderr, r.stderr
+    check_tree(root, rel, ("train",))
+    r = run(["bash", UNZIP, "--root", root, "--archive", copy, "train"], env=env())
+    assert r.returncode == 0 and "already done" in r.stderr, r.stderr
+
+
 def test_a_changed_file_then_an_interrupted_reread_keeps_no_class_of_the_old_file(tmp_path, rel,
                                                                                    own):
     """Killed after a late class was written from file A; the link then serves B (that class

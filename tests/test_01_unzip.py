@@ -1090,3 +1090,22 @@ def test_a_cmyk_jpeg_whose_frame_header_lies_beyond_256_kib_is_reported(tmp_path
     assert "1 files are not plain" in r.stderr
     special = json.loads((root / STATE / "train.done").read_text())["special"]
     assert special == {"n01000001/n01000001_1.JPEG": "CMYK JPEG"}
+
+
+@pytest.mark.parametrize("what", ["marker", "record"])
+def test_a_marker_or_record_nested_too_deeply_is_said_not_a_traceback(tmp_path, release, what):
+    root = tmp_path / "root"
+    (root / "downloads").mkdir(parents=True)
+    shutil.copy(release.archives["train"], root / "downloads")
+    assert unzip(root, "train").returncode == 0
+    wnid = sorted(release.train)[0]
+    path = root / ".01_unzip" / ("train.done" if what == "marker" else "train/%s.json" % wnid)
+    path.write_text("[" * 100_000)
+    if what == "record":
+        (root / ".01_unzip" / "train.done").unlink()       # the classes are checked again
+    r = unzip(root, "train")
+    assert "Traceback" not in r.stderr and "RecursionError" not in r.stderr, r.stderr
+    if what == "marker":
+        assert r.returncode == 1 and "is damaged or not 01_unzip.sh's (not JSON)" in r.stderr, r.stderr
+    else:
+        assert r.returncode == 1 and "not as 01_unzip.sh left them" in r.stderr, r.stderr

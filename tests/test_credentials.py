@@ -105,7 +105,8 @@ def test_kaggle_json_readable_by_others_warns(tmp_path, caplog):
     assert "chmod 600" in caplog.text and "0123456789abcdef" not in caplog.text
 
 
-@pytest.mark.parametrize("text", ["not json", '{"username": "alice"}', '["alice", "key"]',
+@pytest.mark.parametrize("text", ["not json", pytest.param("[" * 4000, id="nested"),
+                                  '{"username": "alice"}', '["alice", "key"]',
                                   '{"username": "a b", "key": "0123456789abcdef"}'])
 def test_a_damaged_kaggle_json_is_named_and_not_shown(tmp_path, text):
     secret(tmp_path / ".kaggle" / "kaggle.json", text)
