@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Optional, Sequence
 
 from . import bootstrap
 
-OK, FAILURE, USAGE, INTERRUPTED, TERMINATED = 0, 1, 2, 130, 143
+OK, FAILURE, USAGE, INTERRUPTED, TERMINATED, HUNG_UP = 0, 1, 2, 130, 143, 129
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 log = logging.getLogger("imagenet_prep")
@@ -32,8 +32,16 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (a SLURM time limit, `kill`): unwinds like Ctrl-C, ends with exit code 143."""
 
 
+class HangUp(KeyboardInterrupt):
+    """SIGHUP (the terminal closed, an ssh session ended): unwinds like Ctrl-C, exit code 129."""
+
+
 def _on_sigterm(signum, frame):
     raise Terminated()
+
+
+def _on_sighup(signum, frame):
+    raise HangUp()
 
 
 def setup_logging(prog: str) -> None:
@@ -46,6 +54,8 @@ def run(prog: str, argv: Sequence[str], body: Callable[[], int], interrupted: st
     message and an exit code. `interrupted` says what state Ctrl-C / SIGTERM leave behind."""
     setup_logging(prog)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:      # (nohup: it stays ignored)
+        signal.signal(signal.SIGHUP, _on_sighup)
     if bootstrap.quiet_interrupt_installed():       # from now on Ctrl-C unwinds, with a message
         signal.signal(signal.SIGINT, signal.default_int_handler)
     start = time.monotonic()
@@ -58,6 +68,9 @@ def run(prog: str, argv: Sequence[str], body: Callable[[], int], interrupted: st
     except Terminated:
         log.error("stopped by SIGTERM; %s", interrupted)
         return TERMINATED
+    except HangUp:
+        log.error("stopped by SIGHUP; %s", interrupted)
+        return HUNG_UP
     except KeyboardInterrupt:
         log.error("stopped by Ctrl-C; %s", interrupted)
         return INTERRUPTED

@@ -62,14 +62,6 @@ OWN_KNOBS = {"DOWNLOAD_PROGRESS_STEP": ("5", "percent"), "DOWNLOAD_PROGRESS_POLL
 LINK_ARG = re.compile(r"://|[?&][A-Za-z0-9_.~-]*=")
 
 
-class HangUp(KeyboardInterrupt):
-    """SIGHUP: unwinds like Ctrl-C, ends with exit code 129."""
-
-
-def _on_sighup(signum, frame):
-    raise HangUp()
-
-
 # ----------------------------------------------------------------------------- the hash of NAME.part
 
 class FileHash:
@@ -1375,17 +1367,12 @@ def main(argv: Optional[list[str]] = None) -> int:
                      % scrub_links(args.connections)[:40])
     if args.retries is not None and not re.fullmatch(r"[1-9][0-9]{0,8}", args.retries):
         parser.error("--retries must be a whole number >= 1, not '%s'" % args.retries[:40])
-    def body() -> int:
-        try:                         # (inside console.run: a Ctrl-C from now on is a clean stop)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            signal.signal(signal.SIGHUP, _on_sighup)
-            signal.signal(signal.SIGTSTP, _on_sigtstp)
-            for sig in (signal.SIGTTOU, signal.SIGTTIN):   # a log line on a terminal, `stty tostop`
-                signal.signal(sig, signal.SIG_IGN)
-            return download(args, splits)
-        except HangUp:
-            log.error("stopped by SIGHUP; %s", INTERRUPTED)
-            return 129
+    def body() -> int:               # (inside console.run: a Ctrl-C from now on is a clean stop)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTSTP, _on_sigtstp)
+        for sig in (signal.SIGTTOU, signal.SIGTTIN):       # a log line on a terminal, `stty tostop`
+            signal.signal(sig, signal.SIG_IGN)
+        return download(args, splits)
 
     return run(PROG, argv, body, INTERRUPTED)
 

@@ -467,9 +467,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         k, n = shard_of(parser, args.shard)
         root = args.root or os.environ.get("IMAGENET_ROOT") or "."
         if not os.path.isdir(root):
+            where = "where the tree goes" if args.stream else "the folder holding downloads/"
+            if os.path.lexists(root):
+                raise PrepError("ROOT '%s' is not a folder (a file or a link to one?): pass --root DIR "
+                                "(%s)" % (root, where))
             raise PrepError("ROOT '%s' is not a folder; create it (mkdir -p %s), or pass --root DIR "
-                            "(%s)" % (root, root, "where the tree goes" if args.stream
-                                      else "the folder holding downloads/"))
+                            "(%s)" % (root, root, where))
         cfg = Config(os.path.realpath(root), jobs, k, n, args.remove_archive, args.archive,
                      args.manifest)
         log.info("ROOT=%s splits=%s jobs=%d shard=%d/%d%s", cfg.root, " ".join(splits), jobs, k, n,

@@ -33,6 +33,7 @@ DOUBLE = re.compile(r'"((?:[^"\\]|\\.)*)"(.*)\Z')
 SINGLE = re.compile(r"'([^']*)'(.*)\Z")
 UNQUOTED_BAD = set("\"'`$;|<>()\\")
 MD5_RE = re.compile(r"[0-9a-fA-F]{32}\Z")
+FILE_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,255}\Z")   # the archive's name, as a link ends in it
 SIZE_RE = re.compile(r"[0-9]+\Z|[0-9]{1,3}(,[0-9]{3})+\Z|[0-9]{1,3}(_[0-9]{3})+\Z")
 MAX_DIGITS = 40                  # longest digit string read as a size (anything near is > 1 PiB)
 ENVIRONMENT = "the environment"  # where a setting came from, when not from a file
@@ -247,6 +248,12 @@ def link_for(split: str, settings: Mapping[str, str], urls_from: str, verify: bo
     if name in ("", ".", ".."):
         raise PrepError("%s: cannot tell the file name from %s (host %s): the link's path must end in "
                         "the archive's name" % (split, var, url_host(url)))
+    if not FILE_NAME_RE.match(name):
+        raise PrepError("%s: the last part of the path of %s (host %s) is not a plain file name "
+                        "(letters, digits, . _ - only; it is not shown: a link may carry a token "
+                        "there, e.g. after %%3F or ;): the link's path must end in the archive's "
+                        "name, such as .../ILSVRC2012_img_val.tar?token=..., with anything else "
+                        "after a ?" % (split, var, url_host(url)))
     official = facts.by_name(name)
     md5, md5_from = settings.get(md5v), "%s in %s" % (md5v, where(md5v))
     if md5 and not MD5_RE.match(md5):

@@ -1785,3 +1785,17 @@ def test_answers_closed_at_random_points_still_end_in_the_file(tmp_path, blob, s
     assert r.returncode == 0, r.stderr
     assert final_ok(root, blob)
     assert "retrying" in r.stderr
+
+
+@pytest.mark.parametrize("tail", ["%3Ftoken%3D" + TOKEN, ";jsessionid=" + TOKEN, "+" + TOKEN])
+def test_a_token_in_the_last_part_of_the_path_is_never_shown(tmp_path, blob, server, tail):
+    """A link whose token sits in its last path segment (an encoded ?, a ;jsessionid=) is not a
+    file name: it is refused without being printed, in no message and as no file name."""
+    urls = tmp_path / "urls.sh"
+    urls.write_text('DOWNLOAD_URL_val="%s%s"\nMD5_val=%s\n' % (server.url(VAL), tail, md5(blob)))
+    root = tmp_path / "root"
+    r = dl(root, urls, "val")  # dl() checks that the token is not printed
+    assert r.returncode == 1, r.stderr
+    assert "is not a plain file name" in r.stderr and "DOWNLOAD_URL_val" in r.stderr, r.stderr
+    assert server.requests == []
+    assert not (root / "downloads").exists() or not any((root / "downloads").iterdir())

@@ -859,3 +859,33 @@ def test_a_checkpoint_of_a_stream_without_verify_is_said_so_by_one_with_it(tmp_p
         "reading the archive from its start" in r.stderr, r.stderr
     check_tree(root, rel, ("train",))
     assert "MD5 %s verified" % rel.md5["train"] in r.stderr
+
+
+def test_sighup_stops_the_stream_with_129_and_nohup_keeps_it_going(tmp_path, rel, server):
+    """The terminal closes (SIGHUP): the stream stops as for SIGTERM, exit 129, and a rerun goes
+    on; under nohup (SIGHUP ignored) it is not stopped."""
+    urls = urls_file(tmp_path, rel, "http://127.0.0.1:%d" % server.port, ("train",))
+    server.set_faults(rate=200_000)
+    root = tmp_path / "a"
+    proc = start(root, urls, "train")
+    try:
+        deadline = time.monotonic() + 30
+        while (saved(root, "train") or {}).get("offset", 0) == 0:
+            assert proc.poll() is None and time.monotonic() < deadline, "no first checkpoint"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGHUP)
+        assert proc.wait(timeout=30) == 129
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    server.set_faults()
+    r = stream(root, urls, "train")
+    assert r.returncode == 0 and "resuming the stream" in r.stderr, r.stderr
+    server.set_faults(rate=500_000)
+    (tmp_path / "b").mkdir()
+    hup = run(["nohup", "bash", "-c", '(sleep 1; kill -HUP $$) & exec bash "$0" "$@"', UNZIP,
+               "--root", tmp_path / "b", "--stream", "--urls", urls, "train"], env=env(),
+              cwd=tmp_path)
+    assert hup.returncode == 0, hup.stderr
+    assert (tmp_path / "b" / ".01_unzip" / "train.done").is_file()

@@ -172,6 +172,10 @@ def test_root_must_exist(tmp_path):
     assert "mkdir -p %s" % (tmp_path / "nope") in r.stderr and "holding downloads/" in r.stderr
     r = unzip(tmp_path / "nope", "--stream", "val")       # no downloads/ with --stream
     assert r.returncode == 1 and "(where the tree goes)" in r.stderr, r.stderr
+    (tmp_path / "afile").write_text("x")
+    r = unzip(tmp_path / "afile", "--stream", "val")
+    assert r.returncode == 1 and "is not a folder (a file or a link to one?)" in r.stderr, r.stderr
+    assert "mkdir" not in r.stderr and (tmp_path / "afile").read_text() == "x"
 
 
 # ----------------------------------------------------------------------------- exact trees
